@@ -1,0 +1,42 @@
+# distcrawl: `make run` and `make test` set everything up on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SEEDS ?=
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck unit bench-frontier system-deps clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "distcrawl needs Python 3.11+ (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+system-deps:
+	@bash .ci/system-deps.sh
+
+## run: crawl SEEDS (or, with no SEEDS, a local demo site) on the embedded store into ./out
+run: $(STAMP)
+	$(VENV)/bin/distcrawl run $(if $(SEEDS),$(SEEDS),--demo) --out out $(ARGS)
+
+## test: lint, type-check and the whole test suite (slow and chaos tests included)
+test: $(STAMP) system-deps lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+bench-frontier: $(STAMP) system-deps
+	$(PY) -m bench.frontier
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Pieces shared by the crawler and the summarizer: settings, Redis keys and scripts, URLs."""

@@ -1,0 +1,95 @@
+"""Every Redis key name of a crawl, built in one place.
+
+All keys of one crawl share the prefix ``distcrawl:{<crawl>}:``. The braces are a Redis
+Cluster hash tag: every key of a crawl hashes to one slot, so one crawl's Lua scripts touch
+one node, and several crawls can share a Redis.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from common.errors import ConfigError
+
+__all__ = ["CrawlKeys", "validate_crawl_name"]
+
+_CRAWL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def validate_crawl_name(name: str) -> str:
+    """Return ``name`` if it can be a crawl name (it becomes part of every key), else raise."""
+    if not _CRAWL_NAME.match(name):
+        raise ConfigError(
+            f"invalid crawl name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlKeys:
+    """The key names of one crawl. Domain-specific keys are methods taking the domain."""
+
+    crawl: str
+
+    def __post_init__(self) -> None:
+        validate_crawl_name(self.crawl)
+
+    @property
+    def prefix(self) -> str:
+        return f"distcrawl:{{{self.crawl}}}:"
+
+    # The frontier. The Lua scripts build the same names from the prefix (common/lua/prelude.lua);
+    # tests/test_keys.py checks that the two agree.
+    @property
+    def spec(self) -> str:
+        return self.prefix + "spec"
+
+    @property
+    def seen(self) -> str:
+        return self.prefix + "seen"
+
+    @property
+    def ready(self) -> str:
+        return self.prefix + "ready"
+
+    @property
+    def delayed(self) -> str:
+        return self.prefix + "delayed"
+
+    @property
+    def inflight(self) -> str:
+        return self.prefix + "inflight"
+
+    @property
+    def leases(self) -> str:
+        return self.prefix + "leases"
+
+    @property
+    def domains(self) -> str:
+        return self.prefix + "domains"
+
+    @property
+    def counts(self) -> str:
+        return self.prefix + "counts"
+
+    @property
+    def dead(self) -> str:
+        return self.prefix + "dead"
+
+    @property
+    def pages(self) -> str:
+        return self.prefix + "pages"
+
+    def queue(self, domain: str) -> str:
+        return self.prefix + "q:" + domain
+
+    def domain(self, domain: str) -> str:
+        return self.prefix + "d:" + domain
+
+    def all_fixed(self) -> list[str]:
+        """The keys that do not depend on a domain (for the one-slot test and for cleanup)."""
+        return [
+            self.spec, self.seen, self.ready, self.delayed, self.inflight, self.leases,
+            self.domains, self.counts, self.dead, self.pages,
+        ]

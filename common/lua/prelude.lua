@@ -1,0 +1,128 @@
+-- Shared helpers, prepended to every frontier script by common/scripts.py.
+--
+-- Conventions for every script:
+--   KEYS[1]  the crawl's spec hash (declared so Redis Cluster routes the call; every other key
+--            shares its {crawl} hash tag, hence its slot)
+--   ARGV[1]  the crawl's key prefix, "distcrawl:{crawl}:"
+--   ARGV[2]  the time in ms, or "" to use the server clock (one clock for every worker)
+--
+-- Queue entries are "fp \t attempts \t payload": the payload is an opaque versioned JSON
+-- document built by Python; Lua only ever touches the fingerprint and the attempt count.
+-- Lease records are "domain \t worker \t entry".
+
+local P = ARGV[1]
+local K_SPEC = P .. 'spec'
+local K_SEEN = P .. 'seen'
+local K_READY = P .. 'ready'
+local K_DELAYED = P .. 'delayed'
+local K_INFLIGHT = P .. 'inflight'
+local K_LEASES = P .. 'leases'
+local K_DOMAINS = P .. 'domains'
+local K_COUNTS = P .. 'counts'
+local K_DEAD = P .. 'dead'
+local K_PAGES = P .. 'pages'
+
+local function queue_key(d) return P .. 'q:' .. d end
+local function domain_key(d) return P .. 'd:' .. d end
+
+local function clock(arg)
+  if arg ~= nil and arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local NOW = clock(ARGV[2])
+
+local SPEC = (function()
+  local v = redis.call('HMGET', K_SPEC, 'rate', 'burst', 'cap', 'max_attempts', 'lease_ms',
+    'max_depth', 'max_pages', 'max_domain_pages')
+  return {
+    rate = tonumber(v[1]) or 2, burst = tonumber(v[2]) or 4, cap = tonumber(v[3]) or 4,
+    max_attempts = tonumber(v[4]) or 3, lease_ms = tonumber(v[5]) or 60000,
+    max_depth = tonumber(v[6]) or -1, max_pages = tonumber(v[7]) or 0,
+    max_domain_pages = tonumber(v[8]) or 0,
+  }
+end)()
+
+local function split_entry(e)
+  local fp, attempts, payload = string.match(e, '^([^\t]*)\t([^\t]*)\t(.*)$')
+  return fp, tonumber(attempts), payload
+end
+
+local function split_lease(l)
+  local d, w, e = string.match(l, '^([^\t]*)\t([^\t]*)\t(.*)$')
+  return d, w, e
+end
+
+-- Domain state: bucket (tokens, ts), in-flight count, back-off deadline, and the overrides.
+local function load_domain(d)
+  local v = redis.call('HMGET', domain_key(d), 'tokens', 'ts', 'inflight', 'until',
+    'rate', 'burst', 'cap')
+  local st = {
+    rate = tonumber(v[5]) or SPEC.rate, burst = tonumber(v[6]) or SPEC.burst,
+    cap = tonumber(v[7]) or SPEC.cap, inflight = tonumber(v[3]) or 0,
+    ['until'] = tonumber(v[4]) or 0,
+  }
+  st.tokens = tonumber(v[1]) or st.burst
+  st.ts = tonumber(v[2]) or NOW
+  return st
+end
+
+local function refill(st)
+  if NOW > st.ts then
+    st.tokens = math.min(st.burst, st.tokens + (NOW - st.ts) * st.rate / 1000)
+    st.ts = NOW
+  end
+end
+
+local function save_domain(d, st)
+  redis.call('HSET', domain_key(d), 'tokens', tostring(st.tokens), 'ts', tostring(st.ts),
+    'inflight', tostring(st.inflight))
+end
+
+-- When the domain's bucket next holds a whole token, never before its back-off deadline.
+local function next_ready(st)
+  local tokens = math.min(st.burst, st.tokens + math.max(0, NOW - st.ts) * st.rate / 1000)
+  local t = NOW
+  if tokens < 1 then t = NOW + math.ceil((1 - tokens) * 1000 / st.rate) end
+  if st['until'] > t then t = st['until'] end
+  return t
+end
+
+-- Invariant kept by every script: a domain is in "ready" iff its list is non-empty and it is
+-- under its in-flight cap; its score is the time it may next be fetched.
+local function schedule(d, st)
+  if st.inflight < st.cap and redis.call('LLEN', queue_key(d)) > 0 then
+    redis.call('ZADD', K_READY, next_ready(st), d)
+  else
+    redis.call('ZREM', K_READY, d)
+  end
+end
+
+local function release_slot(d)
+  local st = load_domain(d)
+  st.inflight = math.max(0, st.inflight - 1)
+  redis.call('HSET', domain_key(d), 'inflight', tostring(st.inflight))
+  return st
+end
+
+local function count(field, n)
+  redis.call('HINCRBY', K_COUNTS, field, n or 1)
+end
+
+-- Move a leased entry to the dead-letter list as failed. The record, when the caller has none,
+-- is a minimal one built from the payload so that export still shows the URL and the reason.
+local function dead_letter(fp, d, attempts, payload, reason, record)
+  redis.call('RPUSH', K_DEAD, fp .. '\t' .. d .. '\t' .. attempts .. '\t' .. reason .. '\t' .. payload)
+  count('failed')
+  count('failed:' .. reason)
+  count('dead_letters')
+  if record == nil or record == '' then
+    local ok, doc = pcall(cjson.decode, payload)
+    local url = ok and doc.u or nil
+    local depth = ok and doc.d or nil
+    record = cjson.encode({url = url, depth = depth, outcome = 'failed', reason = reason,
+      attempts = attempts})
+  end
+  redis.call('HSET', K_PAGES, fp, record)
+end

@@ -1,0 +1,87 @@
+"""Opening the Redis client (a server, or the embedded in-process store) and its errors.
+
+The embedded store is fakeredis with its Lua engine: it speaks the same commands and runs the
+same scripts as a server, so single-process mode shares every code path with distributed mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.exceptions
+from redis.asyncio import Redis
+
+from common.errors import ConfigError, StoreUnavailable
+
+__all__ = ["EMBEDDED", "open_store", "redact_url", "translate_errors"]
+
+EMBEDDED = "embedded"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, fit for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+@contextlib.asynccontextmanager
+async def translate_errors(url: str = "") -> AsyncIterator[None]:
+    """Turn redis-py's connection failures into StoreUnavailable (the one place that does)."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        where = f" at {redact_url(url)}" if url else ""
+        raise StoreUnavailable(f"Redis unreachable{where}: {_first_line(exc)}") from exc
+    except redis.exceptions.BusyLoadingError as exc:
+        raise StoreUnavailable(f"Redis is loading its data: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+async def open_store(
+    url: str, *, socket_timeout_s: float = 10.0, connect_timeout_s: float = 5.0
+) -> Redis:
+    """A connected client for ``url`` (``redis://``, ``rediss://``, ``unix://`` or "embedded").
+
+    Raises ConfigError for a malformed URL and StoreUnavailable when the server does not answer.
+    """
+    if url == EMBEDDED:
+        import fakeredis
+
+        client: Redis = fakeredis.FakeAsyncRedis(decode_responses=True)
+        return client
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"invalid Redis URL {redact_url(url)!r}: expected redis://, rediss:// or unix://"
+        )
+    try:
+        client = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            socket_keepalive=True,
+            health_check_interval=30,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from exc
+    try:
+        async with translate_errors(url):
+            await client.ping()
+    except BaseException:
+        await client.aclose()
+        raise
+    return client

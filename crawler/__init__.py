@@ -1,0 +1,1 @@
+"""The crawler: frontier, fetching, parsing and the worker that ties them together."""

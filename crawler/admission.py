@@ -1,0 +1,130 @@
+"""Admission: turn raw links into canonical, in-scope, not-yet-seen frontier candidates.
+
+This is the crawler's hot path: most links on a page were seen before. They are filtered
+in-process first (a bounded cache of recently seen URLs, scope checks on plain strings) so that
+only what is left of a page reaches Redis, in one batched admit call.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from common.errors import InvalidUrl
+from common.serde import UrlEntry, encode_url_entry
+from common.urls import ParamFilter, canonicalize, fingerprint, netloc_of
+from crawler.frontier import AdmitCode, Candidate, Frontier
+from crawler.scope import Scope
+from crawler.spec import CrawlSpec
+
+__all__ = ["AdmitReport", "Admitter", "RecentCache"]
+
+
+class RecentCache:
+    """A bounded map of recently judged URLs to the reason they need not be admitted again.
+
+    The oldest entries are forgotten first (FIFO): forgetting only costs a Redis round trip.
+    """
+
+    __slots__ = ("_items", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        self._items: dict[str, str] = {}
+        self._limit = limit
+
+    def get(self, key: str) -> str | None:
+        return self._items.get(key)
+
+    def put(self, key: str, reason: str) -> None:
+        items = self._items
+        if key in items:
+            return
+        items[key] = reason
+        if len(items) > self._limit:
+            del items[next(iter(items))]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(slots=True)
+class AdmitReport:
+    """What became of a batch of links."""
+
+    admitted: list[str] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
+    invalid: list[tuple[str, str]] = field(default_factory=list)  # (raw, why) for seeds
+
+    @property
+    def considered(self) -> int:
+        return len(self.admitted) + sum(self.rejected.values())
+
+
+_CODE_REASON = {
+    AdmitCode.DUPLICATE: "duplicate",
+    AdmitCode.MAX_DEPTH: "max_depth",
+    AdmitCode.MAX_PAGES: "max_pages",
+    AdmitCode.MAX_DOMAIN_PAGES: "max_domain_pages",
+}
+
+
+class Admitter:
+    """Canonicalizes, scopes and dedupes links, then admits the survivors in one call."""
+
+    def __init__(self, frontier: Frontier, spec: CrawlSpec, cache_size: int = 200_000) -> None:
+        self._frontier = frontier
+        self._scope = Scope(spec.allowed_domains, spec.include, spec.exclude)
+        self._params = ParamFilter(spec.strip_params)
+        self._max_depth = spec.max_depth
+        self._seen = RecentCache(cache_size)
+
+    async def admit(
+        self,
+        links: Iterable[str],
+        *,
+        depth: int,
+        base: str | None = None,
+        parent: str | None = None,
+        keep_invalid: bool = False,
+    ) -> AdmitReport:
+        """Admit ``links`` found at ``depth`` on the page ``base`` (None for seeds)."""
+        report = AdmitReport()
+        batch: dict[str, Candidate] = {}
+        rejected = report.rejected
+        seen = self._seen
+        if 0 <= self._max_depth < depth:
+            for _ in links:
+                rejected["max_depth"] += 1
+            return await self._send(report, batch)
+        for raw in links:
+            try:
+                url = canonicalize(raw, base, self._params)
+            except InvalidUrl as exc:
+                rejected["invalid"] += 1
+                if keep_invalid:
+                    report.invalid.append((raw, str(exc)))
+                continue
+            reason = seen.get(url) or ("duplicate" if url in batch else None)
+            if reason is None:
+                reason = self._scope.reject_reason(url)
+                if reason is not None:
+                    seen.put(url, reason)  # scope is fixed for the crawl: the verdict holds
+            if reason is not None:
+                rejected[reason] += 1
+                continue
+            payload = encode_url_entry(UrlEntry(u=url, d=depth, p=parent))
+            batch[url] = Candidate(netloc_of(url), fingerprint(url), depth, payload)
+        return await self._send(report, batch)
+
+    async def _send(self, report: AdmitReport, batch: dict[str, Candidate]) -> AdmitReport:
+        local = dict(report.rejected)
+        codes = await self._frontier.admit(list(batch.values()), local)
+        for url, code in zip(batch, codes, strict=True):
+            if code is AdmitCode.ADMITTED:
+                report.admitted.append(url)
+            else:
+                report.rejected[_CODE_REASON[code]] += 1
+            if code in (AdmitCode.ADMITTED, AdmitCode.DUPLICATE):
+                self._seen.put(url, "duplicate")
+        return report

@@ -1,0 +1,380 @@
+"""The crawl frontier in Redis: per-domain queues, a shared token bucket, leases.
+
+One class owns the frontier's keys and scripts; callers get typed async methods. Every method
+is one atomic script call. See docs/frontier.md for the data layout and the invariants.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from common.errors import PermanentError
+from common.keys import CrawlKeys
+from common.scripts import ScriptRunner
+from common.serde import UrlEntry, decode_url_entry
+from common.store import translate_errors
+from crawler.spec import CrawlSpec, decode_spec, encode_spec
+
+__all__ = [
+    "AdmitCode",
+    "Candidate",
+    "Claim",
+    "DeadLetter",
+    "Frontier",
+    "FrontierStats",
+    "Lease",
+    "Outcome",
+    "SettleOp",
+    "SettleResult",
+]
+
+
+class AdmitCode(enum.IntEnum):
+    DUPLICATE = 0
+    ADMITTED = 1
+    MAX_DEPTH = 2
+    MAX_PAGES = 3
+    MAX_DOMAIN_PAGES = 4
+
+
+class Outcome(enum.StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class SettleResult(enum.IntEnum):
+    STALE = 0  # the lease had expired and was reaped (or re-leased): nothing changed
+    SETTLED = 1
+    REQUEUED = 2
+    DEAD = 3  # retried once too often: dead-lettered as failed
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A canonical URL ready for the admit script."""
+
+    domain: str
+    fp: str
+    depth: int
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A URL claimed by one worker until it settles it or the lease expires."""
+
+    fp: str
+    domain: str
+    attempt: int  # 1 on the first try
+    entry: UrlEntry
+
+    @property
+    def url(self) -> str:
+        return self.entry.u
+
+    @property
+    def depth(self) -> int:
+        return self.entry.d
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    leases: list[Lease]
+    wait_s: float | None  # when nothing was claimed: seconds until something is ready, or None
+
+
+@dataclass(frozen=True, slots=True)
+class SettleOp:
+    kind: str
+    fp: str
+    outcome: str = ""
+    reason: str = ""
+    delay_s: float = 0.0
+    retry_after_s: float = 0.0
+    record: str = ""
+
+    @classmethod
+    def ack(cls, fp: str, outcome: Outcome, reason: str = "", record: str = "") -> SettleOp:
+        return cls("ack", fp, outcome=outcome.value, reason=reason, record=record)
+
+    @classmethod
+    def retry(
+        cls,
+        fp: str,
+        reason: str,
+        *,
+        delay_s: float = 0.0,
+        retry_after_s: float = 0.0,
+        record: str = "",
+    ) -> SettleOp:
+        return cls(
+            "retry", fp, reason=reason, delay_s=delay_s, retry_after_s=retry_after_s,
+            record=record,
+        )
+
+    @classmethod
+    def release(cls, fp: str) -> SettleOp:
+        return cls("release", fp)
+
+    def args(self) -> list[str]:
+        return [
+            self.kind, self.fp, self.outcome, self.reason, str(int(self.delay_s * 1000)),
+            str(int(self.retry_after_s * 1000)), self.record,
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class FrontierStats:
+    """One atomic snapshot of a crawl's counters and queue structures."""
+
+    counts: dict[str, int]
+    queued: int
+    delayed: int
+    in_flight: int
+    ready_domains: int
+    ready_now: int
+    dead_letters: int
+    domains: int
+    top_domains: list[tuple[str, int]]
+
+    def count(self, name: str) -> int:
+        return self.counts.get(name, 0)
+
+    @property
+    def admitted(self) -> int:
+        return self.count("admitted")
+
+    @property
+    def done(self) -> int:
+        return self.count("done")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")
+
+    @property
+    def pending(self) -> int:
+        return self.queued + self.delayed + self.in_flight
+
+    @property
+    def balanced(self) -> bool:
+        """The outcome equation: admitted = done + failed + skipped + pending."""
+        return self.admitted == self.done + self.failed + self.skipped + self.pending
+
+    @property
+    def finished(self) -> bool:
+        return self.pending == 0
+
+    def reasons(self, outcome: str) -> dict[str, int]:
+        prefix = outcome + ":"
+        return {k[len(prefix):]: v for k, v in self.counts.items() if k.startswith(prefix)}
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    fp: str
+    domain: str
+    attempts: int
+    reason: str
+    url: str
+
+
+class Frontier:
+    """Typed access to one crawl's frontier. Nothing connects in ``__init__``.
+
+    ``clock`` (ms) replaces the Redis server's clock; tests use it to make time explicit.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: CrawlKeys,
+        scripts: ScriptRunner | None = None,
+        *,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self._redis = redis
+        self.keys = keys
+        self._scripts = scripts or ScriptRunner(redis)
+        self._clock = clock
+
+    async def _run(self, name: str, args: Sequence[str | int | float]) -> object:
+        now = str(self._clock()) if self._clock is not None else ""
+        return await self._scripts.run(
+            name, [self.keys.spec], [self.keys.prefix, now, *args]
+        )
+
+    # -- the spec -------------------------------------------------------------------------
+
+    async def init(self, spec: CrawlSpec) -> CrawlSpec:
+        """Write the spec if the crawl has none yet; return the spec in force."""
+        pairs = [x for kv in spec.lua_fields().items() for x in kv]
+        raw = await self._run("spec_init", [encode_spec(spec), *pairs])
+        current = decode_spec(str(raw))
+        if current == spec:
+            for domain, policy in spec.domains.items():
+                await self.set_policy(domain, policy.rate, policy.burst, policy.inflight)
+        return current
+
+    async def spec(self) -> CrawlSpec | None:
+        async with translate_errors():
+            raw = await self._redis.hget(self.keys.spec, "json")
+        return None if raw is None else decode_spec(raw)
+
+    # -- the queue ------------------------------------------------------------------------
+
+    async def admit(
+        self, candidates: Sequence[Candidate], local_rejects: Mapping[str, int] | None = None
+    ) -> list[AdmitCode]:
+        """Admit canonical URLs in one call; ``local_rejects`` are counted alongside."""
+        rejects = [x for kv in (local_rejects or {}).items() for x in (kv[0], str(kv[1]))]
+        if not candidates and not rejects:
+            return []
+        args: list[str | int] = [len(rejects) // 2, *rejects]
+        for c in candidates:
+            args += (c.domain, c.fp, c.depth, c.payload)
+        codes = await self._run("admit", args)
+        assert isinstance(codes, list)
+        return [AdmitCode(int(c)) for c in codes]
+
+    async def claim(self, worker: str, n: int = 1, lease_s: float | None = None) -> Claim:
+        """Claim up to ``n`` URLs, each leased to ``worker``."""
+        lease_ms = "" if lease_s is None else str(int(lease_s * 1000))
+        res = await self._run("claim", [n, worker, lease_ms])
+        assert isinstance(res, list)
+        got, wait_ms = int(res[0]), int(res[1])
+        leases: list[Lease] = []
+        invalid: list[str] = []
+        for i in range(2, 2 + 2 * got, 2):
+            domain, entry = res[i], res[i + 1]
+            fp, attempts, payload = entry.split("\t", 2)
+            try:
+                leases.append(Lease(fp, domain, int(attempts) + 1, decode_url_entry(payload)))
+            except PermanentError:
+                invalid.append(fp)
+        if invalid:  # a payload from a foreign or future version: fail it, never crash on it
+            await self.settle(
+                worker, [SettleOp.ack(fp, Outcome.FAILED, "bad_payload") for fp in invalid]
+            )
+        if got:
+            return Claim(leases, 0.0)
+        return Claim(leases, None if wait_ms < 0 else wait_ms / 1000)
+
+    async def settle(self, worker: str, ops: Sequence[SettleOp]) -> list[SettleResult]:
+        """Ack, retry or release leases in one call."""
+        if not ops:
+            return []
+        args: list[str] = [worker]
+        for op in ops:
+            args += op.args()
+        res = await self._run("settle", args)
+        assert isinstance(res, list)
+        return [SettleResult(int(r)) for r in res]
+
+    async def ack(
+        self, worker: str, fp: str, outcome: Outcome, reason: str = "", record: str = ""
+    ) -> SettleResult:
+        return (await self.settle(worker, [SettleOp.ack(fp, outcome, reason, record)]))[0]
+
+    async def retry(
+        self,
+        worker: str,
+        fp: str,
+        reason: str,
+        *,
+        delay_s: float = 0.0,
+        retry_after_s: float = 0.0,
+        record: str = "",
+    ) -> SettleResult:
+        op = SettleOp.retry(
+            fp, reason, delay_s=delay_s, retry_after_s=retry_after_s, record=record
+        )
+        return (await self.settle(worker, [op]))[0]
+
+    async def release(self, worker: str, fps: Sequence[str]) -> list[SettleResult]:
+        return await self.settle(worker, [SettleOp.release(fp) for fp in fps])
+
+    async def renew(self, worker: str, fps: Sequence[str], lease_s: float | None = None) -> int:
+        if not fps:
+            return 0
+        lease_ms = "" if lease_s is None else str(int(lease_s * 1000))
+        return int(str(await self._run("renew", [worker, lease_ms, *fps])))
+
+    async def reap(self, limit: int = 1000) -> tuple[int, int]:
+        """Return expired leases to their queues; (requeued, dead-lettered)."""
+        res = await self._run("reap", [limit])
+        assert isinstance(res, list)
+        return int(res[0]), int(res[1])
+
+    # -- politeness -----------------------------------------------------------------------
+
+    async def set_policy(
+        self,
+        domain: str,
+        rate: float | None = None,
+        burst: int | None = None,
+        inflight: int | None = None,
+    ) -> None:
+        value = ",".join("" if v is None else str(v) for v in (rate, burst, inflight))
+        await self._run("domain", [domain, "policy", value])
+
+    async def set_delay(self, domain: str, seconds: float) -> None:
+        """robots.txt Crawl-delay: at most one request per ``seconds`` for this domain."""
+        await self._run("domain", [domain, "delay", repr(float(seconds))])
+
+    async def back_off(self, domain: str, seconds: float) -> None:
+        """Push the domain's next request at least ``seconds`` away (429/503 Retry-After)."""
+        await self._run("domain", [domain, "backoff", str(int(seconds * 1000))])
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def stats(self, top: int = 10) -> FrontierStats:
+        res = await self._run("stats", [top])
+        assert isinstance(res, list)
+        flat, top_flat = res[0], res[8]
+        counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return FrontierStats(
+            counts=counts,
+            queued=int(res[1]),
+            delayed=int(res[2]),
+            in_flight=int(res[3]),
+            ready_domains=int(res[4]),
+            ready_now=int(res[5]),
+            dead_letters=int(res[6]),
+            domains=int(res[7]),
+            top_domains=[(top_flat[i], int(top_flat[i + 1])) for i in range(0, len(top_flat), 2)],
+        )
+
+    async def dead_letters(self, start: int = 0, stop: int = -1) -> list[DeadLetter]:
+        async with translate_errors():
+            raw = await self._redis.lrange(self.keys.dead, start, stop)
+        out = []
+        for item in raw:
+            fp, domain, attempts, reason, payload = str(item).split("\t", 4)
+            try:
+                url = decode_url_entry(payload).u
+            except PermanentError:
+                url = ""
+            out.append(DeadLetter(fp, domain, int(attempts), reason, url))
+        return out
+
+    async def page_records(self, batch: int = 1000) -> AsyncIterator[tuple[str, str]]:
+        """Every (fingerprint, record JSON) in the pages sink, in no particular order."""
+        cursor = 0
+        while True:
+            async with translate_errors():
+                cursor, chunk = await self._redis.hscan(self.keys.pages, cursor, count=batch)
+            assert isinstance(chunk, dict)
+            for fp, record in chunk.items():
+                yield str(fp), str(record)
+            if cursor == 0:
+                return

@@ -1,0 +1,91 @@
+"""The crawl spec: seeds, scope, limits and politeness defaults, written once to Redis.
+
+The producer writes it; every worker reads it, so workers are stateless and any number of them,
+on any host, can join a crawl knowing only its name.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from common.errors import ConfigError, PermanentError
+from common.urls import DEFAULT_TRACKING_PARAMS
+
+__all__ = ["SPEC_VERSION", "CrawlSpec", "DomainPolicy", "decode_spec", "encode_spec"]
+
+SPEC_VERSION = 1
+
+
+class DomainPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-domain overrides of the politeness defaults (None keeps the default)."""
+
+    rate: float | None = None
+    burst: int | None = None
+    inflight: int | None = None
+
+
+class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything about a crawl that all of its workers must agree on."""
+
+    seeds: list[str] = msgspec.field(default_factory=list)
+    allowed_domains: list[str] = msgspec.field(default_factory=list)  # empty: any domain
+    include: list[str] = msgspec.field(default_factory=list)  # regexes; empty: everything
+    exclude: list[str] = msgspec.field(default_factory=list)
+    strip_params: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_TRACKING_PARAMS))
+    max_depth: int = -1  # -1: unlimited
+    max_pages: int = 0  # 0: unlimited
+    max_domain_pages: int = 0  # 0: unlimited
+    rate: float = 2.0  # requests per second per domain, across all workers
+    burst: int = 4
+    inflight_per_domain: int = 4
+    max_attempts: int = 3
+    lease_s: float = 120.0
+    obey_robots: bool = True
+    domains: dict[str, DomainPolicy] = msgspec.field(default_factory=dict)
+    v: int = SPEC_VERSION
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.rate > 0:
+            problems.append(f"rate must be > 0 (got {self.rate})")
+        if self.burst < 1:
+            problems.append(f"burst must be >= 1 (got {self.burst})")
+        if self.inflight_per_domain < 1:
+            problems.append(f"per-domain in-flight must be >= 1 (got {self.inflight_per_domain})")
+        if self.max_attempts < 1:
+            problems.append(f"max attempts must be >= 1 (got {self.max_attempts})")
+        if not self.lease_s > 0:
+            problems.append(f"lease must be > 0 s (got {self.lease_s})")
+        if self.max_depth < -1 or self.max_pages < 0 or self.max_domain_pages < 0:
+            problems.append("max depth/pages must be >= 0")
+        if problems:
+            raise ConfigError("invalid crawl spec: " + "; ".join(problems))
+
+    def lua_fields(self) -> dict[str, str]:
+        """The fields the Lua scripts read from the spec hash."""
+        return {
+            "rate": repr(float(self.rate)),
+            "burst": str(self.burst),
+            "cap": str(self.inflight_per_domain),
+            "max_attempts": str(self.max_attempts),
+            "lease_ms": str(int(self.lease_s * 1000)),
+            "max_depth": str(self.max_depth),
+            "max_pages": str(self.max_pages),
+            "max_domain_pages": str(self.max_domain_pages),
+        }
+
+
+def encode_spec(spec: CrawlSpec) -> str:
+    return msgspec.json.encode(spec).decode()
+
+
+def decode_spec(raw: str | bytes) -> CrawlSpec:
+    try:
+        spec = msgspec.json.decode(raw, type=CrawlSpec)
+    except msgspec.ValidationError as exc:
+        raise PermanentError(f"unreadable crawl spec: {exc}", reason="bad_payload") from exc
+    except msgspec.DecodeError as exc:
+        raise PermanentError(f"undecodable crawl spec: {exc}", reason="bad_payload") from exc
+    if spec.v != SPEC_VERSION:
+        raise PermanentError(f"unknown crawl spec version {spec.v}", reason="bad_payload")
+    return spec

@@ -1,0 +1,55 @@
+"""Key names: one place, one cluster slot, and the Lua scripts agree with CrawlKeys."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot
+
+from common.errors import ConfigError
+from common.keys import CrawlKeys
+from crawler.frontier import Outcome
+from crawler.spec import CrawlSpec
+from tests.helpers import FakeClock, make_frontier
+
+
+def test_every_key_of_a_crawl_hashes_to_one_slot() -> None:
+    keys = CrawlKeys("news-2026")
+    names = [*keys.all_fixed(), keys.queue("example.com"), keys.domain("a.b.example.org:8080")]
+    slots = {key_slot(name.encode()) for name in names}
+    assert len(slots) == 1
+    assert all(name.startswith("distcrawl:{news-2026}:") for name in names)
+
+
+def test_two_crawls_use_disjoint_keys() -> None:
+    a, b = CrawlKeys("a"), CrawlKeys("b")
+    assert not set(a.all_fixed()) & set(b.all_fixed())
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "brace{", "x" * 65, "-lead"])
+def test_invalid_crawl_names_are_config_errors(bad: str) -> None:
+    with pytest.raises(ConfigError, match="invalid crawl name"):
+        CrawlKeys(bad)
+
+
+async def test_scripts_only_write_keys_that_crawlkeys_names(
+    store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    clock = FakeClock()
+    frontier, admitter = await make_frontier(
+        store, crawl_keys, CrawlSpec(max_attempts=2, lease_s=1), clock
+    )
+    await admitter.admit(["http://a.test/1", "http://b.test:8080/2"], depth=0)
+    claim = await frontier.claim("w", 2)
+    await frontier.ack("w", claim.leases[0].fp, Outcome.DONE, record="{}")
+    await frontier.retry("w", claim.leases[1].fp, "http_500", delay_s=5)
+    clock.advance(6000)
+    claim = await frontier.claim("w", 1)
+    clock.advance(2000)
+    await frontier.reap()
+    expected = set(crawl_keys.all_fixed())
+    for d in ("a.test", "b.test:8080"):
+        expected |= {crawl_keys.queue(d), crawl_keys.domain(d)}
+    present = {k async for k in store.scan_iter(match=crawl_keys.prefix + "*")}
+    assert present, "the scripts wrote nothing"
+    assert present <= expected, present - expected
