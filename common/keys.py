@@ -81,6 +81,22 @@ class CrawlKeys:
     def pages(self) -> str:
         return self.prefix + "pages"
 
+    @property
+    def docs(self) -> str:
+        """Parsed pages waiting for the summarizer (a leased queue like the frontier)."""
+        return self.prefix + "docs"
+
+    @property
+    def workers(self) -> str:
+        """Heartbeats: worker id -> JSON with role, host, pid and the time of its last beat."""
+        return self.prefix + "workers"
+
+    def robots(self, domain: str) -> str:
+        return self.prefix + "robots:" + domain
+
+    def robots_lock(self, domain: str) -> str:
+        return self.prefix + "robots-lock:" + domain
+
     def queue(self, domain: str) -> str:
         return self.prefix + "q:" + domain
 
@@ -91,5 +107,5 @@ class CrawlKeys:
         """The keys that do not depend on a domain (for the one-slot test and for cleanup)."""
         return [
             self.spec, self.seen, self.ready, self.delayed, self.inflight, self.leases,
-            self.domains, self.counts, self.dead, self.pages,
+            self.domains, self.counts, self.dead, self.pages, self.docs, self.workers,
         ]

@@ -97,10 +97,13 @@ class SettleOp:
     delay_s: float = 0.0
     retry_after_s: float = 0.0
     record: str = ""
+    doc: str = ""
 
     @classmethod
-    def ack(cls, fp: str, outcome: Outcome, reason: str = "", record: str = "") -> SettleOp:
-        return cls("ack", fp, outcome=outcome.value, reason=reason, record=record)
+    def ack(
+        cls, fp: str, outcome: Outcome, reason: str = "", record: str = "", doc: str = ""
+    ) -> SettleOp:
+        return cls("ack", fp, outcome=outcome.value, reason=reason, record=record, doc=doc)
 
     @classmethod
     def retry(
@@ -124,7 +127,7 @@ class SettleOp:
     def args(self) -> list[str]:
         return [
             self.kind, self.fp, self.outcome, self.reason, str(int(self.delay_s * 1000)),
-            str(int(self.retry_after_s * 1000)), self.record,
+            str(int(self.retry_after_s * 1000)), self.record, self.doc,
         ]
 
 
@@ -314,6 +317,36 @@ class Frontier:
         res = await self._run("reap", [limit])
         assert isinstance(res, list)
         return int(res[0]), int(res[1])
+
+    async def mark_seen(self, fps: Sequence[str]) -> None:
+        """Mark URLs as seen without queueing them (redirect hops already fetched)."""
+        if fps:
+            async with translate_errors():
+                await self._redis.sadd(self.keys.seen, *fps)
+
+    async def pending(self) -> int:
+        """admitted - done - failed - skipped, from the counters alone (one cheap call)."""
+        async with translate_errors():
+            values = await self._redis.hmget(
+                self.keys.counts, ["admitted", "done", "failed", "skipped"]
+            )
+        admitted, done, failed, skipped = (int(v or 0) for v in values)
+        return admitted - done - failed - skipped
+
+    # -- workers --------------------------------------------------------------------------
+
+    async def heartbeat(self, worker: str, beat: str) -> None:
+        async with translate_errors():
+            await self._redis.hset(self.keys.workers, worker, beat)
+
+    async def forget_worker(self, worker: str) -> None:
+        async with translate_errors():
+            await self._redis.hdel(self.keys.workers, worker)
+
+    async def workers(self) -> dict[str, str]:
+        async with translate_errors():
+            raw = await self._redis.hgetall(self.keys.workers)
+        return {str(k): str(v) for k, v in raw.items()}
 
     # -- politeness -----------------------------------------------------------------------
 

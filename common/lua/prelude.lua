@@ -21,6 +21,7 @@ local K_DOMAINS = P .. 'domains'
 local K_COUNTS = P .. 'counts'
 local K_DEAD = P .. 'dead'
 local K_PAGES = P .. 'pages'
+local K_DOCS = P .. 'docs'
 
 local function queue_key(d) return P .. 'q:' .. d end
 local function domain_key(d) return P .. 'd:' .. d end

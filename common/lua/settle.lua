@@ -1,8 +1,10 @@
 -- Settle a batch of leases held by one worker.
--- ARGV[3] = worker id, then groups of 7: kind, fp, outcome, reason, delay_ms, retry_after_ms,
--- record.
+-- ARGV[3] = worker id, then groups of 8: kind, fp, outcome, reason, delay_ms, retry_after_ms,
+-- record, doc.
 --   kind "ack":     outcome is done|failed|skipped; reason (a short class) is counted; the
---                   record, if any, is written to the pages sink under fp.
+--                   record, if any, is written to the pages sink under fp, and the doc, if any,
+--                   is queued for the summarizer, in the same atomic step: a page is recorded
+--                   and handed on exactly once, or not at all.
 --   kind "retry":   attempts + 1; dead-letter as failed(reason) once max_attempts is reached,
 --                   writing the record; else back to the queue after delay_ms. retry_after_ms > 0
 --                   also pushes the whole domain back (429/503 Retry-After).
@@ -15,7 +17,8 @@ local i = 4
 while i <= #ARGV do
   local kind, fp, outcome, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local delay_ms, retry_after_ms, record = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]
-  i = i + 7
+  local doc = ARGV[i + 7]
+  i = i + 8
   local lease = redis.call('HGET', K_LEASES, fp)
   local d, w, entry = nil, nil, nil
   if lease then d, w, entry = split_lease(lease) end
@@ -30,6 +33,10 @@ while i <= #ARGV do
       count(outcome)
       if reason ~= '' then count(outcome .. ':' .. reason) end
       if record ~= '' then redis.call('HSET', K_PAGES, fp, record) end
+      if doc ~= '' then
+        redis.call('RPUSH', K_DOCS, fp .. '\t0\t' .. doc)
+        count('docs_queued')
+      end
       out[#out + 1] = 1
     elseif kind == 'retry' then
       attempts = attempts + 1

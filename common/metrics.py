@@ -1,0 +1,102 @@
+"""Every distcrawl_* metric, on a registry per process role, and the /metrics endpoint.
+
+Label values are bounded sets (status classes, outcomes, short reasons): no URLs, no domains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["CrawlerMetrics", "SnapshotCollector", "serve_metrics"]
+
+_FETCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class CrawlerMetrics:
+    """The crawler's own counters; gauges about the whole crawl come from SnapshotCollector."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.fetches = Counter(
+            "distcrawl_fetches", "HTTP fetches by status class", ["status_class"], registry=r
+        )
+        self.fetch_seconds = Histogram(
+            "distcrawl_fetch_seconds", "Fetch latency (headers and body)",
+            buckets=_FETCH_BUCKETS, registry=r,
+        )
+        self.fetch_bytes = Counter("distcrawl_fetch_bytes", "Body bytes read", registry=r)
+        self.pages = Counter(
+            "distcrawl_pages", "URLs settled by outcome", ["outcome"], registry=r
+        )
+        self.pages_parsed = Counter("distcrawl_pages_parsed", "HTML pages parsed", registry=r)
+        self.links_found = Counter("distcrawl_links_found", "Links found on pages", registry=r)
+        self.links_admitted = Counter(
+            "distcrawl_links_admitted", "Links admitted to the frontier", registry=r
+        )
+        self.retries = Counter(
+            "distcrawl_retries", "Fetches scheduled for retry", ["reason"], registry=r
+        )
+        self.dead_letters = Counter(
+            "distcrawl_dead_letters", "URLs dead-lettered after their last attempt", registry=r
+        )
+        self.robots_skips = Counter(
+            "distcrawl_robots_skips", "URLs skipped because robots.txt disallows them",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "distcrawl_worker_in_flight", "URLs this process is working on", registry=r
+        )
+        self.reaped = Counter(
+            "distcrawl_leases_reaped", "Expired leases returned to the frontier", registry=r
+        )
+
+
+class SnapshotCollector(Collector):
+    """Gauges read from a snapshot (refreshed from Redis before each scrape)."""
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        for name, value in self._read().items():
+            family = GaugeMetricFamily(f"distcrawl_{name}", f"crawl-wide {name.replace('_', ' ')}")
+            family.add_metric([], value)
+            yield family
+
+
+async def serve_metrics(
+    registry: CollectorRegistry,
+    port: int,
+    refresh: Callable[[], Awaitable[None]] | None = None,
+    health: Callable[[], Awaitable[bool]] | None = None,
+    host: str = "0.0.0.0",
+) -> web.AppRunner:
+    """Serve /metrics (and /healthz) on ``port`` in this event loop; returns the runner."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        if refresh is not None:
+            with contextlib.suppress(Exception):  # a scrape must not fail because Redis blinked
+                await refresh()
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"}
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        ok = True if health is None else await health()
+        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "unhealthy\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner

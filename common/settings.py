@@ -1,0 +1,113 @@
+"""The one Settings object: built at the edge (the CLI) from flags and DISTCRAWL_* variables.
+
+Nested sections use ``__`` in environment names, e.g. ``DISTCRAWL_FETCH__MAX_BODY_BYTES``. The
+common flags also have short aliases (``DISTCRAWL_REDIS``, ``DISTCRAWL_ALLOW_PRIVATE``...).
+Unknown keys are rejected, and every value is range-checked here, so a bad value is one clear
+ConfigError before anything starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.errors import ConfigError
+
+__all__ = [
+    "CrawlerSettings",
+    "FetchSettings",
+    "FrontierDefaults",
+    "Settings",
+    "build_settings",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FrontierDefaults(_Section):
+    """Politeness and scope defaults a producer writes into a new crawl's spec."""
+
+    rate: float = Field(2.0, gt=0, description="requests per second per domain, all workers")
+    burst: int = Field(4, ge=1)
+    per_domain_inflight: int = Field(4, ge=1)
+    max_attempts: int = Field(3, ge=1)
+    lease_s: float = Field(120.0, gt=0)
+    max_depth: int = Field(-1, ge=-1)
+    max_pages: int = Field(0, ge=0)
+    max_domain_pages: int = Field(0, ge=0)
+    obey_robots: bool = True
+
+
+class FetchSettings(_Section):
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(20.0, gt=0)
+    total_timeout_s: float = Field(60.0, gt=0)
+    max_redirects: int = Field(5, ge=0, le=30)
+    max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    max_text_chars: int = Field(50_000, ge=100)
+    connections: int = Field(256, ge=1, description="connector total limit")
+    connections_per_host: int = Field(16, ge=1)
+    dns_cache_s: int = Field(300, ge=0)
+    user_agent: str = "distcrawl/0.1 (+https://github.com/distcrawl/distcrawl)"
+    content_types: tuple[str, ...] = ("text/html", "application/xhtml+xml")
+    robots_ttl_s: int = Field(3600, ge=0)
+
+
+class CrawlerSettings(_Section):
+    concurrency: int = Field(64, ge=1, le=10_000)
+    grace_s: float = Field(10.0, ge=0)
+    reap_interval_s: float = Field(5.0, gt=0)
+    heartbeat_s: float = Field(5.0, gt=0)
+    claim_batch: int = Field(8, ge=1, le=256)
+
+
+class Settings(BaseSettings):
+    """Every knob of a distcrawl process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DISTCRAWL_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    redis: str = Field("embedded", description="redis:// URL, or 'embedded' (in-process)")
+    crawl: str = "default"
+    allow_private: bool = False
+    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: str = Field("text", pattern="^(text|json)$")
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    frontier: FrontierDefaults = FrontierDefaults()
+    fetch: FetchSettings = FetchSettings()
+    crawler: CrawlerSettings = CrawlerSettings()
+    llm_api_key: SecretStr | None = None
+
+
+def build_settings(**overrides: Any) -> Settings:
+    """Settings from the environment with ``overrides`` (the CLI flags) on top.
+
+    Nested overrides are given as dicts, e.g. ``fetch={"max_body_bytes": 1024}``; they merge
+    with the environment's values for that section.
+    """
+    try:
+        base = Settings()
+        if not overrides:
+            return base
+        merged: dict[str, Any] = base.model_dump()
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid settings: " + "; ".join(parts)

@@ -1,0 +1,115 @@
+"""Fetch outcomes classified in one place: what is retried, what is final, what is skipped.
+
+This is the only module that knows aiohttp's exception types; everything else sees
+RetryableError, PermanentError or SkipPage, each with a short ``reason`` used in counts,
+metrics and page records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+
+import aiohttp
+
+from common.errors import DistcrawlError, PermanentError, RetryableError
+
+__all__ = [
+    "BlockedAddress",
+    "SkipPage",
+    "backoff_s",
+    "check_status",
+    "parse_retry_after",
+    "status_class",
+    "translate_exception",
+]
+
+MAX_RETRY_AFTER_S = 3600.0
+
+
+class SkipPage(PermanentError):
+    """A page deliberately not crawled (robots, content type, scope): outcome ``skipped``."""
+
+
+class BlockedAddress(OSError):
+    """The host resolves to an address the crawler may not fetch (SSRF guard)."""
+
+
+def status_class(status: int | None) -> str:
+    """``2xx``..``5xx`` for an HTTP status, ``error`` when there was no response."""
+    return f"{status // 100}xx" if status and 100 <= status < 600 else "error"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def check_status(status: int, retry_after: str | None) -> None:
+    """Raise for a status that is not a success: 429/5xx/408 retry, other 4xx are final."""
+    if 200 <= status < 300:
+        return
+    reason = f"http_{status}"
+    if status in (408, 425, 429) or 500 <= status < 600:
+        raise RetryableError(
+            f"HTTP {status}", reason=reason, retry_after_s=parse_retry_after(retry_after)
+        )
+    raise PermanentError(f"HTTP {status}", reason=reason)
+
+
+def translate_exception(exc: BaseException) -> DistcrawlError:
+    """The distcrawl error for a failure raised while fetching."""
+    if isinstance(exc, DistcrawlError):
+        return exc
+    blocked = _find(exc, BlockedAddress)
+    if blocked is not None:
+        return SkipPage(str(blocked), reason="blocked_address")
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return RetryableError(f"timed out: {exc}", reason="timeout")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return RetryableError(f"DNS lookup failed: {exc}", reason="dns_error")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return RetryableError(f"cannot connect: {exc}", reason="connect_error")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return RetryableError(f"broken body: {exc}", reason="bad_body")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | OSError):
+        return RetryableError(f"connection lost: {exc}", reason="connection_reset")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return PermanentError(f"invalid URL: {exc}", reason="invalid_url")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return PermanentError(f"bad response: {exc.message}", reason="bad_response")
+    if isinstance(exc, aiohttp.ClientError | ValueError | UnicodeError):
+        return PermanentError(f"{type(exc).__name__}: {exc}", reason="client_error")
+    raise exc
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, kind):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def backoff_s(attempt: int, base_s: float = 2.0, cap_s: float = 300.0) -> float:
+    """Exponential back-off with jitter before retry number ``attempt`` (1-based)."""
+    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    return float(ceiling / 2 + random.uniform(0, ceiling / 2))

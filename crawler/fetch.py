@@ -1,0 +1,184 @@
+"""Fetching one URL: redirects followed by hand, a content-type gate, a capped streaming read.
+
+One ``aiohttp.ClientSession`` per process, opened by ``Fetcher.open`` in the worker's exit
+stack. The connector is tuned on purpose: a total and a per-host connection limit (the per-domain
+politeness lives in Redis; this bounds sockets), a DNS cache, keep-alive.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from common.errors import InvalidUrl, PermanentError
+from common.settings import FetchSettings
+from common.urls import canonicalize, host_of
+from crawler.classify import SkipPage, check_status, translate_exception
+from crawler.ssrf import GuardedResolver, check_literal_host
+
+__all__ = ["FetchResult", "Fetcher", "decode_body"]
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
+_CHUNK = 64 * 1024
+
+
+@dataclass(slots=True)
+class FetchResult:
+    url: str
+    final_url: str
+    status: int
+    content_type: str
+    charset: str | None
+    body: bytes
+    truncated: bool
+    elapsed_ms: float
+    redirects: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return decode_body(self.body, self.charset)
+
+
+def decode_body(body: bytes, charset: str | None) -> str:
+    """Text of a body: the header's charset, then ``<meta charset>``, then UTF-8, then cp1252.
+
+    Undecodable bytes become U+FFFD; this never raises.
+    """
+    candidates = [charset] if charset else []
+    sniffed = _META_CHARSET.search(body[:4096])
+    if sniffed:
+        candidates.append(sniffed.group(1).decode("ascii", "replace"))
+    for name in candidates:
+        try:
+            return body.decode(name, errors="replace")
+        except LookupError:
+            continue
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = body.decode("utf-8", errors="replace")
+        if text.count("\ufffd") * 100 > len(text):  # mostly not UTF-8: a legacy single-byte page
+            return body.decode("cp1252", errors="replace")
+        return text
+
+
+class Fetcher:
+    """Fetches pages under the configured limits; raises classified errors."""
+
+    def __init__(
+        self,
+        settings: FetchSettings,
+        session: aiohttp.ClientSession,
+        *,
+        allow_private: bool,
+        on_redirect: Callable[[str], None] | None = None,
+    ) -> None:
+        self._s = settings
+        self._session = session
+        self._allow_private = allow_private
+        self._types = tuple(t.lower() for t in settings.content_types)
+        self._on_redirect = on_redirect
+
+    @staticmethod
+    def open_session(settings: FetchSettings, *, allow_private: bool) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=settings.connections,
+            limit_per_host=settings.connections_per_host,
+            ttl_dns_cache=settings.dns_cache_s,
+            use_dns_cache=settings.dns_cache_s > 0,
+            keepalive_timeout=30,
+            enable_cleanup_closed=False,
+            resolver=None if allow_private else GuardedResolver(),
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=settings.total_timeout_s,
+            connect=settings.connect_timeout_s,
+            sock_connect=settings.connect_timeout_s,
+            sock_read=settings.read_timeout_s,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            headers={
+                "User-Agent": settings.user_agent,
+                "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
+                "Accept-Encoding": "gzip, deflate",
+            },
+            auto_decompress=True,
+            raise_for_status=False,
+            max_line_size=16 * 1024,
+            max_field_size=16 * 1024,
+        )
+
+    async def fetch(self, url: str, *, accept_any_type: bool = False) -> FetchResult:
+        """GET ``url``; raise RetryableError, PermanentError or SkipPage when it cannot be used."""
+        started = time.perf_counter()
+        try:
+            return await self._fetch(url, started, accept_any_type)
+        except (PermanentError, SkipPage):
+            raise
+        except Exception as exc:
+            raise translate_exception(exc) from exc
+
+    async def _fetch(self, url: str, started: float, accept_any_type: bool) -> FetchResult:
+        current = url
+        hops: list[str] = []
+        for _ in range(self._s.max_redirects + 1):
+            if not self._allow_private:
+                check_literal_host(host_of(current))
+            async with self._session.get(current, allow_redirects=False) as resp:
+                if resp.status in _REDIRECTS:
+                    current = self._next_hop(current, resp.headers.get("Location"), hops)
+                    continue
+                check_status(resp.status, resp.headers.get("Retry-After"))
+                content_type = resp.content_type.lower()
+                if not accept_any_type and not content_type.startswith(self._types):
+                    raise SkipPage(f"content type {content_type}", reason="content_type")
+                body, truncated = await self._read_capped(resp)
+                return FetchResult(
+                    url=url,
+                    final_url=current,
+                    status=resp.status,
+                    content_type=content_type,
+                    charset=resp.charset,
+                    body=body,
+                    truncated=truncated,
+                    elapsed_ms=(time.perf_counter() - started) * 1000,
+                    redirects=hops,
+                )
+        raise PermanentError(f"more than {self._s.max_redirects} redirects", reason="redirects")
+
+    def _next_hop(self, current: str, location: str | None, hops: list[str]) -> str:
+        if not location:
+            raise PermanentError("redirect without a Location", reason="bad_redirect")
+        try:
+            target = canonicalize(location, base=current)
+        except InvalidUrl as exc:
+            raise PermanentError(f"bad redirect target: {exc}", reason="bad_redirect") from exc
+        if target == current or target in hops:
+            raise PermanentError(f"redirect loop at {target}", reason="redirect_loop")
+        hops.append(target)
+        if self._on_redirect is not None:
+            self._on_redirect(target)
+        return target
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        """Read at most max_body_bytes of the decoded body; stop (and drop the socket) there."""
+        cap = self._s.max_body_bytes
+        declared = resp.content_length
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            room = cap - size
+            if len(chunk) > room:
+                chunks.append(chunk[:room])
+                resp.close()  # do not drain the rest of a huge or endless body
+                return b"".join(chunks), True
+            chunks.append(chunk)
+            size += len(chunk)
+        truncated = declared is not None and declared > cap
+        return b"".join(chunks), truncated

@@ -1,0 +1,74 @@
+"""HTML parsing with selectolax (Lexbor): metadata, links and boilerplate-free main text."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+__all__ = ["ParsedPage", "parse_html"]
+
+_BOILERPLATE = [
+    "script", "style", "noscript", "template", "nav", "header", "footer", "aside", "svg",
+    "iframe", "form", "button", "select",
+]
+_SPACES = re.compile(r"\s+")
+_SKIP_HREF = ("#", "javascript:", "mailto:", "tel:", "data:", "sms:", "ftp:", "file:")
+
+
+@dataclass(slots=True)
+class ParsedPage:
+    title: str = ""
+    description: str = ""
+    canonical: str | None = None
+    lang: str | None = None
+    base_href: str | None = None
+    noindex: bool = False
+    nofollow: bool = False
+    links: list[str] = field(default_factory=list)
+    skipped_links: int = 0  # fragment-only, javascript:, mailto: ... (never crawlable)
+    text: str = ""
+
+
+def _attr(node: LexborNode | None, name: str) -> str | None:
+    if node is None:
+        return None
+    value = node.attributes.get(name)
+    return value.strip() if value else None
+
+
+def parse_html(html: str, max_text_chars: int) -> ParsedPage:
+    """Parse a page; never raises on malformed markup."""
+    tree = LexborHTMLParser(html)
+    page = ParsedPage()
+    title = tree.css_first("title")
+    if title is not None:
+        page.title = _clean(title.text())[:1000]
+    page.description = (_attr(tree.css_first('meta[name="description" i]'), "content") or "")[
+        :2000
+    ]
+    page.canonical = _attr(tree.css_first('link[rel="canonical" i]'), "href")
+    page.lang = _attr(tree.css_first("html"), "lang")
+    page.base_href = _attr(tree.css_first("base[href]"), "href")
+    robots = (_attr(tree.css_first('meta[name="robots" i]'), "content") or "").lower()
+    page.noindex = "noindex" in robots or "none" in robots
+    page.nofollow = "nofollow" in robots or "none" in robots
+    for node in tree.css("a[href], area[href]"):
+        href = node.attributes.get("href")
+        if not href:
+            continue
+        href = href.strip()
+        if not href or href.lower().startswith(_SKIP_HREF):
+            page.skipped_links += 1
+            continue
+        page.links.append(href)
+    tree.strip_tags(_BOILERPLATE)
+    body = tree.body
+    raw = body.text(separator=" ", strip=True) if body is not None else ""
+    page.text = _clean(raw)[:max_text_chars]
+    return page
+
+
+def _clean(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()

@@ -1,0 +1,164 @@
+"""Producing seeds: from arguments, files, stdin and sitemaps, into a crawl's frontier.
+
+The first producer of a crawl writes its spec (scope, limits, politeness); later producers add
+seeds to the same crawl and must not try to change the spec.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from common.errors import ConfigError, InvalidUrl
+from common.logging import get_logger
+from common.settings import FrontierDefaults
+from common.urls import DEFAULT_TRACKING_PARAMS, canonicalize, host_of
+from crawler.admission import AdmitReport, Admitter
+from crawler.frontier import Frontier
+from crawler.spec import CrawlSpec
+
+__all__ = [
+    "ProduceReport",
+    "SeedLine",
+    "build_spec",
+    "fetch_sitemap_urls",
+    "produce",
+    "read_seed_lines",
+]
+
+log = get_logger(__name__)
+_LOC = re.compile(rb"<loc>\s*([^<\s]+)\s*</loc>", re.I)
+_MAX_SITEMAP_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SeedLine:
+    source: str  # "argv", a file name, or "stdin"
+    line: int
+    text: str
+
+
+@dataclass(slots=True)
+class ProduceReport:
+    admitted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # "file:line: why" per bad seed
+
+    def add(self, report: AdmitReport) -> None:
+        self.admitted += len(report.admitted)
+        for reason, n in report.rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+
+
+def read_seed_lines(args: Iterable[str], files: Iterable[str]) -> Iterator[SeedLine]:
+    """Seeds from the command line, then each file (``-`` is stdin); ``#`` lines are comments."""
+    for i, arg in enumerate(args, 1):
+        yield SeedLine("argv", i, arg)
+    for name in files:
+        if name == "-":
+            stream: Iterable[str] = sys.stdin
+            label = "stdin"
+        else:
+            path = Path(name)
+            if not path.is_file():
+                raise ConfigError(f"seed file not found: {name}")
+            stream = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            label = name
+        for i, raw in enumerate(stream, 1):
+            text = raw.strip()
+            if text and not text.startswith("#"):
+                yield SeedLine(label, i, text)
+
+
+def build_spec(
+    defaults: FrontierDefaults,
+    seeds: list[str],
+    *,
+    allow_domains: list[str] | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+) -> CrawlSpec:
+    """The spec for a new crawl; allowed domains default to the seeds' hosts."""
+    domains = list(allow_domains or [])
+    if not domains:
+        for seed in seeds:
+            try:
+                host = host_of(canonicalize(seed))
+            except InvalidUrl:
+                continue
+            if host not in domains:
+                domains.append(host)
+    return CrawlSpec(
+        seeds=seeds[:1000],
+        allowed_domains=domains,
+        include=include or [],
+        exclude=exclude or [],
+        strip_params=list(DEFAULT_TRACKING_PARAMS),
+        max_depth=defaults.max_depth,
+        max_pages=defaults.max_pages,
+        max_domain_pages=defaults.max_domain_pages,
+        rate=defaults.rate,
+        burst=defaults.burst,
+        inflight_per_domain=defaults.per_domain_inflight,
+        max_attempts=defaults.max_attempts,
+        lease_s=defaults.lease_s,
+        obey_robots=defaults.obey_robots,
+    )
+
+
+async def produce(
+    frontier: Frontier, admitter: Admitter, lines: Iterable[SeedLine], batch: int = 1000
+) -> ProduceReport:
+    """Admit seed lines at depth 0; a bad line is reported with its place, the rest go in."""
+    report = ProduceReport()
+    chunk: list[SeedLine] = []
+
+    async def flush() -> None:
+        result = await admitter.admit([s.text for s in chunk], depth=0, keep_invalid=True)
+        report.add(result)
+        bad = {raw for raw, _ in result.invalid}
+        for seed in chunk:
+            if seed.text in bad:
+                why = next(w for raw, w in result.invalid if raw == seed.text)
+                report.errors.append(f"{seed.source}:{seed.line}: {why}")
+        chunk.clear()
+
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= batch:
+            await flush()
+    if chunk:
+        await flush()
+    return report
+
+
+async def fetch_sitemap_urls(
+    session: aiohttp.ClientSession, url: str, max_urls: int = 1_000_000, max_depth: int = 3
+) -> list[str]:
+    """Page URLs listed by a sitemap (following sitemap indexes up to ``max_depth``)."""
+    found: list[str] = []
+    queue = [(url, 0)]
+    seen: set[str] = set()
+    while queue and len(found) < max_urls:
+        current, depth = queue.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        async with session.get(current) as resp:
+            if resp.status != 200:
+                raise ConfigError(f"sitemap {current} answered HTTP {resp.status}")
+            body = await resp.content.read(_MAX_SITEMAP_BYTES)
+        is_index = b"<sitemapindex" in body[:2048]
+        for match in _LOC.finditer(body):
+            loc = match.group(1).decode("utf-8", "replace").replace("&amp;", "&")
+            if is_index and depth < max_depth:
+                queue.append((loc, depth + 1))
+            elif not is_index:
+                found.append(loc)
+    log.info("sitemap_read", url=url, urls=len(found))
+    return found[:max_urls]

@@ -1,0 +1,236 @@
+"""The `distcrawl` command: builds Settings once from flags and DISTCRAWL_* variables.
+
+Every failure a user can cause (bad flag, bad URL, unreachable Redis, bad value) ends as one
+line on stderr and a non-zero exit code, never a traceback:
+2 usage or configuration, 3 Redis unreachable, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from common.errors import ConfigError, DistcrawlError, StoreUnavailable
+from common.lifecycle import Shutdown, run
+from common.logging import configure_logging
+from common.settings import Settings, build_settings
+from common.store import EMBEDDED
+from crawler.admission import Admitter
+from crawler.produce import build_spec, fetch_sitemap_urls, produce, read_seed_lines
+from crawler.status import crawl_status, render_status
+from distcrawl import __version__
+from distcrawl.embedded import RunRequest, run_all
+from distcrawl.export import export_pages
+from distcrawl.runtime import crawl_runtime, store_session
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"distcrawl: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser, *, redis_required: bool) -> None:
+    g = p.add_argument_group("store")
+    g.add_argument("--redis", metavar="URL", help="redis://[user:pass@]host:port/db or rediss://"
+                   + ("" if redis_required else " (default: the embedded in-process store)"))
+    g.add_argument("--crawl", metavar="NAME", help="crawl name (default: 'default')")
+    o = p.add_argument_group("logging")
+    o.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    o.add_argument("--log-format", choices=["text", "json"])
+
+
+def _scope(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scope and politeness (written into a new crawl's spec)")
+    g.add_argument("--max-pages", type=_positive_int, metavar="N")
+    g.add_argument("--max-depth", type=int, metavar="N")
+    g.add_argument("--max-domain-pages", type=_positive_int, metavar="N")
+    g.add_argument("--allow-domain", action="append", default=[], metavar="D",
+                   help="crawl D and its subdomains (repeatable; default: the seeds' hosts)")
+    g.add_argument("--include", action="append", default=[], metavar="REGEX")
+    g.add_argument("--exclude", action="append", default=[], metavar="REGEX")
+    g.add_argument("--rate", type=float, metavar="R", help="requests/s per domain (default 2)")
+    g.add_argument("--burst", type=int, metavar="B", help="token bucket size (default 4)")
+    g.add_argument("--per-domain-inflight", type=int, metavar="K", help="default 4")
+    g.add_argument("--max-attempts", type=int, metavar="N", help="default 3")
+    g.add_argument("--no-robots", action="store_true", help="ignore robots.txt")
+
+
+def _worker(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("worker")
+    g.add_argument("--concurrency", type=int, metavar="C", help="pages in flight (default 64)")
+    g.add_argument("--metrics-port", type=int, metavar="P", help="serve /metrics on this port")
+    g.add_argument("--grace", type=float, metavar="S", help="drain time on SIGTERM (default 10)")
+    g.add_argument("--max-body-bytes", type=int, metavar="N", help="default 5 MiB")
+    g.add_argument("--user-agent", metavar="UA")
+    g.add_argument("--allow-private", action="store_true", default=None,
+                   help="allow fetching loopback/private addresses (local sites)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="distcrawl", description="Distributed async web crawler on Redis.")
+    parser.add_argument("--version", action="version", version=f"distcrawl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="produce, crawl (and summarize) in one process")
+    p.add_argument("seeds", nargs="*", metavar="SEED")
+    p.add_argument("--file", action="append", default=[], metavar="F", help="seed file, - = stdin")
+    p.add_argument("--out", type=Path, default=Path("out"), metavar="DIR")
+    p.add_argument("--demo", action="store_true", help="serve and crawl a local demo site")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-summarize", action="store_true", help="skip the summarizer stage")
+    _common(p, redis_required=False)
+    _scope(p)
+    _worker(p)
+
+    p = sub.add_parser("produce", help="add seeds (and the spec, for a new crawl) to Redis")
+    p.add_argument("seeds", nargs="*", metavar="SEED")
+    p.add_argument("--file", action="append", default=[], metavar="F", help="seed file, - = stdin")
+    p.add_argument("--sitemap", action="append", default=[], metavar="URL")
+    _common(p, redis_required=True)
+    _scope(p)
+
+    p = sub.add_parser("crawl", help="run a crawl worker")
+    p.add_argument("--drain", action="store_true", help="exit 0 once nothing is pending")
+    _common(p, redis_required=True)
+    _worker(p)
+
+    p = sub.add_parser("status", help="show a crawl's state")
+    p.add_argument("--json", action="store_true")
+    _common(p, redis_required=True)
+
+    p = sub.add_parser("export", help="write pages.jsonl from Redis")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    _common(p, redis_required=True)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Flags given on the command line override DISTCRAWL_* variables and defaults."""
+    def given(**pairs: Any) -> dict[str, Any]:
+        return {k: v for k, v in pairs.items() if v is not None}
+
+    a = vars(args)
+    frontier = given(
+        rate=a.get("rate"), burst=a.get("burst"), per_domain_inflight=a.get("per_domain_inflight"),
+        max_attempts=a.get("max_attempts"), max_depth=a.get("max_depth"),
+        max_pages=a.get("max_pages"), max_domain_pages=a.get("max_domain_pages"),
+        obey_robots=False if a.get("no_robots") else None,
+    )
+    fetch = given(max_body_bytes=a.get("max_body_bytes"), user_agent=a.get("user_agent"))
+    crawler = given(concurrency=a.get("concurrency"), grace_s=a.get("grace"))
+    top = given(redis=a.get("redis"), crawl=a.get("crawl"), log_level=a.get("log_level"),
+                log_format=a.get("log_format"), metrics_port=a.get("metrics_port"),
+                allow_private=a.get("allow_private"))
+    sections = {k: v for k, v in (("frontier", frontier), ("fetch", fetch),
+                                  ("crawler", crawler)) if v}
+    return build_settings(**top, **sections)
+
+
+def _need_server(settings: Settings, command: str) -> None:
+    if settings.redis == EMBEDDED:
+        raise ConfigError(
+            f"`distcrawl {command}` needs --redis URL (or DISTCRAWL_REDIS): "
+            "the embedded store lives inside a single `distcrawl run` process"
+        )
+
+
+async def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    lines = list(read_seed_lines(args.seeds, args.file))
+    async with store_session(settings) as (_, frontier):
+        if args.sitemap:
+            from crawler.fetch import Fetcher
+
+            async with Fetcher.open_session(settings.fetch, allow_private=True) as session:
+                for url in args.sitemap:
+                    found = await fetch_sitemap_urls(session, url)
+                    lines += [read for read in read_seed_lines(found, [])]
+        spec = build_spec(settings.frontier, [s.text for s in lines],
+                          allow_domains=args.allow_domain, include=args.include,
+                          exclude=args.exclude)
+        current = await frontier.init(spec)
+        report = await produce(frontier, Admitter(frontier, current), lines)
+    for error in report.errors:
+        print(f"distcrawl: skipped seed {error}", file=sys.stderr)
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(report.rejected.items())) or "none"
+    print(f"admitted {report.admitted} seeds to crawl {settings.crawl!r} (rejected: {rejected})")
+    return 0 if not report.errors else 1
+
+
+async def _crawl(settings: Settings, args: argparse.Namespace) -> int:
+    shutdown = Shutdown()
+    shutdown.install()
+    async with store_session(settings) as (redis, frontier), crawl_runtime(
+        settings, redis, frontier, shutdown
+    ) as rt:
+        stats = await rt.worker.run(drain=args.drain)
+    print(f"crawl worker finished: done {stats.done}, failed {stats.failed}, "
+          f"skipped {stats.skipped}, released {stats.released}", file=sys.stderr)
+    return 0
+
+
+async def _status(settings: Settings, args: argparse.Namespace) -> int:
+    async with store_session(settings) as (_, frontier):
+        status = await crawl_status(frontier)
+    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    return 0
+
+
+async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    async with store_session(settings) as (_, frontier):
+        path, n = await export_pages(frontier, args.out)
+    print(f"wrote {n} page records to {path}")
+    return 0
+
+
+async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    if args.command == "run":
+        if not args.seeds and not args.file and not args.demo:
+            raise ConfigError("give at least one SEED, --file F, or --demo")
+        request = RunRequest(
+            seeds=list(read_seed_lines(args.seeds, args.file)), out=args.out,
+            allow_domains=args.allow_domain, include=args.include, exclude=args.exclude,
+            demo=args.demo, progress=not args.no_progress,
+        )
+        if args.demo and not settings.allow_private:
+            settings = settings.model_copy(update={"allow_private": True})
+        return await run_all(settings, request)
+    _need_server(settings, args.command)
+    handlers = {"produce": _produce, "crawl": _crawl, "status": _status, "export": _export}
+    return await handlers[args.command](settings, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        configure_logging(settings.log_level, settings.log_format)
+        return run(_dispatch(settings, args))
+    except StoreUnavailable as exc:
+        print(f"distcrawl: error: {exc}", file=sys.stderr)
+        return 3
+    except DistcrawlError as exc:
+        print(f"distcrawl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("distcrawl: interrupted", file=sys.stderr)
+        return 130
+    except asyncio.CancelledError:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Wiring a process together: one Redis client, one HTTP session, one worker, one exit stack."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from common.errors import ConfigError
+from common.keys import CrawlKeys
+from common.lifecycle import Shutdown
+from common.metrics import CrawlerMetrics, SnapshotCollector, serve_metrics
+from common.settings import Settings
+from common.store import open_store
+from crawler.admission import Admitter
+from crawler.fetch import Fetcher
+from crawler.frontier import Frontier, FrontierStats
+from crawler.robots import RobotsCache
+from crawler.spec import CrawlSpec
+from crawler.worker import CrawlWorker
+
+__all__ = ["CrawlRuntime", "crawl_runtime", "frontier_gauges", "store_session"]
+
+
+@contextlib.asynccontextmanager
+async def store_session(settings: Settings) -> AsyncIterator[tuple[Redis, Frontier]]:
+    redis = await open_store(settings.redis)
+    try:
+        yield redis, Frontier(redis, CrawlKeys(settings.crawl))
+    finally:
+        await redis.aclose()
+
+
+def frontier_gauges(stats: FrontierStats | None) -> dict[str, float]:
+    if stats is None:
+        return {}
+    return {
+        "frontier_queued": stats.queued,
+        "frontier_delayed": stats.delayed,
+        "frontier_in_flight": stats.in_flight,
+        "frontier_ready_domains": stats.ready_domains,
+        "frontier_domains": stats.domains,
+        "crawl_admitted": stats.admitted,
+        "crawl_done": stats.done,
+        "crawl_failed": stats.failed,
+        "crawl_skipped": stats.skipped,
+        "crawl_dead_letters": stats.dead_letters,
+    }
+
+
+@dataclass
+class CrawlRuntime:
+    worker: CrawlWorker
+    frontier: Frontier
+    spec: CrawlSpec
+    metrics: CrawlerMetrics
+
+
+@contextlib.asynccontextmanager
+async def crawl_runtime(
+    settings: Settings, redis: Redis, frontier: Frontier, shutdown: Shutdown
+) -> AsyncIterator[CrawlRuntime]:
+    """A ready crawl worker for an initialised crawl (its spec must be in Redis)."""
+    spec = await frontier.spec()
+    if spec is None:
+        raise ConfigError(
+            f"crawl {settings.crawl!r} has no spec in Redis: run `distcrawl produce` first"
+        )
+    metrics = CrawlerMetrics()
+    async with contextlib.AsyncExitStack() as stack:
+        session = await stack.enter_async_context(
+            Fetcher.open_session(settings.fetch, allow_private=settings.allow_private)
+        )
+        fetcher = Fetcher(settings.fetch, session, allow_private=settings.allow_private)
+        robots = None
+        if spec.obey_robots:
+            robots = RobotsCache(redis, frontier.keys, frontier, fetcher,
+                                 settings.fetch.user_agent, settings.fetch.robots_ttl_s)
+        worker = CrawlWorker(
+            settings=settings.crawler, frontier=frontier, admitter=Admitter(frontier, spec),
+            fetcher=fetcher, robots=robots, metrics=metrics, shutdown=shutdown,
+            max_text_chars=settings.fetch.max_text_chars, lease_s=spec.lease_s,
+        )
+        if settings.metrics_port is not None:
+            snapshot: dict[str, FrontierStats | None] = {"stats": None}
+
+            async def refresh() -> None:
+                snapshot["stats"] = await frontier.stats()
+
+            metrics.registry.register(SnapshotCollector(lambda: frontier_gauges(snapshot["stats"])))
+            runner = await serve_metrics(metrics.registry, settings.metrics_port, refresh)
+            stack.push_async_callback(runner.cleanup)
+        yield CrawlRuntime(worker, frontier, spec, metrics)
