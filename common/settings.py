@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigError
+from common.keys import validate_crawl_name
 
 __all__ = [
     "CrawlerSettings",
@@ -82,6 +83,14 @@ class Settings(BaseSettings):
     fetch: FetchSettings = FetchSettings()
     crawler: CrawlerSettings = CrawlerSettings()
     llm_api_key: SecretStr | None = None
+
+    @field_validator("crawl")
+    @classmethod
+    def _crawl_name(cls, value: str) -> str:
+        try:
+            return validate_crawl_name(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
 
 
 def build_settings(**overrides: Any) -> Settings:

@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from common.errors import ConfigError, DistcrawlError, StoreUnavailable
+from common.errors import ConfigError, DistcrawlError, InvalidUrl, StoreUnavailable
 from common.lifecycle import Shutdown, run
 from common.logging import configure_logging
 from common.settings import Settings, build_settings
 from common.store import EMBEDDED
+from common.urls import canonicalize
 from crawler.admission import Admitter
 from crawler.produce import build_spec, fetch_sitemap_urls, produce, read_seed_lines
 from crawler.status import crawl_status, render_status
@@ -140,6 +141,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return build_settings(**top, **sections)
 
 
+def _check_argv_seeds(seeds: list[str]) -> None:
+    """A typo on the command line is a usage error: nothing is admitted. (Seed files and stdin
+    are checked line by line instead, so one bad line does not stop the good ones.)"""
+    for i, seed in enumerate(seeds, 1):
+        try:
+            canonicalize(seed)
+        except InvalidUrl as exc:
+            raise ConfigError(f"invalid seed #{i}: {exc}") from exc
+
+
 def _need_server(settings: Settings, command: str) -> None:
     if settings.redis == EMBEDDED:
         raise ConfigError(
@@ -197,6 +208,8 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    if args.command in ("run", "produce"):
+        _check_argv_seeds(args.seeds)
     if args.command == "run":
         if not args.seeds and not args.file and not args.demo:
             raise ConfigError("give at least one SEED, --file F, or --demo")

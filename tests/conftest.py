@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
 from common.store import EMBEDDED, open_store
+from tests.helpers import SiteProcess
 from tests.redis_server import RedisServer
 
 
@@ -47,3 +48,18 @@ async def server_store(redis_server: RedisServer) -> AsyncIterator[Redis]:
     client = await open_store(redis_server.url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def site_factory(tmp_path: Path) -> Iterator[Callable[..., SiteProcess]]:
+    """Start test sites in their own processes; all are stopped after the test."""
+    started: list[SiteProcess] = []
+
+    def start(*args: str) -> SiteProcess:
+        site = SiteProcess(tmp_path / f"site{len(started)}.log", *args)
+        started.append(site)
+        return site
+
+    yield start
+    for site in started:
+        site.stop()

@@ -35,3 +35,78 @@ async def make_frontier(
 
 def assert_balanced(stats: FrontierStats) -> None:
     assert stats.admitted == stats.done + stats.failed + stats.skipped + stats.pending, stats
+
+
+# -- processes: the test site and the distcrawl CLI ------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from collections import Counter  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class SiteProcess:
+    """A tests.site server in its own process, with its request log."""
+
+    def __init__(self, log: Path, *args: str) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.site", "--log", str(log), *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            self.proc.kill()
+            raise RuntimeError(f"test site did not start: {line!r} {self.proc.stderr.read()}")
+        self.port = int(line.split()[1])
+        addresses = args[args.index("--addresses") + 1] if "--addresses" in args else "127.0.0.1"
+        self.hosts = [f"{a}:{self.port}" for a in addresses.split(",")]
+
+    def requests(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+
+    def hits(self) -> Counter[str]:
+        return Counter(f"http://{r['host']}{r['path']}" for r in self.requests())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def cli(*args: str, timeout: float = 180, env: dict[str, str] | None = None,
+        input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``distcrawl ARGS`` as a separate process, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "distcrawl.cli", *args], cwd=ROOT, capture_output=True,
+        text=True, timeout=timeout, env=full_env, input=input_text,
+    )
+
+
+def spawn_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "distcrawl.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+    )
+
+
+def read_pages(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / "pages.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def assert_no_traceback(*texts: str) -> None:
+    for text in texts:
+        assert "Traceback" not in text, text

@@ -145,7 +145,12 @@ async def test_backoff_and_crawl_delay(store: Redis, crawl_keys: CrawlKeys) -> N
     assert claim.leases == []
     assert claim.wait_s == 30.0
     clock.advance(30_000)
-    await frontier.set_delay("a.test", 5)  # robots.txt Crawl-delay: 5
+    assert len((await frontier.claim("w", 5)).leases) == 5
+    await frontier.set_delay("a.test", 5)  # robots.txt Crawl-delay: 5, read before a fetch
+    assert (await frontier.claim("w", 5)).leases == []
+    clock.advance(4_999)
+    assert (await frontier.claim("w", 5)).leases == []
+    clock.advance(1)
     assert len((await frontier.claim("w", 5)).leases) == 1
     clock.advance(4_999)
     assert (await frontier.claim("w", 5)).leases == []

@@ -15,8 +15,10 @@ elseif op == 'delay' then
     local st = load_domain(d)
     refill(st)
     local rate = math.min(st.rate, 1 / delay)
-    redis.call('HSET', key, 'rate', tostring(rate), 'burst', '1',
-      'tokens', tostring(math.min(st.tokens, 1)), 'ts', tostring(st.ts))
+    -- The bucket starts empty: robots.txt is read right before a page of this domain is
+    -- fetched, and that fetch already spent this interval's token.
+    redis.call('HSET', key, 'rate', tostring(rate), 'burst', '1', 'tokens', '0',
+      'ts', tostring(st.ts))
   end
 elseif op == 'backoff' then
   local until_ms = NOW + tonumber(value)

@@ -1,0 +1,211 @@
+"""The local test site: generated pages on several 127.0.0.x hosts, plus deliberate trouble.
+
+Run as a process so that crawlers under test (also processes) see a real server:
+
+    python -m tests.site --addresses 127.0.0.1,127.0.0.2 --pages 100 --log FILE [--trouble]
+
+It prints ``ready <port>`` when listening and appends one JSON line per request to FILE
+(time, host, path, status, bytes sent) so tests measure at the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from distcrawl.demosite import DemoSite, SiteServer
+
+MB = 1024 * 1024
+
+TROUBLE_INDEX = """<!doctype html><html><head><title>Trouble</title></head><body>
+<a href="/t/404">missing</a> <a href="/t/flaky">flaky</a> <a href="/t/429">rate limited</a>
+<a href="/t/loop">redirect loop</a> <a href="/t/huge">huge</a> <a href="/t/doc.pdf">pdf</a>
+<a href="/t/slow">slow</a> <a href="/t/latin1">latin1</a> <a href="/t/badutf8">bad utf8</a>
+<a href="/t/noindex">noindex</a> <a href="/t/nofollow">nofollow</a>
+<a href="/t/malformed">malformed</a> <a href="/t/redirected">redirected</a>
+<a href="/t/gzipbomb">gzip bomb</a> <a href="/private/secret">robots-disallowed</a>
+</body></html>"""
+
+
+class TestSite(SiteServer):
+    def __init__(self, site: DemoSite, addresses: tuple[str, ...], log: Path,
+                 trouble: bool, crawl_delay: float | None, page_delay_s: float) -> None:
+        super().__init__(site, addresses)
+        self.log_path = log
+        self.trouble = trouble
+        self.crawl_delay = crawl_delay
+        self.page_delay_s = page_delay_s
+        self.hits: dict[str, int] = {}
+        self._log = log.open("a", buffering=1)
+        self.app.middlewares.append(self._logger)
+
+    @web.middleware
+    async def _logger(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        started = time.time()
+        key = f"{request.host}{request.path}"
+        self.hits[key] = self.hits.get(key, 0) + 1
+        status, sent = 0, 0
+        try:
+            if self.page_delay_s and request.path.startswith("/p/"):
+                await asyncio.sleep(self.page_delay_s)
+            resp = await handler(request)
+            status = resp.status
+            sent = getattr(resp, "body_length", 0) or len(getattr(resp, "body", b"") or b"")
+            return resp
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            self._log.write(json.dumps({"t": started, "host": request.host, "path": request.path,
+                                        "status": status, "sent": sent,
+                                        "ua": request.headers.get("User-Agent", "")}) + "\n")
+
+    def robots_txt(self, host: str) -> str:
+        lines = ["User-agent: *", "Disallow: /private/"]
+        if self.crawl_delay:
+            lines.append(f"Crawl-delay: {self.crawl_delay}")
+        return "\n".join(lines) + "\n"
+
+    def root_html_with_trouble(self, host: str) -> str:
+        return self.site.root_html(host).replace("</ul>", '</ul><a href="/t/">trouble</a>')
+
+    def add_routes(self) -> None:
+        if not self.trouble:
+            return
+        r = self.app.router
+        r.add_get("/", lambda req: _html(self.root_html_with_trouble(req.host)))
+        r.add_get("/t/", lambda req: _html(TROUBLE_INDEX))
+        r.add_get("/t/404", lambda req: _status(404))
+        r.add_get("/t/flaky", self._flaky)
+        r.add_get("/t/429", self._rate_limited)
+        r.add_get("/t/loop", lambda req: _redirect("/t/loop2"))
+        r.add_get("/t/loop2", lambda req: _redirect("/t/loop"))
+        r.add_get("/t/redirected", lambda req: _redirect("/t/target"))
+        r.add_get("/t/target", lambda req: _html("<title>target</title><p>landed</p>"))
+        r.add_get("/t/huge", self._huge)
+        r.add_get("/t/doc.pdf", self._pdf)
+        r.add_get("/t/slow", self._slow)
+        r.add_get("/t/latin1", lambda req: web.Response(
+            body="<title>caf\xe9</title><p>na\xefve r\xe9sum\xe9</p>".encode("latin-1"),
+            content_type="text/html"))
+        r.add_get("/t/badutf8", lambda req: web.Response(
+            body=b"<title>bad \xff\xfe bytes</title><p>ok \xc3\x28 text</p>",
+            headers={"Content-Type": "text/html; charset=utf-8"}))
+        r.add_get("/t/noindex", lambda req: _html(
+            '<meta name="robots" content="noindex"><title>hidden</title><p>secret text</p>'
+            '<a href="/t/from-noindex">still followed</a>'))
+        r.add_get("/t/from-noindex", lambda req: _html("<title>from noindex</title><p>x</p>"))
+        r.add_get("/t/nofollow", lambda req: _html(
+            '<meta name="robots" content="nofollow"><title>nofollow</title><p>text</p>'
+            '<a href="/t/never">must not be crawled</a>'))
+        r.add_get("/t/never", lambda req: _html("<title>never</title>"))
+        r.add_get("/t/malformed", lambda req: _html(
+            '<title>malformed</title><a href="http://[bad">1</a><a href="javascript:alert(1)">2'
+            '</a><a href="mailto:a@b.c">3</a><a href="   ">4</a><a href="ht!tp://x">5</a>'
+            '<a href="//">6</a><a href="http://:80/">7</a><a href="' + "x" * 9000 + '">8</a>'
+            '<a href="/t/fine?utm_source=x#frag">9</a>'))
+        r.add_get("/t/fine", lambda req: _html("<title>fine</title>"))
+        r.add_get("/t/gzipbomb", self._gzip_bomb)
+        r.add_get("/private/secret", lambda req: _html("<title>secret</title>"))
+
+    async def _flaky(self, request: web.Request) -> web.Response:
+        if self.hits[f"{request.host}{request.path}"] == 1:
+            return _status(500)
+        return _html("<title>flaky ok</title><p>second time lucky</p>")
+
+    async def _rate_limited(self, request: web.Request) -> web.Response:
+        if self.hits[f"{request.host}{request.path}"] == 1:
+            return web.Response(status=429, headers={"Retry-After": "2"}, text="slow down")
+        return _html("<title>429 ok</title><p>after waiting</p>")
+
+    async def _huge(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+        resp.content_length = 50 * MB
+        await resp.prepare(request)
+        chunk = b"<p>" + b"a" * (64 * 1024 - 7) + b"</p>\n"
+        try:
+            for _ in range(50 * MB // len(chunk) + 1):
+                await resp.write(chunk)
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return resp
+
+    async def _pdf(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/pdf"})
+        await resp.prepare(request)
+        try:
+            for _ in range(200):
+                await resp.write(b"%PDF" + b"0" * 65532)
+                await asyncio.sleep(0.01)
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return resp
+
+    async def _slow(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+        await resp.prepare(request)
+        try:
+            await resp.write(b"<title>slow</title><p>")
+            await asyncio.sleep(30)
+            await resp.write(b"never</p>")
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return resp
+
+    async def _gzip_bomb(self, request: web.Request) -> web.Response:
+        raw = b"<title>bomb</title>" + b"<p>" + b"0" * (100 * MB) + b"</p>"
+        body = zlib.compress(raw, 9)
+        return web.Response(body=body, headers={"Content-Type": "text/html",
+                                                "Content-Encoding": "deflate"})
+
+
+def _html(text: str) -> web.Response:
+    return web.Response(text=text, content_type="text/html")
+
+
+def _status(code: int) -> web.Response:
+    return web.Response(status=code, text=f"status {code}")
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": location})
+
+
+async def _main(args: argparse.Namespace) -> None:
+    site = TestSite(
+        DemoSite(pages_per_host=args.pages, links_per_page=args.links),
+        tuple(args.addresses.split(",")), Path(args.log), args.trouble, args.crawl_delay,
+        args.page_delay,
+    )
+    await site.start()
+    print(f"ready {site.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await site.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--addresses", default="127.0.0.1")
+    p.add_argument("--pages", type=int, default=50)
+    p.add_argument("--links", type=int, default=8)
+    p.add_argument("--log", required=True)
+    p.add_argument("--trouble", action="store_true")
+    p.add_argument("--crawl-delay", type=float, default=None)
+    p.add_argument("--page-delay", type=float, default=0.0)
+    asyncio.run(_main(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Bad input gets one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import cli
+from tests.redis_server import free_port
+
+
+def _one_line_error(proc_stderr: str) -> str:
+    lines = [line for line in proc_stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc_stderr
+    assert "Traceback" not in proc_stderr
+    assert lines[0].startswith("distcrawl: error: ")
+    return lines[0]
+
+
+def test_unreachable_redis() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    proc = cli("status", "--redis", url, "--crawl", "x")
+    assert proc.returncode == 3
+    assert "Redis unreachable" in _one_line_error(proc.stderr)
+
+
+def test_redis_password_is_not_echoed() -> None:
+    url = f"redis://user:hunter2@127.0.0.1:{free_port()}/0"
+    proc = cli("status", "--redis", url)
+    assert proc.returncode == 3
+    line = _one_line_error(proc.stderr)
+    assert "hunter2" not in line
+    assert "***" in line
+
+
+@pytest.mark.parametrize("seed", ["ht!tp://example.com", "mailto:someone@example.com",
+                                  "http://", "http://exa mple.com:99999/"])
+def test_malformed_seed(seed: str) -> None:
+    proc = cli("run", seed, "--no-progress")
+    assert proc.returncode == 2
+    assert "invalid seed #1" in _one_line_error(proc.stderr)
+
+
+def test_unknown_flag() -> None:
+    proc = cli("run", "--no-such-flag", "http://example.com/")
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --no-such-flag" in _one_line_error(proc.stderr)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "needle"),
+    [("--rate", "-1", "frontier.rate"), ("--burst", "0", "frontier.burst"),
+     ("--concurrency", "0", "crawler.concurrency"), ("--rate", "fast", "invalid float")],
+)
+def test_bad_values(flag: str, value: str, needle: str) -> None:
+    proc = cli("run", "http://example.com/", flag, value)
+    assert proc.returncode == 2
+    assert needle in _one_line_error(proc.stderr)
+
+
+def test_bad_environment_value() -> None:
+    proc = cli("run", "http://example.com/", env={"DISTCRAWL_FETCH__MAX_BODY_BYTES": "tiny"})
+    assert proc.returncode == 2
+    assert "fetch.max_body_bytes" in _one_line_error(proc.stderr) or "fetch" in proc.stderr
+
+
+def test_distributed_commands_need_a_server() -> None:
+    proc = cli("crawl")
+    assert proc.returncode == 2
+    assert "needs --redis" in _one_line_error(proc.stderr)
+
+
+def test_invalid_redis_url_scheme() -> None:
+    proc = cli("status", "--redis", "http://localhost:6379")
+    assert proc.returncode == 2
+    assert "invalid Redis URL" in _one_line_error(proc.stderr)
+
+
+def test_invalid_crawl_name() -> None:
+    proc = cli("status", "--redis", "redis://127.0.0.1:1", "--crawl", "bad name")
+    assert proc.returncode == 2
+    assert "invalid crawl name" in _one_line_error(proc.stderr)
