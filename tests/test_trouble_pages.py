@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import resource
 from collections.abc import Callable
 from pathlib import Path
@@ -72,7 +73,7 @@ def test_trouble_pages(site_factory: Callable[..., SiteProcess], tmp_path: Path)
     assert pdf["sent"] < 2 * MB
     # robots.txt Crawl-delay: 0.5 s between requests to that host.
     stamps = sorted(r["t"] for r in delayed.requests() if r["path"] != "/robots.txt")
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert len(stamps) == 5
     assert min(gaps) >= 0.45, gaps
     # A 50 MB body and a 100 MB gzip bomb left the crawler's memory bounded.

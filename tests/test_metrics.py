@@ -1,0 +1,62 @@
+"""A running crawl worker serves distcrawl_* metrics, including crawl-wide gauges."""
+
+from __future__ import annotations
+
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import SiteProcess, cli, spawn_cli
+from tests.redis_server import RedisServer, free_port
+
+
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+@pytest.mark.slow
+def test_crawl_worker_serves_metrics(
+    site_factory: Callable[..., SiteProcess], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    site = site_factory("--addresses", "127.0.0.1", "--pages", "30", "--page-delay", "0.05")
+    store = ["--redis", redis_server.url, "--crawl", f"m{tmp_path.name[-8:]}"]
+    assert cli("produce", *store, f"http://{site.hosts[0]}/", "--rate", "20").returncode == 0
+    port = free_port()
+    worker = spawn_cli("crawl", *store, "--allow-private", "--metrics-port", str(port))
+    try:
+        deadline = time.monotonic() + 60
+        samples: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            try:
+                samples = _scrape(port)
+            except OSError:
+                samples = {}
+            if samples.get("distcrawl_crawl_done", 0) >= 31:
+                break
+            time.sleep(0.3)
+        assert samples.get("distcrawl_crawl_done") == 31, samples
+        assert samples['distcrawl_pages_total{outcome="done"}'] == 31
+        assert samples['distcrawl_fetches_total{status_class="2xx"}'] >= 31
+        assert samples["distcrawl_fetch_seconds_count"] >= 31
+        assert samples["distcrawl_fetch_bytes_total"] > 0
+        assert samples["distcrawl_links_found_total"] > samples["distcrawl_links_admitted_total"]
+        assert samples["distcrawl_frontier_queued"] == 0
+        assert samples["distcrawl_crawl_admitted"] == 31
+        labels = {pair.split("=")[0] for name in samples if "{" in name
+                  for pair in name[name.index("{") + 1:-1].split(",")}
+        assert labels <= {"status_class", "outcome", "reason", "le", "quantile"}, labels
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=20)
+    assert worker.returncode == 0
