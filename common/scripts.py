@@ -1,6 +1,7 @@
 """The frontier's Lua scripts: loaded from ``common/lua/*.lua`` once per client, run by EVALSHA.
 
-Each script is the shared prelude followed by its own file. redis-py's Script object sends
+Each script is the shared prelude, the function libraries it uses (``lib_*.lua``), then its own
+file. redis-py's Script object sends
 EVALSHA and reloads the source on NOSCRIPT (after a Redis restart or SCRIPT FLUSH).
 """
 
@@ -17,16 +18,25 @@ from common.store import translate_errors
 
 __all__ = ["SCRIPT_NAMES", "ScriptRunner", "script_source"]
 
-SCRIPT_NAMES = ("admit", "claim", "settle", "renew", "reap", "domain", "stats", "spec_init")
+# Each script is the prelude, the function libraries it uses, then its own file.
+_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "admit": ("lib_admit",),
+    "settle": ("lib_settle",),
+    "commit": ("lib_admit", "lib_settle"),
+}
+SCRIPT_NAMES = (
+    "admit", "claim", "settle", "commit", "renew", "reap", "domain", "stats", "spec_init",
+)
 
 
 @cache
 def script_source(name: str) -> str:
-    """The full source of one script: the prelude, then the script's own file."""
+    """The full source of one script, as sent to Redis."""
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     lua = resources.files("common") / "lua"
-    return (lua / "prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    parts = ["prelude", *_LIBRARIES.get(name, ()), name]
+    return "\n".join((lua / f"{part}.lua").read_text() for part in parts)
 
 
 class ScriptRunner:

@@ -37,6 +37,12 @@ _SAFE_PATH = re.compile(r"^/[A-Za-z0-9/._~!$&'()*+,;=:@-]*$")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 _QUERY_SAFE = "=/?:@!$'()*+,;-._~%"
+# Already canonical: lower-case http(s), a plain lower-case host, maybe a port, a path of safe
+# characters, no query, no fragment. Most links on most pages look like this.
+_CANONICAL = re.compile(
+    r"^(https?)://[a-z0-9](?:[a-z0-9_.-]*[a-z0-9_])?(:[1-9][0-9]{0,4})?"
+    r"(/[A-Za-z0-9/._~!$&'()*+,;=:@-]*)$"
+)
 
 
 class ParamFilter:
@@ -59,6 +65,14 @@ _DEFAULT_FILTER = ParamFilter()
 
 def canonicalize(url: str, base: str | None = None, params: ParamFilter = _DEFAULT_FILTER) -> str:
     """The canonical form of ``url`` (resolved against ``base``); raises InvalidUrl."""
+    if base is not None and url[:1] == "/" and url[1:2] != "/":
+        origin_end = base.find("/", base.find("://") + 3) if "://" in base else -1
+        url = (base if origin_end < 0 else base[:origin_end]) + url  # what urljoin would do
+        base = None
+    if base is None or url.startswith(("http://", "https://")):
+        fast = _CANONICAL.match(url)
+        if fast is not None and "/." not in url and _port_kept(fast.group(1), fast.group(2)):
+            return url
     url = _STRIP_CHARS.sub("", url.strip())
     if not url:
         raise InvalidUrl("empty URL")
@@ -80,6 +94,13 @@ def canonicalize(url: str, base: str | None = None, params: ParamFilter = _DEFAU
     path = _normalize_path(parts.path)
     query = _normalize_query(parts.query, params)
     return f"{scheme}://{netloc}{path}?{query}" if query else f"{scheme}://{netloc}{path}"
+
+
+def _port_kept(scheme: str, port: str | None) -> bool:
+    if port is None:
+        return True
+    number = int(port[1:])
+    return number <= 65535 and number != _DEFAULT_PORTS[scheme]
 
 
 def fingerprint(canonical_url: str) -> str:
@@ -158,12 +179,9 @@ def _normalize_query(query: str, params: ParamFilter) -> str:
     if not query:
         return ""
     kept = [
-        pair for pair in query.split("&")
+        quote(_BAD_PERCENT.sub("%25", pair), safe=_QUERY_SAFE)
+        for pair in query.split("&")
         if pair and not params.drops(pair.split("=", 1)[0])
     ]
-    if not kept:
-        return ""
-    kept.sort()
-    joined = "&".join(kept)
-    joined = _BAD_PERCENT.sub("%25", joined)
-    return quote(joined, safe=_QUERY_SAFE + "&")
+    kept.sort()  # after encoding, so that the canonical form is a fixed point
+    return "&".join(kept)

@@ -18,7 +18,7 @@ from crawler.frontier import AdmitCode, Candidate, Frontier
 from crawler.scope import Scope
 from crawler.spec import CrawlSpec
 
-__all__ = ["AdmitReport", "Admitter", "RecentCache"]
+__all__ = ["AdmitReport", "Admitter", "Prepared", "RecentCache"]
 
 
 class RecentCache:
@@ -61,6 +61,14 @@ class AdmitReport:
         return len(self.admitted) + sum(self.rejected.values())
 
 
+@dataclass(slots=True)
+class Prepared:
+    """Links of one page after the in-process filters, ready for one admit call."""
+
+    report: AdmitReport = field(default_factory=AdmitReport)
+    batch: dict[str, Candidate] = field(default_factory=dict)  # canonical URL -> candidate
+
+
 _CODE_REASON = {
     AdmitCode.DUPLICATE: "duplicate",
     AdmitCode.MAX_DEPTH: "max_depth",
@@ -89,14 +97,31 @@ class Admitter:
         keep_invalid: bool = False,
     ) -> AdmitReport:
         """Admit ``links`` found at ``depth`` on the page ``base`` (None for seeds)."""
-        report = AdmitReport()
-        batch: dict[str, Candidate] = {}
+        prepared = self.prepare(links, depth=depth, base=base, parent=parent,
+                                keep_invalid=keep_invalid)
+        codes = await self._frontier.admit(
+            list(prepared.batch.values()), dict(prepared.report.rejected)
+        )
+        return self.apply(prepared, codes)
+
+    def prepare(
+        self,
+        links: Iterable[str],
+        *,
+        depth: int,
+        base: str | None = None,
+        parent: str | None = None,
+        keep_invalid: bool = False,
+    ) -> Prepared:
+        """The in-process half of admission (no I/O): canonicalize, scope, local dedupe."""
+        prepared = Prepared()
+        report, batch = prepared.report, prepared.batch
         rejected = report.rejected
         seen = self._seen
         if 0 <= self._max_depth < depth:
             for _ in links:
                 rejected["max_depth"] += 1
-            return await self._send(report, batch)
+            return prepared
         for raw in links:
             try:
                 url = canonicalize(raw, base, self._params)
@@ -115,12 +140,12 @@ class Admitter:
                 continue
             payload = encode_url_entry(UrlEntry(u=url, d=depth, p=parent))
             batch[url] = Candidate(netloc_of(url), fingerprint(url), depth, payload)
-        return await self._send(report, batch)
+        return prepared
 
-    async def _send(self, report: AdmitReport, batch: dict[str, Candidate]) -> AdmitReport:
-        local = dict(report.rejected)
-        codes = await self._frontier.admit(list(batch.values()), local)
-        for url, code in zip(batch, codes, strict=True):
+    def apply(self, prepared: Prepared, codes: list[AdmitCode]) -> AdmitReport:
+        """Fold the admit script's answers into the report and the local cache."""
+        report = prepared.report
+        for url, code in zip(prepared.batch, codes, strict=True):
             if code is AdmitCode.ADMITTED:
                 report.admitted.append(url)
             else:

@@ -85,7 +85,9 @@ class Lease:
 @dataclass(frozen=True, slots=True)
 class Claim:
     leases: list[Lease]
-    wait_s: float | None  # when nothing was claimed: seconds until something is ready, or None
+    # When nothing was claimed: seconds until something becomes ready by time alone; None when
+    # nothing is queued or all queued URLs wait for in-flight slots (use pending() to tell).
+    wait_s: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +193,16 @@ class DeadLetter:
     url: str
 
 
+def _admit_args(
+    candidates: Sequence[Candidate], local_rejects: Mapping[str, int] | None
+) -> list[str | int]:
+    rejects = [x for kv in (local_rejects or {}).items() for x in (kv[0], str(kv[1]))]
+    args: list[str | int] = [len(rejects) // 2, *rejects, len(candidates)]
+    for c in candidates:
+        args += (c.domain, c.fp, c.depth, c.payload)
+    return args
+
+
 class Frontier:
     """Typed access to one crawl's frontier. Nothing connects in ``__init__``.
 
@@ -239,15 +251,30 @@ class Frontier:
         self, candidates: Sequence[Candidate], local_rejects: Mapping[str, int] | None = None
     ) -> list[AdmitCode]:
         """Admit canonical URLs in one call; ``local_rejects`` are counted alongside."""
-        rejects = [x for kv in (local_rejects or {}).items() for x in (kv[0], str(kv[1]))]
-        if not candidates and not rejects:
+        if not candidates and not local_rejects:
             return []
-        args: list[str | int] = [len(rejects) // 2, *rejects]
-        for c in candidates:
-            args += (c.domain, c.fp, c.depth, c.payload)
-        codes = await self._run("admit", args)
+        codes = await self._run("admit", _admit_args(candidates, local_rejects))
         assert isinstance(codes, list)
         return [AdmitCode(int(c)) for c in codes]
+
+    async def commit(
+        self,
+        worker: str,
+        *,
+        seen_fps: Sequence[str],
+        candidates: Sequence[Candidate],
+        local_rejects: Mapping[str, int],
+        ops: Sequence[SettleOp],
+    ) -> tuple[list[AdmitCode], list[SettleResult]]:
+        """Mark seen, admit links and settle pages in one atomic call (see commit.lua)."""
+        args: list[str | int] = [worker, len(seen_fps), *seen_fps]
+        args += _admit_args(candidates, local_rejects)
+        for op in ops:
+            args += op.args()
+        res = await self._run("commit", args)
+        assert isinstance(res, list)
+        codes, results = res
+        return [AdmitCode(int(c)) for c in codes], [SettleResult(int(r)) for r in results]
 
     async def claim(self, worker: str, n: int = 1, lease_s: float | None = None) -> Claim:
         """Claim up to ``n`` URLs, each leased to ``worker``."""

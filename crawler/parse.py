@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
@@ -13,7 +12,6 @@ _BOILERPLATE = [
     "script", "style", "noscript", "template", "nav", "header", "footer", "aside", "svg",
     "iframe", "form", "button", "select",
 ]
-_SPACES = re.compile(r"\s+")
 _SKIP_HREF = ("#", "javascript:", "mailto:", "tel:", "data:", "sms:", "ftp:", "file:")
 
 
@@ -66,9 +64,13 @@ def parse_html(html: str, max_text_chars: int) -> ParsedPage:
     tree.strip_tags(_BOILERPLATE)
     body = tree.body
     raw = body.text(separator=" ", strip=True) if body is not None else ""
-    page.text = _clean(raw)[:max_text_chars]
+    page.text = _clean(raw[: max_text_chars * 4])[:max_text_chars]
     return page
 
 
 def _clean(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
+    """Collapse whitespace runs into one space (most text from selectolax is already clean)."""
+    if text.isascii() and not any(ws in text for ws in ("  ", "\n", "\t", "\r", "\f", "\v")):
+        return text.strip()  # substring checks run in C at memchr speed: no objects built
+    # str.split() collapses every run of whitespace in C: ~4x faster than re.sub(r"\s+")
+    return " ".join(text.split())

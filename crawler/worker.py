@@ -28,8 +28,9 @@ from common.logging import get_logger
 from common.metrics import CrawlerMetrics
 from common.settings import CrawlerSettings
 from common.urls import fingerprint
-from crawler.admission import Admitter
+from crawler.admission import AdmitReport, Admitter
 from crawler.classify import SkipPage, backoff_s, status_class
+from crawler.committer import Committer
 from crawler.fetch import Fetcher, FetchResult
 from crawler.frontier import Frontier, Lease, Outcome, SettleOp, SettleResult
 from crawler.parse import ParsedPage, parse_html
@@ -96,6 +97,7 @@ class CrawlWorker:
         self.stats = WorkerStats()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
+        self._committer = Committer(frontier, admitter, self.worker_id, self._admitted)
         self._started = time.time()
 
     # -- the main loop --------------------------------------------------------------------
@@ -108,6 +110,7 @@ class CrawlWorker:
             asyncio.create_task(self._every(self._s.heartbeat_s, self._heartbeat)),
             asyncio.create_task(self._every(max(1.0, self._lease_s / 3), self._renew)),
             asyncio.create_task(self._wake_on_stop()),
+            asyncio.create_task(self._committer.run()),
         ]
         try:
             await self._dispatch(drain)
@@ -284,23 +287,23 @@ class CrawlWorker:
         )
 
     async def _commit(self, lease: Lease, commit: _Commit) -> None:
-        """Admit the page's links, then settle it; retried while Redis is unreachable."""
-
-        async def once() -> SettleResult:
-            if commit.seen_urls:
-                await self._frontier.mark_seen([fingerprint(u) for u in commit.seen_urls])
-            if commit.links:
-                report = await self._admitter.admit(
-                    commit.links, depth=commit.depth, base=commit.base, parent=lease.url
-                )
-                self._metrics.links_admitted.inc(len(report.admitted))
-                if report.admitted:
-                    self._wakeup.set()
-            return (await self._frontier.settle(self.worker_id, [commit.op]))[0]
-
-        result = await self._until_stored(once)
+        """Hand the page's links and settle op to the committer; retried while Redis is down."""
+        prepared = None
+        if commit.links:
+            prepared = self._admitter.prepare(
+                commit.links, depth=commit.depth, base=commit.base, parent=lease.url
+            )
+        seen = [fingerprint(u) for u in commit.seen_urls or ()]
+        result = await self._until_stored(
+            lambda: self._committer.commit(commit.op, prepared, seen)
+        )
         if result is not None:
             self._count(commit.op, result)
+
+    def _admitted(self, report: AdmitReport) -> None:
+        self._metrics.links_admitted.inc(len(report.admitted))
+        if report.admitted:
+            self._wakeup.set()
 
     async def _until_stored(self, call: Callable[[], Awaitable[T]]) -> T | None:
         failures = 0

@@ -63,7 +63,8 @@ class SiteProcess:
         line = self.proc.stdout.readline()
         if not line.startswith("ready "):
             self.proc.kill()
-            raise RuntimeError(f"test site did not start: {line!r} {self.proc.stderr.read()}")
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"test site did not start: {line!r} {err}")
         self.port = int(line.split()[1])
         addresses = args[args.index("--addresses") + 1] if "--addresses" in args else "127.0.0.1"
         self.hosts = [f"{a}:{self.port}" for a in addresses.split(",")]

@@ -16,14 +16,15 @@ import json
 import signal
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from distcrawl.demosite import DemoSite, SiteServer
 
 MB = 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 TROUBLE_INDEX = """<!doctype html><html><head><title>Trouble</title></head><body>
 <a href="/t/404">missing</a> <a href="/t/flaky">flaky</a> <a href="/t/429">rate limited</a>
@@ -48,7 +49,7 @@ class TestSite(SiteServer):
         self.app.middlewares.append(self._logger)
 
     @web.middleware
-    async def _logger(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _logger(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.time()
         key = f"{request.host}{request.path}"
         self.hits[key] = self.hits.get(key, 0) + 1
@@ -81,40 +82,43 @@ class TestSite(SiteServer):
         if not self.trouble:
             return
         r = self.app.router
-        r.add_get("/", lambda req: _html(self.root_html_with_trouble(req.host)))
-        r.add_get("/t/", lambda req: _html(TROUBLE_INDEX))
-        r.add_get("/t/404", lambda req: _status(404))
+        r.add_get("/", self._trouble_root)
+        r.add_get("/t/", _const(lambda: _html(TROUBLE_INDEX)))
+        r.add_get("/t/404", _const(lambda: _status(404)))
         r.add_get("/t/flaky", self._flaky)
         r.add_get("/t/429", self._rate_limited)
-        r.add_get("/t/loop", lambda req: _redirect("/t/loop2"))
-        r.add_get("/t/loop2", lambda req: _redirect("/t/loop"))
-        r.add_get("/t/redirected", lambda req: _redirect("/t/target"))
-        r.add_get("/t/target", lambda req: _html("<title>target</title><p>landed</p>"))
+        r.add_get("/t/loop", _const(lambda: _redirect("/t/loop2")))
+        r.add_get("/t/loop2", _const(lambda: _redirect("/t/loop")))
+        r.add_get("/t/redirected", _const(lambda: _redirect("/t/target")))
+        r.add_get("/t/target", _const(lambda: _html("<title>target</title><p>landed</p>")))
         r.add_get("/t/huge", self._huge)
         r.add_get("/t/doc.pdf", self._pdf)
         r.add_get("/t/slow", self._slow)
-        r.add_get("/t/latin1", lambda req: web.Response(
+        r.add_get("/t/latin1", _const(lambda: web.Response(
             body="<title>caf\xe9</title><p>na\xefve r\xe9sum\xe9</p>".encode("latin-1"),
-            content_type="text/html"))
-        r.add_get("/t/badutf8", lambda req: web.Response(
+            content_type="text/html")))
+        r.add_get("/t/badutf8", _const(lambda: web.Response(
             body=b"<title>bad \xff\xfe bytes</title><p>ok \xc3\x28 text</p>",
-            headers={"Content-Type": "text/html; charset=utf-8"}))
-        r.add_get("/t/noindex", lambda req: _html(
+            headers={"Content-Type": "text/html; charset=utf-8"})))
+        r.add_get("/t/noindex", _const(lambda: _html(
             '<meta name="robots" content="noindex"><title>hidden</title><p>secret text</p>'
-            '<a href="/t/from-noindex">still followed</a>'))
-        r.add_get("/t/from-noindex", lambda req: _html("<title>from noindex</title><p>x</p>"))
-        r.add_get("/t/nofollow", lambda req: _html(
+            '<a href="/t/from-noindex">still followed</a>')))
+        r.add_get("/t/from-noindex", _const(lambda: _html("<title>from noindex</title><p>x</p>")))
+        r.add_get("/t/nofollow", _const(lambda: _html(
             '<meta name="robots" content="nofollow"><title>nofollow</title><p>text</p>'
-            '<a href="/t/never">must not be crawled</a>'))
-        r.add_get("/t/never", lambda req: _html("<title>never</title>"))
-        r.add_get("/t/malformed", lambda req: _html(
+            '<a href="/t/never">must not be crawled</a>')))
+        r.add_get("/t/never", _const(lambda: _html("<title>never</title>")))
+        r.add_get("/t/malformed", _const(lambda: _html(
             '<title>malformed</title><a href="http://[bad">1</a><a href="javascript:alert(1)">2'
             '</a><a href="mailto:a@b.c">3</a><a href="   ">4</a><a href="ht!tp://x">5</a>'
             '<a href="//">6</a><a href="http://:80/">7</a><a href="' + "x" * 9000 + '">8</a>'
-            '<a href="/t/fine?utm_source=x#frag">9</a>'))
-        r.add_get("/t/fine", lambda req: _html("<title>fine</title>"))
+            '<a href="/t/fine?utm_source=x#frag">9</a>')))
+        r.add_get("/t/fine", _const(lambda: _html("<title>fine</title>")))
         r.add_get("/t/gzipbomb", self._gzip_bomb)
-        r.add_get("/private/secret", lambda req: _html("<title>secret</title>"))
+        r.add_get("/private/secret", _const(lambda: _html("<title>secret</title>")))
+
+    async def _trouble_root(self, request: web.Request) -> web.StreamResponse:
+        return _html(self.root_html_with_trouble(request.host))
 
     async def _flaky(self, request: web.Request) -> web.Response:
         if self.hits[f"{request.host}{request.path}"] == 1:
@@ -165,6 +169,15 @@ class TestSite(SiteServer):
         body = zlib.compress(raw, 9)
         return web.Response(body=body, headers={"Content-Type": "text/html",
                                                 "Content-Encoding": "deflate"})
+
+
+def _const(make: Callable[[], web.Response]) -> Handler:
+    """An async handler that answers every request with a fresh ``make()``."""
+
+    async def handler(_: web.Request) -> web.StreamResponse:
+        return make()
+
+    return handler
 
 
 def _html(text: str) -> web.Response:

@@ -1,8 +1,9 @@
 -- Claim up to n URLs for one worker.
 -- ARGV[3] = n, ARGV[4] = worker id, ARGV[5] = lease ms ("" = the crawl's default).
 -- Returns {count, wait_ms, domain1, entry1, domain2, entry2, ...}. When count is 0, wait_ms is
--- how long until the earliest domain (or delayed retry) becomes ready, or -1 when nothing is
--- queued at all, so callers sleep exactly that long instead of polling.
+-- how long until the earliest domain (or delayed retry) becomes ready, so callers sleep exactly
+-- that long instead of polling; -1 when no time is known: nothing is queued, or everything
+-- queued waits for an in-flight slot (it becomes ready when some lease settles).
 local n = tonumber(ARGV[3])
 local worker = ARGV[4]
 local lease_ms = tonumber(ARGV[5]) or SPEC.lease_ms

@@ -1,0 +1,119 @@
+"""A fast static site for benchmarks: pre-rendered ~40 KB pages with 55 links each, in memory.
+
+    python -m bench.site --addresses 127.0.0.11,127.0.0.12 --pages 3000
+
+Prints ``ready <port>``. Page ``i`` of a host links to page ``i+1`` (so everything is reachable
+from ``/p/0.html``) and to 54 random pages across all hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+
+from aiohttp import web
+
+_TEXT = (
+    "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega crawler frontier "
+    "redis queue token bucket lease worker parser anchor canonical harbor river valley forest"
+)
+WORDS = _TEXT.split()
+LINKS = 55
+PAGE_BYTES = 40_000
+
+
+_POOL_RNG = random.Random(42)
+PARAGRAPHS = [
+    "<p>" + " ".join(_POOL_RNG.choice(WORDS) for _ in range(60)) + ".</p>" for _ in range(400)
+]
+
+
+def render(host: str, hosts: list[str], i: int, pages: int) -> bytes:
+    rng = random.Random(f"{host}:{i}")
+    links = [f"/p/{(i + 1) % pages}.html"]
+    for _ in range(LINKS - 1):
+        other = rng.choice(hosts)
+        j = rng.randrange(pages)
+        links.append(f"/p/{j}.html" if other == host else f"http://{other}/p/{j}.html")
+    anchors = "".join(f'<li><a href="{u}">link {n}</a></li>' for n, u in enumerate(links))
+    head = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Bench {i}</title>"
+            f'<meta name="description" content="bench page {i}"></head><body>'
+            f"<nav><a href=/>home</a></nav><main><h1>Page {i}</h1>")
+    tail = f"<ul>{anchors}</ul></main><footer>bench</footer></body></html>"
+    paras: list[str] = []
+    size = len(head) + len(tail)
+    while size < PAGE_BYTES:
+        para = rng.choice(PARAGRAPHS)
+        paras.append(para)
+        size += len(para)
+    return (head + "".join(paras) + tail).encode()
+
+
+async def serve(addresses: list[str], pages: int) -> None:
+    app = web.Application()
+    cache: dict[tuple[str, int], bytes] = {}
+    hosts: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        try:
+            i = int(request.match_info["n"])
+        except ValueError:
+            raise web.HTTPNotFound() from None
+        if not 0 <= i < pages:
+            raise web.HTTPNotFound()
+        key = (request.host, i)
+        body = cache.get(key)
+        if body is None:
+            body = cache[key] = render(request.host, hosts, i, pages)
+        return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+    async def robots(_: web.Request) -> web.Response:
+        return web.Response(text="User-agent: *\nAllow: /\n")
+
+    async def root(_: web.Request) -> web.Response:
+        return web.Response(text='<title>bench</title><a href="/p/0.html">start</a>',
+                            content_type="text/html")
+
+    app.router.add_get("/", root)
+    app.router.add_get("/p/{n}.html", page)
+    app.router.add_get("/robots.txt", robots)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = 0
+    for addr in addresses:
+        site = web.TCPSite(runner, addr, port, backlog=1024)
+        await site.start()
+        if port == 0:
+            server = site._server
+            assert server is not None
+            port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    hosts += [f"{a}:{port}" for a in addresses]
+    for h in hosts:  # pre-render so that the server does no work but sending during the bench
+        for i in range(pages):
+            cache[(h, i)] = render(h, hosts, i, pages)
+    print(f"ready {port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--addresses", default="127.0.0.11,127.0.0.12,127.0.0.13,127.0.0.14")
+    p.add_argument("--pages", type=int, default=2500, help="pages per host")
+    args = p.parse_args()
+    try:
+        import uvloop
+
+        uvloop.run(serve(args.addresses.split(","), args.pages))
+    except ImportError:
+        asyncio.run(serve(args.addresses.split(","), args.pages))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+-- settle_batch(argv, i, worker): settle leases held by one worker, described from argv[i] to
+-- the end of argv in groups of 8: kind, fp, outcome, reason, delay_ms, retry_after_ms,
+-- record, doc.
+--   kind "ack":     outcome is done|failed|skipped; reason (a short class) is counted; the
+--                   record, if any, is written to the pages sink under fp, and the doc, if any,
+--                   is queued for the summarizer, in the same atomic step: a page is recorded
+--                   and handed on exactly once, or not at all.
+--   kind "retry":   attempts + 1; dead-letter as failed(reason) once max_attempts is reached,
+--                   writing the record; else back to the queue after delay_ms. retry_after_ms > 0
+--                   also pushes the whole domain back (429/503 Retry-After).
+--   kind "release": back to the head of its queue untouched (shutdown).
+-- Returns one code per op: 0 stale (the lease is gone or now someone else's), 1 settled,
+-- 2 requeued, 3 dead-lettered.
+local function settle_batch(argv, i, worker)
+  local out = {}
+  while i <= #argv do
+    local kind, fp, outcome, reason = argv[i], argv[i + 1], argv[i + 2], argv[i + 3]
+    local delay_ms, retry_after_ms, record = tonumber(argv[i + 4]), tonumber(argv[i + 5]), argv[i + 6]
+    local doc = argv[i + 7]
+    i = i + 8
+    local lease = redis.call('HGET', K_LEASES, fp)
+    local d, w, entry = nil, nil, nil
+    if lease then d, w, entry = split_lease(lease) end
+    if not lease or w ~= worker then
+      out[#out + 1] = 0
+    else
+      redis.call('HDEL', K_LEASES, fp)
+      redis.call('ZREM', K_INFLIGHT, fp)
+      local st = release_slot(d)
+      local _, attempts, payload = split_entry(entry)
+      if kind == 'ack' then
+        count(outcome)
+        if reason ~= '' then count(outcome .. ':' .. reason) end
+        if record ~= '' then redis.call('HSET', K_PAGES, fp, record) end
+        if doc ~= '' then
+          redis.call('RPUSH', K_DOCS, fp .. '\t0\t' .. doc)
+          count('docs_queued')
+        end
+        out[#out + 1] = 1
+      elseif kind == 'retry' then
+        attempts = attempts + 1
+        count('retries')
+        if retry_after_ms > 0 then
+          local until_ms = NOW + retry_after_ms
+          if until_ms > st['until'] then
+            st['until'] = until_ms
+            redis.call('HSET', domain_key(d), 'until', tostring(until_ms))
+          end
+        end
+        if attempts >= SPEC.max_attempts then
+          dead_letter(fp, d, attempts, payload, reason, record)
+          out[#out + 1] = 3
+        else
+          local e = fp .. '\t' .. attempts .. '\t' .. payload
+          if delay_ms > 0 then
+            redis.call('ZADD', K_DELAYED, NOW + delay_ms, d .. '\t' .. e)
+          else
+            redis.call('RPUSH', queue_key(d), e)
+          end
+          out[#out + 1] = 2
+        end
+      else
+        redis.call('LPUSH', queue_key(d), entry)
+        out[#out + 1] = 2
+      end
+      schedule(d, st)
+    end
+  end
+  return out
+end
