@@ -24,7 +24,8 @@ from pathlib import Path
 
 import redis
 
-from tests.redis_server import RedisServer
+from bench.nginx_site import NginxSite, nginx_available
+from tests.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +37,7 @@ class Result:
     seconds: float
     cpu_s: float
     peak_rss_mb: float
+    redis_cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -67,6 +69,8 @@ def run_raw(seeds: list[str], concurrency: int) -> Result:
 def run_distcrawl(name: str, url: str, crawl: str, seeds: list[str], concurrency: int,
                   processes: int) -> Result:
     store = ["--redis", url, "--crawl", crawl]
+    client = redis.Redis.from_url(url, decode_responses=True)
+    redis_cpu_before = _redis_cpu(client)
     produce = subprocess.run(
         [sys.executable, "-m", "distcrawl.cli", "produce", *store, *seeds, "--rate", "1000000",
          "--burst", "1000000", "--per-domain-inflight", str(concurrency * processes)],
@@ -86,7 +90,7 @@ def run_distcrawl(name: str, url: str, crawl: str, seeds: list[str], concurrency
             raise SystemExit(f"crawl failed: {proc.stderr.read() if proc.stderr else ''}")
         cpu += c
         rss = max(rss, r)
-    client = redis.Redis.from_url(url, decode_responses=True)
+    redis_cpu = _redis_cpu(client) - redis_cpu_before
     starts, ends = [], []
     pages = 0
     for raw in client.hvals(f"distcrawl:{{{crawl}}}:pages"):
@@ -96,7 +100,33 @@ def run_distcrawl(name: str, url: str, crawl: str, seeds: list[str], concurrency
             starts.append(rec["fetched_at"])
             ends.append(rec["fetched_at"] + rec["elapsed_ms"] / 1000)
     client.close()
-    return Result(name, pages, max(ends) - min(starts), cpu, rss)
+    return Result(name, pages, max(ends) - min(starts), cpu, rss, redis_cpu)
+
+
+def _redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+class _AiohttpSite:
+    def __init__(self, addresses: str, pages: int) -> None:
+        self.proc = _spawn(["-m", "bench.site", "--addresses", addresses, "--pages", str(pages)])
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("ready "):
+            raise SystemExit(f"bench site did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def _start_site(tmp: Path, addresses: str, pages: int, nginx: bool) -> _AiohttpSite | NginxSite:
+    if not nginx:
+        return _AiohttpSite(addresses, pages)
+    site = NginxSite(tmp / "nginx", addresses.split(","), free_port(), pages)
+    site.start()
+    return site
 
 
 def main() -> None:
@@ -106,6 +136,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="a small site, for a smoke test")
     p.add_argument("--skip-two", action="store_true", help="do not run the 2-process case")
+    p.add_argument("--server", choices=["auto", "nginx", "aiohttp"], default="auto",
+                   help="who serves the site (auto: nginx when installed)")
     args = p.parse_args()
     if args.quick:
         args.hosts, args.pages_per_host = 2, 150
@@ -113,18 +145,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp) / "redis")
         server.start()
-        site = _spawn(["-m", "bench.site", "--addresses", addresses,
-                       "--pages", str(args.pages_per_host)])
+        use_nginx = args.server == "nginx" or (args.server == "auto" and nginx_available())
+        site = _start_site(Path(tmp), addresses, args.pages_per_host, use_nginx)
         try:
-            line = site.stdout.readline() if site.stdout else ""
-            if not line.startswith("ready "):
-                raise SystemExit(f"bench site did not start: {line!r}")
-            port = int(line.split()[1])
+            port = site.port
             seeds = [f"http://{a}:{port}/p/0.html" for a in addresses.split(",")]
             total = args.hosts * (args.pages_per_host + 1)  # each host's "/" too
             print(f"# bench/crawl: {total} pages of ~40 KB with 55 links on {args.hosts} hosts; "
-                  f"concurrency {args.concurrency}; {os.cpu_count()} CPUs; "
-                  f"Python {platform.python_version()}")
+                  f"served by {'nginx' if use_nginx else 'aiohttp'}; concurrency "
+                  f"{args.concurrency}; {os.cpu_count()} CPUs; Python {platform.python_version()}")
             results = [run_raw(seeds, args.concurrency)]
             stamp = int(time.time())
             results.append(run_distcrawl("distcrawl, 1 process", server.url, f"b1-{stamp}",
@@ -133,21 +162,24 @@ def main() -> None:
                 results.append(run_distcrawl("distcrawl, 2 processes", server.url,
                                              f"b2-{stamp}", seeds, args.concurrency, 2))
         finally:
-            site.terminate()
-            site.wait()
+            site.stop()
             server.stop()
     raw = results[0]
     print(f"{'run':<24} {'pages':>6} {'seconds':>8} {'pages/s':>8} {'x raw':>6} "
-          f"{'CPU-s/1k':>9} {'peak RSS MB':>12}")
+          f"{'CPU-s/1k':>9} {'redis CPU-s/1k':>15} {'peak RSS MB':>12}")
     for r in results:
         print(f"{r.name:<24} {r.pages:>6} {r.seconds:>8.2f} {r.rate:>8.0f} "
               f"{r.rate / raw.rate:>6.2f} {1000 * r.cpu_s / max(1, r.pages):>9.2f} "
-              f"{r.peak_rss_mb:>12.0f}")
+              f"{1000 * r.redis_cpu_s / max(1, r.pages):>15.2f} {r.peak_rss_mb:>12.0f}")
     for r in results:
         if r.pages != total:
             print(f"FAILED: {r.name} crawled {r.pages} pages, expected {total}")
     if len(results) == 3:
         print(f"two processes / one: {results[2].rate / results[1].rate:.2f}x")
+    load1, _, _ = os.getloadavg()
+    print(f"# CPU-s/1k: user+sys of the crawler process(es) per 1,000 pages; load average "
+          f"after the run {load1:.1f} on {os.cpu_count()} CPUs (the site server, Redis and the "
+          "crawlers share them)")
 
 
 if __name__ == "__main__":
