@@ -87,6 +87,33 @@ class CrawlKeys:
         return self.prefix + "docs"
 
     @property
+    def docs_inflight(self) -> str:
+        return self.prefix + "docs-inflight"
+
+    @property
+    def docs_leases(self) -> str:
+        return self.prefix + "docs-leases"
+
+    @property
+    def docs_dead(self) -> str:
+        return self.prefix + "docs-dead"
+
+    @property
+    def summaries(self) -> str:
+        """The summaries sink: fp -> summary record JSON."""
+        return self.prefix + "summaries"
+
+    @property
+    def summary_cache(self) -> str:
+        """Content-hash cache: sha256(model, prompt, text) -> summary JSON."""
+        return self.prefix + "summary-cache"
+
+    @property
+    def llm(self) -> str:
+        """The shared LLM rate-limit buckets (requests and tokens per minute)."""
+        return self.prefix + "llm"
+
+    @property
     def workers(self) -> str:
         """Heartbeats: worker id -> JSON with role, host, pid and the time of its last beat."""
         return self.prefix + "workers"
@@ -108,4 +135,6 @@ class CrawlKeys:
         return [
             self.spec, self.seen, self.ready, self.delayed, self.inflight, self.leases,
             self.domains, self.counts, self.dead, self.pages, self.docs, self.workers,
+            self.docs_inflight, self.docs_leases, self.docs_dead, self.summaries,
+            self.summary_cache, self.llm,
         ]

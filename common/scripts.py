@@ -26,6 +26,7 @@ _LIBRARIES: dict[str, tuple[str, ...]] = {
 }
 SCRIPT_NAMES = (
     "admit", "claim", "settle", "commit", "renew", "reap", "domain", "stats", "spec_init",
+    "docs_claim", "docs_settle", "docs_renew", "docs_reap", "docs_stats", "llm_acquire",
 )
 
 

@@ -6,7 +6,16 @@ import msgspec
 
 from common.errors import PermanentError
 
-__all__ = ["URL_ENTRY_VERSION", "UrlEntry", "decode_url_entry", "encode_url_entry"]
+__all__ = [
+    "DOC_VERSION",
+    "URL_ENTRY_VERSION",
+    "Doc",
+    "UrlEntry",
+    "decode_doc",
+    "decode_url_entry",
+    "encode_doc",
+    "encode_url_entry",
+]
 
 URL_ENTRY_VERSION = 1
 
@@ -37,3 +46,36 @@ def decode_url_entry(raw: str | bytes) -> UrlEntry:
     if entry.v != URL_ENTRY_VERSION:
         raise PermanentError(f"unknown URL entry version {entry.v}", reason="bad_payload")
     return entry
+
+
+DOC_VERSION = 1
+
+
+class Doc(msgspec.Struct, kw_only=True):
+    """A parsed page handed from the crawler to the summarizer (text already capped)."""
+
+    url: str
+    fp: str
+    title: str
+    text: str
+    lang: str | None = None
+    fetched_at: float
+    v: int = DOC_VERSION
+
+
+_doc_decoder = msgspec.json.Decoder(Doc)
+
+
+def encode_doc(doc: Doc) -> str:
+    return _encoder.encode(doc).decode()
+
+
+def decode_doc(raw: str | bytes) -> Doc:
+    """Decode a doc; a foreign or newer version is a PermanentError, never a crash."""
+    try:
+        doc = _doc_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise PermanentError(f"undecodable doc: {exc}", reason="bad_payload") from exc
+    if doc.v != DOC_VERSION:
+        raise PermanentError(f"unknown doc version {doc.v}", reason="bad_payload")
+    return doc

@@ -20,6 +20,7 @@ __all__ = [
     "CrawlerSettings",
     "FetchSettings",
     "FrontierDefaults",
+    "LLMSettings",
     "Settings",
     "build_settings",
 ]
@@ -66,6 +67,36 @@ class CrawlerSettings(_Section):
     claim_batch: int = Field(8, ge=1, le=256)
 
 
+class LLMSettings(_Section):
+    """The summarizer stage. No key and no base URL: the embedded extractive summarizer runs."""
+
+    summarizer: str = Field(
+        "auto", description="auto | openai | extractive | module:callable (sync or async)"
+    )
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    api_key_file: str | None = None
+    model: str = "gpt-4o-mini"
+    rpm: int = Field(0, ge=0, description="requests per minute, all processes (0: unlimited)")
+    tpm: int = Field(0, ge=0, description="tokens per minute, all processes (0: unlimited)")
+    concurrency: int = Field(32, ge=1, le=4096)
+    timeout_s: float = Field(60.0, gt=0)
+    max_attempts: int = Field(6, ge=1, le=50)
+    max_input_tokens: int = Field(3000, ge=50)
+    max_output_tokens: int = Field(256, ge=1)
+    prompt: str = (
+        "Summarize the web page below in 2-3 sentences for a search index.\n"
+        "Title: {title}\nURL: {url}\n\n{text}"
+    )
+    profiles_file: str | None = None
+    # USD per million tokens: model -> [input, output]
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.5, 10.0),
+                                 "gpt-4.1-mini": (0.40, 1.60)}
+    )
+    lease_s: float = Field(300.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Every knob of a distcrawl process."""
 
@@ -82,7 +113,7 @@ class Settings(BaseSettings):
     frontier: FrontierDefaults = FrontierDefaults()
     fetch: FetchSettings = FetchSettings()
     crawler: CrawlerSettings = CrawlerSettings()
-    llm_api_key: SecretStr | None = None
+    llm: LLMSettings = LLMSettings()
 
     @field_validator("crawl")
     @classmethod

@@ -8,25 +8,19 @@ metrics and page records.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import random
-import time
 
 import aiohttp
 
+from common.backoff import parse_retry_after
 from common.errors import DistcrawlError, PermanentError, RetryableError
 
 __all__ = [
     "BlockedAddress",
     "SkipPage",
-    "backoff_s",
     "check_status",
-    "parse_retry_after",
     "status_class",
     "translate_exception",
 ]
-
-MAX_RETRY_AFTER_S = 3600.0
 
 
 class SkipPage(PermanentError):
@@ -40,24 +34,6 @@ class BlockedAddress(OSError):
 def status_class(status: int | None) -> str:
     """``2xx``..``5xx`` for an HTTP status, ``error`` when there was no response."""
     return f"{status // 100}xx" if status and 100 <= status < 600 else "error"
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), capped."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 def check_status(status: int, retry_after: str | None) -> None:
@@ -107,9 +83,3 @@ def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None
         seen.add(id(cur))
         cur = cur.__cause__ or cur.__context__
     return None
-
-
-def backoff_s(attempt: int, base_s: float = 2.0, cap_s: float = 300.0) -> float:
-    """Exponential back-off with jitter before retry number ``attempt`` (1-based)."""
-    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
-    return float(ceiling / 2 + random.uniform(0, ceiling / 2))

@@ -360,21 +360,6 @@ class Frontier:
         admitted, done, failed, skipped = (int(v or 0) for v in values)
         return admitted - done - failed - skipped
 
-    # -- workers --------------------------------------------------------------------------
-
-    async def heartbeat(self, worker: str, beat: str) -> None:
-        async with translate_errors():
-            await self._redis.hset(self.keys.workers, worker, beat)
-
-    async def forget_worker(self, worker: str) -> None:
-        async with translate_errors():
-            await self._redis.hdel(self.keys.workers, worker)
-
-    async def workers(self) -> dict[str, str]:
-        async with translate_errors():
-            raw = await self._redis.hgetall(self.keys.workers)
-        return {str(k): str(v) for k, v in raw.items()}
-
     # -- politeness -----------------------------------------------------------------------
 
     async def set_policy(

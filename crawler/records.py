@@ -1,12 +1,10 @@
-"""What the crawler writes: one page record per URL, and the doc handed to the summarizer."""
+"""What the crawler writes for every URL: one page record (the doc is common.serde.Doc)."""
 
 from __future__ import annotations
 
 import msgspec
 
-__all__ = ["DOC_VERSION", "Doc", "PageRecord", "decode_doc", "encode_doc", "encode_record"]
-
-DOC_VERSION = 1
+__all__ = ["PageRecord", "encode_record"]
 
 
 class PageRecord(msgspec.Struct, kw_only=True):
@@ -31,29 +29,8 @@ class PageRecord(msgspec.Struct, kw_only=True):
     attempts: int | None = None
 
 
-class Doc(msgspec.Struct, kw_only=True):
-    """A parsed page queued for the summarizer (text already capped)."""
-
-    url: str
-    fp: str
-    title: str
-    text: str
-    lang: str | None = None
-    fetched_at: float
-    v: int = DOC_VERSION
-
-
 _enc = msgspec.json.Encoder()
-_doc_dec = msgspec.json.Decoder(Doc)
 
 
 def encode_record(record: PageRecord) -> str:
     return _enc.encode(record).decode()
-
-
-def encode_doc(doc: Doc) -> str:
-    return _enc.encode(doc).decode()
-
-
-def decode_doc(raw: str | bytes) -> Doc:
-    return _doc_dec.decode(raw)

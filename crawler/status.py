@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from common.heartbeat import Heartbeats
 from crawler.frontier import Frontier
 
 __all__ = ["crawl_status", "render_status"]
@@ -13,12 +14,14 @@ __all__ = ["crawl_status", "render_status"]
 _STALE_S = 30.0
 
 
-async def crawl_status(frontier: Frontier, top: int = 10) -> dict[str, Any]:
+async def crawl_status(
+    frontier: Frontier, heartbeats: Heartbeats, top: int = 10
+) -> dict[str, Any]:
     """A JSON-ready dict: admitted/done/failed/skipped/pending, queues, reasons, workers."""
     stats = await frontier.stats(top)
     now = time.time()
     workers = []
-    for worker_id, raw in (await frontier.workers()).items():
+    for worker_id, raw in (await heartbeats.all()).items():
         try:
             beat = json.loads(raw)
         except ValueError:

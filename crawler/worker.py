@@ -1,51 +1,43 @@
-"""The crawl worker: claim -> fetch -> parse -> admit links -> settle, in C concurrent slots.
+"""The crawl worker: claim -> robots -> fetch -> parse -> commit (links + settle).
 
-One dispatcher claims in batches for the free slots and sleeps until the frontier's next-ready
-time when nothing is ready (no busy polling). Every page ends in exactly one settle call. When
-Redis is unreachable the worker keeps its results and retries the commit with back-off; if it
-dies meanwhile, its leases expire and are reaped (at-least-once; sinks are idempotent).
-
-Shutdown: stop claiming, let in-flight pages finish within ``grace_s``, cancel the rest and
-release their leases back to the head of their queues.
+The claim/slot/shutdown loop is common.leasedworker.LeasedWorker; this module is what a crawl
+does with one URL. Every page ends in exactly one commit, retried while Redis is unreachable.
+If the worker dies meanwhile, its leases expire and are reaped (at-least-once delivery; the
+pages sink is idempotent by fingerprint).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 from urllib.parse import urljoin
 
+from common.backoff import backoff_s
 from common.errors import PermanentError, RetryableError, StoreUnavailable
+from common.heartbeat import Heartbeats
+from common.leasedworker import LeasedWorker, WorkerTiming
 from common.lifecycle import Shutdown
 from common.logging import get_logger
 from common.metrics import CrawlerMetrics
-from common.settings import CrawlerSettings
+from common.serde import Doc, encode_doc
 from common.urls import fingerprint
 from crawler.admission import AdmitReport, Admitter
-from crawler.classify import SkipPage, backoff_s, status_class
+from crawler.classify import SkipPage, status_class
 from crawler.committer import Committer
 from crawler.fetch import Fetcher, FetchResult
 from crawler.frontier import Frontier, Lease, Outcome, SettleOp, SettleResult
 from crawler.parse import ParsedPage, parse_html
-from crawler.records import Doc, PageRecord, encode_doc, encode_record
+from crawler.records import PageRecord, encode_record
 from crawler.robots import RobotsCache
 
-__all__ = ["CrawlWorker", "WorkerStats", "new_worker_id"]
+__all__ = ["CrawlWorker", "WorkerStats"]
 
 log = get_logger(__name__)
-T = TypeVar("T")
 _RATE_LIMITED = frozenset({"http_429", "http_503"})
-
-
-def new_worker_id(role: str = "crawl") -> str:
-    return f"{role}:{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
 @dataclass(slots=True)
@@ -54,7 +46,6 @@ class WorkerStats:
     failed: int = 0
     skipped: int = 0
     retried: int = 0
-    released: int = 0
     stale: int = 0
 
 
@@ -69,154 +60,87 @@ class _Commit:
     seen_urls: list[str] | None = None
 
 
-class CrawlWorker:
+class CrawlWorker(LeasedWorker[Lease]):
+    role = "crawl"
+
     def __init__(
         self,
         *,
-        settings: CrawlerSettings,
+        concurrency: int,
+        timing: WorkerTiming,
         frontier: Frontier,
+        heartbeats: Heartbeats,
         admitter: Admitter,
         fetcher: Fetcher,
         robots: RobotsCache | None,
         metrics: CrawlerMetrics,
         shutdown: Shutdown,
         max_text_chars: int,
-        lease_s: float,
         worker_id: str | None = None,
     ) -> None:
-        self._s = settings
+        super().__init__(concurrency=concurrency, timing=timing, shutdown=shutdown,
+                         worker_id=worker_id)
         self._frontier = frontier
+        self._heartbeats = heartbeats
         self._admitter = admitter
         self._fetcher = fetcher
         self._robots = robots
         self._metrics = metrics
-        self._shutdown = shutdown
         self._max_text = max_text_chars
-        self._lease_s = lease_s
-        self.worker_id = worker_id or new_worker_id()
         self.stats = WorkerStats()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._wakeup = asyncio.Event()
         self._committer = Committer(frontier, admitter, self.worker_id, self._admitted)
-        self._started = time.time()
 
-    # -- the main loop --------------------------------------------------------------------
+    # -- LeasedWorker ---------------------------------------------------------------------
 
-    async def run(self, *, drain: bool = False) -> WorkerStats:
-        """Crawl until shutdown (or, with ``drain``, until the crawl has nothing pending)."""
-        log.info("worker_started", worker=self.worker_id, concurrency=self._s.concurrency)
-        background = [
-            asyncio.create_task(self._every(self._s.reap_interval_s, self._reap)),
-            asyncio.create_task(self._every(self._s.heartbeat_s, self._heartbeat)),
-            asyncio.create_task(self._every(max(1.0, self._lease_s / 3), self._renew)),
-            asyncio.create_task(self._wake_on_stop()),
-            asyncio.create_task(self._committer.run()),
-        ]
-        try:
-            await self._dispatch(drain)
-        finally:
-            await self._finish_in_flight()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            with contextlib.suppress(StoreUnavailable):
-                await asyncio.shield(self._frontier.forget_worker(self.worker_id))
-            log.info("worker_stopped", worker=self.worker_id, **_asdict(self.stats))
-        return self.stats
+    async def claim(self, n: int) -> tuple[Sequence[Lease], float | None]:
+        claim = await self._frontier.claim(self.worker_id, n, self.timing.lease_s)
+        return claim.leases, claim.wait_s
 
-    async def _dispatch(self, drain: bool) -> None:
-        failures = 0
-        while not self._shutdown.stop.is_set():
-            free = self._s.concurrency - len(self._tasks)
-            if free <= 0:
-                await self._sleep(1.0)
-                continue
-            try:
-                claim = await self._frontier.claim(
-                    self.worker_id, min(free, self._s.claim_batch), self._lease_s
-                )
-                failures = 0
-            except StoreUnavailable as exc:
-                failures += 1
-                log.warning("store_unavailable", worker=self.worker_id, error=str(exc))
-                await self._sleep(min(10.0, 0.5 * 2**failures))
-                continue
-            for lease in claim.leases:
-                self._start(lease)
-            if claim.leases:
-                continue
-            if drain and not self._tasks and await self._crawl_finished():
-                log.info("crawl_drained", worker=self.worker_id)
-                return
-            await self._sleep(1.0 if claim.wait_s is None else min(claim.wait_s, 1.0))
+    def key(self, item: Lease) -> str:
+        return item.fp
 
-    async def _crawl_finished(self) -> bool:
-        try:
-            return await self._frontier.pending() == 0
-        except StoreUnavailable:
-            return False
+    async def release(self, keys: Sequence[str]) -> None:
+        await self._frontier.release(self.worker_id, keys)
 
-    def _start(self, lease: Lease) -> None:
-        task = asyncio.create_task(self._handle(lease), name=f"page:{lease.fp}")
-        self._tasks[lease.fp] = task
-        self._metrics.in_flight.set(len(self._tasks))
+    async def renew(self, keys: Sequence[str]) -> None:
+        await self._frontier.renew(self.worker_id, keys, self.timing.lease_s)
 
-        def done(_: asyncio.Task[None]) -> None:
-            self._tasks.pop(lease.fp, None)
-            self._metrics.in_flight.set(len(self._tasks))
-            self._wakeup.set()
+    async def reap(self) -> int:
+        requeued, dead = await self._frontier.reap()
+        if requeued or dead:
+            self._metrics.reaped.inc(requeued + dead)
+            log.info("leases_reaped", requeued=requeued, dead=dead)
+        return requeued + dead
 
-        task.add_done_callback(done)
+    async def finished(self) -> bool:
+        return await self._frontier.pending() == 0
 
-    async def _sleep(self, seconds: float) -> None:
-        self._wakeup.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
+    async def beat(self, worker_id: str, beat: str) -> None:
+        await self._heartbeats.beat(worker_id, beat)
 
-    async def _wake_on_stop(self) -> None:
-        await self._shutdown.stop.wait()
-        self._wakeup.set()
+    async def forget(self, worker_id: str) -> None:
+        await self._heartbeats.forget(worker_id)
 
-    async def _finish_in_flight(self) -> None:
-        if not self._tasks:
-            return
-        tasks = list(self._tasks.values())
-        log.info("draining", worker=self.worker_id, in_flight=len(tasks), grace_s=self._s.grace_s)
-        all_done = asyncio.ensure_future(self._settled(tasks))
-        stop_now = asyncio.ensure_future(self._shutdown.now.wait())
-        await asyncio.wait(
-            [all_done, stop_now], timeout=self._s.grace_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        stop_now.cancel()
-        all_done.cancel()
-        left = [fp for fp, t in self._tasks.items() if not t.done()]
-        for fp in left:
-            self._tasks[fp].cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if left:
-            try:
-                await asyncio.shield(self._frontier.release(self.worker_id, left))
-                self.stats.released += len(left)
-                log.info("leases_released", worker=self.worker_id, count=len(left))
-            except StoreUnavailable as exc:  # they expire and are reaped: nothing is lost
-                log.warning("release_failed", worker=self.worker_id, error=str(exc))
+    def extra_tasks(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._committer.run()]
 
-    @staticmethod
-    async def _settled(tasks: list[asyncio.Task[None]]) -> bool:
-        await asyncio.wait(tasks)
-        return True
+    def beat_fields(self) -> dict[str, Any]:
+        return {name: getattr(self.stats, name) for name in self.stats.__slots__}
+
+    def on_in_flight(self, n: int) -> None:
+        self._metrics.in_flight.set(n)
 
     # -- one page -------------------------------------------------------------------------
 
-    async def _handle(self, lease: Lease) -> None:
+    async def handle(self, item: Lease) -> None:
         try:
-            commit = await self._process(lease)
+            commit = await self._process(item)
         except (asyncio.CancelledError, StoreUnavailable):
             raise
         except Exception as exc:  # a bug on one page must not kill the worker
-            log.exception("page_crashed", url=lease.url, error=repr(exc))
-            commit = _Commit(self._retry_op(lease, "internal_error", None))
-        await self._commit(lease, commit)
+            log.exception("page_crashed", url=item.url, error=repr(exc))
+            commit = _Commit(self._retry_op(item, "internal_error", None))
+        await self._commit(item, commit)
 
     async def _process(self, lease: Lease) -> _Commit:
         scheme = lease.url.split(":", 1)[0]
@@ -276,7 +200,7 @@ class CrawlWorker:
         return SettleOp.ack(lease.fp, outcome, reason, encode_record(record))
 
     def _retry_op(self, lease: Lease, reason: str, retry_after_s: float | None) -> SettleOp:
-        delay = backoff_s(lease.attempt)
+        delay = backoff_s(lease.attempt, base_s=2.0, cap_s=300.0)
         domain_wait = retry_after_s or (delay if reason in _RATE_LIMITED else 0.0)
         self._metrics.retries.labels(reason).inc()
         record = PageRecord(url=lease.url, outcome=Outcome.FAILED.value, reason=reason,
@@ -294,7 +218,7 @@ class CrawlWorker:
                 commit.links, depth=commit.depth, base=commit.base, parent=lease.url
             )
         seen = [fingerprint(u) for u in commit.seen_urls or ()]
-        result = await self._until_stored(
+        result = await self.until_stored(
             lambda: self._committer.commit(commit.op, prepared, seen)
         )
         if result is not None:
@@ -303,19 +227,7 @@ class CrawlWorker:
     def _admitted(self, report: AdmitReport) -> None:
         self._metrics.links_admitted.inc(len(report.admitted))
         if report.admitted:
-            self._wakeup.set()
-
-    async def _until_stored(self, call: Callable[[], Awaitable[T]]) -> T | None:
-        failures = 0
-        while True:
-            try:
-                return await call()
-            except StoreUnavailable as exc:
-                failures += 1
-                if self._shutdown.now.is_set():
-                    return None
-                log.warning("store_unavailable", worker=self.worker_id, error=str(exc))
-                await asyncio.sleep(min(10.0, 0.5 * 2**failures))
+            self.wake()
 
     def _count(self, op: SettleOp, result: SettleResult) -> None:
         if result is SettleResult.STALE:
@@ -333,43 +245,9 @@ class CrawlWorker:
             self._metrics.pages.labels(op.outcome).inc()
             setattr(self.stats, op.outcome, getattr(self.stats, op.outcome) + 1)
 
-    # -- background duties ----------------------------------------------------------------
-
-    async def _every(self, seconds: float, duty: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            try:
-                await duty()
-            except StoreUnavailable as exc:
-                log.warning("store_unavailable", worker=self.worker_id, error=str(exc))
-            await asyncio.sleep(seconds)
-
-    async def _reap(self) -> None:
-        requeued, dead = await self._frontier.reap()
-        if requeued or dead:
-            self._metrics.reaped.inc(requeued + dead)
-            log.info("leases_reaped", requeued=requeued, dead=dead)
-            self._wakeup.set()
-
-    async def _renew(self) -> None:
-        fps = list(self._tasks)
-        if fps:
-            await self._frontier.renew(self.worker_id, fps, self._lease_s)
-
-    async def _heartbeat(self) -> None:
-        beat = {
-            "role": "crawl", "host": socket.gethostname(), "pid": os.getpid(),
-            "started": round(self._started, 3), "last": round(time.time(), 3),
-            "in_flight": len(self._tasks), **_asdict(self.stats),
-        }
-        await self._frontier.heartbeat(self.worker_id, json.dumps(beat))
-
 
 def _status_of(exc: Exception) -> str:
     reason = getattr(exc, "reason", "")
     if isinstance(reason, str) and reason.startswith("http_") and reason[5:].isdigit():
         return status_class(int(reason[5:]))
     return "error"
-
-
-def _asdict(stats: WorkerStats) -> dict[str, int]:
-    return {name: getattr(stats, name) for name in stats.__slots__}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from common.errors import ConfigError, DistcrawlError, InvalidUrl, StoreUnavailable
+from common.heartbeat import Heartbeats
 from common.lifecycle import Shutdown, run
 from common.logging import configure_logging
 from common.settings import Settings, build_settings
@@ -187,15 +188,16 @@ async def _crawl(settings: Settings, args: argparse.Namespace) -> int:
     async with store_session(settings) as (redis, frontier), crawl_runtime(
         settings, redis, frontier, shutdown
     ) as rt:
-        stats = await rt.worker.run(drain=args.drain)
+        await rt.worker.run(drain=args.drain)
+    stats = rt.worker.stats
     print(f"crawl worker finished: done {stats.done}, failed {stats.failed}, "
-          f"skipped {stats.skipped}, released {stats.released}", file=sys.stderr)
+          f"skipped {stats.skipped}, released {rt.worker.released}", file=sys.stderr)
     return 0
 
 
 async def _status(settings: Settings, args: argparse.Namespace) -> int:
-    async with store_session(settings) as (_, frontier):
-        status = await crawl_status(frontier)
+    async with store_session(settings) as (redis, frontier):
+        status = await crawl_status(frontier, Heartbeats(redis, frontier.keys))
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     return 0
 

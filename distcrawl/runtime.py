@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from common.errors import ConfigError
+from common.heartbeat import Heartbeats
 from common.keys import CrawlKeys
+from common.leasedworker import WorkerTiming
 from common.lifecycle import Shutdown
 from common.metrics import CrawlerMetrics, SnapshotCollector, serve_metrics
 from common.settings import Settings
@@ -78,10 +80,15 @@ async def crawl_runtime(
         if spec.obey_robots:
             robots = RobotsCache(redis, frontier.keys, frontier, fetcher,
                                  settings.fetch.user_agent, settings.fetch.robots_ttl_s)
+        c = settings.crawler
+        timing = WorkerTiming(grace_s=c.grace_s, reap_interval_s=c.reap_interval_s,
+                              heartbeat_s=c.heartbeat_s, lease_s=spec.lease_s,
+                              claim_batch=c.claim_batch)
         worker = CrawlWorker(
-            settings=settings.crawler, frontier=frontier, admitter=Admitter(frontier, spec),
+            concurrency=c.concurrency, timing=timing, frontier=frontier,
+            heartbeats=Heartbeats(redis, frontier.keys), admitter=Admitter(frontier, spec),
             fetcher=fetcher, robots=robots, metrics=metrics, shutdown=shutdown,
-            max_text_chars=settings.fetch.max_text_chars, lease_s=spec.lease_s,
+            max_text_chars=settings.fetch.max_text_chars,
         )
         if settings.metrics_port is not None:
             snapshot: dict[str, FrontierStats | None] = {"stats": None}

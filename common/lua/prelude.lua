@@ -22,6 +22,10 @@ local K_COUNTS = P .. 'counts'
 local K_DEAD = P .. 'dead'
 local K_PAGES = P .. 'pages'
 local K_DOCS = P .. 'docs'
+local K_DOCS_INFLIGHT = P .. 'docs-inflight'
+local K_DOCS_LEASES = P .. 'docs-leases'
+local K_DOCS_DEAD = P .. 'docs-dead'
+local K_SUMMARIES = P .. 'summaries'
 
 local function queue_key(d) return P .. 'q:' .. d end
 local function domain_key(d) return P .. 'd:' .. d end

@@ -1,0 +1,148 @@
+"""The docs queue: parsed pages waiting for the summarizer, leased like frontier URLs.
+
+The crawler fills it inside its settle script; summarizer workers claim, renew, settle and reap.
+Outcome equation: ``queued = summarized + failed + pending`` (pending = waiting + in flight).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from common.keys import CrawlKeys
+from common.scripts import ScriptRunner
+from common.store import translate_errors
+
+__all__ = ["DocLease", "DocOp", "DocResult", "DocsQueue", "DocsStats"]
+
+
+class DocResult(enum.IntEnum):
+    STALE = 0
+    SETTLED = 1
+    REQUEUED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class DocLease:
+    fp: str
+    attempt: int  # 1 on the first claim
+    payload: str  # the crawler's Doc JSON
+
+
+@dataclass(frozen=True, slots=True)
+class DocOp:
+    kind: str  # summarized | failed | release
+    fp: str
+    reason: str = ""
+    record: str = ""
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micro_usd: int = 0
+
+    def args(self) -> list[str]:
+        return [self.kind, self.fp, self.reason, self.record, self.model,
+                str(self.prompt_tokens), str(self.completion_tokens), str(self.cost_micro_usd)]
+
+
+@dataclass(frozen=True, slots=True)
+class DocsStats:
+    waiting: int
+    in_flight: int
+    dead: int
+    counts: dict[str, int]
+
+    @property
+    def queued(self) -> int:
+        return self.counts.get("docs_queued", 0)
+
+    @property
+    def summarized(self) -> int:
+        return self.counts.get("docs_summarized", 0)
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("docs_failed", 0)
+
+    @property
+    def pending(self) -> int:
+        return self.waiting + self.in_flight
+
+    @property
+    def balanced(self) -> bool:
+        return self.queued == self.summarized + self.failed + self.pending
+
+    def per_model(self, kind: str) -> dict[str, int]:
+        prefix = f"llm_{kind}:"
+        return {k[len(prefix):]: v for k, v in self.counts.items() if k.startswith(prefix)}
+
+
+class DocsQueue:
+    """Typed access to one crawl's docs queue; ``clock`` (ms) replaces the server clock."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: CrawlKeys,
+        scripts: ScriptRunner | None = None,
+        *,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self._redis = redis
+        self.keys = keys
+        self._scripts = scripts or ScriptRunner(redis)
+        self._clock = clock
+
+    async def _run(self, name: str, args: Sequence[str | int]) -> object:
+        now = str(self._clock()) if self._clock is not None else ""
+        return await self._scripts.run(name, [self.keys.spec], [self.keys.prefix, now, *args])
+
+    async def claim(self, worker: str, n: int, lease_s: float) -> list[DocLease]:
+        res = await self._run("docs_claim", [n, worker, int(lease_s * 1000)])
+        assert isinstance(res, list)
+        leases = []
+        for entry in res[1:]:
+            fp, attempts, payload = str(entry).split("\t", 2)
+            leases.append(DocLease(fp, int(attempts) + 1, payload))
+        return leases
+
+    async def settle(self, worker: str, ops: Sequence[DocOp]) -> list[DocResult]:
+        if not ops:
+            return []
+        args: list[str | int] = [worker]
+        for op in ops:
+            args += op.args()
+        res = await self._run("docs_settle", args)
+        assert isinstance(res, list)
+        return [DocResult(int(r)) for r in res]
+
+    async def renew(self, worker: str, fps: Sequence[str], lease_s: float) -> int:
+        if not fps:
+            return 0
+        return int(str(await self._run("docs_renew", [worker, int(lease_s * 1000), *fps])))
+
+    async def reap(self, limit: int = 1000) -> tuple[int, int]:
+        res = await self._run("docs_reap", [limit])
+        assert isinstance(res, list)
+        return int(res[0]), int(res[1])
+
+    async def stats(self) -> DocsStats:
+        res = await self._run("docs_stats", [])
+        assert isinstance(res, list)
+        flat = res[3]
+        counts = {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return DocsStats(int(res[0]), int(res[1]), int(res[2]), counts)
+
+    async def summary_records(self, batch: int = 1000) -> AsyncIterator[tuple[str, str]]:
+        cursor = 0
+        while True:
+            async with translate_errors():
+                cursor, chunk = await self._redis.hscan(self.keys.summaries, cursor, count=batch)
+            assert isinstance(chunk, dict)
+            for fp, record in chunk.items():
+                yield str(fp), str(record)
+            if cursor == 0:
+                return

@@ -1,0 +1,254 @@
+"""The shape every worker shares: claim leased items into C slots, process, settle.
+
+A dispatcher claims in batches for the free slots and sleeps until work is due (or a slot
+frees, or the process is told to stop). Background duties renew the leases of long jobs, reap
+the expired leases of dead workers and write a heartbeat. Shutdown: stop claiming, let
+in-flight jobs finish within the grace period, cancel the rest and release their leases.
+Subclasses say how to claim, handle, release, renew and reap; they never see the loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
+
+from common.errors import StoreUnavailable
+from common.lifecycle import Shutdown
+from common.logging import get_logger
+
+__all__ = ["LeasedWorker", "WorkerTiming", "new_worker_id"]
+
+log = get_logger(__name__)
+L = TypeVar("L")
+T = TypeVar("T")
+
+
+def new_worker_id(role: str) -> str:
+    return f"{role}:{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+class WorkerTiming:
+    """How often background duties run, and the drain grace period."""
+
+    def __init__(self, *, grace_s: float, reap_interval_s: float, heartbeat_s: float,
+                 lease_s: float, claim_batch: int) -> None:
+        self.grace_s = grace_s
+        self.reap_interval_s = reap_interval_s
+        self.heartbeat_s = heartbeat_s
+        self.lease_s = lease_s
+        self.claim_batch = claim_batch
+
+
+class LeasedWorker(abc.ABC, Generic[L]):
+    role = "worker"
+
+    def __init__(self, *, concurrency: int, timing: WorkerTiming, shutdown: Shutdown,
+                 worker_id: str | None = None) -> None:
+        self.concurrency = concurrency
+        self.timing = timing
+        self.shutdown = shutdown
+        self.worker_id = worker_id or new_worker_id(self.role)
+        self.released = 0
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wakeup = asyncio.Event()
+        self._started = time.time()
+
+    # -- what a subclass provides ---------------------------------------------------------
+
+    @abc.abstractmethod
+    async def claim(self, n: int) -> tuple[Sequence[L], float | None]:
+        """Up to ``n`` leased items, and when nothing came, the seconds until work is due."""
+
+    @abc.abstractmethod
+    def key(self, item: L) -> str:
+        """The lease id (fingerprint) of an item."""
+
+    @abc.abstractmethod
+    async def handle(self, item: L) -> None:
+        """Process one item to its settle; must not raise but for cancellation."""
+
+    @abc.abstractmethod
+    async def release(self, keys: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def renew(self, keys: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def reap(self) -> int:
+        """Return expired leases of dead workers; how many moved."""
+
+    @abc.abstractmethod
+    async def finished(self) -> bool:
+        """With ``--drain``: is there nothing left anywhere to wait for?"""
+
+    @abc.abstractmethod
+    async def beat(self, worker_id: str, beat: str) -> None: ...
+
+    @abc.abstractmethod
+    async def forget(self, worker_id: str) -> None: ...
+
+    def extra_tasks(self) -> list[Coroutine[Any, Any, None]]:
+        return []
+
+    def beat_fields(self) -> dict[str, Any]:
+        return {}
+
+    def on_in_flight(self, n: int) -> None:
+        """Called whenever the number of jobs in flight changes (for a gauge)."""
+
+    # -- the loop -------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self, *, drain: bool = False) -> None:
+        """Work until shutdown (or, with ``drain``, until ``finished()``)."""
+        log.info("worker_started", worker=self.worker_id, concurrency=self.concurrency)
+        t = self.timing
+        background = [
+            asyncio.create_task(self._every(t.reap_interval_s, self._reap)),
+            asyncio.create_task(self._every(t.heartbeat_s, self._heartbeat)),
+            asyncio.create_task(self._every(max(1.0, t.lease_s / 3), self._renew)),
+            asyncio.create_task(self._wake_on_stop()),
+            *(asyncio.create_task(c) for c in self.extra_tasks()),
+        ]
+        try:
+            await self._dispatch(drain)
+        finally:
+            await self._finish_in_flight()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(StoreUnavailable):
+                await asyncio.shield(self.forget(self.worker_id))
+
+    def limit(self) -> int:
+        """How many jobs may be in flight now (subclasses may adapt it)."""
+        return self.concurrency
+
+    async def _dispatch(self, drain: bool) -> None:
+        failures = 0
+        while not self.shutdown.stop.is_set():
+            free = self.limit() - len(self._tasks)
+            if free <= 0:
+                await self._sleep(1.0)
+                continue
+            try:
+                items, wait = await self.claim(min(free, self.timing.claim_batch))
+                failures = 0
+            except StoreUnavailable as exc:
+                failures += 1
+                log.warning("store_unavailable", worker=self.worker_id, error=str(exc))
+                await self._sleep(min(10.0, 0.5 * 2**failures))
+                continue
+            for item in items:
+                self._start(item)
+            if items:
+                continue
+            if drain and not self._tasks and await self._finished():
+                log.info("drained", worker=self.worker_id)
+                return
+            await self._sleep(1.0 if wait is None else min(wait, 1.0))
+
+    async def _finished(self) -> bool:
+        try:
+            return await self.finished()
+        except StoreUnavailable:
+            return False
+
+    def _start(self, item: L) -> None:
+        key = self.key(item)
+        task = asyncio.create_task(self.handle(item), name=f"{self.role}:{key}")
+        self._tasks[key] = task
+        self.on_in_flight(len(self._tasks))
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(key, None)
+            self.on_in_flight(len(self._tasks))
+            self._wakeup.set()
+
+        task.add_done_callback(done)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+
+    async def _wake_on_stop(self) -> None:
+        await self.shutdown.stop.wait()
+        self._wakeup.set()
+
+    async def _finish_in_flight(self) -> None:
+        if not self._tasks:
+            return
+        tasks = list(self._tasks.values())
+        log.info("draining", worker=self.worker_id, in_flight=len(tasks),
+                 grace_s=self.timing.grace_s)
+        all_done = asyncio.ensure_future(asyncio.wait(tasks))
+        stop_now = asyncio.ensure_future(self.shutdown.now.wait())
+        await asyncio.wait([all_done, stop_now], timeout=self.timing.grace_s,
+                           return_when=asyncio.FIRST_COMPLETED)
+        stop_now.cancel()
+        all_done.cancel()
+        left = [key for key, task in self._tasks.items() if not task.done()]
+        for key in left:
+            self._tasks[key].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if left:
+            try:
+                await asyncio.shield(self.release(left))
+                self.released += len(left)
+                log.info("leases_released", worker=self.worker_id, count=len(left))
+            except StoreUnavailable as exc:  # they expire and are reaped: nothing is lost
+                log.warning("release_failed", worker=self.worker_id, error=str(exc))
+
+    async def until_stored(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """Retry ``call`` while Redis is unreachable; None if told to stop meanwhile."""
+        failures = 0
+        while True:
+            try:
+                return await call()
+            except StoreUnavailable as exc:
+                failures += 1
+                if self.shutdown.now.is_set():
+                    return None
+                log.warning("store_unavailable", worker=self.worker_id, error=str(exc))
+                await asyncio.sleep(min(10.0, 0.5 * 2**failures))
+
+    # -- background duties ----------------------------------------------------------------
+
+    async def _every(self, seconds: float, duty: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await duty()
+            except StoreUnavailable as exc:
+                log.warning("store_unavailable", worker=self.worker_id, error=str(exc))
+            await asyncio.sleep(seconds)
+
+    async def _reap(self) -> None:
+        if await self.reap():
+            self._wakeup.set()
+
+    async def _renew(self) -> None:
+        keys = list(self._tasks)
+        if keys:
+            await self.renew(keys)
+
+    async def _heartbeat(self) -> None:
+        beat = {
+            "role": self.role, "host": socket.gethostname(), "pid": os.getpid(),
+            "started": round(self._started, 3), "last": round(time.time(), 3),
+            "in_flight": len(self._tasks), **self.beat_fields(),
+        }
+        await self.beat(self.worker_id, json.dumps(beat))

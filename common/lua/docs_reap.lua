@@ -1,0 +1,27 @@
+-- Return docs whose summarizer died (lease expired) to the queue with attempts + 1, or fail
+-- them (docs_failed:lease_expired, entry kept in docs-dead) after the crawl's max_attempts.
+-- ARGV[3] = the most to reap. Returns {requeued, dead}.
+local expired = redis.call('ZRANGEBYSCORE', K_DOCS_INFLIGHT, '-inf', NOW, 'LIMIT', 0,
+  tonumber(ARGV[3]))
+local requeued, dead = 0, 0
+for _, fp in ipairs(expired) do
+  local lease = redis.call('HGET', K_DOCS_LEASES, fp)
+  redis.call('ZREM', K_DOCS_INFLIGHT, fp)
+  if lease then
+    redis.call('HDEL', K_DOCS_LEASES, fp)
+    local _, entry = string.match(lease, '^([^\t]*)\t(.*)$')
+    local _, attempts, doc = split_entry(entry)
+    attempts = attempts + 1
+    count('docs_reaped')
+    if attempts >= SPEC.max_attempts then
+      redis.call('RPUSH', K_DOCS_DEAD, fp .. '\t' .. attempts .. '\tlease_expired\t' .. doc)
+      count('docs_failed')
+      count('docs_failed:lease_expired')
+      dead = dead + 1
+    else
+      redis.call('RPUSH', K_DOCS, fp .. '\t' .. attempts .. '\t' .. doc)
+      requeued = requeued + 1
+    end
+  end
+end
+return {requeued, dead}

@@ -1,0 +1,38 @@
+-- Settle docs held by one worker. ARGV[3] = worker, then groups of 8: kind, fp, reason, record,
+-- model, prompt tokens, completion tokens, cost in micro-USD. Token and cost accounting is done
+-- here, in the same atomic step as the summary, so every counted token belongs to a stored doc.
+--   "summarized": the record (a summary JSON) is written to the summaries sink under fp
+--   "failed":     final failure with a reason; the record, if any, is written too
+--   "release":    back to the head of the queue untouched (shutdown)
+-- Returns one code per op: 0 stale (lease gone or someone else's), 1 settled, 2 requeued.
+local worker = ARGV[3]
+local out = {}
+for i = 4, #ARGV, 8 do
+  local kind, fp, reason, record = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local model, ptok, ctok, cost = ARGV[i + 4], tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]),
+    tonumber(ARGV[i + 7])
+  local lease = redis.call('HGET', K_DOCS_LEASES, fp)
+  local w, entry = nil, nil
+  if lease then w, entry = string.match(lease, '^([^\t]*)\t(.*)$') end
+  if not lease or w ~= worker then
+    out[#out + 1] = 0
+  else
+    redis.call('HDEL', K_DOCS_LEASES, fp)
+    redis.call('ZREM', K_DOCS_INFLIGHT, fp)
+    if kind == 'release' then
+      redis.call('LPUSH', K_DOCS, entry)
+      out[#out + 1] = 2
+    else
+      count('docs_' .. kind)
+      if reason ~= '' then count('docs_' .. kind .. ':' .. reason) end
+      if record ~= '' then redis.call('HSET', K_SUMMARIES, fp, record) end
+      if model ~= '' then
+        if ptok > 0 then count('llm_prompt_tokens:' .. model, ptok) end
+        if ctok > 0 then count('llm_completion_tokens:' .. model, ctok) end
+        if cost > 0 then count('llm_cost_micro_usd:' .. model, cost) end
+      end
+      out[#out + 1] = 1
+    end
+  end
+end
+return out
