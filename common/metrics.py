@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["CrawlerMetrics", "SnapshotCollector", "serve_metrics"]
+__all__ = ["CrawlerMetrics", "SnapshotCollector", "SummarizerMetrics", "serve_metrics"]
 
 _FETCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -55,6 +55,46 @@ class CrawlerMetrics:
         )
         self.reaped = Counter(
             "distcrawl_leases_reaped", "Expired leases returned to the frontier", registry=r
+        )
+
+
+_LLM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
+
+
+class SummarizerMetrics:
+    """The summarizer's counters (model labels come from configuration: a bounded set)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "distcrawl_llm_requests", "LLM API calls by outcome (ok or a reason)", ["outcome"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "distcrawl_llm_seconds", "LLM call latency", buckets=_LLM_BUCKETS, registry=r
+        )
+        self.tokens = Counter(
+            "distcrawl_llm_tokens", "Tokens by kind and model", ["kind", "model"], registry=r
+        )
+        self.cost = Counter(
+            "distcrawl_llm_cost_usd", "Estimated cost by model", ["model"], registry=r
+        )
+        self.cache_hits = Counter(
+            "distcrawl_llm_cache_hits", "Docs summarized from the content cache", registry=r
+        )
+        self.docs = Counter(
+            "distcrawl_docs", "Docs settled by outcome", ["outcome"], registry=r
+        )
+        self.adaptive_limit = Gauge(
+            "distcrawl_llm_adaptive_limit", "Current adaptive concurrency limit", registry=r
+        )
+        self.rate_limit_waits = Counter(
+            "distcrawl_llm_rate_limit_waits", "Times a call waited for the shared RPM/TPM buckets",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "distcrawl_summarizer_in_flight", "Docs this process is working on", registry=r
         )
 
 

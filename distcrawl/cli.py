@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
+from common.docsqueue import DocsQueue
 from common.errors import ConfigError, DistcrawlError, InvalidUrl, StoreUnavailable
 from common.heartbeat import Heartbeats
 from common.lifecycle import Shutdown, run
@@ -27,8 +30,8 @@ from crawler.produce import build_spec, fetch_sitemap_urls, produce, read_seed_l
 from crawler.status import crawl_status, render_status
 from distcrawl import __version__
 from distcrawl.embedded import RunRequest, run_all
-from distcrawl.export import export_pages
-from distcrawl.runtime import crawl_runtime, store_session
+from distcrawl.export import export_pages, export_summaries
+from distcrawl.runtime import crawl_runtime, store_session, summarize_runtime
 
 __all__ = ["main"]
 
@@ -82,6 +85,19 @@ def _worker(p: argparse.ArgumentParser) -> None:
                    help="allow fetching loopback/private addresses (local sites)")
 
 
+def _llm(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("summarizer (the API key comes only from OPENAI_API_KEY, "
+                             "DISTCRAWL_LLM__API_KEY or DISTCRAWL_LLM__API_KEY_FILE)")
+    g.add_argument("--summarizer", metavar="KIND",
+                   help="auto (default) | openai | extractive | module:function")
+    g.add_argument("--llm-base-url", metavar="URL", help="any OpenAI-compatible API")
+    g.add_argument("--llm-model", metavar="NAME")
+    g.add_argument("--llm-rpm", type=int, metavar="N", help="requests/minute, all processes")
+    g.add_argument("--llm-tpm", type=int, metavar="N", help="tokens/minute, all processes")
+    g.add_argument("--llm-profiles", metavar="FILE", help="per-site model/prompt profiles (JSON)")
+    g.add_argument("--llm-max-input-tokens", type=int, metavar="N")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distcrawl", description="Distributed async web crawler on Redis.")
     parser.add_argument("--version", action="version", version=f"distcrawl {__version__}")
@@ -94,9 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="serve and crawl a local demo site")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-summarize", action="store_true", help="skip the summarizer stage")
+    p.add_argument("--llm-concurrency", type=int, metavar="C", help="LLM calls in flight")
     _common(p, redis_required=False)
     _scope(p)
     _worker(p)
+    _llm(p)
 
     p = sub.add_parser("produce", help="add seeds (and the spec, for a new crawl) to Redis")
     p.add_argument("seeds", nargs="*", metavar="SEED")
@@ -110,22 +128,36 @@ def _parser() -> argparse.ArgumentParser:
     _common(p, redis_required=True)
     _worker(p)
 
+    p = sub.add_parser("summarize", help="run a summarizer worker")
+    p.add_argument("--drain", action="store_true",
+                   help="exit 0 once no doc is pending and the crawl has nothing pending")
+    p.add_argument("--concurrency", type=int, metavar="C", dest="llm_concurrency",
+                   help="docs in flight (default 32)")
+    p.add_argument("--metrics-port", type=int, metavar="P")
+    p.add_argument("--grace", type=float, metavar="S")
+    _common(p, redis_required=True)
+    _llm(p)
+
     p = sub.add_parser("status", help="show a crawl's state")
     p.add_argument("--json", action="store_true")
     _common(p, redis_required=True)
 
-    p = sub.add_parser("export", help="write pages.jsonl from Redis")
+    p = sub.add_parser("export", help="write pages.jsonl and summaries.jsonl from Redis")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     _common(p, redis_required=True)
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    """Flags given on the command line override DISTCRAWL_* variables and defaults."""
+def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    """Flags given on the command line override DISTCRAWL_* variables and defaults.
+
+    OPENAI_API_KEY and OPENAI_BASE_URL are honoured too (read here, at the edge, only)."""
     def given(**pairs: Any) -> dict[str, Any]:
         return {k: v for k, v in pairs.items() if v is not None}
 
     a = vars(args)
+    if a.get("llm_rpm") is not None and a["llm_rpm"] < 0:
+        raise ConfigError(f"--llm-rpm must be >= 0 (got {a['llm_rpm']})")
     frontier = given(
         rate=a.get("rate"), burst=a.get("burst"), per_domain_inflight=a.get("per_domain_inflight"),
         max_attempts=a.get("max_attempts"), max_depth=a.get("max_depth"),
@@ -134,11 +166,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
     fetch = given(max_body_bytes=a.get("max_body_bytes"), user_agent=a.get("user_agent"))
     crawler = given(concurrency=a.get("concurrency"), grace_s=a.get("grace"))
+    llm = given(
+        summarizer=a.get("summarizer"),
+        base_url=a.get("llm_base_url") or env.get("OPENAI_BASE_URL"),
+        model=a.get("llm_model"), rpm=a.get("llm_rpm"), tpm=a.get("llm_tpm"),
+        profiles_file=a.get("llm_profiles"), max_input_tokens=a.get("llm_max_input_tokens"),
+        concurrency=a.get("llm_concurrency"),
+    )
+    if env.get("OPENAI_API_KEY") and not env.get("DISTCRAWL_LLM__API_KEY"):
+        llm["api_key"] = env["OPENAI_API_KEY"]
     top = given(redis=a.get("redis"), crawl=a.get("crawl"), log_level=a.get("log_level"),
                 log_format=a.get("log_format"), metrics_port=a.get("metrics_port"),
                 allow_private=a.get("allow_private"))
     sections = {k: v for k, v in (("frontier", frontier), ("fetch", fetch),
-                                  ("crawler", crawler)) if v}
+                                  ("crawler", crawler), ("llm", llm)) if v}
     return build_settings(**top, **sections)
 
 
@@ -195,6 +236,21 @@ async def _crawl(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _summarize(settings: Settings, args: argparse.Namespace) -> int:
+    shutdown = Shutdown()
+    shutdown.install()
+    async with store_session(settings) as (redis, frontier), summarize_runtime(
+        settings, redis, frontier.keys, shutdown
+    ) as rt:
+        await rt.worker.run(drain=args.drain)
+    if rt.worker.fatal is not None:
+        raise rt.worker.fatal
+    s = rt.worker.stats
+    print(f"summarizer finished: summarized {s.summarized} ({s.cached} from cache), "
+          f"failed {s.failed}, released {rt.worker.released}", file=sys.stderr)
+    return 0
+
+
 async def _status(settings: Settings, args: argparse.Namespace) -> int:
     async with store_session(settings) as (redis, frontier):
         status = await crawl_status(frontier, Heartbeats(redis, frontier.keys))
@@ -203,9 +259,10 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
-    async with store_session(settings) as (_, frontier):
+    async with store_session(settings) as (redis, frontier):
         path, n = await export_pages(frontier, args.out)
-    print(f"wrote {n} page records to {path}")
+        spath, sn = await export_summaries(DocsQueue(redis, frontier.keys), args.out)
+    print(f"wrote {n} page records to {path} and {sn} summaries to {spath}")
     return 0
 
 
@@ -218,27 +275,44 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         request = RunRequest(
             seeds=list(read_seed_lines(args.seeds, args.file)), out=args.out,
             allow_domains=args.allow_domain, include=args.include, exclude=args.exclude,
-            demo=args.demo, progress=not args.no_progress,
+            demo=args.demo, progress=not args.no_progress, summarize=not args.no_summarize,
         )
         if args.demo and not settings.allow_private:
             settings = settings.model_copy(update={"allow_private": True})
         return await run_all(settings, request)
     _need_server(settings, args.command)
-    handlers = {"produce": _produce, "crawl": _crawl, "status": _status, "export": _export}
+    handlers = {"produce": _produce, "crawl": _crawl, "summarize": _summarize,
+                "status": _status, "export": _export}
     return await handlers[args.command](settings, args)
+
+
+def _secrets(settings: Settings | None) -> list[str]:
+    if settings is None:
+        return []
+    found = [settings.llm.api_key.get_secret_value()] if settings.llm.api_key else []
+    password = urlsplit(settings.redis).password if "://" in settings.redis else None
+    return [s for s in [*found, password] if s and len(s) >= 4]
+
+
+def _fail(exc: Exception, settings: Settings | None) -> None:
+    text = str(exc)
+    for secret in _secrets(settings):
+        text = text.replace(secret, "***")
+    print(f"distcrawl: error: {text}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    settings: Settings | None = None
     try:
-        settings = _settings(args)
+        settings = _settings(args, os.environ)
         configure_logging(settings.log_level, settings.log_format)
         return run(_dispatch(settings, args))
     except StoreUnavailable as exc:
-        print(f"distcrawl: error: {exc}", file=sys.stderr)
+        _fail(exc, settings)
         return 3
     except DistcrawlError as exc:
-        print(f"distcrawl: error: {exc}", file=sys.stderr)
+        _fail(exc, settings)
         return 2
     except KeyboardInterrupt:
         print("distcrawl: interrupted", file=sys.stderr)

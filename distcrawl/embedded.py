@@ -13,14 +13,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from redis.asyncio import Redis
+
+from common.docsqueue import DocsQueue
 from common.lifecycle import Shutdown
 from common.settings import Settings
 from crawler.admission import Admitter
+from crawler.frontier import Frontier
 from crawler.produce import SeedLine, build_spec, produce
 from distcrawl.demosite import DemoSite, SiteServer
-from distcrawl.export import export_pages
+from distcrawl.export import export_pages, export_summaries
 from distcrawl.progress import show_progress
-from distcrawl.runtime import crawl_runtime, store_session
+from distcrawl.runtime import crawl_runtime, store_session, summarize_runtime
 
 __all__ = ["RunRequest", "run_all"]
 
@@ -34,6 +38,7 @@ class RunRequest:
     exclude: list[str]
     demo: bool = False
     progress: bool = True
+    summarize: bool = True
 
 
 @contextlib.asynccontextmanager
@@ -74,21 +79,40 @@ async def _crawl(settings: Settings, req: RunRequest, seeds: list[SeedLine],
             print(f"distcrawl: skipped seed {error}", file=sys.stderr)
         if await frontier.pending() == 0 and report.admitted == 0:
             print("distcrawl: nothing to crawl (no valid new seed)", file=sys.stderr)
-        async with crawl_runtime(settings, redis, frontier, shutdown) as rt:
+        async with contextlib.AsyncExitStack() as stack:
+            crawl = await stack.enter_async_context(
+                crawl_runtime(settings, redis, frontier, shutdown))
+            workers = [crawl.worker.run(drain=True)]
+            summarizer = None
+            if req.summarize:
+                summarizer = await stack.enter_async_context(
+                    summarize_runtime(settings, redis, frontier.keys, shutdown))
+                workers.append(summarizer.worker.run(drain=True))
             done = asyncio.Event()
             reporter = asyncio.create_task(
                 show_progress(frontier, done, interactive=req.progress and sys.stderr.isatty())
             )
             try:
-                await rt.worker.run(drain=True)
+                await asyncio.gather(*workers)
             finally:
                 done.set()
                 await reporter
-        path, n = await export_pages(frontier, req.out)
-        stats = await frontier.stats(0)
-        print(
-            f"wrote {n} page records to {path}: done {stats.done}, failed {stats.failed}, "
-            f"skipped {stats.skipped}, pending {stats.pending}",
-            file=sys.stderr,
-        )
-        return 0 if stats.pending == 0 or shutdown.stop.is_set() else 1
+        if summarizer is not None and summarizer.worker.fatal is not None:
+            raise summarizer.worker.fatal
+        return await _report(frontier, redis, req, shutdown)
+
+
+async def _report(frontier: Frontier, redis: Redis, req: RunRequest, shutdown: Shutdown) -> int:
+    path, n = await export_pages(frontier, req.out)
+    stats = await frontier.stats(0)
+    print(f"wrote {n} page records to {path}: done {stats.done}, failed {stats.failed}, "
+          f"skipped {stats.skipped}, pending {stats.pending}", file=sys.stderr)
+    pending = stats.pending
+    if req.summarize:
+        queue = DocsQueue(redis, frontier.keys)
+        spath, sn = await export_summaries(queue, req.out)
+        docs = await queue.stats()
+        pending += docs.pending
+        print(f"wrote {sn} summaries to {spath}: summarized {docs.summarized}, "
+              f"failed {docs.failed}, pending {docs.pending}", file=sys.stderr)
+    return 0 if pending == 0 or shutdown.stop.is_set() else 1

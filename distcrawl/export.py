@@ -7,11 +7,13 @@ from pathlib import Path
 
 import msgspec
 
+from common.docsqueue import DocsQueue
 from common.errors import ConfigError
 from crawler.frontier import Frontier
 from crawler.records import PageRecord
+from summarizer.records import SummaryRecord
 
-__all__ = ["export_pages", "write_jsonl"]
+__all__ = ["export_pages", "export_summaries", "write_jsonl"]
 
 _dec = msgspec.json.Decoder(PageRecord)
 _enc = msgspec.json.Encoder()
@@ -29,6 +31,17 @@ async def export_pages(frontier: Frontier, out_dir: Path) -> tuple[Path, int]:
     records.sort(key=lambda r: r.url)
     lines = [_enc.encode(r) for r in records]
     path = await asyncio.to_thread(write_jsonl, out_dir, "pages.jsonl", lines)
+    return path, len(records)
+
+
+async def export_summaries(queue: DocsQueue, out_dir: Path) -> tuple[Path, int]:
+    """Write ``out_dir/summaries.jsonl`` (sorted by URL), one line per doc fingerprint."""
+    records = [
+        msgspec.json.decode(raw, type=SummaryRecord) async for _, raw in queue.summary_records()
+    ]
+    records.sort(key=lambda r: r.url)
+    lines = [_enc.encode(r) for r in records]
+    path = await asyncio.to_thread(write_jsonl, out_dir, "summaries.jsonl", lines)
     return path, len(records)
 
 

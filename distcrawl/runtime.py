@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from common.docsqueue import DocsQueue, DocsStats
 from common.errors import ConfigError
 from common.heartbeat import Heartbeats
 from common.keys import CrawlKeys
 from common.leasedworker import WorkerTiming
 from common.lifecycle import Shutdown
-from common.metrics import CrawlerMetrics, SnapshotCollector, serve_metrics
+from common.metrics import CrawlerMetrics, SnapshotCollector, SummarizerMetrics, serve_metrics
+from common.scripts import ScriptRunner
 from common.settings import Settings
 from common.store import open_store
 from crawler.admission import Admitter
@@ -22,8 +24,23 @@ from crawler.frontier import Frontier, FrontierStats
 from crawler.robots import RobotsCache
 from crawler.spec import CrawlSpec
 from crawler.worker import CrawlWorker
+from summarizer.cache import SummaryCache
+from summarizer.client import OpenAIEngine, open_client, resolve_api_key
+from summarizer.engines import CallableEngine, Engine, ExtractiveEngine
+from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
+from summarizer.profiles import Profiles
+from summarizer.worker import SummarizeWorker
 
-__all__ = ["CrawlRuntime", "crawl_runtime", "frontier_gauges", "store_session"]
+__all__ = [
+    "CrawlRuntime",
+    "SummarizeRuntime",
+    "build_engine",
+    "crawl_runtime",
+    "docs_gauges",
+    "frontier_gauges",
+    "store_session",
+    "summarize_runtime",
+]
 
 
 @contextlib.asynccontextmanager
@@ -100,3 +117,81 @@ async def crawl_runtime(
             runner = await serve_metrics(metrics.registry, settings.metrics_port, refresh)
             stack.push_async_callback(runner.cleanup)
         yield CrawlRuntime(worker, frontier, spec, metrics)
+
+
+@dataclass
+class SummarizeRuntime:
+    worker: SummarizeWorker
+    engine: Engine
+    metrics: SummarizerMetrics
+
+
+def build_engine(
+    settings: Settings, rate: SharedRateLimiter, adaptive: AdaptiveLimit,
+    metrics: SummarizerMetrics,
+) -> Engine:
+    """auto: the OpenAI-compatible API when a key or base URL is configured, else extractive."""
+    llm = settings.llm
+    key = resolve_api_key(llm)
+    kind = llm.summarizer
+    if kind == "auto":
+        kind = "openai" if (key or llm.base_url) else "extractive"
+    if kind == "extractive":
+        return ExtractiveEngine()
+    if kind != "openai":
+        return CallableEngine(kind)
+
+    def observe(outcome: str, latency: float, model: str, ptok: int, ctok: int) -> None:
+        metrics.requests.labels(outcome).inc()
+        metrics.latency.observe(latency)
+
+    return OpenAIEngine(open_client(llm, key), llm, rate, adaptive, observe)
+
+
+@contextlib.asynccontextmanager
+async def summarize_runtime(
+    settings: Settings, redis: Redis, keys: CrawlKeys, shutdown: Shutdown
+) -> AsyncIterator[SummarizeRuntime]:
+    llm = settings.llm
+    metrics = SummarizerMetrics()
+    scripts = ScriptRunner(redis)
+    queue = DocsQueue(redis, keys, scripts)
+    rate = SharedRateLimiter(scripts, keys, llm.rpm, llm.tpm,
+                             on_wait=metrics.rate_limit_waits.inc)
+    adaptive = AdaptiveLimit(llm.concurrency)
+    engine = build_engine(settings, rate, adaptive, metrics)
+    c = settings.crawler
+    timing = WorkerTiming(grace_s=c.grace_s, reap_interval_s=c.reap_interval_s,
+                          heartbeat_s=c.heartbeat_s, lease_s=llm.lease_s,
+                          claim_batch=min(64, llm.concurrency))
+    worker = SummarizeWorker(
+        concurrency=llm.concurrency, timing=timing, queue=queue,
+        heartbeats=Heartbeats(redis, keys), engine=engine,
+        profiles=Profiles.from_settings(llm), cache=SummaryCache(redis, keys),
+        prices=dict(llm.prices), metrics=metrics, shutdown=shutdown,
+        adaptive=adaptive if isinstance(engine, OpenAIEngine) else None,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(engine.aclose)
+        if settings.metrics_port is not None:
+            snapshot: dict[str, DocsStats | None] = {"stats": None}
+
+            async def refresh() -> None:
+                snapshot["stats"] = await queue.stats()
+
+            metrics.registry.register(SnapshotCollector(lambda: docs_gauges(snapshot["stats"])))
+            runner = await serve_metrics(metrics.registry, settings.metrics_port, refresh)
+            stack.push_async_callback(runner.cleanup)
+        yield SummarizeRuntime(worker, engine, metrics)
+
+
+def docs_gauges(stats: DocsStats | None) -> dict[str, float]:
+    if stats is None:
+        return {}
+    return {
+        "docs_waiting": stats.waiting,
+        "docs_in_flight": stats.in_flight,
+        "docs_queued": stats.queued,
+        "docs_summarized": stats.summarized,
+        "docs_failed": stats.failed,
+    }

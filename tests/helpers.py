@@ -111,3 +111,67 @@ def read_pages(out_dir: Path) -> list[dict[str, Any]]:
 def assert_no_traceback(*texts: str) -> None:
     for text in texts:
         assert "Traceback" not in text, text
+
+
+# -- the summarizer: docs fed straight into the docs queue, and the mock LLM as a process ------
+
+import hashlib  # noqa: E402
+import urllib.request  # noqa: E402
+
+from common.serde import Doc, encode_doc  # noqa: E402
+
+
+def make_docs(n: int, *, text: str | None = None, host: str = "docs.test") -> list[Doc]:
+    """``n`` docs with distinct texts (or the same ``text`` under distinct URLs)."""
+    docs = []
+    for i in range(n):
+        url = f"http://{host}/d/{i}"
+        body = text if text is not None else (
+            f"Document {i} explains topic {i % 17}. " * 8 + f"It ends with fact {i}."
+        )
+        fp = hashlib.blake2b(url.encode(), digest_size=8).hexdigest()
+        docs.append(Doc(url=url, fp=fp, title=f"Doc {i}", text=body, fetched_at=0.0))
+    return docs
+
+
+async def feed_docs(redis: Redis, keys: CrawlKeys, docs: list[Doc]) -> None:
+    """Queue docs exactly as the crawler's settle script does (entry format and counter)."""
+    entries = [f"{d.fp}\t0\t{encode_doc(d)}" for d in docs]
+    for start in range(0, len(entries), 500):
+        await redis.rpush(keys.docs, *entries[start:start + 500])
+    await redis.hincrby(keys.counts, "docs_queued", len(entries))
+
+
+class MockProcess:
+    """tests.mock_llm in its own process."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.mock_llm", "--port", "0", *args], cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            self.proc.kill()
+            raise RuntimeError(f"mock LLM did not start: {line!r}")
+        self.base_url = line.split()[1]
+        self.server_url = self.base_url.removesuffix("/v1")
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.server_url + path, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._get("/stats"))
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self._get("/_requests"))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()

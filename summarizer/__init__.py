@@ -1,0 +1,1 @@
+"""The summarizer: LLM calls with shared limits, and an embedded extractive fallback."""

@@ -1,0 +1,156 @@
+"""The OpenAI-compatible engine: one AsyncOpenAI per process, our own retries and limits.
+
+``max_retries=0`` and an explicit timeout: retries belong to this module (exponential back-off
+with full jitter, never sooner than the provider's Retry-After), so that the shared rate limits,
+the adaptive concurrency limit and the metrics see every attempt. The HTTP transport is the
+openai package's aiohttp client when available (much less CPU per call than its default), with
+connection reuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
+
+from common.backoff import backoff_s
+from common.errors import ConfigError, PermanentError, RetryableError
+from common.logging import get_logger
+from common.settings import LLMSettings
+from summarizer.budget import token_counter
+from summarizer.engines import Request, Summary
+from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
+from summarizer.retry import translate_openai_error
+
+__all__ = ["CallObserver", "OpenAIEngine", "open_client", "resolve_api_key"]
+
+log = get_logger(__name__)
+# (outcome, latency_s, model, prompt_tokens, completion_tokens) for metrics
+CallObserver = Callable[[str, float, str, int, int], None]
+
+
+def resolve_api_key(llm: LLMSettings) -> str | None:
+    """The key from settings, else from ``api_key_file`` (never from a command-line flag)."""
+    if llm.api_key is not None:
+        return llm.api_key.get_secret_value()
+    if llm.api_key_file:
+        try:
+            return Path(llm.api_key_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the API key file {llm.api_key_file}: "
+                              f"{exc.strerror}") from exc
+    return None
+
+
+def open_client(llm: LLMSettings, api_key: str | None) -> openai.AsyncOpenAI:
+    http_client: openai.DefaultAioHttpClient | None
+    try:
+        http_client = openai.DefaultAioHttpClient(timeout=llm.timeout_s)
+    except (RuntimeError, ImportError):  # the aiohttp extra is not installed
+        http_client = None
+    return openai.AsyncOpenAI(
+        api_key=api_key or "not-needed",
+        base_url=llm.base_url,
+        max_retries=0,
+        timeout=llm.timeout_s,
+        http_client=http_client,
+    )
+
+
+class OpenAIEngine:
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        llm: LLMSettings,
+        rate: SharedRateLimiter,
+        adaptive: AdaptiveLimit,
+        observe: CallObserver,
+    ) -> None:
+        self.name = "openai"
+        self._client = client
+        self._llm = llm
+        self._rate = rate
+        self._adaptive = adaptive
+        self._observe = observe
+
+    def cache_identity(self, request: Request) -> tuple[str, str]:
+        return request.profile.model, request.profile.prompt
+
+    def prompt_for(self, request: Request) -> tuple[str, int]:
+        """The prompt within the input budget, and the token cost estimated for it."""
+        counter = token_counter(request.profile.model)
+        frame = request.profile.prompt.format(title=request.title, url=request.url, text="")
+        room = max(16, self._llm.max_input_tokens - counter.count(frame))
+        text, _ = counter.truncate(request.text, room)
+        prompt = request.profile.prompt.format(title=request.title, url=request.url, text=text)
+        return prompt, counter.count(prompt) + request.profile.max_tokens
+
+    async def summarize(self, request: Request) -> Summary:
+        prompt, estimate = self.prompt_for(request)
+        model = request.profile.model
+        last: RetryableError | None = None
+        for attempt in range(1, self._llm.max_attempts + 1):
+            await self._rate.acquire(estimate)
+            try:
+                return await self._call(model, prompt, request, estimate, attempt)
+            except RetryableError as exc:
+                last = exc
+                await self._back_off(exc, attempt)
+        assert last is not None
+        raise PermanentError(f"gave up after {self._llm.max_attempts} attempts: {last}",
+                             reason=last.reason)
+
+    async def _call(self, model: str, prompt: str, request: Request, estimate: int,
+                    attempt: int) -> Summary:
+        async with self._adaptive:
+            started = time.monotonic()
+            try:
+                resp = await self._client.chat.completions.create(
+                    model=model,
+                    messages=[{"role": "user", "content": prompt}],
+                    max_tokens=request.profile.max_tokens,
+                )
+                content = _content(resp)
+            except Exception as exc:
+                err = translate_openai_error(exc)
+                outcome = getattr(err, "reason", type(err).__name__)
+                self._observe(outcome, time.monotonic() - started, model, 0, 0)
+                raise err from exc
+        latency = time.monotonic() - started
+        usage = resp.usage
+        ptok = usage.prompt_tokens if usage else 0
+        ctok = usage.completion_tokens if usage else 0
+        self._adaptive.on_success(latency)
+        await self._rate.correct(estimate, ptok + ctok if usage else estimate)
+        self._observe("ok", latency, model, ptok, ctok)
+        return Summary(content, resp.model or model, ptok, ctok, attempt)
+
+    async def _back_off(self, exc: RetryableError, attempt: int) -> None:
+        if exc.reason in ("http_429", "timeout"):
+            self._adaptive.on_congestion()
+        delay = backoff_s(attempt, base_s=0.5, cap_s=30.0, full_jitter=True)
+        if exc.retry_after_s is not None:
+            delay = max(delay, exc.retry_after_s)
+        if exc.reason == "http_429":
+            # everyone waits, not just this call: the provider's limit is shared
+            await self._rate.pause(exc.retry_after_s or delay)
+        log.info("llm_retry", reason=exc.reason, attempt=attempt, delay_s=round(delay, 2))
+        await asyncio.sleep(delay)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _content(resp: object) -> str:
+    """The summary text, or a RetryableError for a 200 that carries none (bad gateways do)."""
+    choices = getattr(resp, "choices", None)
+    if not choices:
+        raise RetryableError("LLM answered without choices", reason="bad_response")
+    message = getattr(choices[0], "message", None)
+    content = getattr(message, "content", None)
+    if not isinstance(content, str) or not content.strip():
+        raise RetryableError("LLM answered with empty content", reason="bad_response")
+    return content.strip()

@@ -1,0 +1,116 @@
+"""Who writes a summary: the OpenAI-compatible API, the embedded extractive summarizer, or a
+user's callable (``module:function``, sync or async; a sync one runs in a thread so it never
+blocks the event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from common.errors import ConfigError, PermanentError
+from summarizer.extractive import summarize_extractive
+from summarizer.profiles import Profile
+
+__all__ = ["CallableEngine", "Engine", "ExtractiveEngine", "Request", "Summary", "load_callable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    url: str
+    title: str
+    text: str
+    profile: Profile
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    text: str
+    summarizer: str  # the model name, "extractive", or the callable's path
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0  # API calls made for it (retries included)
+
+
+class Engine(Protocol):
+    name: str
+
+    def cache_identity(self, request: Request) -> tuple[str, str]:
+        """(model, prompt) under which identical text may share one summary."""
+        ...
+
+    async def summarize(self, request: Request) -> Summary: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ExtractiveEngine:
+    """Sentence scoring, no network, no model files: the pipeline always completes."""
+
+    name = "extractive"
+
+    def cache_identity(self, request: Request) -> tuple[str, str]:
+        return "extractive", ""
+
+    async def summarize(self, request: Request) -> Summary:
+        # CPU work on ~50 KB of text at most (the crawler caps it): a thread keeps the loop free
+        text = await asyncio.to_thread(
+            summarize_extractive, request.text, title=request.title
+        )
+        return Summary(text, "extractive")
+
+    async def aclose(self) -> None:
+        return None
+
+
+UserFn = Callable[..., Any]
+
+
+def load_callable(path: str) -> UserFn:
+    """Import ``package.module:function``; raise ConfigError with the reason when it fails."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"summarizer {path!r}: expected 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+        fn = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load summarizer {path!r}: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError(f"summarizer {path!r} is not callable")
+    return fn  # type: ignore[no-any-return]
+
+
+class CallableEngine:
+    """A user function ``fn(text, *, title, url) -> str`` (or an async one)."""
+
+    def __init__(self, path: str) -> None:
+        self.name = path
+        self._fn = load_callable(path)
+        self._is_async = inspect.iscoroutinefunction(self._fn)
+
+    def cache_identity(self, request: Request) -> tuple[str, str]:
+        return self.name, ""
+
+    async def summarize(self, request: Request) -> Summary:
+        kwargs = {"title": request.title, "url": request.url}
+        if self._is_async:
+            result = await self._call_async(request.text, kwargs)
+        else:
+            result = await asyncio.to_thread(self._fn, request.text, **kwargs)
+        if not isinstance(result, str):
+            raise PermanentError(
+                f"summarizer {self.name} returned {type(result).__name__}, not str",
+                reason="bad_summarizer_output",
+            )
+        return Summary(result, self.name)
+
+    async def _call_async(self, text: str, kwargs: dict[str, str]) -> Any:
+        awaitable: Awaitable[Any] = self._fn(text, **kwargs)
+        return await awaitable
+
+    async def aclose(self) -> None:
+        return None

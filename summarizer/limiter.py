@@ -1,0 +1,132 @@
+"""Concurrency and rate limits for LLM calls.
+
+``SharedRateLimiter``: requests/minute and tokens/minute buckets in Redis, shared by every
+summarizer process, so the provider sees the configured limits whatever the number of
+processes; a 429 pauses all of them. ``AdaptiveLimit``: a per-process concurrency limit inside
+the configured bound, grown additively while calls are healthy and cut multiplicatively on 429s,
+timeouts or rising latency (AIMD).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+
+from common.keys import CrawlKeys
+from common.scripts import ScriptRunner
+
+__all__ = ["AdaptiveLimit", "SharedRateLimiter"]
+
+
+class SharedRateLimiter:
+    def __init__(
+        self,
+        scripts: ScriptRunner,
+        keys: CrawlKeys,
+        rpm: int,
+        tpm: int,
+        *,
+        clock: Callable[[], int] | None = None,
+        on_wait: Callable[[], None] | None = None,
+    ) -> None:
+        self._scripts = scripts
+        self._keys = keys
+        self.rpm = rpm
+        self.tpm = tpm
+        # A bucket refilled at r/minute with burst b lets r + b through in a 60 s window, and
+        # providers count in sliding 60 s windows: so bursts are one second's worth and the
+        # refill is (limit - burst)/minute, and no window can exceed the configured limit.
+        self._rburst = max(1, rpm // 60)
+        self._tburst = max(1, tpm // 60)
+        self._rrate = max(1, rpm - self._rburst) if rpm > 0 else 0
+        self._trate = max(1, tpm - self._tburst) if tpm > 0 else 0
+        self._clock = clock
+        self._on_wait = on_wait
+
+    @property
+    def enabled(self) -> bool:
+        return self.rpm > 0 or self.tpm > 0
+
+    async def _run(self, *args: str | int) -> int:
+        now = str(self._clock()) if self._clock is not None else ""
+        res = await self._scripts.run(
+            "llm_acquire", [self._keys.spec], [self._keys.prefix, now, *args]
+        )
+        return int(str(res))
+
+    async def try_take(self, tokens: int) -> float:
+        """Take one request and ``tokens`` if the buckets allow; else the seconds to wait."""
+        wait_ms = await self._run(
+            "take", tokens, self._rrate, self._trate, self._rburst, self._tburst
+        )
+        return wait_ms / 1000
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait until one request of ``tokens`` estimated tokens may be sent."""
+        if not self.enabled:
+            return
+        while (wait := await self.try_take(tokens)) > 0:
+            if self._on_wait is not None:
+                self._on_wait()
+            # jitter spreads the waiters of all processes over the next token's interval
+            await asyncio.sleep(wait + random.uniform(0, min(wait, 0.05)))
+
+    async def correct(self, estimated: int, actual: int) -> None:
+        """Settle a request's token cost once its ``usage`` is known."""
+        if self.tpm > 0 and actual != estimated:
+            await self._run("adjust", estimated - actual)
+
+    async def pause(self, seconds: float) -> None:
+        """Hold every process back (the provider said 429 with this Retry-After)."""
+        await self._run("pause", int(seconds * 1000))
+
+
+class AdaptiveLimit:
+    """An adjustable concurrency limit with AIMD; ``async with limit:`` holds one slot."""
+
+    def __init__(self, maximum: int, *, initial: int | None = None, minimum: int = 1) -> None:
+        self.maximum = maximum
+        self.minimum = minimum
+        self.limit = float(initial or max(minimum, min(maximum, 8)))
+        self._active = 0
+        self._cond = asyncio.Condition()
+        self._baseline_s: float | None = None
+        self._last_cut = 0.0
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    async def __aenter__(self) -> AdaptiveLimit:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._active < int(self.limit))
+            self._active += 1
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._cond:
+            self._active -= 1
+            self._cond.notify_all()
+
+    def on_success(self, latency_s: float) -> None:
+        if self._baseline_s is None or latency_s < self._baseline_s:
+            self._baseline_s = latency_s
+        else:  # let the baseline drift up slowly, so a permanently slower API is accepted
+            self._baseline_s += (latency_s - self._baseline_s) * 0.01
+        if latency_s > 3 * self._baseline_s + 0.05:
+            self.on_congestion()
+            return
+        self._grow(4.0 / max(1.0, self.limit))
+
+    def on_congestion(self) -> None:
+        """429, timeout or latency well above the baseline: cut, at most once per second."""
+        now = asyncio.get_running_loop().time()
+        if now - self._last_cut < 1.0:
+            return
+        self._last_cut = now
+        self.limit = max(float(self.minimum), self.limit * 0.7)
+
+    def _grow(self, step: float) -> None:
+        # Waiters re-check the limit whenever a slot is released, which is when it matters.
+        self.limit = min(float(self.maximum), self.limit + step)

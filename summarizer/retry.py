@@ -1,0 +1,57 @@
+"""The summarizer's one retry layer: openai's exceptions are translated here and nowhere else.
+
+- 401/403, and 404 (unknown model or endpoint): ``ConfigError``. The worker stops with one
+  line: it is configuration, not data, and the docs stay queued.
+- 400/422: ``PermanentError``, this doc fails with the reason.
+- 408/409/429/5xx, timeouts, connection errors, malformed answers: ``RetryableError``, carrying
+  the provider's ``retry-after-ms`` / ``Retry-After`` when given.
+"""
+
+from __future__ import annotations
+
+import openai
+
+from common.backoff import retry_after_from_headers
+from common.errors import ConfigError, DistcrawlError, PermanentError, RetryableError
+
+__all__ = ["translate_openai_error"]
+
+
+def translate_openai_error(exc: Exception) -> DistcrawlError:
+    if isinstance(exc, DistcrawlError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return RetryableError("LLM request timed out", reason="timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        return RetryableError(f"cannot reach the LLM API: {exc}", reason="connection")
+    if isinstance(exc, openai.APIStatusError):
+        return _from_status(exc)
+    if isinstance(exc, openai.APIResponseValidationError | ValueError | KeyError | IndexError):
+        return RetryableError(f"malformed LLM response: {exc}", reason="bad_response")
+    if isinstance(exc, openai.OpenAIError):
+        return RetryableError(f"LLM client error: {exc}", reason="client_error")
+    raise exc
+
+
+def _from_status(exc: openai.APIStatusError) -> DistcrawlError:
+    status = exc.status_code
+    message = _message(exc)
+    if status in (401, 403):
+        return ConfigError(f"the LLM API refused the credentials (HTTP {status}): {message}")
+    if status == 404:
+        return ConfigError(f"the LLM API does not know this model or endpoint (HTTP 404): "
+                           f"{message}")
+    if status in (408, 409, 429) or status >= 500:
+        retry_after = retry_after_from_headers(exc.response.headers)
+        return RetryableError(f"HTTP {status}: {message}", reason=f"http_{status}",
+                              retry_after_s=retry_after)
+    return PermanentError(f"HTTP {status}: {message}", reason=f"http_{status}")
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])[:300]
+    return str(exc.message)[:300]

@@ -1,0 +1,213 @@
+"""The summarizer worker: claim docs -> content cache -> engine -> settle with accounting.
+
+The claim/slot/shutdown loop is common.leasedworker.LeasedWorker. A ConfigError from the API
+(401, 403, unknown model) stops the worker with that message and leaves every doc queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from common.docsqueue import DocLease, DocOp, DocResult, DocsQueue
+from common.errors import ConfigError, PermanentError, StoreUnavailable
+from common.heartbeat import Heartbeats
+from common.leasedworker import LeasedWorker, WorkerTiming
+from common.lifecycle import Shutdown
+from common.logging import get_logger
+from common.metrics import SummarizerMetrics
+from common.serde import Doc, decode_doc
+from common.urls import host_of
+from summarizer.cache import SummaryCache, content_key
+from summarizer.cost import cost_usd
+from summarizer.engines import Engine, Request, Summary
+from summarizer.limiter import AdaptiveLimit
+from summarizer.profiles import Profiles
+from summarizer.records import SummaryRecord, encode_summary
+
+__all__ = ["SummarizeStats", "SummarizeWorker"]
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class SummarizeStats:
+    summarized: int = 0
+    failed: int = 0
+    cached: int = 0
+    stale: int = 0
+
+
+class SummarizeWorker(LeasedWorker[DocLease]):
+    role = "summarize"
+
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        timing: WorkerTiming,
+        queue: DocsQueue,
+        heartbeats: Heartbeats,
+        engine: Engine,
+        profiles: Profiles,
+        cache: SummaryCache,
+        prices: dict[str, tuple[float, float]],
+        metrics: SummarizerMetrics,
+        shutdown: Shutdown,
+        adaptive: AdaptiveLimit | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        super().__init__(concurrency=concurrency, timing=timing, shutdown=shutdown,
+                         worker_id=worker_id)
+        self._queue = queue
+        self._heartbeats = heartbeats
+        self._engine = engine
+        self._profiles = profiles
+        self._cache = cache
+        self._prices = prices
+        self._metrics = metrics
+        self._adaptive = adaptive
+        self.stats = SummarizeStats()
+        self.fatal: ConfigError | None = None
+
+    # -- LeasedWorker ---------------------------------------------------------------------
+
+    async def claim(self, n: int) -> tuple[Sequence[DocLease], float | None]:
+        if self.fatal is not None:
+            return [], 1.0
+        return await self._queue.claim(self.worker_id, n, self.timing.lease_s), None
+
+    def key(self, item: DocLease) -> str:
+        return item.fp
+
+    def limit(self) -> int:
+        # The adaptive limit bounds API calls; claiming a few more keeps cache hits and
+        # extractive work flowing while calls wait.
+        if self._adaptive is None:
+            return self.concurrency
+        self._metrics.adaptive_limit.set(self._adaptive.limit)
+        return min(self.concurrency, int(self._adaptive.limit) + 4)
+
+    async def release(self, keys: Sequence[str]) -> None:
+        await self._queue.settle(self.worker_id, [DocOp("release", k) for k in keys])
+
+    async def renew(self, keys: Sequence[str]) -> None:
+        await self._queue.renew(self.worker_id, keys, self.timing.lease_s)
+
+    async def reap(self) -> int:
+        requeued, dead = await self._queue.reap()
+        if requeued or dead:
+            log.info("docs_reaped", requeued=requeued, dead=dead)
+        return requeued + dead
+
+    async def finished(self) -> bool:
+        """Nothing to summarize now, and the crawl will not produce more."""
+        stats = await self._queue.stats()
+        c = stats.counts
+        crawl_pending = c.get("admitted", 0) - c.get("done", 0) - c.get("failed", 0) - c.get(
+            "skipped", 0)
+        return stats.pending == 0 and crawl_pending <= 0
+
+    async def beat(self, worker_id: str, beat: str) -> None:
+        await self._heartbeats.beat(worker_id, beat)
+
+    async def forget(self, worker_id: str) -> None:
+        await self._heartbeats.forget(worker_id)
+
+    def beat_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {n: getattr(self.stats, n) for n in self.stats.__slots__}
+        if self._adaptive is not None:
+            fields["adaptive_limit"] = round(self._adaptive.limit, 1)
+        return fields
+
+    def on_in_flight(self, n: int) -> None:
+        self._metrics.in_flight.set(n)
+
+    # -- one doc --------------------------------------------------------------------------
+
+    async def handle(self, item: DocLease) -> None:
+        started = time.monotonic()
+        try:
+            doc = decode_doc(item.payload)
+            op = await self._summarize(item, doc, started)
+        except ConfigError as exc:
+            await self._stop_on_config_error(item, exc)
+            return
+        except (asyncio.CancelledError, StoreUnavailable):
+            raise
+        except PermanentError as exc:
+            op = self._failed(item, exc.reason, str(exc), started)
+        except Exception as exc:  # a bug on one doc must not kill the worker
+            log.exception("doc_crashed", fp=item.fp, error=repr(exc))
+            op = self._failed(item, "internal_error", repr(exc), started)
+        results = await self.until_stored(lambda: self._queue.settle(self.worker_id, [op]))
+        if results and results[0] is DocResult.STALE:
+            self.stats.stale += 1
+        elif results:
+            self._metrics.docs.labels(op.kind).inc()
+
+    async def _summarize(self, item: DocLease, doc: Doc, started: float) -> DocOp:
+        request = Request(doc.url, doc.title, doc.text, self._profiles.for_host(host_of(doc.url)))
+        model, prompt = self._engine.cache_identity(request)
+        made: list[Summary] = []
+
+        async def compute() -> str:
+            made.append(await self._engine.summarize(request))
+            return made[0].text
+
+        text, cached = await self._cache.single_flight(content_key(model, prompt, doc.text),
+                                                       compute)
+        summary = made[0] if made else Summary(text, model)
+        cost = 0.0 if cached else cost_usd(self._prices, summary.summarizer,
+                                           summary.prompt_tokens, summary.completion_tokens)
+        if cached:
+            self.stats.cached += 1
+            self._metrics.cache_hits.inc()
+        else:
+            self._account(summary, cost)
+        self.stats.summarized += 1
+        record = SummaryRecord(
+            url=doc.url, title=doc.title, summary=text, summarizer=summary.summarizer,
+            prompt_tokens=0 if cached else summary.prompt_tokens,
+            completion_tokens=0 if cached else summary.completion_tokens,
+            cost_usd=round(cost, 8), cached=cached, attempts=item.attempt,
+            elapsed_ms=round((time.monotonic() - started) * 1000, 1),
+            created_at=round(time.time(), 3),
+        )
+        return DocOp(
+            "summarized", item.fp, record=encode_summary(record),
+            model="" if cached else summary.summarizer,
+            prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
+            cost_micro_usd=round(cost * 1_000_000),
+        )
+
+    def _account(self, summary: Summary, cost: float) -> None:
+        if summary.prompt_tokens or summary.completion_tokens:
+            self._metrics.tokens.labels("prompt", summary.summarizer).inc(summary.prompt_tokens)
+            self._metrics.tokens.labels("completion", summary.summarizer).inc(
+                summary.completion_tokens)
+        if cost:
+            self._metrics.cost.labels(summary.summarizer).inc(cost)
+
+    def _failed(self, item: DocLease, reason: str, message: str, started: float) -> DocOp:
+        self.stats.failed += 1
+        log.warning("doc_failed", fp=item.fp, reason=reason, error=message[:300])
+        try:
+            url = decode_doc(item.payload).url
+        except PermanentError:
+            url = ""
+        record = SummaryRecord(url=url, outcome="failed", reason=reason, attempts=item.attempt,
+                               elapsed_ms=round((time.monotonic() - started) * 1000, 1),
+                               created_at=round(time.time(), 3))
+        return DocOp("failed", item.fp, reason=reason, record=encode_summary(record))
+
+    async def _stop_on_config_error(self, item: DocLease, exc: ConfigError) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+            log.error("summarizer_misconfigured", error=str(exc))
+        await self.until_stored(lambda: self._queue.settle(
+            self.worker_id, [DocOp("release", item.fp)]))
+        self.shutdown.request()

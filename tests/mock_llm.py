@@ -1,0 +1,733 @@
+"""A mock OpenAI-compatible chat-completions server for tests and benchmarks.
+
+It speaks the real wire format so the real ``openai`` client (``AsyncOpenAI``) can be pointed
+at it, and it can misbehave on demand (latency, rate limits, 5xx, broken responses).
+
+In-process use::
+
+    async with MockLLM(api_key="sk-test", rpm=60) as mock:
+        client = AsyncOpenAI(base_url=mock.base_url, api_key="sk-test", max_retries=0)
+        ...
+        mock.configure(mode="reset")          # or: mock.config.latency_s = 0.5
+        assert mock.stats().peak_concurrency <= 8
+
+As a process (prints ``ready <base_url>`` once listening, stops on SIGTERM/SIGINT)::
+
+    python -m tests.mock_llm --port 0 [--latency S] [--jitter S] [--rpm N] [--tpm N]
+        [--api-key K] [--error-rate X] [--models a,b] [--mode MODE] [--slow S] [--seed N]
+        [--no-retry-after]
+
+API endpoints (under the base URL ``http://127.0.0.1:PORT/v1``):
+
+* ``POST /v1/chat/completions``: a ``chat.completion`` object. The reply content is
+  ``"Summary: "`` followed by the first ``summary_words`` (20) whitespace-separated words of the
+  last ``user`` message. ``max_completion_tokens`` (preferred) or ``max_tokens`` caps the number
+  of words of the content, ``"Summary:"`` included; a capped reply has
+  ``finish_reason == "length"``, otherwise ``"stop"``. Streaming is not supported (400).
+* ``GET /v1/models`` and ``GET /v1/models/{model}``: the known models (``MockConfig.models``),
+  or ``[MockConfig.default_model]`` when any model is accepted.
+
+Token accounting (deterministic, tests rely on it):
+
+* ``prompt_tokens = sum(len(content) for every message) // 4 + 1`` where ``content`` is the
+  message's text (a string content, or the concatenated ``text`` of its text parts; a missing or
+  null content counts as 0 characters).
+* ``completion_tokens = len(content.split())`` of the returned content (words).
+* ``total_tokens = prompt_tokens + completion_tokens``; this is also what a request costs
+  against ``tpm``.
+
+Errors use the OpenAI error body ``{"error": {"message", "type", "param", "code"}}``:
+
+* 401 ``invalid_api_key`` when ``api_key`` is set and the request lacks
+  ``Authorization: Bearer <api_key>`` (checked before anything else except body recording);
+* 400 ``invalid_request_error`` for a body that is not a JSON object with ``model`` and
+  ``messages``;
+* 404 ``model_not_found`` when ``models`` is set and does not contain the requested model;
+* 429 ``rate_limit_exceeded`` (type ``requests`` for ``rpm``, ``tokens`` for ``tpm``) when
+  admitting the request would exceed a limit over the sliding 60-second window of *accepted*
+  requests (those that passed the checks above and the limiter). The response carries
+  ``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms`` (the exact wait until
+  enough of the window expires) unless ``omit_retry_after`` is set. 429s are immediate;
+* 503 ``server_error`` with probability ``error_rate_5xx`` (drawn from ``random.Random(seed)``)
+  after the latency of an accepted request.
+
+Order of processing for a chat completion: record body -> auth -> validation -> model ->
+rate limit (admission) -> sleep ``latency_s + uniform(0, latency_jitter_s)`` (plus ``slow_s``
+in ``slow`` mode) -> random 503 -> fault ``mode`` -> reply.
+
+Fault modes (``MockConfig.mode``): ``ok``; ``slow`` (sleep ``slow_s`` more, then answer
+normally); ``reset`` (abort the TCP connection without writing a response); ``malformed``
+(200 with a truncated, invalid JSON body); ``empty_choices`` (a valid completion with
+``"choices": []``); ``error_200`` (200 whose body is only an ``{"error": {...}}`` object).
+
+Control endpoints (no auth, outside ``/v1`` so they never collide with the API):
+
+* ``GET /stats``: :class:`MockStats` as JSON (``by_status`` keys are strings there);
+* ``POST /_reset``: clear stats, the recorded bodies and the rate-limit window, reseed the RNG;
+* ``GET /_config`` / ``POST /_config`` (a JSON object of :class:`MockConfig` fields to change;
+  400 on an unknown field or a bad value): returns the whole config;
+* ``GET /_requests``: the last ``record_requests`` (50) request bodies sent to
+  ``/v1/chat/completions``, oldest first (a body that is not a JSON object is recorded as
+  ``{"_raw": "<text>"}``).
+
+Stats count only ``/v1/...`` requests; control endpoints are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import signal
+import time
+import types
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from aiohttp import web
+
+__all__ = [
+    "MODES",
+    "WINDOW_S",
+    "MockConfig",
+    "MockLLM",
+    "MockStats",
+    "completion_tokens",
+    "main",
+    "prompt_tokens",
+]
+
+Mode = Literal["ok", "slow", "reset", "malformed", "empty_choices", "error_200"]
+MODES: tuple[str, ...] = get_args(Mode)
+WINDOW_S = 60.0
+"""Length of the sliding rate-limit window, in seconds."""
+
+Json = dict[str, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_RESET = web.RequestKey("mock_llm_reset", bool)
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+@dataclass
+class MockConfig:
+    """Behaviour of the mock. Read on every request, so it can be changed at any time.
+
+    Prefer :meth:`MockLLM.configure` (validates, reseeds the RNG when ``seed`` changes) over
+    assigning fields directly; ``POST /_config`` does the same from another process.
+    """
+
+    api_key: str | None = None
+    """When set, requests need ``Authorization: Bearer <api_key>`` (else 401)."""
+    models: tuple[str, ...] | None = None
+    """Known models (others get 404); ``None`` accepts any model."""
+    default_model: str = "mock-model"
+    """What ``/v1/models`` lists when ``models`` is ``None``."""
+    latency_s: float = 0.0
+    latency_jitter_s: float = 0.0
+    """Each accepted request sleeps ``latency_s + uniform(0, latency_jitter_s)``."""
+    rpm: int = 0
+    """Accepted requests per sliding 60 s window; 0 = unlimited."""
+    tpm: int = 0
+    """Accepted ``total_tokens`` per sliding 60 s window; 0 = unlimited."""
+    omit_retry_after: bool = False
+    """Send 429s without ``Retry-After`` / ``retry-after-ms``."""
+    error_rate_5xx: float = 0.0
+    """Probability that an accepted request ends in a 503."""
+    seed: int = 0
+    mode: Mode = "ok"
+    slow_s: float = 30.0
+    """Extra sleep in ``slow`` mode."""
+    summary_words: int = 20
+    """Words of the last user message quoted in the reply."""
+    record_requests: int = 50
+    """How many request bodies ``/_requests`` keeps."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` if a value is out of range."""
+        for name in ("latency_s", "latency_jitter_s", "slow_s", "rpm", "tpm", "record_requests"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if not 0.0 <= self.error_rate_5xx <= 1.0:
+            raise ValueError("error_rate_5xx must be within [0, 1]")
+        if self.summary_words < 1:
+            raise ValueError("summary_words must be >= 1")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+
+    def to_json(self) -> Json:
+        data = asdict(self)
+        if self.models is not None:
+            data["models"] = list(self.models)
+        return data
+
+    def accepts(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def listed_models(self) -> tuple[str, ...]:
+        return self.models if self.models is not None else (self.default_model,)
+
+
+def _coerce(name: str, hint: Any, value: object) -> object:
+    """Check ``value`` (decoded JSON or a Python value) against a ``MockConfig`` annotation."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = (a for a in args if a is not type(None))
+        return _coerce(name, inner, value)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ValueError(f"{name} must be a list of strings")
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (bool, str) and isinstance(value, hint):
+        return value
+    raise ValueError(f"{name}: bad value {value!r}")
+
+
+_HINTS: dict[str, Any] = get_type_hints(MockConfig)
+
+
+def _apply(config: MockConfig, changes: Mapping[str, object]) -> None:
+    """Validate ``changes`` and apply them to ``config`` in place, all or nothing."""
+    names = {f.name for f in fields(MockConfig)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+    candidate = replace(config)
+    for name, value in changes.items():
+        setattr(candidate, name, _coerce(name, _HINTS[name], value))
+    candidate.validate()
+    for name in changes:
+        setattr(config, name, getattr(candidate, name))
+
+
+# -- token accounting ---------------------------------------------------------------------------
+
+
+def _text(content: object) -> str:
+    """The text of a message content: a string, or a list of ``{"type": "text"}`` parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", "")) for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def prompt_tokens(messages: list[Any]) -> int:
+    """``sum(len(text of each message's content)) // 4 + 1``."""
+    chars = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
+    return chars // 4 + 1
+
+
+def completion_tokens(content: str) -> int:
+    """Completion tokens are words."""
+    return len(content.split())
+
+
+def _summary(messages: list[Any], words: int, limit: int | None) -> tuple[str, str]:
+    """The reply content and finish reason."""
+    last_user = next(
+        (_text(m.get("content")) for m in reversed(messages)
+         if isinstance(m, dict) and m.get("role") == "user"),
+        "",
+    )
+    reply = ["Summary:", *last_user.split()[:words]]
+    if limit is not None and len(reply) > limit:
+        return " ".join(reply[:limit]), "length"
+    return " ".join(reply), "stop"
+
+
+# -- stats and rate limiting --------------------------------------------------------------------
+
+
+@dataclass
+class MockStats:
+    """What the server saw on ``/v1/...`` since start or the last reset."""
+
+    requests: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+    rate_limited: int = 0
+    """Number of 429 responses."""
+    resets: int = 0
+    """Connections aborted by the ``reset`` mode (not in ``by_status``)."""
+    cancelled: int = 0
+    """Handlers cancelled because the client went away (not in ``by_status``)."""
+    concurrency: int = 0
+    peak_concurrency: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    """Tokens of successful completions actually returned."""
+    accepted_timestamps: list[float] = field(default_factory=list)
+    """``time.time()`` of every request admitted by the rate limiter."""
+
+    def copy(self) -> MockStats:
+        return MockStats(**{
+            **asdict(self),
+            "by_status": dict(self.by_status),
+            "accepted_timestamps": list(self.accepted_timestamps),
+        })
+
+    def to_json(self) -> Json:
+        data = asdict(self)
+        data["by_status"] = {str(k): v for k, v in sorted(self.by_status.items())}
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MockStats:
+        """Parse ``GET /stats`` output (for tests talking to a mock in another process)."""
+        values = dict(data)
+        values["by_status"] = {int(k): int(v) for k, v in data["by_status"].items()}
+        return cls(**values)
+
+
+class _Window:
+    """Accepted requests of the last ``WINDOW_S`` seconds as a deque of (monotonic, tokens)."""
+
+    def __init__(self) -> None:
+        self._events: deque[tuple[float, int]] = deque()
+        self._tokens = 0
+
+    def _prune(self, now: float) -> None:
+        horizon = now - WINDOW_S
+        events = self._events
+        while events and events[0][0] <= horizon:
+            self._tokens -= events.popleft()[1]
+
+    def check(self, now: float, tokens: int, rpm: int, tpm: int) -> tuple[str, str, float] | None:
+        """``None`` if admissible, else (limit kind, message, seconds to wait)."""
+        self._prune(now)
+        events = self._events
+        if rpm and len(events) >= rpm:
+            wait = events[len(events) - rpm][0] + WINDOW_S - now
+            msg = (f"Rate limit reached for requests per min (RPM): Limit {rpm}, "
+                   f"Used {len(events)}, Requested 1.")
+            return "requests", msg, wait
+        if tpm and self._tokens + tokens > tpm:
+            msg = (f"Rate limit reached for tokens per min (TPM): Limit {tpm}, "
+                   f"Used {self._tokens}, Requested {tokens}.")
+            if tokens > tpm:
+                return "tokens", "Request too large. " + msg, WINDOW_S
+            freed, wait = 0, WINDOW_S
+            for t, n in events:
+                freed += n
+                if self._tokens - freed + tokens <= tpm:
+                    wait = t + WINDOW_S - now
+                    break
+            return "tokens", msg, wait
+        return None
+
+    def admit(self, now: float, tokens: int) -> None:
+        self._events.append((now, tokens))
+        self._tokens += tokens
+
+    def clear(self) -> None:
+        self._events.clear()
+        self._tokens = 0
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+def _error(status: int, message: str, type_: str, code: str | None,
+           param: str | None = None, headers: Mapping[str, str] | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _bad_request(message: str, param: str | None = None) -> web.Response:
+    return _error(400, message, "invalid_request_error", None, param)
+
+
+def _completion(model: str, content: str, finish: str, prompt: int, completion: int) -> Json:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": finish,
+        }],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+def _max_tokens(body: Json) -> int | web.Response | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return _bad_request(f"Invalid '{name}': expected an integer >= 1.", name)
+        return value
+    return None
+
+
+def _validate(body: Json) -> Json | web.Response:
+    """``{"model", "messages", "limit"}`` of a valid request, or a 400 response."""
+    model, messages = body.get("model"), body.get("messages")
+    if not isinstance(model, str) or not model:
+        return _bad_request("you must provide a model parameter", "model")
+    if not isinstance(messages, list) or not messages:
+        return _bad_request("'messages' must be a non-empty array", "messages")
+    if body.get("stream"):
+        return _bad_request("stream=true is not supported by the mock", "stream")
+    limit = _max_tokens(body)
+    if isinstance(limit, web.Response):
+        return limit
+    return {"model": model, "messages": messages, "limit": limit}
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+class MockLLM:
+    """The mock server. ``MockLLM(rpm=10, api_key="k")`` is ``MockLLM(MockConfig(...))``."""
+
+    def __init__(self, config: MockConfig | None = None, **changes: object) -> None:
+        self.config = config if config is not None else MockConfig()
+        _apply(self.config, changes)
+        self.config.validate()
+        self._rng = random.Random(self.config.seed)
+        self._stats = MockStats()
+        self._window = _Window()
+        self._bodies: deque[Json] = deque(maxlen=self.config.record_requests)
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+        self.app = self._make_app()
+
+    # -- lifecycle
+
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
+        """Listen on ``host:port`` (0 = any free port); returns the base URL ending in ``/v1``."""
+        if self._runner is not None:
+            raise RuntimeError("already started")
+        runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True,
+                               shutdown_timeout=0.5)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port, backlog=4096)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_port = runner.addresses[0][1]
+        self._base_url = f"http://{host}:{bound_port}/v1"
+        return self._base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> MockLLM:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            raise RuntimeError("not started")
+        return self._base_url
+
+    @property
+    def server_url(self) -> str:
+        """The base URL without ``/v1``: where the control endpoints live."""
+        return self.base_url.removesuffix("/v1")
+
+    # -- Python control API (same as the control endpoints)
+
+    def configure(self, **changes: object) -> MockConfig:
+        """Change config fields (validated, all or nothing); returns the config."""
+        _apply(self.config, changes)
+        if "seed" in changes:
+            self._rng.seed(self.config.seed)
+        if "record_requests" in changes:
+            self._bodies = deque(self._bodies, maxlen=self.config.record_requests)
+        return self.config
+
+    def stats(self) -> MockStats:
+        """A snapshot of the stats."""
+        return self._stats.copy()
+
+    def requests(self) -> list[Json]:
+        """The last recorded chat-completion request bodies, oldest first."""
+        return list(self._bodies)
+
+    def reset(self) -> None:
+        """Clear stats, recorded bodies and the rate-limit window; reseed the RNG.
+
+        The concurrency gauge keeps counting requests still in flight.
+        """
+        self._stats = MockStats(concurrency=self._stats.concurrency)
+        self._bodies.clear()
+        self._window.clear()
+        self._rng.seed(self.config.seed)
+
+    # -- aiohttp plumbing
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._count])
+        app.router.add_post("/v1/chat/completions", self._chat_completions)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model}", self._model)
+        app.router.add_get("/stats", self._get_stats)
+        app.router.add_post("/_reset", self._post_reset)
+        app.router.add_get("/_config", self._get_config)
+        app.router.add_post("/_config", self._post_config)
+        app.router.add_get("/_requests", self._get_requests)
+        return app
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        stats = self._stats
+        stats.requests += 1
+        stats.concurrency += 1
+        stats.peak_concurrency = max(stats.peak_concurrency, stats.concurrency)
+        status: int | None = None
+        try:
+            response = await handler(request)
+            status = None if request.get(_RESET, False) else response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            self._stats.cancelled += 1
+            raise
+        finally:
+            # self._stats, not stats: a reset in between starts new counters
+            self._stats.concurrency = max(0, self._stats.concurrency - 1)
+            if status is not None:
+                by_status = self._stats.by_status
+                by_status[status] = by_status.get(status, 0) + 1
+            elif request.get(_RESET, False):
+                self._stats.resets += 1
+
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        key = self.config.api_key
+        if key is None or request.headers.get("Authorization") == f"Bearer {key}":
+            return None
+        return _error(401, "Incorrect API key provided. You can find your API key at "
+                      "https://platform.openai.com/account/api-keys.",
+                      "invalid_request_error", "invalid_api_key")
+
+    def _model_not_found(self, model: str) -> web.Response | None:
+        if self.config.accepts(model):
+            return None
+        return _error(404, f"The model `{model}` does not exist or you do not have access to it.",
+                      "invalid_request_error", "model_not_found", "model")
+
+    def _rate_limited(self, tokens: int) -> web.Response | None:
+        """Admit the request into the window, or answer 429."""
+        cfg = self.config
+        now = time.monotonic()
+        verdict = self._window.check(now, tokens, cfg.rpm, cfg.tpm)
+        if verdict is None:
+            self._window.admit(now, tokens)
+            self._stats.accepted_timestamps.append(time.time())
+            return None
+        kind, message, wait = verdict
+        wait = max(wait, 0.001)
+        self._stats.rate_limited += 1
+        headers = {} if cfg.omit_retry_after else {
+            "Retry-After": str(math.ceil(wait)),
+            "retry-after-ms": str(math.ceil(wait * 1000)),
+        }
+        return _error(429, f"{message} Please try again in {wait:.3f}s.", kind,
+                      "rate_limit_exceeded", headers=headers)
+
+    async def _read_body(self, request: web.Request) -> Json | None:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        recorded: Json = body if isinstance(body, dict) else {
+            "_raw": raw.decode("utf-8", "replace")}
+        if self._bodies.maxlen:
+            self._bodies.append(recorded)
+        return body if isinstance(body, dict) else None
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read_body(request)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if body is None:
+            return _bad_request("We could not parse the JSON body of your request.")
+        valid = _validate(body)
+        if isinstance(valid, web.Response):
+            return valid
+        model, messages = valid["model"], valid["messages"]
+        if (missing := self._model_not_found(model)) is not None:
+            return missing
+        cfg = self.config
+        content, finish = _summary(messages, cfg.summary_words, valid["limit"])
+        prompt, completion = prompt_tokens(messages), completion_tokens(content)
+        if (limited := self._rate_limited(prompt + completion)) is not None:
+            return limited
+        delay = cfg.latency_s + (self._rng.uniform(0.0, cfg.latency_jitter_s)
+                                 if cfg.latency_jitter_s else 0.0)
+        if cfg.mode == "slow":
+            delay += cfg.slow_s
+        if delay > 0:
+            await asyncio.sleep(delay)
+        cfg = self.config  # may have changed while sleeping
+        if cfg.error_rate_5xx and self._rng.random() < cfg.error_rate_5xx:
+            return _error(503, "The server is overloaded or not ready yet.", "server_error", None)
+        return self._answer(request, _completion(model, content, finish, prompt, completion))
+
+    def _answer(self, request: web.Request, completion: Json) -> web.StreamResponse:
+        """Reply according to ``config.mode``."""
+        mode = self.config.mode
+        headers = {"x-request-id": f"req_{uuid.uuid4().hex}"}
+        if mode == "reset":
+            request[_RESET] = True
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=200)  # never written: the transport is gone
+        if mode == "malformed":
+            text = json.dumps(completion)[:40]
+            return web.Response(status=200, text=text, content_type="application/json",
+                                headers=headers)
+        if mode == "empty_choices":
+            completion["choices"] = []
+        elif mode == "error_200":
+            completion = {"error": {"message": "The server had an error while processing "
+                                    "your request.", "type": "server_error", "param": None,
+                                    "code": None}}
+        else:
+            usage = completion["usage"]
+            self._stats.prompt_tokens += usage["prompt_tokens"]
+            self._stats.completion_tokens += usage["completion_tokens"]
+        return web.json_response(completion, headers=headers)
+
+    def _model_json(self, model: str) -> Json:
+        return {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "mock"}
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        data = [self._model_json(m) for m in self.config.listed_models()]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _model(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        model = request.match_info["model"]
+        if (missing := self._model_not_found(model)) is not None:
+            return missing
+        return web.json_response(self._model_json(model))
+
+    async def _get_stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self._stats.to_json())
+
+    async def _post_reset(self, request: web.Request) -> web.StreamResponse:
+        self.reset()
+        return web.json_response({"ok": True})
+
+    async def _get_config(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.config.to_json())
+
+    async def _post_config(self, request: web.Request) -> web.StreamResponse:
+        try:
+            changes = await request.json()
+            if not isinstance(changes, dict):
+                raise ValueError("the body must be a JSON object")
+            self.configure(**changes)
+        except ValueError as exc:
+            return _bad_request(str(exc))
+        return web.json_response(self.config.to_json())
+
+    async def _get_requests(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.requests())
+
+
+# -- process entry point ------------------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.mock_llm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="fixed latency (s)")
+    parser.add_argument("--jitter", type=float, default=0.0, help="uniform extra latency (s)")
+    parser.add_argument("--rpm", type=int, default=0)
+    parser.add_argument("--tpm", type=int, default=0)
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--error-rate", type=float, default=0.0, help="probability of a 503")
+    parser.add_argument("--models", default=None, help="comma-separated known models")
+    parser.add_argument("--mode", choices=MODES, default="ok")
+    parser.add_argument("--slow", type=float, default=30.0, help="extra sleep in slow mode")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-retry-after", action="store_true")
+    return parser.parse_args(argv)
+
+
+def _config_from_args(args: argparse.Namespace) -> MockConfig:
+    config = MockConfig()
+    _apply(config, {
+        "latency_s": args.latency, "latency_jitter_s": args.jitter, "rpm": args.rpm,
+        "tpm": args.tpm, "api_key": args.api_key, "error_rate_5xx": args.error_rate,
+        "models": None if args.models is None else tuple(
+            m for m in args.models.split(",") if m),
+        "mode": args.mode, "slow_s": args.slow, "seed": args.seed,
+        "omit_retry_after": args.no_retry_after,
+    })
+    return config
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    mock = MockLLM(_config_from_args(args))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    url = await mock.start(args.port, args.host)
+    try:
+        print(f"ready {url}", flush=True)
+        await stop.wait()
+    finally:
+        await mock.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    try:
+        asyncio.run(_serve(args))
+    except ValueError as exc:
+        raise SystemExit(f"mock_llm: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

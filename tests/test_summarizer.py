@@ -1,0 +1,202 @@
+"""Summarizer workers against the mock OpenAI-compatible server, as separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from common.docsqueue import DocsQueue
+from common.keys import CrawlKeys
+from tests.helpers import (
+    MockProcess,
+    assert_no_traceback,
+    cli,
+    feed_docs,
+    make_docs,
+    spawn_cli,
+)
+from tests.redis_server import RedisServer
+
+API_KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture
+def mock_factory() -> Iterator[type[MockProcess]]:
+    started: list[MockProcess] = []
+
+    class Tracked(MockProcess):
+        def __init__(self, *args: str) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    yield Tracked
+    for mock in started:
+        mock.stop()
+
+
+@pytest.fixture
+async def queue(server_store: Redis, crawl_keys: CrawlKeys) -> AsyncIterator[DocsQueue]:
+    yield DocsQueue(server_store, crawl_keys)
+
+
+def _env(mock: MockProcess, **extra: str) -> dict[str, str]:
+    return {"OPENAI_API_KEY": API_KEY, "DISTCRAWL_LLM__BASE_URL": mock.base_url,
+            "DISTCRAWL_LLM__MODEL": "mock-model", **extra}
+
+
+def _store(redis_server: RedisServer, keys: CrawlKeys) -> list[str]:
+    return ["--redis", redis_server.url, "--crawl", keys.crawl]
+
+
+async def _summaries(redis: Redis, keys: CrawlKeys) -> dict[str, dict[str, object]]:
+    raw = await redis.hgetall(keys.summaries)
+    return {k: json.loads(v) for k, v in raw.items()}
+
+
+@pytest.mark.slow
+async def test_thousand_docs_four_processes_with_random_503s(
+    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys, queue: DocsQueue,
+    mock_factory: type[MockProcess],
+) -> None:
+    mock = mock_factory("--api-key", API_KEY, "--latency", "0.2", "--error-rate", "0.05",
+                        "--seed", "7")
+    docs = make_docs(1000)
+    await feed_docs(server_store, crawl_keys, docs)
+    workers = [spawn_cli("summarize", *_store(redis_server, crawl_keys), "--drain",
+                         "--concurrency", "64", env=_env(mock)) for _ in range(4)]
+    for w in workers:
+        _, err = await asyncio.to_thread(w.communicate, timeout=240)
+        assert w.returncode == 0, err
+        assert_no_traceback(err)
+    stats = await queue.stats()
+    assert (stats.summarized, stats.failed, stats.pending) == (1000, 0, 0)
+    assert stats.balanced
+    summaries = await _summaries(server_store, crawl_keys)
+    assert set(summaries) == {d.fp for d in docs}
+    assert all(s["summary"].startswith("Summary: ") for s in summaries.values())
+    served = mock.stats()
+    assert served["by_status"].get("503", 0) > 10  # the faults did happen...
+    assert served["by_status"]["200"] == 1000  # ...and every doc was summarized exactly once
+    ptok = sum(int(s["prompt_tokens"]) for s in summaries.values())
+    assert ptok == served["prompt_tokens"]  # every token accounted for
+    assert stats.per_model("prompt_tokens") == {"mock-model": ptok}
+
+
+@pytest.mark.slow
+async def test_sigkilled_summarizer_docs_are_reaped_by_the_others(
+    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys, queue: DocsQueue,
+    mock_factory: type[MockProcess],
+) -> None:
+    mock = mock_factory("--api-key", API_KEY, "--latency", "0.5")
+    await feed_docs(server_store, crawl_keys, make_docs(200))
+    env = _env(mock, DISTCRAWL_LLM__LEASE_S="3", DISTCRAWL_CRAWLER__REAP_INTERVAL_S="1")
+    victim = spawn_cli("summarize", *_store(redis_server, crawl_keys), "--concurrency", "32",
+                       env=env)
+    deadline = time.monotonic() + 30
+    while (await queue.stats()).in_flight < 20:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    victim.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(victim.communicate, timeout=10)
+    assert (await queue.stats()).in_flight > 0  # its leases are orphaned
+    others = [spawn_cli("summarize", *_store(redis_server, crawl_keys), "--drain",
+                        "--concurrency", "32", env=env) for _ in range(2)]
+    for w in others:
+        _, err = await asyncio.to_thread(w.communicate, timeout=120)
+        assert w.returncode == 0, err
+    stats = await queue.stats()
+    assert (stats.summarized, stats.failed, stats.pending) == (200, 0, 0)
+    assert stats.counts.get("docs_reaped", 0) > 0
+    assert len(await _summaries(server_store, crawl_keys)) == 200
+
+
+async def test_wrong_api_key_stops_with_one_line_and_keeps_docs(
+    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys, queue: DocsQueue,
+    mock_factory: type[MockProcess],
+) -> None:
+    mock = mock_factory("--api-key", API_KEY)
+    await feed_docs(server_store, crawl_keys, make_docs(50))
+    env = _env(mock, OPENAI_API_KEY="sk-wrong-key-98765")
+    proc = await asyncio.to_thread(
+        cli, "summarize", *_store(redis_server, crawl_keys), "--drain", env=env, timeout=60)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("distcrawl: error")]
+    assert len(errors) == 1, proc.stderr
+    assert "refused the credentials (HTTP 401)" in errors[0]
+    assert "sk-wrong-key-98765" not in proc.stderr
+    assert_no_traceback(proc.stderr)
+    stats = await queue.stats()
+    assert (stats.waiting, stats.in_flight, stats.summarized, stats.failed) == (50, 0, 0, 0)
+
+
+async def test_big_page_is_truncated_to_the_input_budget(
+    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys,
+    mock_factory: type[MockProcess],
+) -> None:
+    mock = mock_factory("--api-key", API_KEY)
+    big = ("word " * 50_000)[:200_000]
+    await feed_docs(server_store, crawl_keys, make_docs(1, text=big))
+    proc = await asyncio.to_thread(
+        cli, "summarize", *_store(redis_server, crawl_keys), "--drain",
+        "--llm-max-input-tokens", "1000", env=_env(mock), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    [request] = mock.requests()
+    prompt = request["messages"][-1]["content"]
+    assert 3000 < len(prompt) <= 4000 + 8  # 1000 tokens at the 4 chars/token estimate
+    assert prompt.rstrip().endswith("word")  # cut at a word boundary, beginning kept
+    [summary] = (await _summaries(server_store, crawl_keys)).values()
+    assert summary["prompt_tokens"] <= 1001
+
+
+async def test_same_text_under_two_urls_costs_one_call(
+    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys,
+    mock_factory: type[MockProcess],
+) -> None:
+    mock = mock_factory("--api-key", API_KEY, "--latency", "0.3")
+    docs = make_docs(6, text="The same article text, syndicated on several sites. " * 20)
+    await feed_docs(server_store, crawl_keys, docs)
+    proc = await asyncio.to_thread(
+        cli, "summarize", *_store(redis_server, crawl_keys), "--drain", env=_env(mock),
+        timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert mock.stats()["by_status"] == {"200": 1}
+    summaries = await _summaries(server_store, crawl_keys)
+    assert len(summaries) == 6
+    assert len({s["summary"] for s in summaries.values()}) == 1
+    assert sorted(bool(s["cached"]) for s in summaries.values()) == [False] + [True] * 5
+    assert sum(float(s["cost_usd"]) for s in summaries.values()) == 0.0  # unknown price
+
+
+async def test_a_blocking_user_summarizer_does_not_stall_the_loop(
+    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys,
+    tmp_path: Path,
+) -> None:
+    """A sync callable that blocks for seconds runs in a thread: others finish meanwhile."""
+    plugin = tmp_path / "slowsum.py"
+    plugin.write_text(
+        "import time\n"
+        "def summarize(text, *, title, url):\n"
+        "    if url.endswith('/d/0'):\n"
+        "        time.sleep(4)\n"
+        "    return 'custom: ' + title\n"
+    )
+    await feed_docs(server_store, crawl_keys, make_docs(20))
+    env = {"PYTHONPATH": str(tmp_path)}
+    proc = await asyncio.to_thread(
+        cli, "summarize", *_store(redis_server, crawl_keys), "--drain", "--summarizer",
+        "slowsum:summarize", env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    summaries = list((await _summaries(server_store, crawl_keys)).values())
+    assert {s["summarizer"] for s in summaries} == {"slowsum:summarize"}
+    slow = next(s for s in summaries if str(s["url"]).endswith("/d/0"))
+    others = [s for s in summaries if s is not slow]
+    assert len(others) == 19
+    # all the others were written while the slow one was still blocked in its thread
+    assert max(float(s["created_at"]) for s in others) < float(slow["created_at"]) - 2
