@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from common.docsqueue import DocsQueue
 from common.heartbeat import Heartbeats
 from crawler.frontier import Frontier
 
@@ -15,10 +16,13 @@ _STALE_S = 30.0
 
 
 async def crawl_status(
-    frontier: Frontier, heartbeats: Heartbeats, top: int = 10
+    frontier: Frontier, docs: DocsQueue, heartbeats: Heartbeats, top: int = 10
 ) -> dict[str, Any]:
-    """A JSON-ready dict: admitted/done/failed/skipped/pending, queues, reasons, workers."""
+    """A JSON-ready dict: the outcome equations, queues, reasons, LLM accounting, workers."""
     stats = await frontier.stats(top)
+    d = await docs.stats()
+    prompt, completion = d.per_model("prompt_tokens"), d.per_model("completion_tokens")
+    cost = d.per_model("cost_micro_usd")
     now = time.time()
     workers = []
     for worker_id, raw in (await heartbeats.all()).items():
@@ -48,7 +52,21 @@ async def crawl_status(
         "failed_reasons": stats.reasons("failed"),
         "skipped_reasons": stats.reasons("skipped"),
         "rejected": stats.reasons("rejected"),
-        "top_domains": [{"domain": d, "queued": n} for d, n in stats.top_domains],
+        "top_domains": [{"domain": dom, "queued": n} for dom, n in stats.top_domains],
+        "docs": {
+            "queued": d.queued, "summarized": d.summarized, "failed": d.failed,
+            "pending": d.pending, "waiting": d.waiting, "in_flight": d.in_flight,
+            "balanced": d.balanced, "cache_hits": d.counts.get("docs_summarized:cached", 0),
+            "reaped": d.counts.get("docs_reaped", 0),
+            "failed_reasons": {k[len("docs_failed:"):]: v for k, v in d.counts.items()
+                               if k.startswith("docs_failed:")},
+        },
+        "llm": {
+            model: {"prompt_tokens": prompt.get(model, 0),
+                    "completion_tokens": completion.get(model, 0),
+                    "cost_usd": round(cost.get(model, 0) / 1_000_000, 6)}
+            for model in sorted(set(prompt) | set(completion))
+        },
         "workers": sorted(workers, key=lambda w: w["id"]),
     }
 
@@ -74,6 +92,15 @@ def render_status(status: dict[str, Any]) -> str:
     if status["top_domains"]:
         tops = ", ".join(f"{t['domain']} {t['queued']}" for t in status["top_domains"])
         lines.append(f"  top queues: {tops}")
+    docs = status["docs"]
+    eq = "holds" if docs["balanced"] else "DOES NOT HOLD"
+    lines.append(
+        f"  docs {docs['queued']} = summarized {docs['summarized']} + failed {docs['failed']}"
+        f" + pending {docs['pending']}   ({eq}); cache hits {docs['cache_hits']}"
+    )
+    for model, use in status["llm"].items():
+        lines.append(f"  llm {model}: prompt tokens {use['prompt_tokens']}, completion tokens"
+                     f" {use['completion_tokens']}, estimated cost ${use['cost_usd']:.4f}")
     alive = [w for w in status["workers"] if w["alive"]]
     lines.append(f"  workers alive: {len(alive)}")
     for w in alive:

@@ -253,7 +253,8 @@ async def _summarize(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _status(settings: Settings, args: argparse.Namespace) -> int:
     async with store_session(settings) as (redis, frontier):
-        status = await crawl_status(frontier, Heartbeats(redis, frontier.keys))
+        status = await crawl_status(frontier, DocsQueue(redis, frontier.keys),
+                                    Heartbeats(redis, frontier.keys))
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     return 0
 

@@ -178,7 +178,7 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             created_at=round(time.time(), 3),
         )
         return DocOp(
-            "summarized", item.fp, record=encode_summary(record),
+            "summarized", item.fp, reason="cached" if cached else "", record=encode_summary(record),
             model="" if cached else summary.summarizer,
             prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
             cost_micro_usd=round(cost * 1_000_000),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 import urllib.request
@@ -9,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
-from tests.helpers import SiteProcess, cli, spawn_cli
+from common.keys import CrawlKeys
+from tests.helpers import MockProcess, SiteProcess, cli, feed_docs, make_docs, spawn_cli
 from tests.redis_server import RedisServer, free_port
 
 
@@ -59,4 +62,41 @@ def test_crawl_worker_serves_metrics(
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=20)
+    assert worker.returncode == 0
+
+
+@pytest.mark.slow
+async def test_summarize_worker_serves_metrics(
+    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys
+) -> None:
+    mock = MockProcess("--api-key", "sk-metrics", "--latency", "0.05")
+    await feed_docs(server_store, crawl_keys, make_docs(40))
+    port = free_port()
+    env = {"OPENAI_API_KEY": "sk-metrics", "DISTCRAWL_LLM__BASE_URL": mock.base_url,
+           "DISTCRAWL_LLM__MODEL": "mock-model"}
+    worker = spawn_cli("summarize", "--redis", redis_server.url, "--crawl", crawl_keys.crawl,
+                       "--metrics-port", str(port), env=env)
+    try:
+        deadline = time.monotonic() + 60
+        samples: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            try:
+                samples = await asyncio.to_thread(_scrape, port)
+            except OSError:
+                samples = {}
+            if samples.get("distcrawl_docs_summarized", 0) >= 40:
+                break
+            await asyncio.sleep(0.3)
+        assert samples.get("distcrawl_docs_summarized") == 40, samples
+        assert samples['distcrawl_docs_total{outcome="summarized"}'] == 40
+        assert samples['distcrawl_llm_requests_total{outcome="ok"}'] == 40
+        assert samples["distcrawl_llm_seconds_count"] == 40
+        assert samples['distcrawl_llm_tokens_total{kind="prompt",model="mock-model"}'] > 0
+        assert samples["distcrawl_llm_adaptive_limit"] >= 1
+        assert samples["distcrawl_docs_waiting"] == 0
+        assert "sk-metrics" not in repr(samples)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(worker.communicate, timeout=20)
+        mock.stop()
     assert worker.returncode == 0

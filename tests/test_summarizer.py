@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,8 +42,8 @@ def mock_factory() -> Iterator[type[MockProcess]]:
 
 
 @pytest.fixture
-async def queue(server_store: Redis, crawl_keys: CrawlKeys) -> AsyncIterator[DocsQueue]:
-    yield DocsQueue(server_store, crawl_keys)
+def queue(server_store: Redis, crawl_keys: CrawlKeys) -> DocsQueue:
+    return DocsQueue(server_store, crawl_keys)
 
 
 def _env(mock: MockProcess, **extra: str) -> dict[str, str]:
@@ -172,6 +172,11 @@ async def test_same_text_under_two_urls_costs_one_call(
     assert len({s["summary"] for s in summaries.values()}) == 1
     assert sorted(bool(s["cached"]) for s in summaries.values()) == [False] + [True] * 5
     assert sum(float(s["cost_usd"]) for s in summaries.values()) == 0.0  # unknown price
+    shown = await asyncio.to_thread(cli, "status", *_store(redis_server, crawl_keys), "--json")
+    status = json.loads(shown.stdout)
+    assert status["docs"] == {**status["docs"], "queued": 6, "summarized": 6, "failed": 0,
+                              "pending": 0, "balanced": True, "cache_hits": 5}
+    assert status["llm"]["mock-model"]["prompt_tokens"] == mock.stats()["prompt_tokens"]
 
 
 async def test_a_blocking_user_summarizer_does_not_stall_the_loop(
@@ -200,3 +205,32 @@ async def test_a_blocking_user_summarizer_does_not_stall_the_loop(
     assert len(others) == 19
     # all the others were written while the slow one was still blocked in its thread
     assert max(float(s["created_at"]) for s in others) < float(slow["created_at"]) - 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_shared_rate_limit_across_four_processes(
+    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys, queue: DocsQueue,
+    mock_factory: type[MockProcess],
+) -> None:
+    """600 RPM at the provider, 4 processes x 64 slots: the provider sees 600 RPM, not 4x."""
+    mock = mock_factory("--api-key", API_KEY, "--latency", "0.2", "--rpm", "600")
+    n = 720  # a little over 72 s at the limit: more than one full 60-second window
+    await feed_docs(server_store, crawl_keys, make_docs(n))
+    workers = [spawn_cli("summarize", *_store(redis_server, crawl_keys), "--drain",
+                         "--concurrency", "64", "--llm-rpm", "600", env=_env(mock))
+               for _ in range(4)]
+    for w in workers:
+        _, err = await asyncio.to_thread(w.communicate, timeout=240)
+        assert w.returncode == 0, err
+    stats = await queue.stats()
+    assert (stats.summarized, stats.failed, stats.pending) == (n, 0, 0)
+    served = mock.stats()
+    stamps = sorted(served["accepted_timestamps"])
+    assert len(stamps) == n
+    busiest = max(sum(1 for t in stamps[i:] if t < s + 60.0) for i, s in enumerate(stamps))
+    assert busiest <= 600 + 10  # the limit plus one burst (one second's worth)
+    rejected = served["by_status"].get("429", 0)
+    assert rejected / served["requests"] < 0.02, served["by_status"]
+    goodput_per_min = (n - 1) / (stamps[-1] - stamps[0]) * 60
+    assert goodput_per_min >= 0.9 * 600, goodput_per_min
