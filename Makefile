@@ -8,7 +8,7 @@ SEEDS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck unit bench-frontier system-deps clean
+.PHONY: run test lint typecheck bench-frontier bench-crawl bench-llm system-deps clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -37,6 +37,14 @@ typecheck: $(STAMP)
 
 bench-frontier: $(STAMP) system-deps
 	$(PY) -m bench.frontier
+
+## bench-crawl: installs nginx-light (a cheap static server for the bench site) if missing
+bench-crawl: $(STAMP) system-deps
+	@command -v nginx >/dev/null 2>&1 || bash .ci/system-deps.sh nginx-light
+	$(PY) -m bench.crawl
+
+bench-llm: $(STAMP) system-deps
+	$(PY) -m bench.llm
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
