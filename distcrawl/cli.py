@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+import msgspec
+
 from common.docsqueue import DocsQueue
 from common.errors import ConfigError, DistcrawlError, InvalidUrl, StoreUnavailable
 from common.heartbeat import Heartbeats
@@ -216,6 +218,14 @@ async def _produce(settings: Settings, args: argparse.Namespace) -> int:
                           exclude=args.exclude)
         current = await frontier.init(spec)
         report = await produce(frontier, Admitter(frontier, current), lines)
+    asked = msgspec.structs.replace(
+        spec, seeds=current.seeds,
+        allowed_domains=spec.allowed_domains if args.allow_domain else current.allowed_domains,
+    )
+    if current != asked:
+        print(f"distcrawl: note: crawl {settings.crawl!r} already has a spec (rate "
+              f"{current.rate}/s, allowed domains {', '.join(current.allowed_domains) or 'any'}):"
+              " this producer's scope and politeness flags are ignored", file=sys.stderr)
     for error in report.errors:
         print(f"distcrawl: skipped seed {error}", file=sys.stderr)
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(report.rejected.items())) or "none"

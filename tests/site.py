@@ -79,9 +79,11 @@ class TestSite(SiteServer):
         return self.site.root_html(host).replace("</ul>", '</ul><a href="/t/">trouble</a>')
 
     def add_routes(self) -> None:
+        r = self.app.router
+        r.add_get("/sitemap.xml", self._sitemap_index)
+        r.add_get("/sitemap-pages.xml", self._sitemap)
         if not self.trouble:
             return
-        r = self.app.router
         r.add_get("/", self._trouble_root)
         r.add_get("/t/", _const(lambda: _html(TROUBLE_INDEX)))
         r.add_get("/t/404", _const(lambda: _status(404)))
@@ -116,6 +118,19 @@ class TestSite(SiteServer):
         r.add_get("/t/fine", _const(lambda: _html("<title>fine</title>")))
         r.add_get("/t/gzipbomb", self._gzip_bomb)
         r.add_get("/private/secret", _const(lambda: _html("<title>secret</title>")))
+
+    async def _sitemap_index(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            text='<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/'
+            f'sitemap/0.9"><sitemap><loc>http://{request.host}/sitemap-pages.xml</loc>'
+            "</sitemap></sitemapindex>", content_type="application/xml")
+
+    async def _sitemap(self, request: web.Request) -> web.StreamResponse:
+        locs = "".join(f"<url><loc>http://{request.host}/p/{i}.html?a=1&amp;b=2</loc></url>"
+                       for i in range(self.site.pages_per_host))
+        return web.Response(
+            text='<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/'
+            f'sitemap/0.9">{locs}</urlset>', content_type="application/xml")
 
     async def _trouble_root(self, request: web.Request) -> web.StreamResponse:
         return _html(self.root_html_with_trouble(request.host))
