@@ -1,0 +1,150 @@
+"""The summarizer's pure parts: shared buckets (both stores), AIMD limit, budget, cost, profiles."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from common.errors import ConfigError
+from common.keys import CrawlKeys
+from common.scripts import ScriptRunner
+from common.settings import LLMSettings
+from summarizer.budget import token_counter
+from summarizer.cost import cost_usd
+from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
+from summarizer.profiles import Profiles
+from tests.helpers import FakeClock
+
+
+def _limiter(store: Redis, keys: CrawlKeys, clock: FakeClock, rpm: int, tpm: int = 0
+             ) -> SharedRateLimiter:
+    return SharedRateLimiter(ScriptRunner(store), keys, rpm, tpm, clock=clock)
+
+
+async def test_request_bucket_holds_the_limit_in_every_minute(
+    store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    clock = FakeClock()
+    a = _limiter(store, crawl_keys, clock, rpm=120)
+    b = _limiter(store, crawl_keys, clock, rpm=120)  # a second process: same buckets
+    sent = 0
+    for _ in range(60 * 20):  # one minute in 50 ms steps, both "processes" asking
+        for limiter in (a, b):
+            while await limiter.try_take(10) == 0:
+                sent += 1
+        clock.advance(50)
+    assert 115 <= sent <= 120  # burst 2 + 118 per minute, shared by both
+
+
+async def test_token_bucket_and_corrections(store: Redis, crawl_keys: CrawlKeys) -> None:
+    clock = FakeClock()
+    limiter = _limiter(store, crawl_keys, clock, rpm=0, tpm=6000)  # burst 100, 98/s refill
+    assert await limiter.try_take(80) == 0
+    wait = await limiter.try_take(80)
+    assert wait == pytest.approx(60 / 5900 * 60, abs=0.02)  # 60 tokens short at 5900/min
+    await limiter.correct(estimated=80, actual=20)  # the call used fewer: give 60 back
+    assert await limiter.try_take(80) == 0
+
+
+async def test_a_request_larger_than_the_burst_goes_when_the_bucket_is_full(
+    store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    clock = FakeClock()
+    limiter = _limiter(store, crawl_keys, clock, rpm=0, tpm=600)  # burst 10
+    assert await limiter.try_take(500) == 0  # never starves...
+    assert await limiter.try_take(5) > 40  # ...but the debt is paid before anything else
+
+
+async def test_pause_holds_everyone(store: Redis, crawl_keys: CrawlKeys) -> None:
+    clock = FakeClock()
+    a = _limiter(store, crawl_keys, clock, rpm=600)
+    b = _limiter(store, crawl_keys, clock, rpm=600)
+    await a.pause(5)
+    assert await b.try_take(1) == pytest.approx(5.0)
+    clock.advance(5000)
+    assert await b.try_take(1) == 0
+
+
+async def test_adaptive_limit_cuts_on_congestion_and_recovers() -> None:
+    limit = AdaptiveLimit(64, initial=32)
+    for _ in range(50):
+        limit.on_success(0.2)
+    grown = limit.limit
+    assert grown > 32
+    limit.on_congestion()
+    assert limit.limit == pytest.approx(grown * 0.7)
+    limit.on_congestion()  # a burst of 429s within a second cuts once
+    assert limit.limit == pytest.approx(grown * 0.7)
+    limit.on_success(5.0)  # latency far above the baseline counts as congestion...
+    assert limit.limit == pytest.approx(grown * 0.7)  # ...but not twice in one second
+    for _ in range(500):
+        limit.on_success(0.2)
+    assert limit.limit == 64
+
+
+async def test_adaptive_limit_bounds_concurrency() -> None:
+    limit = AdaptiveLimit(64, initial=3)
+    active = peak = 0
+
+    async def job() -> None:
+        nonlocal active, peak
+        async with limit:
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.01)
+            active -= 1
+
+    await asyncio.gather(*(job() for _ in range(30)))
+    assert peak == 3
+
+
+def test_truncation_keeps_the_beginning_on_a_word_boundary() -> None:
+    counter = token_counter("no-such-model")
+    text = " ".join(f"w{i}" for i in range(5000))
+    cut, was_cut = counter.truncate(text, 100)
+    assert was_cut
+    assert text.startswith(cut)
+    assert counter.count(cut) <= 100
+    assert not cut.endswith(" ")
+    assert counter.truncate("short", 100) == ("short", False)
+
+
+def test_cost_uses_the_price_table_and_model_families() -> None:
+    prices = {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.5, 10.0)}
+    assert cost_usd(prices, "gpt-4o-mini", 1_000_000, 0) == pytest.approx(0.15)
+    assert cost_usd(prices, "gpt-4o-mini-2024-07-18", 0, 1_000_000) == pytest.approx(0.60)
+    assert cost_usd(prices, "gpt-4o-2024-08-06", 1000, 1000) == pytest.approx(0.0125)
+    assert cost_usd(prices, "llama-3", 1000, 1000) == 0.0
+
+
+def test_profiles_match_hosts_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.json"
+    path.write_text(json.dumps([
+        {"match": "*.example.org", "model": "big", "max_tokens": 400},
+        {"match": "news.*", "prompt": "News: {title}\n{text}"},
+    ]))
+    profiles = Profiles.from_settings(LLMSettings(model="small", profiles_file=str(path)))
+    assert profiles.for_host("docs.example.org").model == "big"
+    assert profiles.for_host("docs.example.org").max_tokens == 400
+    assert profiles.for_host("news.site.com").prompt.startswith("News:")
+    assert profiles.for_host("news.site.com").model == "small"
+    assert profiles.for_host("other.com") is profiles.default
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{}", "expected a JSON list"), ('[{"model": "x"}]', "'match' string"),
+     ('[{"match": "*", "colour": 1}]', "unknown field"),
+     ('[{"match": "*", "prompt": "no text slot"}]', "must contain {text}"),
+     ('[{"match": "*", "prompt": "{text} {oops}"}]', "bad prompt template"),
+     ("not json", "cannot read profiles file")],
+)
+def test_bad_profiles_are_config_errors(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "profiles.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        Profiles.from_settings(LLMSettings(profiles_file=str(path)))
