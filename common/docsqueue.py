@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
-from common.scripts import ScriptRunner
-from common.store import translate_errors
+from common.scripts import CrawlScripts, ScriptRunner
+from common.store import hash_items
 
 __all__ = ["DocLease", "DocOp", "DocResult", "DocsQueue", "DocsStats"]
 
@@ -93,12 +93,7 @@ class DocsQueue:
     ) -> None:
         self._redis = redis
         self.keys = keys
-        self._scripts = scripts or ScriptRunner(redis)
-        self._clock = clock
-
-    async def _run(self, name: str, args: Sequence[str | int]) -> object:
-        now = str(self._clock()) if self._clock is not None else ""
-        return await self._scripts.run(name, [self.keys.spec], [self.keys.prefix, now, *args])
+        self._run = CrawlScripts(scripts or ScriptRunner(redis), keys, clock)
 
     async def claim(self, worker: str, n: int, lease_s: float) -> list[DocLease]:
         res = await self._run("docs_claim", [n, worker, int(lease_s * 1000)])
@@ -136,13 +131,6 @@ class DocsQueue:
         counts = {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return DocsStats(int(res[0]), int(res[1]), int(res[2]), counts)
 
-    async def summary_records(self, batch: int = 1000) -> AsyncIterator[tuple[str, str]]:
-        cursor = 0
-        while True:
-            async with translate_errors():
-                cursor, chunk = await self._redis.hscan(self.keys.summaries, cursor, count=batch)
-            assert isinstance(chunk, dict)
-            for fp, record in chunk.items():
-                yield str(fp), str(record)
-            if cursor == 0:
-                return
+    def summary_records(self) -> AsyncIterator[tuple[str, str]]:
+        """Every (fingerprint, summary record JSON), in no particular order."""
+        return hash_items(self._redis, self.keys.summaries)

@@ -7,6 +7,7 @@ EVALSHA and reloads the source on NOSCRIPT (after a Redis restart or SCRIPT FLUS
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -14,9 +15,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from common.keys import CrawlKeys
 from common.store import translate_errors
 
-__all__ = ["SCRIPT_NAMES", "ScriptRunner", "script_source"]
+__all__ = ["SCRIPT_NAMES", "CrawlScripts", "ScriptRunner", "script_source"]
 
 # Each script is the prelude, the function libraries it uses, then its own file.
 _LIBRARIES: dict[str, tuple[str, ...]] = {
@@ -51,3 +53,20 @@ class ScriptRunner:
     async def run(self, name: str, keys: list[str], args: list[str | int | float]) -> Any:
         async with translate_errors():
             return await self._scripts[name](keys=keys, args=args)
+
+
+class CrawlScripts:
+    """Scripts bound to one crawl: every call gets ``KEYS = [spec]`` and ``ARGV = [prefix, now,
+    *args]`` (see common/lua/prelude.lua). ``clock`` (ms) replaces the Redis server's clock;
+    tests use it to make time explicit."""
+
+    def __init__(
+        self, runner: ScriptRunner, keys: CrawlKeys, clock: Callable[[], int] | None = None
+    ) -> None:
+        self._runner = runner
+        self.keys = keys
+        self._clock = clock
+
+    async def __call__(self, name: str, args: Sequence[str | int | float]) -> Any:
+        now = str(self._clock()) if self._clock is not None else ""
+        return await self._runner.run(name, [self.keys.spec], [self.keys.prefix, now, *args])

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from common.errors import ConfigError, StoreUnavailable
 
-__all__ = ["EMBEDDED", "open_store", "redact_url", "translate_errors"]
+__all__ = ["EMBEDDED", "hash_items", "open_store", "redact_url", "translate_errors"]
 
 EMBEDDED = "embedded"
 
@@ -85,3 +85,16 @@ async def open_store(
         await client.aclose()
         raise
     return client
+
+
+async def hash_items(redis: Redis, key: str, batch: int = 1000) -> AsyncIterator[tuple[str, str]]:
+    """Every (field, value) of a hash, in no particular order, without blocking Redis (HSCAN)."""
+    cursor = 0
+    while True:
+        async with translate_errors():
+            cursor, chunk = await redis.hscan(key, cursor, count=batch)
+        assert isinstance(chunk, dict)
+        for field, value in chunk.items():
+            yield str(field), str(value)
+        if cursor == 0:
+            return

@@ -14,9 +14,9 @@ from redis.asyncio import Redis
 
 from common.errors import PermanentError
 from common.keys import CrawlKeys
-from common.scripts import ScriptRunner
+from common.scripts import CrawlScripts, ScriptRunner
 from common.serde import UrlEntry, decode_url_entry
-from common.store import translate_errors
+from common.store import hash_items, translate_errors
 from crawler.spec import CrawlSpec, decode_spec, encode_spec
 
 __all__ = [
@@ -219,14 +219,7 @@ class Frontier:
     ) -> None:
         self._redis = redis
         self.keys = keys
-        self._scripts = scripts or ScriptRunner(redis)
-        self._clock = clock
-
-    async def _run(self, name: str, args: Sequence[str | int | float]) -> object:
-        now = str(self._clock()) if self._clock is not None else ""
-        return await self._scripts.run(
-            name, [self.keys.spec], [self.keys.prefix, now, *args]
-        )
+        self._run = CrawlScripts(scripts or ScriptRunner(redis), keys, clock)
 
     # -- the spec -------------------------------------------------------------------------
 
@@ -412,14 +405,6 @@ class Frontier:
             out.append(DeadLetter(fp, domain, int(attempts), reason, url))
         return out
 
-    async def page_records(self, batch: int = 1000) -> AsyncIterator[tuple[str, str]]:
+    def page_records(self) -> AsyncIterator[tuple[str, str]]:
         """Every (fingerprint, record JSON) in the pages sink, in no particular order."""
-        cursor = 0
-        while True:
-            async with translate_errors():
-                cursor, chunk = await self._redis.hscan(self.keys.pages, cursor, count=batch)
-            assert isinstance(chunk, dict)
-            for fp, record in chunk.items():
-                yield str(fp), str(record)
-            if cursor == 0:
-                return
+        return hash_items(self._redis, self.keys.pages)

@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 
 from common.keys import CrawlKeys
-from common.scripts import ScriptRunner
+from common.scripts import CrawlScripts, ScriptRunner
 
 __all__ = ["AdaptiveLimit", "SharedRateLimiter"]
 
@@ -30,8 +30,7 @@ class SharedRateLimiter:
         clock: Callable[[], int] | None = None,
         on_wait: Callable[[], None] | None = None,
     ) -> None:
-        self._scripts = scripts
-        self._keys = keys
+        self._scripts = CrawlScripts(scripts, keys, clock)
         self.rpm = rpm
         self.tpm = tpm
         # A bucket refilled at r/minute with burst b lets r + b through in a 60 s window, and
@@ -41,7 +40,6 @@ class SharedRateLimiter:
         self._tburst = max(1, tpm // 60)
         self._rrate = max(1, rpm - self._rburst) if rpm > 0 else 0
         self._trate = max(1, tpm - self._tburst) if tpm > 0 else 0
-        self._clock = clock
         self._on_wait = on_wait
 
     @property
@@ -49,11 +47,7 @@ class SharedRateLimiter:
         return self.rpm > 0 or self.tpm > 0
 
     async def _run(self, *args: str | int) -> int:
-        now = str(self._clock()) if self._clock is not None else ""
-        res = await self._scripts.run(
-            "llm_acquire", [self._keys.spec], [self._keys.prefix, now, *args]
-        )
-        return int(str(res))
+        return int(str(await self._scripts("llm_acquire", args)))
 
     async def try_take(self, tokens: int) -> float:
         """Take one request and ``tokens`` if the buckets allow; else the seconds to wait."""
