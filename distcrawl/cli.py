@@ -288,8 +288,11 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             allow_domains=args.allow_domain, include=args.include, exclude=args.exclude,
             demo=args.demo, progress=not args.no_progress, summarize=not args.no_summarize,
         )
-        if args.demo and not settings.allow_private:
-            settings = settings.model_copy(update={"allow_private": True})
+        if args.demo:  # our own local site: private address allowed, politeness raised
+            frontier = settings.frontier.model_copy(update={
+                "rate": args.rate or 50.0, "burst": args.burst or 20,
+            })
+            settings = settings.model_copy(update={"allow_private": True, "frontier": frontier})
         return await run_all(settings, request)
     _need_server(settings, args.command)
     handlers = {"produce": _produce, "crawl": _crawl, "summarize": _summarize,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -35,6 +37,9 @@ async def show_progress(frontier: Frontier, stop: asyncio.Event, *, interactive:
             console=Console(stderr=True), transient=False,
         )
         progress.start()
+    # rich redirects sys.stderr while the bar is live; log lines must go through it too, or
+    # they overwrite the bar
+    restore = _route_logs_to(sys.stderr) if progress else []
     task = progress.add_task("", total=None) if progress else None
     try:
         while True:
@@ -55,3 +60,15 @@ async def show_progress(frontier: Frontier, stop: asyncio.Event, *, interactive:
     finally:
         if progress is not None:
             progress.stop()
+        for handler, stream in restore:
+            handler.setStream(stream)
+
+
+def _route_logs_to(stream: TextIO) -> list[tuple[logging.StreamHandler[TextIO], TextIO]]:
+    restore = []
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            old = handler.setStream(stream)
+            if old is not None:
+                restore.append((handler, old))
+    return restore
