@@ -169,7 +169,7 @@ class LeasedWorker(abc.ABC, Generic[L]):
 
     def _start(self, item: L) -> None:
         key = self.key(item)
-        task = asyncio.create_task(self.handle(item), name=f"{self.role}:{key}")
+        task = asyncio.create_task(self._guarded(item, key), name=f"{self.role}:{key}")
         self._tasks[key] = task
         self.on_in_flight(len(self._tasks))
 
@@ -179,6 +179,14 @@ class LeasedWorker(abc.ABC, Generic[L]):
             self._wakeup.set()
 
         task.add_done_callback(done)
+
+    async def _guarded(self, item: L, key: str) -> None:
+        try:
+            await self.handle(item)
+        except (asyncio.CancelledError, StoreUnavailable):
+            raise
+        except Exception as exc:  # never lose the worker; the lease expires and is reaped
+            log.exception("job_crashed", worker=self.worker_id, key=key, error=repr(exc))
 
     async def _sleep(self, seconds: float) -> None:
         self._wakeup.clear()

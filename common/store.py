@@ -18,6 +18,7 @@ from common.errors import ConfigError, StoreUnavailable
 __all__ = ["EMBEDDED", "hash_items", "open_store", "redact_url", "translate_errors"]
 
 EMBEDDED = "embedded"
+_TRANSIENT = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
 
 
 def redact_url(url: str) -> str:
@@ -39,11 +40,19 @@ async def translate_errors(url: str = "") -> AsyncIterator[None]:
     """Turn redis-py's connection failures into StoreUnavailable (the one place that does)."""
     try:
         yield
+    except redis.exceptions.AuthenticationError as exc:
+        where = f" at {redact_url(url)}" if url else ""
+        raise ConfigError(f"Redis{where} refused the credentials: {_first_line(exc)}") from exc
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         where = f" at {redact_url(url)}" if url else ""
         raise StoreUnavailable(f"Redis unreachable{where}: {_first_line(exc)}") from exc
     except redis.exceptions.BusyLoadingError as exc:
         raise StoreUnavailable(f"Redis is loading its data: {_first_line(exc)}") from exc
+    except redis.exceptions.ResponseError as exc:
+        # States a server passes through (failover, restart, memory pressure): retry later.
+        if str(exc).startswith(_TRANSIENT):
+            raise StoreUnavailable(f"Redis cannot serve writes now: {_first_line(exc)}") from exc
+        raise
 
 
 def _first_line(exc: BaseException) -> str:

@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from common.errors import StoreUnavailable
 from crawler.admission import AdmitReport, Admitter, Prepared
 from crawler.frontier import Candidate, Frontier, SettleOp, SettleResult
 
@@ -79,7 +78,7 @@ class Committer:
                 self._worker, seen_fps=seen, candidates=candidates, local_rejects=rejects,
                 ops=[item.op for item in batch],
             )
-        except StoreUnavailable as exc:
+        except Exception as exc:  # hand it to each waiting page: this loop must keep running
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(exc)

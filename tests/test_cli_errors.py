@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import cli
-from tests.redis_server import free_port
+from tests.redis_server import RedisServer, free_port
 
 
 def _one_line_error(proc_stderr: str) -> str:
@@ -79,3 +81,17 @@ def test_invalid_crawl_name() -> None:
     proc = cli("status", "--redis", "redis://127.0.0.1:1", "--crawl", "bad name")
     assert proc.returncode == 2
     assert "invalid crawl name" in _one_line_error(proc.stderr)
+
+
+def test_wrong_redis_password_is_a_config_error(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "auth", None, "--requirepass", "right-password")
+    server.start()
+    try:
+        url = f"redis://:wrong-password@127.0.0.1:{server.port}/0"
+        proc = cli("status", "--redis", url)
+    finally:
+        server.stop()
+    assert proc.returncode == 2
+    line = _one_line_error(proc.stderr)
+    assert "refused the credentials" in line
+    assert "wrong-password" not in proc.stderr
