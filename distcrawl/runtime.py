@@ -25,7 +25,6 @@ from crawler.robots import RobotsCache
 from crawler.spec import CrawlSpec
 from crawler.worker import CrawlWorker
 from summarizer.cache import SummaryCache
-from summarizer.client import OpenAIEngine, open_client, resolve_api_key
 from summarizer.engines import CallableEngine, Engine, ExtractiveEngine
 from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
 from summarizer.profiles import Profiles
@@ -131,6 +130,10 @@ def build_engine(
     metrics: SummarizerMetrics,
 ) -> Engine:
     """auto: the OpenAI-compatible API when a key or base URL is configured, else extractive."""
+    # The openai package takes most of a second to import: only the API engine loads it, so
+    # `status`, `crawl` and extractive runs start fast.
+    from summarizer.client import OpenAIEngine, open_client, resolve_api_key
+
     llm = settings.llm
     key = resolve_api_key(llm)
     kind = llm.summarizer
@@ -169,7 +172,7 @@ async def summarize_runtime(
         heartbeats=Heartbeats(redis, keys), engine=engine,
         profiles=Profiles.from_settings(llm), cache=SummaryCache(redis, keys),
         prices=dict(llm.prices), metrics=metrics, shutdown=shutdown,
-        adaptive=adaptive if isinstance(engine, OpenAIEngine) else None,
+        adaptive=adaptive if engine.calls_api else None,
     )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.aclose)

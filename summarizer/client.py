@@ -70,6 +70,7 @@ class OpenAIEngine:
         observe: CallObserver,
     ) -> None:
         self.name = "openai"
+        self.calls_api = True
         self._client = client
         self._llm = llm
         self._rate = rate

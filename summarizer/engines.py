@@ -37,6 +37,7 @@ class Summary:
 
 class Engine(Protocol):
     name: str
+    calls_api: bool  # subject to the adaptive concurrency limit
 
     def cache_identity(self, request: Request) -> tuple[str, str]:
         """(model, prompt) under which identical text may share one summary."""
@@ -51,6 +52,7 @@ class ExtractiveEngine:
     """Sentence scoring, no network, no model files: the pipeline always completes."""
 
     name = "extractive"
+    calls_api = False
 
     def cache_identity(self, request: Request) -> tuple[str, str]:
         return "extractive", ""
@@ -86,6 +88,8 @@ def load_callable(path: str) -> UserFn:
 
 class CallableEngine:
     """A user function ``fn(text, *, title, url) -> str`` (or an async one)."""
+
+    calls_api = False
 
     def __init__(self, path: str) -> None:
         self.name = path
