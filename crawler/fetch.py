@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from common.errors import InvalidUrl, PermanentError
+from common.errors import InvalidUrl, PermanentError, RetryableError
 from common.settings import FetchSettings
 from common.urls import canonicalize, host_of
 from crawler.classify import SkipPage, check_status, translate_exception
@@ -41,6 +42,50 @@ class FetchResult:
 
     def text(self) -> str:
         return decode_body(self.body, self.charset)
+
+
+class _Identity:
+    """The no-op twin of zlib's decompressobj, for uncompressed bodies."""
+
+    unconsumed_tail = b""
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        self.unconsumed_tail = data[max_length:]
+        return data[:max_length]
+
+
+class _Deflate:
+    """``Content-Encoding: deflate`` is zlib-wrapped by the RFC and raw in many servers."""
+
+    def __init__(self) -> None:
+        self._inner = zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib or gzip header
+        self._started = False
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self._inner.unconsumed_tail
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        try:
+            out = self._inner.decompress(data, max_length)
+        except zlib.error:
+            if self._started:
+                raise
+            self._inner = zlib.decompressobj(-zlib.MAX_WBITS)  # headerless, raw deflate
+            out = self._inner.decompress(data, max_length)
+        self._started = True
+        return out
+
+
+def _decoder(encoding: str) -> _Identity | _Deflate | zlib._Decompress:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return _Identity()
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return _Deflate()
+    raise SkipPage(f"unsupported content encoding {encoding!r}", reason="content_encoding")
 
 
 def decode_body(body: bytes, charset: str | None) -> str:
@@ -108,7 +153,9 @@ class Fetcher:
                 "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
                 "Accept-Encoding": "gzip, deflate",
             },
-            auto_decompress=True,
+            # We inflate bodies ourselves, a bounded step at a time: aiohttp would inflate each
+            # network chunk whole, and one 256 KB chunk of a gzip bomb is hundreds of MB.
+            auto_decompress=False,
             raise_for_status=False,
             max_line_size=16 * 1024,
             max_field_size=16 * 1024,
@@ -167,18 +214,27 @@ class Fetcher:
         return target
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-        """Read at most max_body_bytes of the decoded body; stop (and drop the socket) there."""
+        """Read at most max_body_bytes of the *decoded* body; stop (and drop the socket) there.
+
+        Inflating never produces more than the room left plus one byte per step, so memory
+        stays bounded whatever the compression ratio or the size of network chunks."""
         cap = self._s.max_body_bytes
-        declared = resp.content_length
+        decoder = _decoder(resp.headers.get("Content-Encoding", ""))
         chunks: list[bytes] = []
         size = 0
-        async for chunk in resp.content.iter_chunked(_CHUNK):
-            room = cap - size
-            if len(chunk) > room:
-                chunks.append(chunk[:room])
-                resp.close()  # do not drain the rest of a huge or endless body
-                return b"".join(chunks), True
-            chunks.append(chunk)
-            size += len(chunk)
-        truncated = declared is not None and declared > cap
-        return b"".join(chunks), truncated
+        try:
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                data = chunk
+                while data:
+                    room = cap - size
+                    out = decoder.decompress(data, room + 1)
+                    data = decoder.unconsumed_tail
+                    if len(out) > room:
+                        chunks.append(out[:room])
+                        resp.close()  # do not drain the rest of a huge or endless body
+                        return b"".join(chunks), True
+                    chunks.append(out)
+                    size += len(out)
+        except zlib.error as exc:
+            raise RetryableError(f"broken compressed body: {exc}", reason="bad_body") from exc
+        return b"".join(chunks), False

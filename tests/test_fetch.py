@@ -1,0 +1,104 @@
+"""The fetcher against an in-process server: encodings, the decoded-size cap, charsets, SSRF."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from common.errors import RetryableError
+from common.settings import FetchSettings
+from crawler.classify import SkipPage
+from crawler.fetch import Fetcher, decode_body
+
+KB = 1024
+PAGE = b"<title>t</title><p>" + b"hello " * 2000 + b"</p>"
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return c.compress(data) + c.flush()
+
+
+def _bomb() -> bytes:
+    c = zlib.compressobj(9)
+    zeros = b"0" * (1024 * KB)
+    return b"".join([c.compress(b"<p>"), *(c.compress(zeros) for _ in range(64)), c.flush()])
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[str]:
+    bodies = {
+        "/gzip": (gzip.compress(PAGE), "gzip"),
+        "/zlib": (zlib.compress(PAGE), "deflate"),
+        "/raw-deflate": (_raw_deflate(PAGE), "deflate"),
+        "/bomb": (_bomb(), "deflate"),
+        "/br": (b"\x00\x01", "br"),
+        "/corrupt": (b"\x1f\x8b not really gzip at all", "gzip"),
+    }
+
+    async def handler(request: web.Request) -> web.Response:
+        body, encoding = bodies[request.path]
+        return web.Response(body=body, headers={"Content-Type": "text/html",
+                                                "Content-Encoding": encoding})
+
+    app = web.Application()
+    for path in bodies:
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert site._server is not None
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def _fetch(url: str, *, cap: int = 1024 * KB, allow_private: bool = True) -> object:
+    settings = FetchSettings(max_body_bytes=cap)
+    async with Fetcher.open_session(settings, allow_private=allow_private) as session:
+        return await Fetcher(settings, session, allow_private=allow_private).fetch(url)
+
+
+@pytest.mark.parametrize("path", ["/gzip", "/zlib", "/raw-deflate"])
+async def test_compressed_bodies_are_inflated(server: str, path: str) -> None:
+    result = await _fetch(server + path)
+    assert getattr(result, "body") == PAGE
+    assert getattr(result, "truncated") is False
+
+
+async def test_a_bomb_stops_at_the_decoded_cap(server: str) -> None:
+    result = await _fetch(server + "/bomb", cap=256 * KB)
+    assert len(getattr(result, "body")) == 256 * KB
+    assert getattr(result, "truncated") is True
+
+
+async def test_unsupported_and_corrupt_encodings(server: str) -> None:
+    with pytest.raises(SkipPage, match="content encoding"):
+        await _fetch(server + "/br")
+    with pytest.raises(RetryableError) as caught:  # like a truncated body: may pass
+        await _fetch(server + "/corrupt")
+    assert caught.value.reason == "bad_body"
+
+
+async def test_private_addresses_are_refused_by_default(server: str) -> None:
+    with pytest.raises(SkipPage) as caught:
+        await _fetch(server + "/gzip", allow_private=False)
+    assert caught.value.reason == "blocked_address"
+
+
+@pytest.mark.parametrize(
+    ("body", "charset", "text"),
+    [("café".encode("latin-1"), "latin-1", "café"),
+     ('<meta charset="windows-1252"><p>caf\xe9'.encode("cp1252"), None, "café"),
+     ("naïve".encode(), None, "naïve"),
+     (b"caf\xe9 au lait, tr\xe8s bien", None, "café au lait, très bien"),
+     (b"ok \xff\xfe bytes", "utf-8", "ok \ufffd\ufffd bytes"),
+     (b"x", "no-such-charset", "x")],
+)
+def test_charsets(body: bytes, charset: str | None, text: str) -> None:
+    assert text in decode_body(body, charset)
