@@ -12,7 +12,7 @@ from aiohttp import web
 from common.errors import RetryableError
 from common.settings import FetchSettings
 from crawler.classify import SkipPage
-from crawler.fetch import Fetcher, decode_body
+from crawler.fetch import Fetcher, FetchResult, decode_body
 
 KB = 1024
 PAGE = b"<title>t</title><p>" + b"hello " * 2000 + b"</p>"
@@ -58,7 +58,7 @@ async def server() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def _fetch(url: str, *, cap: int = 1024 * KB, allow_private: bool = True) -> object:
+async def _fetch(url: str, *, cap: int = 1024 * KB, allow_private: bool = True) -> FetchResult:
     settings = FetchSettings(max_body_bytes=cap)
     async with Fetcher.open_session(settings, allow_private=allow_private) as session:
         return await Fetcher(settings, session, allow_private=allow_private).fetch(url)
@@ -67,14 +67,14 @@ async def _fetch(url: str, *, cap: int = 1024 * KB, allow_private: bool = True) 
 @pytest.mark.parametrize("path", ["/gzip", "/zlib", "/raw-deflate"])
 async def test_compressed_bodies_are_inflated(server: str, path: str) -> None:
     result = await _fetch(server + path)
-    assert getattr(result, "body") == PAGE
-    assert getattr(result, "truncated") is False
+    assert result.body == PAGE
+    assert result.truncated is False
 
 
 async def test_a_bomb_stops_at_the_decoded_cap(server: str) -> None:
     result = await _fetch(server + "/bomb", cap=256 * KB)
-    assert len(getattr(result, "body")) == 256 * KB
-    assert getattr(result, "truncated") is True
+    assert len(result.body) == 256 * KB
+    assert result.truncated is True
 
 
 async def test_unsupported_and_corrupt_encodings(server: str) -> None:
