@@ -175,3 +175,37 @@ class MockProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.communicate()
+
+
+class PeakRss:
+    """A process's own peak RSS, from /proc/<pid>/status VmHWM, polled while it runs.
+
+    Not wait4's ru_maxrss: Linux folds the parent's peak (at fork, before exec) into the
+    child's, so a child of a 300 MB pytest would report 300 MB however small it stays.
+    """
+
+    def __init__(self, pid: int, interval_s: float = 0.1) -> None:
+        import threading
+
+        self._path = Path(f"/proc/{pid}/status")
+        self._interval = interval_s
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for line in self._path.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            except (OSError, ValueError):
+                return  # the process is gone
+            self._stop.wait(self._interval)
+
+    def stop(self) -> float:
+        """Stop polling; the peak in MB."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb / 1024
