@@ -58,6 +58,7 @@ class LeasedWorker(abc.ABC, Generic[L]):
         self.released = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
+        self._duties_stop = asyncio.Event()
         self._started = time.time()
 
     # -- what a subclass provides ---------------------------------------------------------
@@ -94,7 +95,8 @@ class LeasedWorker(abc.ABC, Generic[L]):
     @abc.abstractmethod
     async def forget(self, worker_id: str) -> None: ...
 
-    def extra_tasks(self) -> list[Coroutine[Any, Any, None]]:
+    def extra_tasks(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        """More background loops; they must return once ``stop`` is set."""
         return []
 
     def beat_fields(self) -> dict[str, Any]:
@@ -121,17 +123,26 @@ class LeasedWorker(abc.ABC, Generic[L]):
             asyncio.create_task(self._every(t.heartbeat_s, self._heartbeat)),
             asyncio.create_task(self._every(max(1.0, t.lease_s / 3), self._renew)),
             asyncio.create_task(self._wake_on_stop()),
-            *(asyncio.create_task(c) for c in self.extra_tasks()),
+            *(asyncio.create_task(c) for c in self.extra_tasks(self._duties_stop)),
         ]
         try:
             await self._dispatch(drain)
         finally:
             await self._finish_in_flight()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await self._stop_background(background)
             with contextlib.suppress(StoreUnavailable):
-                await asyncio.shield(self.forget(self.worker_id))
+                await asyncio.wait_for(asyncio.shield(self.forget(self.worker_id)), 5)
+
+    async def _stop_background(self, tasks: list[asyncio.Task[None]]) -> None:
+        # A flag first, cancellation second, and a bounded wait: on Python 3.11 a cancel that
+        # lands as a Redis reply arrives can be swallowed (asyncio.wait_for inside redis-py),
+        # and a loop that only stops on cancellation would then run forever.
+        self._duties_stop.set()
+        for task in tasks:
+            task.cancel()
+        _, stuck = await asyncio.wait(tasks, timeout=5)
+        for task in stuck:
+            log.warning("duty_did_not_stop", worker=self.worker_id, task=task.get_name())
 
     def limit(self) -> int:
         """How many jobs may be in flight now (subclasses may adapt it)."""
@@ -237,12 +248,13 @@ class LeasedWorker(abc.ABC, Generic[L]):
     # -- background duties ----------------------------------------------------------------
 
     async def _every(self, seconds: float, duty: Callable[[], Awaitable[None]]) -> None:
-        while True:
+        while not self._duties_stop.is_set():
             try:
                 await duty()
             except StoreUnavailable as exc:
                 log.warning("store_unavailable", worker=self.worker_id, error=str(exc))
-            await asyncio.sleep(seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._duties_stop.wait(), seconds)
 
     async def _reap(self) -> None:
         if await self.reap():

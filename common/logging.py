@@ -87,5 +87,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("asyncio", "aiohttp.access"):
+    # httpx logs every request at INFO: one line per LLM call is noise at this volume
+    for noisy in ("asyncio", "aiohttp.access", "httpx", "httpx2", "openai", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

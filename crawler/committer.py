@@ -10,6 +10,7 @@ when the worker is idle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,10 +55,11 @@ class Committer:
         self._wake.set()
         return await future
 
-    async def run(self) -> None:
-        """The flush loop; runs until cancelled."""
-        while True:
-            await self._wake.wait()
+    async def run(self, stop: asyncio.Event) -> None:
+        """The flush loop; returns once ``stop`` is set and nothing is queued."""
+        while not (stop.is_set() and not self._queue):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.5)
             self._wake.clear()
             while self._queue:
                 batch = self._queue[: self._max_batch]

@@ -121,8 +121,8 @@ class CrawlWorker(LeasedWorker[Lease]):
     async def forget(self, worker_id: str) -> None:
         await self._heartbeats.forget(worker_id)
 
-    def extra_tasks(self) -> list[Coroutine[Any, Any, None]]:
-        return [self._committer.run()]
+    def extra_tasks(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        return [self._committer.run(stop)]
 
     def beat_fields(self) -> dict[str, Any]:
         return {name: getattr(self.stats, name) for name in self.stats.__slots__}

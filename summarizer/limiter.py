@@ -82,7 +82,9 @@ class AdaptiveLimit:
     def __init__(self, maximum: int, *, initial: int | None = None, minimum: int = 1) -> None:
         self.maximum = maximum
         self.minimum = minimum
-        self.limit = float(initial or max(minimum, min(maximum, 8)))
+        # Start at half the bound: a slow start from a handful wastes the first seconds of
+        # every run, and a congested API cuts it within a second anyway.
+        self.limit = float(initial or max(minimum, maximum // 2))
         self._active = 0
         self._cond = asyncio.Condition()
         self._baseline_s: float | None = None
