@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -55,9 +56,9 @@ def _store(redis_server: RedisServer, keys: CrawlKeys) -> list[str]:
     return ["--redis", redis_server.url, "--crawl", keys.crawl]
 
 
-async def _summaries(redis: Redis, keys: CrawlKeys) -> dict[str, dict[str, object]]:
+async def _summaries(redis: Redis, keys: CrawlKeys) -> dict[str, dict[str, Any]]:
     raw = await redis.hgetall(keys.summaries)
-    return {k: json.loads(v) for k, v in raw.items()}
+    return {str(k): json.loads(v) for k, v in raw.items()}
 
 
 @pytest.mark.slow
