@@ -50,6 +50,16 @@ from typing import Any  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; always reaped, pipes closed."""
+    proc.terminate()
+    try:
+        proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
 class SiteProcess:
     """A tests.site server in its own process, with its request log."""
 
@@ -78,12 +88,7 @@ class SiteProcess:
         return Counter(f"http://{r['host']}{r['path']}" for r in self.requests())
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
+        stop_process(self.proc)
 
 
 def cli(*args: str, timeout: float = 180, env: dict[str, str] | None = None,
@@ -169,12 +174,7 @@ class MockProcess:
         return list(self._get("/_requests"))
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
+        stop_process(self.proc)
 
 
 class PeakRss:
