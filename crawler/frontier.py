@@ -100,12 +100,15 @@ class SettleOp:
     retry_after_s: float = 0.0
     record: str = ""
     doc: str = ""
+    attempt: int = 0  # the lease's attempt; 0: any attempt of this worker's lease
 
     @classmethod
     def ack(
-        cls, fp: str, outcome: Outcome, reason: str = "", record: str = "", doc: str = ""
+        cls, fp: str, outcome: Outcome, reason: str = "", record: str = "", doc: str = "",
+        attempt: int = 0,
     ) -> SettleOp:
-        return cls("ack", fp, outcome=outcome.value, reason=reason, record=record, doc=doc)
+        return cls("ack", fp, outcome=outcome.value, reason=reason, record=record, doc=doc,
+                   attempt=attempt)
 
     @classmethod
     def retry(
@@ -116,10 +119,11 @@ class SettleOp:
         delay_s: float = 0.0,
         retry_after_s: float = 0.0,
         record: str = "",
+        attempt: int = 0,
     ) -> SettleOp:
         return cls(
             "retry", fp, reason=reason, delay_s=delay_s, retry_after_s=retry_after_s,
-            record=record,
+            record=record, attempt=attempt,
         )
 
     @classmethod
@@ -129,7 +133,7 @@ class SettleOp:
     def args(self) -> list[str]:
         return [
             self.kind, self.fp, self.outcome, self.reason, str(int(self.delay_s * 1000)),
-            str(int(self.retry_after_s * 1000)), self.record, self.doc,
+            str(int(self.retry_after_s * 1000)), self.record, self.doc, str(self.attempt),
         ]
 
 

@@ -187,7 +187,8 @@ class CrawlWorker(LeasedWorker[Lease]):
                 base = urljoin(base, page.base_href)
         self._metrics.links_found.inc(len(page.links))
         return _Commit(
-            SettleOp.ack(lease.fp, Outcome.DONE, record=encode_record(record), doc=doc),
+            SettleOp.ack(lease.fp, Outcome.DONE, record=encode_record(record), doc=doc,
+                         attempt=lease.attempt),
             links=None if page.nofollow else page.links,
             base=base,
             depth=lease.depth + 1,
@@ -197,7 +198,8 @@ class CrawlWorker(LeasedWorker[Lease]):
     def _final(self, lease: Lease, outcome: Outcome, reason: str) -> SettleOp:
         record = PageRecord(url=lease.url, outcome=outcome.value, reason=reason,
                             depth=lease.depth, attempts=lease.attempt)
-        return SettleOp.ack(lease.fp, outcome, reason, encode_record(record))
+        return SettleOp.ack(lease.fp, outcome, reason, encode_record(record),
+                            attempt=lease.attempt)
 
     def _retry_op(self, lease: Lease, reason: str, retry_after_s: float | None) -> SettleOp:
         delay = backoff_s(lease.attempt, base_s=2.0, cap_s=300.0)
@@ -207,7 +209,7 @@ class CrawlWorker(LeasedWorker[Lease]):
                             depth=lease.depth, attempts=lease.attempt)
         return SettleOp.retry(
             lease.fp, reason, delay_s=max(delay, retry_after_s or 0.0),
-            retry_after_s=domain_wait, record=encode_record(record),
+            retry_after_s=domain_wait, record=encode_record(record), attempt=lease.attempt,
         )
 
     async def _commit(self, lease: Lease, commit: _Commit) -> None:

@@ -7,7 +7,7 @@ import random
 from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
-from crawler.frontier import Outcome, SettleResult
+from crawler.frontier import Outcome, SettleOp, SettleResult
 from crawler.spec import CrawlSpec
 from tests.helpers import FakeClock, assert_balanced, make_frontier
 
@@ -206,3 +206,34 @@ async def test_spec_is_written_once(store: Redis, crawl_keys: CrawlKeys) -> None
     spec = await frontier.spec()
     assert spec is not None
     assert spec.rate == 3
+
+
+async def test_a_late_answer_for_a_reaped_attempt_is_stale(
+    store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    """A hung task's ack must not end the newer attempt of the same URL, same worker or not."""
+    clock = FakeClock()
+    frontier, admitter = await make_frontier(store, crawl_keys, CrawlSpec(lease_s=5), clock)
+    await admitter.admit(["http://a.test/x"], depth=0)
+    first = (await frontier.claim("w", 1)).leases[0]
+    clock.advance(5_000)
+    assert await frontier.reap() == (1, 0)
+    clock.advance(1_000)
+    second = (await frontier.claim("w", 1)).leases[0]
+    assert second.attempt == 2
+    late = SettleOp.ack(first.fp, Outcome.DONE, attempt=first.attempt)
+    assert await frontier.settle("w", [late]) == [SettleResult.STALE]
+    current = SettleOp.ack(second.fp, Outcome.DONE, attempt=second.attempt)
+    assert await frontier.settle("w", [current]) == [SettleResult.SETTLED]
+    stats = await frontier.stats()
+    assert (stats.done, stats.pending) == (1, 0)
+
+
+async def test_a_dead_letter_without_reason_counts_no_empty_reason(
+    store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    frontier, admitter = await make_frontier(store, crawl_keys, CrawlSpec(max_attempts=1))
+    await admitter.admit(["http://a.test/x"], depth=0)
+    lease = (await frontier.claim("w", 1)).leases[0]
+    assert await frontier.retry("w", lease.fp, "") is SettleResult.DEAD
+    assert "failed:" not in (await frontier.stats()).counts

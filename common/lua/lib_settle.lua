@@ -1,6 +1,7 @@
 -- settle_batch(argv, i, worker): settle leases held by one worker, described from argv[i] to
--- the end of argv in groups of 8: kind, fp, outcome, reason, delay_ms, retry_after_ms,
--- record, doc.
+-- the end of argv in groups of 9: kind, fp, outcome, reason, delay_ms, retry_after_ms,
+-- record, doc, attempt. A non-zero attempt must be the lease's: a worker's late answer for an
+-- attempt that was reaped and claimed again (even by the same worker) is stale.
 --   kind "ack":     outcome is done|failed|skipped; reason (a short class) is counted; the
 --                   record, if any, is written to the pages sink under fp, and the doc, if any,
 --                   is queued for the summarizer, in the same atomic step: a page is recorded
@@ -16,12 +17,17 @@ local function settle_batch(argv, i, worker)
   while i <= #argv do
     local kind, fp, outcome, reason = argv[i], argv[i + 1], argv[i + 2], argv[i + 3]
     local delay_ms, retry_after_ms, record = tonumber(argv[i + 4]), tonumber(argv[i + 5]), argv[i + 6]
-    local doc = argv[i + 7]
-    i = i + 8
+    local doc, attempt = argv[i + 7], tonumber(argv[i + 8])
+    i = i + 9
     local lease = redis.call('HGET', K_LEASES, fp)
     local d, w, entry = nil, nil, nil
     if lease then d, w, entry = split_lease(lease) end
-    if not lease or w ~= worker then
+    local current = nil
+    if lease and attempt > 0 then
+      local _, prior = split_entry(entry)
+      current = prior + 1
+    end
+    if not lease or w ~= worker or (current ~= nil and current ~= attempt) then
       out[#out + 1] = 0
     else
       redis.call('HDEL', K_LEASES, fp)

@@ -120,7 +120,7 @@ end
 local function dead_letter(fp, d, attempts, payload, reason, record)
   redis.call('RPUSH', K_DEAD, fp .. '\t' .. d .. '\t' .. attempts .. '\t' .. reason .. '\t' .. payload)
   count('failed')
-  count('failed:' .. reason)
+  if reason ~= '' then count('failed:' .. reason) end
   count('dead_letters')
   if record == nil or record == '' then
     local ok, doc = pcall(cjson.decode, payload)
