@@ -620,6 +620,7 @@ OPS: st.SearchStrategy[Op] = st.sampled_from(
     report_multiple_bugs=False,  # shrink one failure only: shrinking these is slow
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+# At least 10 steps (longer runs reach more states); a shrunk failure pads with Advance(ms=0).
 @given(seeds=_seeds, ops=st.lists(OPS, min_size=10, max_size=40))
 async def test_frontier_matches_model(store: Redis, seeds: Admit, ops: list[Op]) -> None:
     # Examples share the store fixture: each one gets its own crawl.
