@@ -42,10 +42,12 @@ class DocOp:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_micro_usd: int = 0
+    attempt: int = 0  # the lease's attempt; 0: any attempt of this worker's lease
 
     def args(self) -> list[str]:
         return [self.kind, self.fp, self.reason, self.record, self.model,
-                str(self.prompt_tokens), str(self.completion_tokens), str(self.cost_micro_usd)]
+                str(self.prompt_tokens), str(self.completion_tokens), str(self.cost_micro_usd),
+                str(self.attempt)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ The claim/slot/shutdown loop is common.leasedworker.LeasedWorker. A ConfigError 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -143,6 +144,7 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         except Exception as exc:  # a bug on one doc must not kill the worker
             log.exception("doc_crashed", fp=item.fp, error=repr(exc))
             op = self._failed(item, "internal_error", repr(exc), started)
+        op = dataclasses.replace(op, attempt=item.attempt)
         results = await self.until_stored(lambda: self._queue.settle(self.worker_id, [op]))
         if results and results[0] is DocResult.STALE:
             self.stats.stale += 1

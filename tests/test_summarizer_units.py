@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from common.docsqueue import DocOp, DocResult, DocsQueue
 from common.errors import ConfigError
 from common.keys import CrawlKeys
 from common.scripts import ScriptRunner
@@ -17,7 +18,7 @@ from summarizer.budget import token_counter
 from summarizer.cost import cost_usd
 from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
 from summarizer.profiles import Profiles
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, feed_docs, make_docs
 
 
 def _limiter(store: Redis, keys: CrawlKeys, clock: FakeClock, rpm: int, tpm: int = 0
@@ -148,3 +149,22 @@ def test_bad_profiles_are_config_errors(tmp_path: Path, content: str, message: s
     path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         Profiles.from_settings(LLMSettings(profiles_file=str(path)))
+
+
+async def test_a_late_answer_for_a_reaped_doc_attempt_is_stale(
+    store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    clock = FakeClock()
+    queue = DocsQueue(store, crawl_keys, clock=clock)
+    await feed_docs(store, crawl_keys, make_docs(1))
+    [first] = await queue.claim("w", 1, lease_s=5)
+    clock.advance(5_000)
+    assert await queue.reap() == (1, 0)
+    [second] = await queue.claim("w", 1, lease_s=5)
+    assert second.attempt == 2
+    late = DocOp("summarized", first.fp, attempt=first.attempt)
+    assert await queue.settle("w", [late]) == [DocResult.STALE]
+    current = DocOp("summarized", second.fp, attempt=second.attempt)
+    assert await queue.settle("w", [current]) == [DocResult.SETTLED]
+    stats = await queue.stats()
+    assert (stats.summarized, stats.pending, stats.balanced) == (1, 0, True)

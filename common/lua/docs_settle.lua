@@ -1,20 +1,28 @@
--- Settle docs held by one worker. ARGV[3] = worker, then groups of 8: kind, fp, reason, record,
--- model, prompt tokens, completion tokens, cost in micro-USD. Token and cost accounting is done
--- here, in the same atomic step as the summary, so every counted token belongs to a stored doc.
+-- Settle docs held by one worker. ARGV[3] = worker, then groups of 9: kind, fp, reason, record,
+-- model, prompt tokens, completion tokens, cost in micro-USD, attempt. A non-zero attempt must
+-- be the lease's, so a late answer for a reaped and re-claimed attempt is stale. Token and cost
+-- accounting is done here, in the same atomic step as the summary, so every counted token
+-- belongs to a stored doc.
 --   "summarized": the record (a summary JSON) is written to the summaries sink under fp
 --   "failed":     final failure with a reason; the record, if any, is written too
 --   "release":    back to the head of the queue untouched (shutdown)
 -- Returns one code per op: 0 stale (lease gone or someone else's), 1 settled, 2 requeued.
 local worker = ARGV[3]
 local out = {}
-for i = 4, #ARGV, 8 do
+for i = 4, #ARGV, 9 do
   local kind, fp, reason, record = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local model, ptok, ctok, cost = ARGV[i + 4], tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]),
     tonumber(ARGV[i + 7])
+  local attempt = tonumber(ARGV[i + 8])
   local lease = redis.call('HGET', K_DOCS_LEASES, fp)
   local w, entry = nil, nil
   if lease then w, entry = string.match(lease, '^([^\t]*)\t(.*)$') end
-  if not lease or w ~= worker then
+  local current = nil
+  if lease and attempt > 0 then
+    local _, prior = split_entry(entry)
+    current = prior + 1
+  end
+  if not lease or w ~= worker or (current ~= nil and current ~= attempt) then
     out[#out + 1] = 0
   else
     redis.call('HDEL', K_DOCS_LEASES, fp)
