@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol, TypeVar
+
 import msgspec
 
 from common.errors import PermanentError
@@ -13,6 +15,7 @@ __all__ = [
     "UrlEntry",
     "decode_doc",
     "decode_url_entry",
+    "decode_versioned",
     "encode_doc",
     "encode_url_entry",
 ]
@@ -37,15 +40,29 @@ def encode_url_entry(entry: UrlEntry) -> str:
     return _encoder.encode(entry).decode()
 
 
-def decode_url_entry(raw: str | bytes) -> UrlEntry:
-    """Decode a payload; a foreign or newer version is a PermanentError, never a crash."""
+class _Versioned(Protocol):
+    @property
+    def v(self) -> int: ...
+
+
+V = TypeVar("V", bound=_Versioned)
+
+
+def decode_versioned(decoder: msgspec.json.Decoder[V], raw: str | bytes, what: str,
+                     version: int) -> V:
+    """Decode a stored payload; bad JSON, a wrong shape, or a foreign or newer version is a
+    PermanentError (reason ``bad_payload``), never a crash."""
     try:
-        entry = _decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise PermanentError(f"undecodable URL entry: {exc}", reason="bad_payload") from exc
-    if entry.v != URL_ENTRY_VERSION:
-        raise PermanentError(f"unknown URL entry version {entry.v}", reason="bad_payload")
-    return entry
+        value = decoder.decode(raw)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
+        raise PermanentError(f"undecodable {what}: {exc}", reason="bad_payload") from exc
+    if value.v != version:
+        raise PermanentError(f"unknown {what} version {value.v}", reason="bad_payload")
+    return value
+
+
+def decode_url_entry(raw: str | bytes) -> UrlEntry:
+    return decode_versioned(_decoder, raw, "URL entry", URL_ENTRY_VERSION)
 
 
 DOC_VERSION = 1
@@ -71,11 +88,4 @@ def encode_doc(doc: Doc) -> str:
 
 
 def decode_doc(raw: str | bytes) -> Doc:
-    """Decode a doc; a foreign or newer version is a PermanentError, never a crash."""
-    try:
-        doc = _doc_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise PermanentError(f"undecodable doc: {exc}", reason="bad_payload") from exc
-    if doc.v != DOC_VERSION:
-        raise PermanentError(f"unknown doc version {doc.v}", reason="bad_payload")
-    return doc
+    return decode_versioned(_doc_decoder, raw, "doc", DOC_VERSION)

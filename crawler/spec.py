@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import msgspec
 
-from common.errors import ConfigError, PermanentError
+from common.errors import ConfigError
+from common.serde import decode_versioned
 from common.urls import DEFAULT_TRACKING_PARAMS
 
 __all__ = ["SPEC_VERSION", "CrawlSpec", "DomainPolicy", "decode_spec", "encode_spec"]
@@ -79,13 +80,8 @@ def encode_spec(spec: CrawlSpec) -> str:
     return msgspec.json.encode(spec).decode()
 
 
+_spec_decoder = msgspec.json.Decoder(CrawlSpec)
+
+
 def decode_spec(raw: str | bytes) -> CrawlSpec:
-    try:
-        spec = msgspec.json.decode(raw, type=CrawlSpec)
-    except msgspec.ValidationError as exc:
-        raise PermanentError(f"unreadable crawl spec: {exc}", reason="bad_payload") from exc
-    except msgspec.DecodeError as exc:
-        raise PermanentError(f"undecodable crawl spec: {exc}", reason="bad_payload") from exc
-    if spec.v != SPEC_VERSION:
-        raise PermanentError(f"unknown crawl spec version {spec.v}", reason="bad_payload")
-    return spec
+    return decode_versioned(_spec_decoder, raw, "crawl spec", SPEC_VERSION)

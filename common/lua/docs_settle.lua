@@ -17,12 +17,7 @@ for i = 4, #ARGV, 9 do
   local lease = redis.call('HGET', K_DOCS_LEASES, fp)
   local w, entry = nil, nil
   if lease then w, entry = string.match(lease, '^([^\t]*)\t(.*)$') end
-  local current = nil
-  if lease and attempt > 0 then
-    local _, prior = split_entry(entry)
-    current = prior + 1
-  end
-  if not lease or w ~= worker or (current ~= nil and current ~= attempt) then
+  if not lease or not holds_lease(w, entry, worker, attempt) then
     out[#out + 1] = 0
   else
     redis.call('HDEL', K_DOCS_LEASES, fp)

@@ -22,12 +22,7 @@ local function settle_batch(argv, i, worker)
     local lease = redis.call('HGET', K_LEASES, fp)
     local d, w, entry = nil, nil, nil
     if lease then d, w, entry = split_lease(lease) end
-    local current = nil
-    if lease and attempt > 0 then
-      local _, prior = split_entry(entry)
-      current = prior + 1
-    end
-    if not lease or w ~= worker or (current ~= nil and current ~= attempt) then
+    if not lease or not holds_lease(w, entry, worker, attempt) then
       out[#out + 1] = 0
     else
       redis.call('HDEL', K_LEASES, fp)

@@ -59,6 +59,16 @@ local function split_lease(l)
   return d, w, e
 end
 
+-- Whether the lease (holder w, queue entry) is the caller's: same worker and, when the caller
+-- names its attempt (> 0), the same attempt, so a late answer for an attempt that was reaped
+-- and claimed again is stale.
+local function holds_lease(w, entry, worker, attempt)
+  if w ~= worker then return false end
+  if attempt <= 0 then return true end
+  local _, prior = split_entry(entry)
+  return prior + 1 == attempt
+end
+
 -- Domain state: bucket (tokens, ts), in-flight count, back-off deadline, and the overrides.
 local function load_domain(d)
   local v = redis.call('HMGET', domain_key(d), 'tokens', 'ts', 'inflight', 'until',
