@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from common.docsqueue import DocsQueue, DocsStats
@@ -68,6 +70,28 @@ def frontier_gauges(stats: FrontierStats | None) -> dict[str, float]:
     }
 
 
+S = TypeVar("S")
+
+
+async def _serve_with_gauges(
+    stack: contextlib.AsyncExitStack,
+    registry: CollectorRegistry,
+    port: int,
+    read: Callable[[], Awaitable[S]],
+    gauges: Callable[[S | None], dict[str, float]],
+) -> None:
+    """Serve /metrics on ``port`` until ``stack`` closes, with crawl-wide gauges from ``read()``
+    refreshed from Redis at every scrape."""
+    latest: list[S] = []
+
+    async def refresh() -> None:
+        latest[:] = [await read()]
+
+    registry.register(SnapshotCollector(lambda: gauges(latest[0] if latest else None)))
+    runner = await serve_metrics(registry, port, refresh)
+    stack.push_async_callback(runner.cleanup)
+
+
 @dataclass
 class CrawlRuntime:
     worker: CrawlWorker
@@ -107,14 +131,8 @@ async def crawl_runtime(
             max_text_chars=settings.fetch.max_text_chars,
         )
         if settings.metrics_port is not None:
-            snapshot: dict[str, FrontierStats | None] = {"stats": None}
-
-            async def refresh() -> None:
-                snapshot["stats"] = await frontier.stats()
-
-            metrics.registry.register(SnapshotCollector(lambda: frontier_gauges(snapshot["stats"])))
-            runner = await serve_metrics(metrics.registry, settings.metrics_port, refresh)
-            stack.push_async_callback(runner.cleanup)
+            await _serve_with_gauges(stack, metrics.registry, settings.metrics_port,
+                                     frontier.stats, frontier_gauges)
         yield CrawlRuntime(worker, frontier, spec, metrics)
 
 
@@ -177,14 +195,8 @@ async def summarize_runtime(
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.aclose)
         if settings.metrics_port is not None:
-            snapshot: dict[str, DocsStats | None] = {"stats": None}
-
-            async def refresh() -> None:
-                snapshot["stats"] = await queue.stats()
-
-            metrics.registry.register(SnapshotCollector(lambda: docs_gauges(snapshot["stats"])))
-            runner = await serve_metrics(metrics.registry, settings.metrics_port, refresh)
-            stack.push_async_callback(runner.cleanup)
+            await _serve_with_gauges(stack, metrics.registry, settings.metrics_port,
+                                     queue.stats, docs_gauges)
         yield SummarizeRuntime(worker, engine, metrics)
 
 
