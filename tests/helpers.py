@@ -209,3 +209,12 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
         return self.peak_kb / 1024
+
+
+def run_quick_bench(module: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``python -m MODULE --quick`` from the repo root; (the process, stdout + stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    return proc, proc.stdout + proc.stderr

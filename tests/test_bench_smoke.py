@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from bench.frontier import HEADER
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_quick_bench
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_frontier_bench_quick() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.frontier", "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )
-    output = proc.stdout + proc.stderr
+    proc, output = run_quick_bench("bench.frontier", timeout=120)
     assert proc.returncode == 0, output
     assert HEADER in proc.stdout, output
     assert "FAILED" not in output, output
