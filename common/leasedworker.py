@@ -60,6 +60,8 @@ class LeasedWorker(abc.ABC, Generic[L]):
         self._wakeup = asyncio.Event()
         self._duties_stop = asyncio.Event()
         self._started = time.time()
+        self._started_monotonic = time.monotonic()
+        self._last_beat: float | None = None
 
     # -- what a subclass provides ---------------------------------------------------------
 
@@ -272,3 +274,10 @@ class LeasedWorker(abc.ABC, Generic[L]):
             "in_flight": len(self._tasks), **self.beat_fields(),
         }
         await self.beat(self.worker_id, json.dumps(beat))
+        self._last_beat = time.monotonic()
+
+    def healthy(self) -> bool:
+        """True while heartbeats reach Redis: the last one is under three periods old (a worker
+        that has not beaten yet counts from its start)."""
+        last = self._last_beat if self._last_beat is not None else self._started_monotonic
+        return time.monotonic() - last < 3 * self.timing.heartbeat_s + 5

@@ -56,6 +56,10 @@ class CrawlerMetrics:
         self.reaped = Counter(
             "distcrawl_leases_reaped", "Expired leases returned to the frontier", registry=r
         )
+        # Known label values start at 0, so rate() and ratios have a series before the first event.
+        _preset(self.fetches, ("2xx", "3xx", "4xx", "5xx", "error"))
+        _preset(self.pages, ("done", "failed", "skipped"))
+        _preset(self.retries, ("timeout", "connection", "http_429", "http_503"))
 
 
 _LLM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
@@ -96,6 +100,13 @@ class SummarizerMetrics:
         self.in_flight = Gauge(
             "distcrawl_summarizer_in_flight", "Docs this process is working on", registry=r
         )
+        _preset(self.requests, ("ok", "http_429", "timeout", "connection", "bad_response"))
+        _preset(self.docs, ("summarized", "failed"))
+
+
+def _preset(counter: Counter, values: Iterable[str]) -> None:
+    for value in values:
+        counter.labels(value)
 
 
 class SnapshotCollector(Collector):

@@ -12,6 +12,8 @@ import asyncio
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -143,6 +145,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show a crawl's state")
     p.add_argument("--json", action="store_true")
     _common(p, redis_required=True)
+
+    p = sub.add_parser("health", help="exit 0 if this host's worker answers /healthz with 200 "
+                       "(Redis reachable, heartbeat fresh): for container health checks")
+    p.add_argument("--metrics-port", type=int, metavar="P",
+                   help="the worker's metrics port (default: DISTCRAWL_METRICS_PORT)")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="default 3")
 
     p = sub.add_parser("export", help="write pages.jsonl and summaries.jsonl from Redis")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
@@ -277,6 +286,23 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(settings: Settings, args: argparse.Namespace) -> int:
+    """Synchronous on purpose: a health probe needs no event loop and must start fast."""
+    if settings.metrics_port is None:
+        raise ConfigError("give --metrics-port P (or DISTCRAWL_METRICS_PORT)")
+    url = f"http://{args.host}:{settings.metrics_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            status = int(resp.status)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except OSError as exc:
+        print(f"unhealthy: {url}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return 1
+    print(f"{'healthy' if status == 200 else 'unhealthy'}: {url} answered {status}")
+    return 0 if status == 200 else 1
+
+
 async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
     if args.command in ("run", "produce"):
         _check_argv_seeds(args.seeds)
@@ -321,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args, os.environ)
         configure_logging(settings.log_level, settings.log_format)
+        if args.command == "health":
+            return _health(settings, args)
         return run(_dispatch(settings, args))
     except StoreUnavailable as exc:
         _fail(exc, settings)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -14,7 +15,7 @@ from common.docsqueue import DocsQueue, DocsStats
 from common.errors import ConfigError
 from common.heartbeat import Heartbeats
 from common.keys import CrawlKeys
-from common.leasedworker import WorkerTiming
+from common.leasedworker import LeasedWorker, WorkerTiming
 from common.lifecycle import Shutdown
 from common.metrics import CrawlerMetrics, SnapshotCollector, SummarizerMetrics, serve_metrics
 from common.scripts import ScriptRunner
@@ -77,19 +78,46 @@ async def _serve_with_gauges(
     stack: contextlib.AsyncExitStack,
     registry: CollectorRegistry,
     port: int,
+    redis: Redis,
     read: Callable[[], Awaitable[S]],
     gauges: Callable[[S | None], dict[str, float]],
+    worker: LeasedWorker[Any],
 ) -> None:
     """Serve /metrics on ``port`` until ``stack`` closes, with crawl-wide gauges from ``read()``
-    refreshed from Redis at every scrape."""
-    latest: list[S] = []
+    and Redis' memory refreshed from Redis at every scrape; /healthz answers 200 while Redis
+    answers PING and the worker's heartbeats are fresh."""
+    latest: list[dict[str, float]] = []
 
     async def refresh() -> None:
-        latest[:] = [await read()]
+        snapshot = gauges(await read())
+        snapshot.update(await redis_memory(redis))
+        latest[:] = [snapshot]
 
-    registry.register(SnapshotCollector(lambda: gauges(latest[0] if latest else None)))
-    runner = await serve_metrics(registry, port, refresh)
+    async def health() -> bool:
+        try:
+            await asyncio.wait_for(redis.ping(), 2)
+        except Exception:
+            return False
+        return worker.healthy()
+
+    registry.register(SnapshotCollector(lambda: latest[0] if latest else {}))
+    runner = await serve_metrics(registry, port, refresh, health)
     stack.push_async_callback(runner.cleanup)
+
+
+async def redis_memory(redis: Redis) -> dict[str, float]:
+    """Redis' used memory and its maxmemory (0 = no limit); empty where INFO lacks them."""
+    try:
+        info = await redis.info("memory")
+    except Exception:
+        return {}
+    out: dict[str, float] = {}
+    for field, name in (("used_memory", "redis_used_memory_bytes"),
+                        ("maxmemory", "redis_maxmemory_bytes")):
+        value = info.get(field)
+        if isinstance(value, int | float):
+            out[name] = float(value)
+    return out
 
 
 @dataclass
@@ -131,8 +159,8 @@ async def crawl_runtime(
             max_text_chars=settings.fetch.max_text_chars,
         )
         if settings.metrics_port is not None:
-            await _serve_with_gauges(stack, metrics.registry, settings.metrics_port,
-                                     frontier.stats, frontier_gauges)
+            await _serve_with_gauges(stack, metrics.registry, settings.metrics_port, redis,
+                                     frontier.stats, frontier_gauges, worker)
         yield CrawlRuntime(worker, frontier, spec, metrics)
 
 
@@ -195,8 +223,8 @@ async def summarize_runtime(
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.aclose)
         if settings.metrics_port is not None:
-            await _serve_with_gauges(stack, metrics.registry, settings.metrics_port,
-                                     queue.stats, docs_gauges)
+            await _serve_with_gauges(stack, metrics.registry, settings.metrics_port, redis,
+                                     queue.stats, docs_gauges, worker)
         yield SummarizeRuntime(worker, engine, metrics)
 
 

@@ -56,6 +56,11 @@ def test_crawl_worker_serves_metrics(
         assert samples["distcrawl_links_found_total"] > samples["distcrawl_links_admitted_total"]
         assert samples["distcrawl_frontier_queued"] == 0
         assert samples["distcrawl_crawl_admitted"] == 31
+        assert samples["distcrawl_redis_used_memory_bytes"] > 0
+        assert "distcrawl_redis_maxmemory_bytes" in samples
+        assert samples['distcrawl_pages_total{outcome="failed"}'] == 0  # preset label values
+        health = cli("health", "--metrics-port", str(port))
+        assert (health.returncode, health.stdout.split(":")[0]) == (0, "healthy"), health
         labels = {pair.split("=")[0] for name in samples if "{" in name
                   for pair in name[name.index("{") + 1:-1].split(",")}
         assert labels <= {"status_class", "outcome", "reason", "le", "quantile"}, labels
@@ -63,6 +68,8 @@ def test_crawl_worker_serves_metrics(
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=20)
     assert worker.returncode == 0
+    gone = cli("health", "--metrics-port", str(port), "--timeout", "1")
+    assert gone.returncode == 1 and "unhealthy" in gone.stderr, gone
 
 
 @pytest.mark.slow
