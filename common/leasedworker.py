@@ -196,8 +196,10 @@ class LeasedWorker(abc.ABC, Generic[L]):
     async def _guarded(self, item: L, key: str) -> None:
         try:
             await self.handle(item)
-        except (asyncio.CancelledError, StoreUnavailable):
+        except asyncio.CancelledError:
             raise
+        except StoreUnavailable as exc:  # the lease expires and is reaped: the job runs again
+            log.warning("job_abandoned", worker=self.worker_id, key=key, error=str(exc))
         except Exception as exc:  # never lose the worker; the lease expires and is reaped
             log.exception("job_crashed", worker=self.worker_id, key=key, error=repr(exc))
 

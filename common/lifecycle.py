@@ -51,7 +51,12 @@ class Shutdown:
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on uvloop when it is installed, else on the default loop."""
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        return asyncio.run(main)
-    return uvloop.run(main)
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+            return asyncio.run(main)
+        return uvloop.run(main)
+    finally:
+        # The loop (and its handlers) is gone and the work is over: a SIGTERM that arrives while
+        # the interpreter winds down must not turn a clean exit into "killed by SIGTERM".
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -36,6 +36,7 @@ from distcrawl import __version__
 from distcrawl.embedded import RunRequest, run_all
 from distcrawl.export import export_pages, export_summaries
 from distcrawl.runtime import crawl_runtime, store_session, summarize_runtime
+from distcrawl.top import run_top
 
 __all__ = ["main"]
 
@@ -144,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="show a crawl's state")
     p.add_argument("--json", action="store_true")
+    _common(p, redis_required=True)
+
+    p = sub.add_parser("top", help="a live terminal view of a crawl (for people without Grafana)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="S",
+                   help="seconds between refreshes (default 2)")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
     _common(p, redis_required=True)
 
     p = sub.add_parser("health", help="exit 0 if this host's worker answers /healthz with 200 "
@@ -278,6 +285,10 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _top(settings: Settings, args: argparse.Namespace) -> int:
+    return await run_top(settings, interval_s=args.interval, once=args.once)
+
+
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
     async with store_session(settings) as (redis, frontier):
         path, n = await export_pages(frontier, args.out)
@@ -322,7 +333,7 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         return await run_all(settings, request)
     _need_server(settings, args.command)
     handlers = {"produce": _produce, "crawl": _crawl, "summarize": _summarize,
-                "status": _status, "export": _export}
+                "status": _status, "top": _top, "export": _export}
     return await handlers[args.command](settings, args)
 
 

@@ -1,0 +1,286 @@
+"""`distcrawl top`: a live terminal view of one crawl, for people without Grafana.
+
+Every ``--interval`` seconds it reads the crawl's state from Redis (what `distcrawl status`
+reads) and redraws one screen with the numbers the metrics dashboard shows:
+
+- the crawl equation ``admitted = done + failed + skipped + pending`` (flagged when it does not
+  hold), pages/s, retries, reaped leases, failure and skip reasons;
+- the frontier: queued, delayed retries, in flight, ready domains, domains, dead letters;
+- the docs queue: waiting, in flight, summarized, failed, cache hits and docs/s;
+- LLM tokens (prompt, completion) and estimated cost per model, with totals and tokens/s;
+- one row per worker heartbeat: id, role, host, pid, in flight, uptime, age of the last beat
+  (beats older than three heartbeat periods are flagged STALE) and the worker's own counters.
+
+Rates are the change between two refreshes divided by the time between them, so the first
+frame shows "–". ``--once`` prints a single frame without the live display (for scripts).
+Ctrl-C or SIGTERM ends it with exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from common.docsqueue import DocsQueue
+from common.errors import ConfigError
+from common.heartbeat import Heartbeats
+from common.lifecycle import Shutdown
+from common.settings import Settings
+from crawler.status import crawl_status
+from distcrawl.runtime import store_session
+
+__all__ = ["NO_RATE", "STALE_AFTER_S", "Rates", "render_top", "run_top"]
+
+NO_RATE = "–"  # shown for rates until two samples exist
+STALE_AFTER_S = 3 * 5.0  # three default heartbeat periods
+# heartbeat fields every worker writes (or crawl_status adds): the rest are the worker's counters
+_BEAT_FIELDS = frozenset({"id", "role", "host", "pid", "started", "last", "in_flight",
+                          "age_s", "alive"})
+
+
+def _settled(status: Mapping[str, Any]) -> int:
+    return int(status["done"]) + int(status["failed"]) + int(status["skipped"])
+
+
+def _docs_settled(status: Mapping[str, Any]) -> int:
+    docs = status["docs"]
+    return int(docs["summarized"]) + int(docs["failed"])
+
+
+def _tokens(status: Mapping[str, Any]) -> int:
+    return sum(int(use["prompt_tokens"]) + int(use["completion_tokens"])
+               for use in status["llm"].values())
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Per-second rates between two crawl_status samples."""
+
+    pages_per_s: float  # pages settled (done + failed + skipped)
+    docs_per_s: float  # docs settled (summarized + failed)
+    tokens_per_s: float  # LLM tokens, prompt + completion, all models
+    elapsed_s: float  # the time between the two samples
+
+    @classmethod
+    def from_samples(
+        cls, before: Mapping[str, Any], after: Mapping[str, Any], elapsed_s: float
+    ) -> Rates:
+        """Rates from two crawl_status dicts taken ``elapsed_s`` seconds apart. A counter that
+        went down (the crawl was deleted and restarted) counts as no progress, not negative."""
+        if not elapsed_s > 0:
+            raise ValueError(f"elapsed_s must be > 0 (got {elapsed_s})")
+
+        def rate(count: Callable[[Mapping[str, Any]], int]) -> float:
+            return max(0, count(after) - count(before)) / elapsed_s
+
+        return cls(pages_per_s=rate(_settled), docs_per_s=rate(_docs_settled),
+                   tokens_per_s=rate(_tokens), elapsed_s=elapsed_s)
+
+
+def _n(value: Any) -> str:
+    return f"{int(value):,}"
+
+
+def _rate(value: float | None) -> str:
+    return NO_RATE if value is None else f"{value:,.1f}"
+
+
+def _pairs(title: str, rows: list[tuple[str, str]], style: str = "cyan") -> Panel:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="dim")
+    table.add_column(justify="right", style="bold")
+    for name, value in rows:
+        table.add_row(name, value)
+    return Panel(table, title=title, title_align="left", border_style=style, expand=True)
+
+
+def _reasons(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _crawl_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
+    balanced = bool(status["balanced"])
+    line = Text.assemble(
+        ("admitted ", "dim"), (_n(status["admitted"]), "bold"),
+        (" = done ", "dim"), (_n(status["done"]), "bold green"),
+        (" + failed ", "dim"), (_n(status["failed"]), "bold red"),
+        (" + skipped ", "dim"), (_n(status["skipped"]), "bold yellow"),
+        (" + pending ", "dim"), (_n(status["pending"]), "bold cyan"),
+        ("   ", ""),
+        ("holds", "green") if balanced else ("DOES NOT HOLD", "bold white on red"),
+    )
+    lines: list[RenderableType] = [line, Text.assemble(
+        ("pages/s ", "dim"), (_rate(None if rates is None else rates.pages_per_s), "bold"),
+        ("   retries ", "dim"), (_n(status["retries"]), "bold"),
+        ("   reaped ", "dim"), (_n(status["reaped"]), "bold"),
+        ("   docs queued ", "dim"), (_n(status["docs_queued"]), "bold"),
+    )]
+    for title, key in (("failed", "failed_reasons"), ("skipped", "skipped_reasons"),
+                       ("rejected", "rejected")):
+        if status.get(key):
+            lines.append(Text.assemble((f"{title}: ", "dim"), _reasons(status[key])))
+    return Panel(Group(*lines), title=f"crawl {status['crawl']}", title_align="left",
+                 border_style="blue")
+
+
+def _frontier_panel(status: Mapping[str, Any]) -> Panel:
+    dead = int(status["dead_letters"])
+    return _pairs("frontier", [
+        ("queued", _n(status["queued"])),
+        ("delayed", _n(status["delayed"])),
+        ("in flight", _n(status["in_flight"])),
+        ("ready domains", _n(status["ready_domains"])),
+        ("domains", _n(status["domains"])),
+        ("dead letters", f"[red]{dead:,}[/]" if dead else "0"),
+    ])
+
+
+def _docs_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
+    docs = status["docs"]
+    eq = "holds" if docs["balanced"] else "[bold white on red]DOES NOT HOLD[/]"
+    return _pairs("docs", [
+        ("waiting", _n(docs["waiting"])),
+        ("in flight", _n(docs["in_flight"])),
+        ("summarized", _n(docs["summarized"])),
+        ("failed", _n(docs["failed"])),
+        ("cache hits", _n(docs["cache_hits"])),
+        ("docs/s", _rate(None if rates is None else rates.docs_per_s)),
+        ("equation", eq),
+    ], style="magenta")
+
+
+def _llm_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
+    table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False)
+    table.add_column("model")
+    table.add_column("prompt", justify="right")
+    table.add_column("completion", justify="right")
+    table.add_column("cost $", justify="right")
+    usage: Mapping[str, Mapping[str, Any]] = status["llm"]
+    for model, use in usage.items():
+        table.add_row(model, _n(use["prompt_tokens"]), _n(use["completion_tokens"]),
+                      f"{float(use['cost_usd']):.4f}")
+    if not usage:
+        table.add_row("[dim]no LLM usage yet", "", "", "")
+    elif len(usage) > 1:  # one model: its row is the total
+        table.add_row(
+            "[bold]total", _n(sum(int(u["prompt_tokens"]) for u in usage.values())),
+            _n(sum(int(u["completion_tokens"]) for u in usage.values())),
+            f"{sum(float(u['cost_usd']) for u in usage.values()):.4f}", style="bold",
+        )
+    per_s = None if rates is None else rates.tokens_per_s
+    tokens = Text.assemble(("tokens/s ", "dim"), (_rate(per_s), "bold"))
+    return Panel(Group(table, tokens), title="llm", title_align="left", border_style="green")
+
+
+def _counters(beat: Mapping[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
+        for k, v in beat.items()
+        if k not in _BEAT_FIELDS and isinstance(v, int | float | str)
+    )
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _workers_table(workers: list[Mapping[str, Any]], stale_after_s: float) -> Table:
+    stale = [w for w in workers if float(w.get("age_s", 0)) > stale_after_s]
+    title = f"workers {len(workers)}" + (f" ({len(stale)} stale)" if stale else "")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=True)
+    for name in ("id", "role", "host"):
+        table.add_column(name, no_wrap=True)
+    for name in ("pid", "in flight", "up", "last beat"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("counters")  # the one column that wraps
+    if not workers:
+        table.add_row("[dim]no worker heartbeats", *[""] * 7)
+    for w in workers:
+        age = float(w.get("age_s", 0))
+        is_stale = age > stale_after_s
+        up = float(w.get("last", 0)) - float(w.get("started", 0))
+        table.add_row(
+            str(w.get("id", "?")), str(w.get("role", "?")), str(w.get("host", "?")),
+            str(w.get("pid", "?")), _n(w.get("in_flight", 0)),
+            _duration(up) if "started" in w and "last" in w else "?",
+            f"{age:.1f}s ago" + (" STALE" if is_stale else ""),
+            _counters(w),
+            style="bold red" if is_stale else None,
+        )
+    return table
+
+
+def render_top(
+    status: Mapping[str, Any], rates: Rates | None, *, stale_after_s: float = STALE_AFTER_S
+) -> RenderableType:
+    """One frame from a crawl_status dict; ``rates`` is None until two samples exist."""
+    middle = Table.grid(expand=True, padding=(0, 1))
+    for ratio in (1, 1, 2):
+        middle.add_column(ratio=ratio)
+    middle.add_row(_frontier_panel(status), _docs_panel(status, rates), _llm_panel(status, rates))
+    return Group(_crawl_panel(status, rates), middle,
+                 _workers_table(list(status["workers"]), stale_after_s))
+
+
+@contextlib.contextmanager
+def _signals(shutdown: Shutdown) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``shutdown.stop`` while inside (where the loop allows handlers)."""
+    try:
+        shutdown.install()
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+        yield
+        return
+    try:
+        yield
+    finally:
+        shutdown.uninstall()
+
+
+async def run_top(
+    settings: Settings, *, interval_s: float, once: bool, console: Console | None = None
+) -> int:
+    """Show the crawl's state every ``interval_s`` seconds until Ctrl-C/SIGTERM (exit 0), or
+    once. StoreUnavailable (Redis unreachable) propagates."""
+    if not interval_s > 0:
+        raise ConfigError(f"--interval must be > 0 (got {interval_s})")
+    console = console if console is not None else Console()
+    stale_after_s = 3 * settings.crawler.heartbeat_s
+    async with store_session(settings) as (redis, frontier):
+        docs, beats = DocsQueue(redis, frontier.keys), Heartbeats(redis, frontier.keys)
+        status = await crawl_status(frontier, docs, beats)
+        at = time.monotonic()
+        if once:
+            console.print(render_top(status, None, stale_after_s=stale_after_s))
+            return 0
+        shutdown = Shutdown()
+        with _signals(shutdown), Live(
+            render_top(status, None, stale_after_s=stale_after_s), console=console,
+            auto_refresh=False, transient=False,
+        ) as live:
+            while not shutdown.stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(shutdown.stop.wait(), interval_s)
+                    break
+                new = await crawl_status(frontier, docs, beats)
+                now = time.monotonic()
+                rates = Rates.from_samples(status, new, now - at) if now > at else None
+                status, at = new, now
+                live.update(render_top(status, rates, stale_after_s=stale_after_s),
+                            refresh=True)
+    return 0

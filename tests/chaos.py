@@ -1,0 +1,202 @@
+"""Chaos-suite plumbing: worker fleets, the invariant check, and the figures of each run.
+
+Workers write their output to files, not pipes: a pipe nobody reads fills up and blocks the
+worker, which a chaos test would then misread as a hang. Each scenario ends in
+``check_invariants``, which also appends the scenario's figures to ``out/chaos-figures.jsonl``
+(the numbers docs/reliability.md quotes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import ROOT, PeakRss, assert_no_traceback, cli
+
+__all__ = ["FIGURES", "Figures", "Fleet", "Worker", "check_invariants", "wait_for"]
+
+FIGURES = ROOT / "out" / "chaos-figures.jsonl"
+
+
+@dataclass
+class Worker:
+    role: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    rss: PeakRss
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+@dataclass
+class Fleet:
+    """``distcrawl crawl|summarize --drain`` processes sharing one crawl, started and killed."""
+
+    logdir: Path
+    store: list[str]
+    env: dict[str, str]
+    args: dict[str, list[str]] = field(default_factory=dict)
+    workers: list[Worker] = field(default_factory=list)
+    signals_sent: int = 0
+
+    def start(self, role: str) -> Worker:
+        log = self.logdir / f"{role}-{len(self.workers)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "distcrawl.cli", role, *self.store, "--drain",
+                 *self.args.get(role, [])],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+            )
+        worker = Worker(role, proc, log, PeakRss(proc.pid))
+        self.workers.append(worker)
+        return worker
+
+    def alive(self) -> list[Worker]:
+        return [w for w in self.workers if w.alive]
+
+    def hit(self, rng: random.Random, sig: signal.Signals) -> Worker | None:
+        """Send ``sig`` to a random live worker and start a new one of the same role."""
+        alive = self.alive()
+        if not alive:
+            return None
+        victim = rng.choice(alive)
+        victim.proc.send_signal(sig)
+        self.signals_sent += 1
+        if sig == signal.SIGKILL:
+            victim.proc.wait(10)
+        self.start(victim.role)
+        return victim
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for w in self.workers:
+            left = max(0.1, deadline - time.monotonic())
+            try:
+                w.proc.wait(left)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    f"{w.role} worker {w.proc.pid} still running after {timeout} s:\n"
+                    + w.log.read_text()[-3000:]) from None
+
+    def exit_codes(self) -> list[int]:
+        return [w.proc.returncode for w in self.workers]
+
+    def logs(self) -> str:
+        return "\n".join(w.log.read_text(errors="replace") for w in self.workers)
+
+    def peak_rss_mb(self) -> float:
+        return max((w.rss.stop() for w in self.workers), default=0.0)
+
+    def kill_all(self) -> None:
+        for w in self.workers:
+            if w.alive:
+                w.proc.kill()
+                w.proc.wait(10)
+            w.rss.stop()
+
+
+@dataclass
+class Figures:
+    scenario: str
+    admitted: int
+    done: int
+    failed: int
+    skipped: int
+    lost: int
+    duplicates: int
+    summarized: int = 0
+    docs_failed: int = 0
+    max_rss_mb: float = 0.0
+    faults: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self) -> None:
+        FIGURES.parent.mkdir(parents=True, exist_ok=True)
+        with FIGURES.open("a") as fh:
+            fh.write(json.dumps({"at": round(time.time()), **asdict(self)}) + "\n")
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def check_invariants(
+    scenario: str, store: list[str], out: Path, *, expected: set[str] | None = None,
+    summaries: bool = False, logs: str = "", faults: int = 0, max_rss_mb: float = 0.0,
+) -> Figures:
+    """The full check: the equation with nothing pending, every expected page exported once
+    (or failed/skipped with a reason), every done page summarized once or failed with a reason
+    (when ``summaries``), and no traceback in the workers' logs. Returns the figures."""
+    status_run = cli("status", *store, "--json")
+    assert status_run.returncode == 0, status_run.stderr
+    status = json.loads(status_run.stdout)
+    exported = cli("export", *store, "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    pages = _jsonl(out / "pages.jsonl")
+    urls = [p["url"] for p in pages]
+    by_outcome = {o: sum(1 for p in pages if p["outcome"] == o)
+                  for o in ("done", "failed", "skipped")}
+    missing = (expected or set()) - set(urls)
+    figures = Figures(
+        scenario=scenario, admitted=status["admitted"], done=status["done"],
+        failed=status["failed"], skipped=status["skipped"],
+        lost=status["admitted"] - status["done"] - status["failed"] - status["skipped"]
+        + len(missing),
+        duplicates=len(urls) - len(set(urls)), faults=faults, max_rss_mb=round(max_rss_mb, 1),
+        extra={"failed_reasons": status["failed_reasons"],
+               "skipped_reasons": status["skipped_reasons"],
+               "retries": status["retries"], "reaped": status["reaped"]},
+    )
+    if summaries:
+        docs = status["docs"]
+        figures.summarized, figures.docs_failed = docs["summarized"], docs["failed"]
+        figures.extra["docs_reaped"] = docs["reaped"]
+        figures.extra["docs_failed_reasons"] = docs["failed_reasons"]
+    figures.save()
+
+    assert status["balanced"], status
+    assert (status["pending"], status["in_flight"]) == (0, 0), status
+    assert figures.lost == 0, (missing, status)
+    assert figures.duplicates == 0
+    assert by_outcome == {"done": figures.done, "failed": figures.failed,
+                          "skipped": figures.skipped}, by_outcome
+    unexplained = [p for p in pages if p["outcome"] != "done" and not p["reason"]]
+    assert not unexplained, unexplained[:5]
+    if summaries:
+        _check_summaries(status, pages, out)
+    assert_no_traceback(logs)
+    return figures
+
+
+def _check_summaries(status: dict[str, Any], pages: list[dict[str, Any]], out: Path) -> None:
+    docs = status["docs"]
+    assert docs["balanced"], docs
+    assert (docs["pending"], docs["in_flight"]) == (0, 0), docs
+    records = _jsonl(out / "summaries.jsonl")
+    urls = [r["url"] for r in records]
+    assert len(urls) == len(set(urls)), "a doc was summarized twice"
+    sent_on = {p["url"] for p in pages if p["outcome"] == "done" and p["reason"] != "noindex"}
+    assert set(urls) == sent_on, (sorted(sent_on - set(urls))[:5], sorted(set(urls) - sent_on)[:5])
+    assert all(r["outcome"] == "summarized" or r["reason"] for r in records)
+    assert docs["summarized"] + docs["failed"] == len(records)
+
+
+def wait_for(what: str, check: Any, timeout: float, interval: float = 0.2) -> Any:
+    """Poll ``check()`` until it returns something truthy (bounded); that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
