@@ -59,7 +59,8 @@ class CrawlerMetrics:
         # Known label values start at 0, so rate() and ratios have a series before the first event.
         _preset(self.fetches, ("2xx", "3xx", "4xx", "5xx", "error"))
         _preset(self.pages, ("done", "failed", "skipped"))
-        _preset(self.retries, ("timeout", "connection", "http_429", "http_503"))
+        _preset(self.retries,
+                ("timeout", "connect_error", "connection_reset", "http_429", "http_503"))
 
 
 _LLM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)

@@ -37,7 +37,10 @@ from crawler.robots import RobotsCache
 __all__ = ["CrawlWorker", "WorkerStats"]
 
 log = get_logger(__name__)
-_RATE_LIMITED = frozenset({"http_429", "http_503"})
+# Failures that say "this host is struggling": the whole domain waits, not just the URL.
+_BACK_OFF_DOMAIN = frozenset({
+    "http_429", "http_503", "timeout", "connect_error", "connection_reset", "bad_body",
+})
 
 
 @dataclass(slots=True)
@@ -203,7 +206,7 @@ class CrawlWorker(LeasedWorker[Lease]):
 
     def _retry_op(self, lease: Lease, reason: str, retry_after_s: float | None) -> SettleOp:
         delay = backoff_s(lease.attempt, base_s=2.0, cap_s=300.0)
-        domain_wait = retry_after_s or (delay if reason in _RATE_LIMITED else 0.0)
+        domain_wait = retry_after_s or (delay if reason in _BACK_OFF_DOMAIN else 0.0)
         self._metrics.retries.labels(reason).inc()
         record = PageRecord(url=lease.url, outcome=Outcome.FAILED.value, reason=reason,
                             depth=lease.depth, attempts=lease.attempt)
