@@ -69,7 +69,7 @@ def canonicalize(url: str, base: str | None = None, params: ParamFilter = _DEFAU
         origin_end = base.find("/", base.find("://") + 3) if "://" in base else -1
         url = (base if origin_end < 0 else base[:origin_end]) + url  # what urljoin would do
         base = None
-    if base is None or url.startswith(("http://", "https://")):
+    if len(url) <= MAX_URL_LENGTH and (base is None or url.startswith(("http://", "https://"))):
         fast = _CANONICAL.match(url)
         if fast is not None and "/." not in url and _port_kept(fast.group(1), fast.group(2)):
             return url
@@ -93,7 +93,10 @@ def canonicalize(url: str, base: str | None = None, params: ParamFilter = _DEFAU
     netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
     path = _normalize_path(parts.path)
     query = _normalize_query(parts.query, params)
-    return f"{scheme}://{netloc}{path}?{query}" if query else f"{scheme}://{netloc}{path}"
+    canonical = f"{scheme}://{netloc}{path}?{query}" if query else f"{scheme}://{netloc}{path}"
+    if len(canonical) > MAX_URL_LENGTH:  # resolving against the base or escaping grew it
+        raise InvalidUrl(f"URL longer than {MAX_URL_LENGTH} characters")
+    return canonical
 
 
 def _port_kept(scheme: str, port: str | None) -> bool:

@@ -7,6 +7,7 @@ politeness lives in Redis; this bounds sockets), a DNS cache, keep-alive.
 
 from __future__ import annotations
 
+import codecs
 import re
 import time
 import zlib
@@ -88,11 +89,19 @@ def _decoder(encoding: str) -> _Identity | _Deflate | zlib._Decompress:
     raise SkipPage(f"unsupported content encoding {encoding!r}", reason="content_encoding")
 
 
+_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+         (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
 def decode_body(body: bytes, charset: str | None) -> str:
-    """Text of a body: the header's charset, then ``<meta charset>``, then UTF-8, then cp1252.
+    """Text of a body: a byte-order mark, the header's charset, then ``<meta charset>``, then
+    UTF-8, then cp1252 (a BOM wins over the header, as in the WHATWG encoding standard).
 
     Undecodable bytes become U+FFFD; this never raises.
     """
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return body[len(bom):].decode(name, errors="replace")
     candidates = [charset] if charset else []
     sniffed = _META_CHARSET.search(body[:4096])
     if sniffed:

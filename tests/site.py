@@ -22,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from distcrawl.demosite import DemoSite, SiteServer
+from tests.hostile import add_hostile_routes
 
 MB = 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -38,7 +39,9 @@ TROUBLE_INDEX = """<!doctype html><html><head><title>Trouble</title></head><body
 
 class TestSite(SiteServer):
     def __init__(self, site: DemoSite, addresses: tuple[str, ...], log: Path,
-                 trouble: bool, crawl_delay: float | None, page_delay_s: float) -> None:
+                 trouble: bool, crawl_delay: float | None, page_delay_s: float,
+                 hostile: bool = False) -> None:
+        self.hostile = hostile
         super().__init__(site, addresses)
         self.log_path = log
         self.trouble = trouble
@@ -82,6 +85,10 @@ class TestSite(SiteServer):
         r = self.app.router
         r.add_get("/sitemap.xml", self._sitemap_index)
         r.add_get("/sitemap-pages.xml", self._sitemap)
+        if self.hostile:
+            add_hostile_routes(r)
+            r.add_get("/t/gzipbomb", self._gzip_bomb)
+            return
         if not self.trouble:
             return
         r.add_get("/", self._trouble_root)
@@ -221,7 +228,7 @@ async def _main(args: argparse.Namespace) -> None:
     site = TestSite(
         DemoSite(pages_per_host=args.pages, links_per_page=args.links),
         tuple(args.addresses.split(",")), Path(args.log), args.trouble, args.crawl_delay,
-        args.page_delay,
+        args.page_delay, args.hostile,
     )
     await site.start()
     print(f"ready {site.port}", flush=True)
@@ -240,6 +247,7 @@ def main() -> None:
     p.add_argument("--links", type=int, default=8)
     p.add_argument("--log", required=True)
     p.add_argument("--trouble", action="store_true")
+    p.add_argument("--hostile", action="store_true", help="serve tests/hostile.py's pages at /")
     p.add_argument("--crawl-delay", type=float, default=None)
     p.add_argument("--page-delay", type=float, default=0.0)
     asyncio.run(_main(p.parse_args()))

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.errors import InvalidUrl
-from common.urls import ParamFilter, canonicalize, fingerprint, host_of, netloc_of
+from common.urls import (
+    MAX_URL_LENGTH,
+    ParamFilter,
+    canonicalize,
+    fingerprint,
+    host_of,
+    netloc_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -119,3 +126,12 @@ def test_never_raises_anything_but_invalid_url(text: str) -> None:
     except InvalidUrl:
         return
     assert result.startswith(("http://", "https://"))
+
+
+@pytest.mark.parametrize("base", [None, "http://example.org/dir/page.html"])
+@pytest.mark.parametrize("path", ["/" + "x" * 10_000, "/grows/" + "\u00e9" * 3_000])
+def test_urls_over_the_length_limit_are_refused(base: str | None, path: str) -> None:
+    url = path if base else "http://example.org" + path
+    with pytest.raises(InvalidUrl, match="longer than"):
+        canonicalize(url, base)
+    assert len(canonicalize("http://example.org/" + "y" * 2_000, base)) < MAX_URL_LENGTH
