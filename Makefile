@@ -8,7 +8,7 @@ SEEDS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck bench-frontier bench-crawl bench-llm system-deps clean
+.PHONY: run test lint typecheck bench-frontier bench-crawl bench-llm system-deps deploy-tools clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -21,12 +21,16 @@ $(STAMP): pyproject.toml
 system-deps:
 	@bash .ci/system-deps.sh
 
+## deploy-tools: Prometheus/promtool (Debian) and the npm type checker for the dashboard
+deploy-tools:
+	@bash .ci/tools-observability.sh
+
 ## run: crawl SEEDS (or, with no SEEDS, a local demo site) on the embedded store into ./out
 run: $(STAMP)
 	$(VENV)/bin/distcrawl run $(if $(SEEDS),$(SEEDS),--demo) --out out $(ARGS)
 
 ## test: lint, type-check and the whole test suite (slow and chaos tests included)
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) system-deps deploy-tools lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -47,4 +51,4 @@ bench-llm: $(STAMP) system-deps
 	$(PY) -m bench.llm
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) out .tools .pytest_cache .mypy_cache .ruff_cache

@@ -112,6 +112,9 @@ class CrawlWorker(LeasedWorker[Lease]):
         requeued, dead = await self._frontier.reap()
         if requeued or dead:
             self._metrics.reaped.inc(requeued + dead)
+            if dead:  # out of attempts: failed with reason lease_expired
+                self._metrics.dead_letters.inc(dead)
+                self._metrics.pages.labels(Outcome.FAILED.value).inc(dead)
             log.info("leases_reaped", requeued=requeued, dead=dead)
         return requeued + dead
 
