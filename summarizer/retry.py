@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 import openai
 
 from common.backoff import retry_after_from_headers
@@ -20,7 +21,7 @@ __all__ = ["translate_openai_error"]
 def translate_openai_error(exc: Exception) -> DistcrawlError:
     if isinstance(exc, DistcrawlError):
         return exc
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not _disconnected(exc):
         return RetryableError("LLM request timed out", reason="timeout")
     if isinstance(exc, openai.APIConnectionError):
         return RetryableError(f"cannot reach the LLM API: {exc}", reason="connection")
@@ -31,6 +32,20 @@ def translate_openai_error(exc: Exception) -> DistcrawlError:
     if isinstance(exc, openai.OpenAIError):
         return RetryableError(f"LLM client error: {exc}", reason="client_error")
     raise exc
+
+
+def _disconnected(exc: BaseException) -> bool:
+    """True when a "timeout" was really a dropped connection: httpx-aiohttp (openai's
+    DefaultAioHttpClient) reports aiohttp's ServerDisconnectedError as httpx.ConnectTimeout,
+    and a reset is not congestion (it must not lower the adaptive limit)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, aiohttp.ServerDisconnectedError | ConnectionResetError):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def _from_status(exc: openai.APIStatusError) -> DistcrawlError:

@@ -136,6 +136,8 @@ class MockConfig:
     """Accepted requests per sliding 60 s window; 0 = unlimited."""
     tpm: int = 0
     """Accepted ``total_tokens`` per sliding 60 s window; 0 = unlimited."""
+    window_s: float = WINDOW_S
+    """Length of the rate-limit window (60 s like the real APIs; shorter for quick storms)."""
     omit_retry_after: bool = False
     """Send 429s without ``Retry-After`` / ``retry-after-ms``."""
     error_rate_5xx: float = 0.0
@@ -154,6 +156,8 @@ class MockConfig:
         for name in ("latency_s", "latency_jitter_s", "slow_s", "rpm", "tpm", "record_requests"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if not self.window_s > 0:
+            raise ValueError("window_s must be > 0")
         if not 0.0 <= self.error_rate_5xx <= 1.0:
             raise ValueError("error_rate_5xx must be within [0, 1]")
         if self.summary_words < 1:
@@ -305,18 +309,19 @@ class _Window:
         self._events: deque[tuple[float, int]] = deque()
         self._tokens = 0
 
-    def _prune(self, now: float) -> None:
-        horizon = now - WINDOW_S
+    def _prune(self, now: float, window_s: float) -> None:
+        horizon = now - window_s
         events = self._events
         while events and events[0][0] <= horizon:
             self._tokens -= events.popleft()[1]
 
-    def check(self, now: float, tokens: int, rpm: int, tpm: int) -> tuple[str, str, float] | None:
+    def check(self, now: float, tokens: int, rpm: int, tpm: int,
+              window_s: float = WINDOW_S) -> tuple[str, str, float] | None:
         """``None`` if admissible, else (limit kind, message, seconds to wait)."""
-        self._prune(now)
+        self._prune(now, window_s)
         events = self._events
         if rpm and len(events) >= rpm:
-            wait = events[len(events) - rpm][0] + WINDOW_S - now
+            wait = events[len(events) - rpm][0] + window_s - now
             msg = (f"Rate limit reached for requests per min (RPM): Limit {rpm}, "
                    f"Used {len(events)}, Requested 1.")
             return "requests", msg, wait
@@ -324,12 +329,12 @@ class _Window:
             msg = (f"Rate limit reached for tokens per min (TPM): Limit {tpm}, "
                    f"Used {self._tokens}, Requested {tokens}.")
             if tokens > tpm:
-                return "tokens", "Request too large. " + msg, WINDOW_S
-            freed, wait = 0, WINDOW_S
+                return "tokens", "Request too large. " + msg, window_s
+            freed, wait = 0, window_s
             for t, n in events:
                 freed += n
                 if self._tokens - freed + tokens <= tpm:
-                    wait = t + WINDOW_S - now
+                    wait = t + window_s - now
                     break
             return "tokens", msg, wait
         return None
@@ -551,7 +556,7 @@ class MockLLM:
         """Admit the request into the window, or answer 429."""
         cfg = self.config
         now = time.monotonic()
-        verdict = self._window.check(now, tokens, cfg.rpm, cfg.tpm)
+        verdict = self._window.check(now, tokens, cfg.rpm, cfg.tpm, cfg.window_s)
         if verdict is None:
             self._window.admit(now, tokens)
             self._stats.accepted_timestamps.append(time.time())
@@ -691,6 +696,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow", type=float, default=30.0, help="extra sleep in slow mode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-retry-after", action="store_true")
+    parser.add_argument("--window", type=float, default=WINDOW_S,
+                        help="rate-limit window in seconds (default 60)")
     return parser.parse_args(argv)
 
 
@@ -702,7 +709,7 @@ def _config_from_args(args: argparse.Namespace) -> MockConfig:
         "models": None if args.models is None else tuple(
             m for m in args.models.split(",") if m),
         "mode": args.mode, "slow_s": args.slow, "seed": args.seed,
-        "omit_retry_after": args.no_retry_after,
+        "omit_retry_after": args.no_retry_after, "window_s": args.window,
     })
     return config
 
