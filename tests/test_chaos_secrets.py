@@ -111,7 +111,7 @@ def _redis_dump(redis: RedisServer, url: str) -> str:
                 "string": client.get, "hash": client.hgetall, "set": client.smembers,
                 "list": lambda k: client.lrange(k, 0, -1),
                 "zset": lambda k: client.zrange(k, 0, -1)}
-            read = readers.get(kind, lambda k: b"")
+            read: Callable[[bytes], object] = readers.get(kind) or _nothing
             out.append(f"{key!r} {read(key)!r}")
         return "\n".join(out)
     finally:
