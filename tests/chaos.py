@@ -200,3 +200,22 @@ def wait_for(what: str, check: Any, timeout: float, interval: float = 0.2) -> An
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def render_figures(path: Path = FIGURES) -> str:
+    """The latest figures of each scenario as the Markdown table docs/reliability.md shows."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in _jsonl(path):
+        latest[row["scenario"]] = row
+    lines = ["| scenario | faults | admitted | done | failed | skipped | lost | duplicates "
+             "| summarized | docs failed | max worker RSS (MB) |", "|" + "---|" * 11]
+    for name, r in latest.items():
+        rss = f"{r['max_rss_mb']:.0f}" if r["max_rss_mb"] else "n/a"
+        lines.append(f"| {name} | {r['faults']} | {r['admitted']} | {r['done']} | {r['failed']} "
+                     f"| {r['skipped']} | {r['lost']} | {r['duplicates']} | {r['summarized']} "
+                     f"| {r['docs_failed']} | {rss} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_figures())
