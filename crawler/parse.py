@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-__all__ = ["ParsedPage", "parse_html"]
+__all__ = ["MAX_NESTING", "ParsedPage", "flatten_deep_nesting", "parse_html"]
 
 _BOILERPLATE = [
     "script", "style", "noscript", "template", "nav", "header", "footer", "aside", "svg",
@@ -36,9 +37,42 @@ def _attr(node: LexborNode | None, name: str) -> str | None:
     return value.strip() if value else None
 
 
+# Lexbor's tree builder is quadratic in nesting depth (100k nested <div> take a minute of CPU,
+# blocking the event loop). Pages with many tags get tags nested deeper than this dropped
+# (their text stays), as Blink's parser caps DOM depth at 512.
+MAX_NESTING = 512
+_CHECK_ABOVE_TAGS = 10_000
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)[^>]*?(/?)>")
+_NOT_NESTING = frozenset({  # void elements, and those a parser closes implicitly
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+    "track", "wbr", "param", "p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th",
+    "thead", "tbody", "tfoot", "a",
+})
+
+
+def flatten_deep_nesting(html: str) -> str:
+    """``html`` with tags deeper than MAX_NESTING removed (only pages of over 10,000 tags are
+    scanned; below that the parser's worst case stays well under a second)."""
+    if html.count("<") < _CHECK_ABOVE_TAGS:
+        return html
+    depth = 0
+
+    def keep(m: re.Match[str]) -> str:
+        nonlocal depth
+        if m.group(3) or m.group(2).lower() in _NOT_NESTING:
+            return m.group(0)
+        if m.group(1):  # a closing tag
+            depth = max(0, depth - 1)
+            return m.group(0) if depth < MAX_NESTING else ""
+        depth += 1
+        return m.group(0) if depth <= MAX_NESTING else ""
+
+    return _TAG.sub(keep, html)
+
+
 def parse_html(html: str, max_text_chars: int) -> ParsedPage:
     """Parse a page; never raises on malformed markup."""
-    tree = LexborHTMLParser(html)
+    tree = LexborHTMLParser(flatten_deep_nesting(html))
     page = ParsedPage()
     title = tree.css_first("title")
     if title is not None:

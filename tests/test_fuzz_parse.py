@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from common.errors import InvalidUrl
 from common.urls import canonicalize
 from crawler.fetch import decode_body
-from crawler.parse import parse_html
+from crawler.parse import MAX_NESTING, flatten_deep_nesting, parse_html
 
 pytestmark = pytest.mark.chaos
 
@@ -51,3 +51,21 @@ def test_any_body_decodes_parses_and_links_resolve_or_are_refused(
 @given(st.text(max_size=3000))
 def test_any_text_parses(text: str) -> None:
     parse_html(text, max_text_chars=100)
+
+
+def test_deep_nesting_is_flattened_and_keeps_its_text() -> None:
+    depth = 100_000
+    html = "<title>deep</title>" + "<div>" * depth + "deep text" + "</div>" * depth
+    flat = flatten_deep_nesting(html)
+    assert flat.count("<div>") == MAX_NESTING
+    page = parse_html(html, max_text_chars=100)
+    assert (page.title, page.text) == ("deep", "deep text")
+
+
+def test_big_shallow_pages_are_left_alone() -> None:
+    rows = "".join(f"<li><a href='/p/{i}'>item {i}</a><div><span>{i}</span></div>"
+                   for i in range(5_000))
+    html = f"<ul>{rows}</ul>"
+    assert html.count("<") > 10_000
+    assert flatten_deep_nesting(html) == html
+    assert len(parse_html(html, max_text_chars=100).links) == 5_000
