@@ -108,6 +108,10 @@ class CrawlKeys:
         """Content-hash cache: sha256(model, prompt, text) -> summary JSON."""
         return self.prefix + "summary-cache"
 
+    def summary_lock(self, content_key: str) -> str:
+        """The single-flight lock of one content key (short-lived, kept alive while computing)."""
+        return self.summary_cache + ":lock:" + content_key
+
     @property
     def llm(self) -> str:
         """The shared LLM rate-limit buckets (requests and tokens per minute)."""

@@ -28,7 +28,8 @@ _LIBRARIES: dict[str, tuple[str, ...]] = {
 }
 SCRIPT_NAMES = (
     "admit", "claim", "settle", "commit", "renew", "reap", "domain", "stats", "spec_init",
-    "docs_claim", "docs_settle", "docs_renew", "docs_reap", "docs_stats", "llm_acquire",
+    "docs_claim", "docs_settle", "docs_renew", "docs_reap", "docs_stats", "docs_cache_probe",
+    "llm_acquire",
 )
 
 

@@ -216,7 +216,7 @@ async def summarize_runtime(
     worker = SummarizeWorker(
         concurrency=llm.concurrency, timing=timing, queue=queue,
         heartbeats=Heartbeats(redis, keys), engine=engine,
-        profiles=Profiles.from_settings(llm), cache=SummaryCache(redis, keys),
+        profiles=Profiles.from_settings(llm), cache=SummaryCache(redis, keys, scripts=scripts),
         prices=dict(llm.prices), metrics=metrics, shutdown=shutdown,
         adaptive=adaptive if engine.calls_api else None,
     )

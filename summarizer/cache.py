@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from common.errors import StoreUnavailable
 from common.keys import CrawlKeys
+from common.scripts import CrawlScripts, ScriptRunner
 from common.store import translate_errors
 
 __all__ = ["SummaryCache", "content_key"]
@@ -27,12 +28,16 @@ def content_key(model: str, prompt: str, text: str) -> str:
 class SummaryCache:
     """Cached summaries by content key, with single flight: while one caller computes a key,
     others (in this process, or in another one through a short Redis lock) wait for its result
-    instead of paying for the same call."""
+    instead of paying for the same call.
 
-    def __init__(self, redis: Redis, keys: CrawlKeys, lock_s: float = 10.0) -> None:
+    Two round trips per miss: one script looks the key up and takes its lock, one pipeline
+    stores the summary and drops the lock."""
+
+    def __init__(self, redis: Redis, keys: CrawlKeys, lock_s: float = 10.0,
+                 scripts: ScriptRunner | None = None) -> None:
         self._redis = redis
-        self._key = keys.summary_cache
-        self._lock_prefix = keys.summary_cache + ":lock:"
+        self._keys = keys
+        self._run = CrawlScripts(scripts or ScriptRunner(redis), keys)
         self._lock_s = lock_s
         self._local: dict[str, asyncio.Future[str | None]] = {}
 
@@ -40,9 +45,6 @@ class SummaryCache:
         self, key: str, compute: Callable[[], Awaitable[str]]
     ) -> tuple[str, bool]:
         """(summary, cached): the cached summary, or ``compute()``'s, stored for the others."""
-        hit = await self.get(key)
-        if hit is not None:
-            return hit, True
         local = self._local.get(key)
         if local is not None:
             shared = await asyncio.shield(local)
@@ -53,15 +55,16 @@ class SummaryCache:
         locked = False
         keepalive: asyncio.Task[None] | None = None
         try:
-            waited, locked = await self._lock_or_wait(key)
-            if waited is not None:
-                mine.set_result(waited)
-                return waited, True
+            hit, locked = await self._probe_or_wait(key)
+            if hit is not None:
+                mine.set_result(hit)
+                return hit, True
             # The lock is short and kept alive while we compute: if this process dies, the
             # others take over within lock_s instead of waiting for a long TTL.
             keepalive = asyncio.create_task(self._keep_lock(key))
             summary = await compute()
-            await self.put(key, summary)
+            await self._store(key, summary, unlock=locked)
+            locked = False
             mine.set_result(summary)
             return summary, False
         finally:
@@ -72,39 +75,42 @@ class SummaryCache:
             self._local.pop(key, None)
             if locked:
                 async with translate_errors():
-                    await self._redis.delete(self._lock_prefix + key)
+                    await self._redis.delete(self._keys.summary_lock(key))
 
     async def _keep_lock(self, key: str) -> None:
         while True:
             await asyncio.sleep(self._lock_s / 3)
             try:
                 async with translate_errors():
-                    await self._redis.set(self._lock_prefix + key, "1", xx=True,
-                                          ex=int(self._lock_s))
+                    await self._redis.set(self._keys.summary_lock(key), "1", xx=True,
+                                          px=int(self._lock_s * 1000))
             except StoreUnavailable:
                 continue
 
-    async def _lock_or_wait(self, key: str) -> tuple[str | None, bool]:
-        """Take the key's lock (None, True), or wait for its holder's summary (hit, False).
-
-        A holder that dies leaves the lock to expire; then this caller takes it."""
+    async def _probe_or_wait(self, key: str) -> tuple[str | None, bool]:
+        """(hit, False) on a hit; (None, True) with the key's lock taken; (None, False) when a
+        holder neither finished nor died in time (compute without the lock). A holder that dies
+        leaves the lock to expire; then this caller takes it."""
         deadline = time.monotonic() + self._lock_s + 5
-        while time.monotonic() < deadline:
-            async with translate_errors():
-                if await self._redis.set(self._lock_prefix + key, "1", nx=True,
-                                         ex=int(self._lock_s)):
-                    return None, True
+        while True:
+            res = await self._run("docs_cache_probe", [key, int(self._lock_s * 1000)])
+            if int(res[0]) == 1:
+                return str(res[1]), False
+            if int(res[0]) == 2:
+                return None, True
+            if time.monotonic() >= deadline:
+                return None, False
             await asyncio.sleep(0.2)
-            hit = await self.get(key)
-            if hit is not None:
-                return hit, False
-        return None, False
+
+    async def _store(self, key: str, summary: str, *, unlock: bool) -> None:
+        async with translate_errors():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(self._keys.summary_cache, key, summary)
+            if unlock:
+                pipe.delete(self._keys.summary_lock(key))
+            await pipe.execute()
 
     async def get(self, key: str) -> str | None:
         async with translate_errors():
-            value = await self._redis.hget(self._key, key)
+            value = await self._redis.hget(self._keys.summary_cache, key)
         return None if value is None else str(value)
-
-    async def put(self, key: str, summary: str) -> None:
-        async with translate_errors():
-            await self._redis.hset(self._key, key, summary)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from common.batcher import Batcher
 from common.docsqueue import DocLease, DocOp, DocResult, DocsQueue
 from common.errors import ConfigError, PermanentError, StoreUnavailable
 from common.heartbeat import Heartbeats
@@ -73,6 +74,9 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         self._adaptive = adaptive
         self.stats = SummarizeStats()
         self.fatal: ConfigError | None = None
+        # Finished docs are settled together: one docs_settle call per flush, not per doc.
+        self._settler: Batcher[DocOp, DocResult] = Batcher(
+            lambda ops: self._queue.settle(self.worker_id, ops))
 
     # -- LeasedWorker ---------------------------------------------------------------------
 
@@ -80,6 +84,9 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         if self.fatal is not None:
             return [], 1.0
         return await self._queue.claim(self.worker_id, n, self.timing.lease_s), None
+
+    def extra_tasks(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        return [self._settler.run(stop)]
 
     def key(self, item: DocLease) -> str:
         return item.fp
@@ -145,10 +152,10 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             log.exception("doc_crashed", fp=item.fp, error=repr(exc))
             op = self._failed(item, "internal_error", repr(exc), started)
         op = dataclasses.replace(op, attempt=item.attempt)
-        results = await self.until_stored(lambda: self._queue.settle(self.worker_id, [op]))
-        if results and results[0] is DocResult.STALE:
+        result = await self.until_stored(lambda: self._settler.submit(op))
+        if result is DocResult.STALE:
             self.stats.stale += 1
-        elif results:
+        elif result is not None:
             self._metrics.docs.labels(op.kind).inc()
 
     async def _summarize(self, item: DocLease, doc: Doc, started: float) -> DocOp:

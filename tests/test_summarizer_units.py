@@ -15,6 +15,7 @@ from common.keys import CrawlKeys
 from common.scripts import ScriptRunner
 from common.settings import LLMSettings
 from summarizer.budget import token_counter
+from summarizer.cache import SummaryCache
 from summarizer.cost import cost_usd
 from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
 from summarizer.profiles import Profiles
@@ -168,3 +169,36 @@ async def test_a_late_answer_for_a_reaped_doc_attempt_is_stale(
     assert await queue.settle("w", [current]) == [DocResult.SETTLED]
     stats = await queue.stats()
     assert (stats.summarized, stats.pending, stats.balanced) == (1, 0, True)
+
+
+async def test_single_flight_across_two_caches_computes_once(
+    store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    """Two caches on one store (as two processes would be): one computes, the other waits for
+    its summary; the lock is gone afterwards and a later lookup is a hit."""
+    calls = 0
+
+    async def compute() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.3)
+        return "the summary"
+
+    first, second = SummaryCache(store, crawl_keys), SummaryCache(store, crawl_keys)
+    results = await asyncio.gather(first.single_flight("k1", compute),
+                                   second.single_flight("k1", compute))
+    assert calls == 1
+    assert sorted(results) == [("the summary", False), ("the summary", True)]
+    assert not await store.exists(crawl_keys.summary_lock("k1"))
+    assert await second.single_flight("k1", compute) == ("the summary", True)
+
+
+async def test_a_failed_computation_releases_the_lock(store: Redis, crawl_keys: CrawlKeys) -> None:
+    async def broken() -> str:
+        raise RuntimeError("API down")
+
+    cache = SummaryCache(store, crawl_keys)
+    with pytest.raises(RuntimeError):
+        await cache.single_flight("k2", broken)
+    assert not await store.exists(crawl_keys.summary_lock("k2"))
+    assert await cache.get("k2") is None

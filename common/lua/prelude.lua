@@ -26,9 +26,11 @@ local K_DOCS_INFLIGHT = P .. 'docs-inflight'
 local K_DOCS_LEASES = P .. 'docs-leases'
 local K_DOCS_DEAD = P .. 'docs-dead'
 local K_SUMMARIES = P .. 'summaries'
+local K_SUMMARY_CACHE = P .. 'summary-cache'
 
 local function queue_key(d) return P .. 'q:' .. d end
 local function domain_key(d) return P .. 'd:' .. d end
+local function summary_lock_key(k) return K_SUMMARY_CACHE .. ':lock:' .. k end
 
 local function clock(arg)
   if arg ~= nil and arg ~= '' then return tonumber(arg) end
