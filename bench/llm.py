@@ -125,26 +125,15 @@ def _child_plain(args: argparse.Namespace) -> None:
     print(json.dumps(result), flush=True)
 
 
-def _child_mock(args: argparse.Namespace, mock_argv: list[str]) -> None:
-    """tests.mock_llm with its sliding rate-limit window shortened to ``--window`` seconds
-    (``_Window`` reads the module's WINDOW_S on every request)."""
-    import tests.mock_llm as mock_llm
-
-    mock_llm.WINDOW_S = args.window
-    mock_llm.main(mock_argv)
-
-
 # -- the mock -----------------------------------------------------------------------------------
 
 
 class Mock:
-    """The mock LLM in its own process; a ``window_s`` other than 60 runs it via _child_mock."""
+    """The mock LLM (tests.mock_llm) in its own process, with its rate-limit window."""
 
     def __init__(self, tmp: Path, latency: float, window_s: float = 60.0, rpm: int = 0) -> None:
         self.window_s = window_s
-        cmd = ["-m", "tests.mock_llm"]
-        if window_s != 60.0:
-            cmd = ["-m", "bench.llm", "--variant", "mock", "--window", str(window_s), "--"]
+        cmd = ["-m", "tests.mock_llm", "--window", str(window_s)]
         self._err = (tmp / f"mock-{window_s:g}s.err").open("w")
         self.proc = subprocess.Popen(
             [sys.executable, *cmd, "--port", "0", "--latency", str(latency), "--rpm", str(rpm),
@@ -394,8 +383,8 @@ class Bench:
         args = ["-m", "distcrawl.cli", "summarize", "--drain", "--redis", self.redis_url,
                 "--crawl", keys.crawl, "--concurrency", str(self.concurrency), "--log-level",
                 self.log_level]
-        if rpm:
-            args += ["--llm-rpm", str(rpm)]
+        if rpm:  # told the provider's window, as a user would configure it
+            args += ["--llm-rpm", str(rpm), "--llm-limit-window", f"{mock.window_s:g}"]
         env = {"OPENAI_API_KEY": API_KEY, "DISTCRAWL_LLM__BASE_URL": mock.base_url,
                "DISTCRAWL_LLM__MODEL": MODEL}
         child = run_child(self.tmp, keys.crawl, args, env,
@@ -610,7 +599,7 @@ class Plan:
     log_level: str
 
 
-def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--docs", type=int, default=4000, help="docs of the throughput scenario")
     p.add_argument("--docs2", type=int, default=600, help="docs of the 50 req/s scenario")
@@ -621,17 +610,11 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                    help="distcrawl's log level (default: INFO, its own default)")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     # internal: the child processes
-    p.add_argument("--variant", choices=["plain", "mock"], help=argparse.SUPPRESS)
+    p.add_argument("--variant", choices=["plain"], help=argparse.SUPPRESS)
     p.add_argument("--base-url", help=argparse.SUPPRESS)
     p.add_argument("--prompts", help=argparse.SUPPRESS)
     p.add_argument("--retries", type=int, default=PLAIN_RETRIES, help=argparse.SUPPRESS)
-    p.add_argument("--window", type=float, default=60.0, help=argparse.SUPPRESS)
-    raw = sys.argv[1:] if argv is None else argv
-    rest: list[str] = []
-    if "--" in raw:
-        cut = raw.index("--")
-        raw, rest = raw[:cut], raw[cut + 1:]
-    return p.parse_args(raw), rest
+    return p.parse_args(sys.argv[1:] if argv is None else argv)
 
 
 def _header(plan: Plan) -> None:
@@ -688,11 +671,9 @@ def run_bench(plan: Plan) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, rest = _parse(argv)
+    args = _parse(argv)
     if args.variant == "plain":
         _child_plain(args)
-    elif args.variant == "mock":
-        _child_mock(args, rest)
     else:
         if args.quick:
             args.docs, args.docs2, args.sequential = 300, 100, 5

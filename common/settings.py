@@ -79,6 +79,9 @@ class LLMSettings(_Section):
     model: str = "gpt-4o-mini"
     rpm: int = Field(0, ge=0, description="requests per minute, all processes (0: unlimited)")
     tpm: int = Field(0, ge=0, description="tokens per minute, all processes (0: unlimited)")
+    limit_window_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="the window the provider counts rpm/tpm in (60 s for most; 1 for per-second)")
     concurrency: int = Field(32, ge=1, le=4096)
     timeout_s: float = Field(60.0, gt=0)
     max_attempts: int = Field(6, ge=1, le=50)

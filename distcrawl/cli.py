@@ -99,6 +99,8 @@ def _llm(p: argparse.ArgumentParser) -> None:
     g.add_argument("--llm-model", metavar="NAME")
     g.add_argument("--llm-rpm", type=int, metavar="N", help="requests/minute, all processes")
     g.add_argument("--llm-tpm", type=int, metavar="N", help="tokens/minute, all processes")
+    g.add_argument("--llm-limit-window", type=float, metavar="S",
+                   help="the window the provider counts --llm-rpm/--llm-tpm in (default 60 s)")
     g.add_argument("--llm-profiles", metavar="FILE", help="per-site model/prompt profiles (JSON)")
     g.add_argument("--llm-max-input-tokens", type=int, metavar="N")
 
@@ -188,6 +190,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         summarizer=a.get("summarizer"),
         base_url=a.get("llm_base_url") or env.get("OPENAI_BASE_URL"),
         model=a.get("llm_model"), rpm=a.get("llm_rpm"), tpm=a.get("llm_tpm"),
+        limit_window_s=a.get("llm_limit_window"),
         profiles_file=a.get("llm_profiles"), max_input_tokens=a.get("llm_max_input_tokens"),
         concurrency=a.get("llm_concurrency"),
     )

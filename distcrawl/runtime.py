@@ -206,7 +206,7 @@ async def summarize_runtime(
     scripts = ScriptRunner(redis)
     queue = DocsQueue(redis, keys, scripts)
     rate = SharedRateLimiter(scripts, keys, llm.rpm, llm.tpm,
-                             on_wait=metrics.rate_limit_waits.inc)
+                             on_wait=metrics.rate_limit_waits.inc, window_s=llm.limit_window_s)
     adaptive = AdaptiveLimit(llm.concurrency)
     engine = build_engine(settings, rate, adaptive, metrics)
     c = settings.crawler

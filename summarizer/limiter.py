@@ -29,18 +29,21 @@ class SharedRateLimiter:
         *,
         clock: Callable[[], int] | None = None,
         on_wait: Callable[[], None] | None = None,
+        window_s: float = 60.0,
     ) -> None:
         self._scripts = CrawlScripts(scripts, keys, clock)
         self.rpm = rpm
         self.tpm = tpm
-        # A bucket refilled at r/minute with burst b lets r + b through in a 60 s window, and
-        # providers count in sliding 60 s windows: so bursts are one second's worth and the
-        # refill is (limit - burst)/minute, and no window can exceed the configured limit.
-        self._rburst = max(1, rpm // 60)
-        self._tburst = max(1, tpm // 60)
-        self._rrate = max(1, rpm - self._rburst) if rpm > 0 else 0
-        self._trate = max(1, tpm - self._tburst) if tpm > 0 else 0
+        # A bucket refilled at r/minute with burst b lets b + r*W/60 through in any window of
+        # W seconds. The provider allows limit*W/60 per window (W = 60 s for most APIs): so the
+        # burst is a sixtieth of that and the refill the rest, and no window of the provider's
+        # can exceed the configured limit.
+        self._rburst, self._rrate = _bucket(rpm, window_s)
+        self._tburst, self._trate = _bucket(tpm, window_s)
         self._on_wait = on_wait
+        # One waiter per process polls Redis; the others queue behind it in order (asyncio.Lock
+        # is FIFO). Without it, every waiter wakes at each refill and all but one poll in vain.
+        self._gate = asyncio.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -60,11 +63,13 @@ class SharedRateLimiter:
         """Wait until one request of ``tokens`` estimated tokens may be sent."""
         if not self.enabled:
             return
-        while (wait := await self.try_take(tokens)) > 0:
-            if self._on_wait is not None:
-                self._on_wait()
-            # jitter spreads the waiters of all processes over the next token's interval
-            await asyncio.sleep(wait + random.uniform(0, min(wait, 0.05)))
+        async with self._gate:
+            while (wait := await self.try_take(tokens)) > 0:
+                if self._on_wait is not None:
+                    self._on_wait()
+                # a little jitter spreads the processes' head waiters (one per process, thanks
+                # to the gate) over the next token's interval without slowing the refill down
+                await asyncio.sleep(wait + random.uniform(0, min(wait * 0.1, 0.01)))
 
     async def correct(self, estimated: int, actual: int) -> None:
         """Settle a request's token cost once its ``usage`` is known."""
@@ -74,6 +79,16 @@ class SharedRateLimiter:
     async def pause(self, seconds: float) -> None:
         """Hold every process back (the provider said 429 with this Retry-After)."""
         await self._run("pause", int(seconds * 1000))
+
+
+def _bucket(limit_per_min: int, window_s: float) -> tuple[int, int]:
+    """(burst, refill per minute) for a provider limit counted in windows of ``window_s``."""
+    if limit_per_min <= 0:
+        return 1, 0
+    per_window = limit_per_min * window_s / 60
+    burst = max(1, int(per_window / 60))
+    rate = max(1, int((per_window - burst) * 60 / window_s))
+    return burst, rate
 
 
 class AdaptiveLimit:

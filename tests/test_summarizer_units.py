@@ -42,6 +42,22 @@ async def test_request_bucket_holds_the_limit_in_every_minute(
     assert 115 <= sent <= 120  # burst 2 + 118 per minute, shared by both
 
 
+async def test_a_one_second_window_is_never_exceeded(store: Redis, crawl_keys: CrawlKeys) -> None:
+    """A provider counting 600 rpm per second (10 in any 1 s): told so, the bucket (burst 1,
+    refill 9/s) keeps every sliding second at or under 10 and sends about 9/s."""
+    clock = FakeClock()
+    limiter = SharedRateLimiter(ScriptRunner(store), crawl_keys, 600, 0, clock=clock,
+                                window_s=1)
+    sent_at: list[int] = []
+    for step in range(10 * 100):  # ten seconds in 10 ms steps
+        while await limiter.try_take(1) == 0:
+            sent_at.append(step * 10)
+        clock.advance(10)
+    worst = max(sum(1 for t in sent_at if s <= t < s + 1000) for s in range(0, 9000, 10))
+    assert worst <= 10
+    assert len(sent_at) >= 80  # 1 + 9/s, less the 10 ms steps of this clock
+
+
 async def test_token_bucket_and_corrections(store: Redis, crawl_keys: CrawlKeys) -> None:
     clock = FakeClock()
     limiter = _limiter(store, crawl_keys, clock, rpm=0, tpm=6000)  # burst 100, 98/s refill
