@@ -88,6 +88,15 @@ class Fleet:
                     f"{w.role} worker {w.proc.pid} still running after {timeout} s:\n"
                     + w.log.read_text()[-3000:]) from None
 
+    def run_one_crawler(self, timeout: float) -> None:
+        """One ``crawl --drain`` to the end (killed if it overruns); it must exit 0."""
+        try:
+            self.start("crawl")
+            self.wait(timeout)
+        finally:
+            self.kill_all()
+        assert self.exit_codes() == [0], self.logs()[-3000:]
+
     def exit_codes(self) -> list[int]:
         return [w.proc.returncode for w in self.workers]
 

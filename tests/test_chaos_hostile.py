@@ -39,12 +39,7 @@ def test_hostile_pages(
     assert produced.returncode == 0, produced.stderr
     fleet = Fleet(tmp_path, store, env={"DISTCRAWL_LOG_FORMAT": "json"},
                   args={"crawl": ["--allow-private", "--concurrency", "16"]})
-    try:
-        fleet.start("crawl")
-        fleet.wait(timeout=200)
-    finally:
-        fleet.kill_all()
-    assert fleet.exit_codes() == [0]
+    fleet.run_one_crawler(timeout=200)
     rss = fleet.peak_rss_mb()
     figures = check_invariants("hostile pages", store, tmp_path / "export", logs=fleet.logs(),
                                faults=15, max_rss_mb=rss)

@@ -69,12 +69,7 @@ def test_latency_resets_half_open_and_trickle(
     assert produced.returncode == 0, produced.stderr
     fleet = Fleet(tmp_path, store, env=TIMEOUTS,
                   args={"crawl": ["--allow-private", "--concurrency", "16"]})
-    try:
-        fleet.start("crawl")
-        fleet.wait(timeout=180)
-    finally:
-        fleet.kill_all()
-    assert fleet.exit_codes() == [0]
+    fleet.run_one_crawler(timeout=180)
     figures = check_invariants("network faults (proxy)", store, tmp_path / "export",
                                logs=fleet.logs(), faults=3, max_rss_mb=fleet.peak_rss_mb())
     pages = {p["url"]: p for p in read_pages(tmp_path / "export")}

@@ -9,7 +9,7 @@ flight under a lease nobody holds, is reaped and crawled again. It is re-crawled
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,6 +47,7 @@ def _start(tmp_path: Path, site: SiteProcess, redis: RedisServer, name: str,
         "crawl": ["--allow-private", "--concurrency", "8"],
         "summarize": ["--summarizer", "extractive"],
     })
+    _FLEETS.append(fleet)
     first = fleet.start("crawl")
     fleet.args["crawl"] = [*fleet.args["crawl"], "--metrics-port", str(metrics_port)]
     fleet.start("crawl")
@@ -76,46 +77,52 @@ def _finish(
     assert figures.done == figures.admitted == 2 * PAGES_PER_HOST + 2, figures
 
 
-def test_redis_killed_and_restarted_mid_crawl(
-    site_factory: Callable[..., SiteProcess], tmp_path: Path
-) -> None:
-    site = site_factory("--addresses", "127.0.0.1,127.0.0.2", "--pages", str(PAGES_PER_HOST),
+@pytest.fixture
+def site(site_factory: Callable[..., SiteProcess]) -> SiteProcess:
+    return site_factory("--addresses", "127.0.0.1,127.0.0.2", "--pages", str(PAGES_PER_HOST),
                         "--page-delay", "0.05")
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
     redis = RedisServer(tmp_path / "redis")
     redis.start(persist=True)
-    port = free_port()
-    try:
-        fleet, store = _start(tmp_path, site, redis, "redis-kill", port)
-        wait_for("a third of the pages", lambda: _progress(store) > PAGES_PER_HOST * 2 // 3, 60)
-        redis.stop(kill=True)  # SIGKILL: the last second of writes may be lost
-        time.sleep(1.5)
-        redis.start(persist=True)
-        _finish(fleet, store, site.hosts, tmp_path / "export",
-                "redis SIGKILL + restart (AOF everysec)")
-    finally:
-        redis.stop()
+    yield redis
+    for fleet in _FLEETS:  # whatever happened, no worker outlives its test
+        fleet.kill_all()
+    _FLEETS.clear()
+    redis.stop()
+
+
+_FLEETS: list[Fleet] = []
+
+
+def test_redis_killed_and_restarted_mid_crawl(
+    site: SiteProcess, aof_redis: RedisServer, tmp_path: Path
+) -> None:
+    redis, port = aof_redis, free_port()
+    fleet, store = _start(tmp_path, site, redis, "redis-kill", port)
+    wait_for("a third of the pages", lambda: _progress(store) > PAGES_PER_HOST * 2 // 3, 60)
+    redis.stop(kill=True)  # SIGKILL: the last second of writes may be lost
+    time.sleep(1.5)
+    redis.start(persist=True)
+    _finish(fleet, store, site.hosts, tmp_path / "export",
+            "redis SIGKILL + restart (AOF everysec)")
 
 
 def test_redis_gone_for_30_seconds(
-    site_factory: Callable[..., SiteProcess], tmp_path: Path
+    site: SiteProcess, aof_redis: RedisServer, tmp_path: Path
 ) -> None:
-    site = site_factory("--addresses", "127.0.0.1,127.0.0.2", "--pages", str(PAGES_PER_HOST),
-                        "--page-delay", "0.05")
-    redis = RedisServer(tmp_path / "redis")
+    redis, port = aof_redis, free_port()
+    fleet, store = _start(tmp_path, site, redis, "redis-gone", port)
+    wait_for("a third of the pages", lambda: _progress(store) > PAGES_PER_HOST * 2 // 3, 60)
+    wait_for("the worker's /healthz", lambda: _healthy(port), 30)
+    redis.stop()  # SIGTERM: Redis writes its AOF and exits
+    down_at = time.monotonic()
+    wait_for("/healthz to report Redis gone", lambda: not _healthy(port), 20)
+    while time.monotonic() - down_at < 30:
+        assert all(w.alive for w in fleet.workers), fleet.exit_codes()  # they wait
+        time.sleep(1)
     redis.start(persist=True)
-    port = free_port()
-    try:
-        fleet, store = _start(tmp_path, site, redis, "redis-gone", port)
-        wait_for("a third of the pages", lambda: _progress(store) > PAGES_PER_HOST * 2 // 3, 60)
-        wait_for("the worker's /healthz", lambda: _healthy(port), 30)
-        redis.stop()  # SIGTERM: Redis writes its AOF and exits
-        down_at = time.monotonic()
-        wait_for("/healthz to report Redis gone", lambda: not _healthy(port), 20)
-        while time.monotonic() - down_at < 30:
-            assert all(w.alive for w in fleet.workers), fleet.exit_codes()  # they wait
-            time.sleep(1)
-        redis.start(persist=True)
-        wait_for("/healthz to recover", lambda: _healthy(port), 30)
-        _finish(fleet, store, site.hosts, tmp_path / "export", "redis down 30 s")
-    finally:
-        redis.stop()
+    wait_for("/healthz to recover", lambda: _healthy(port), 30)
+    _finish(fleet, store, site.hosts, tmp_path / "export", "redis down 30 s")
