@@ -9,6 +9,7 @@ __all__ = [
     "PermanentError",
     "RetryableError",
     "StoreUnavailable",
+    "find_cause",
 ]
 
 
@@ -43,3 +44,17 @@ class PermanentError(DistcrawlError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def find_cause(
+    exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """``exc`` or the first exception of ``kind`` in its chain of causes and contexts."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, kind):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None

@@ -12,7 +12,7 @@ import asyncio
 import aiohttp
 
 from common.backoff import parse_retry_after
-from common.errors import DistcrawlError, PermanentError, RetryableError
+from common.errors import DistcrawlError, PermanentError, RetryableError, find_cause
 
 __all__ = [
     "BlockedAddress",
@@ -52,7 +52,7 @@ def translate_exception(exc: BaseException) -> DistcrawlError:
     """The distcrawl error for a failure raised while fetching."""
     if isinstance(exc, DistcrawlError):
         return exc
-    blocked = _find(exc, BlockedAddress)
+    blocked = find_cause(exc, BlockedAddress)
     if blocked is not None:
         return SkipPage(str(blocked), reason="blocked_address")
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
@@ -72,14 +72,3 @@ def translate_exception(exc: BaseException) -> DistcrawlError:
     if isinstance(exc, aiohttp.ClientError | ValueError | UnicodeError):
         return PermanentError(f"{type(exc).__name__}: {exc}", reason="client_error")
     raise exc
-
-
-def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, kind):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None

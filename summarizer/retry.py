@@ -13,7 +13,13 @@ import aiohttp
 import openai
 
 from common.backoff import retry_after_from_headers
-from common.errors import ConfigError, DistcrawlError, PermanentError, RetryableError
+from common.errors import (
+    ConfigError,
+    DistcrawlError,
+    PermanentError,
+    RetryableError,
+    find_cause,
+)
 
 __all__ = ["translate_openai_error"]
 
@@ -38,14 +44,7 @@ def _disconnected(exc: BaseException) -> bool:
     """True when a "timeout" was really a dropped connection: httpx-aiohttp (openai's
     DefaultAioHttpClient) reports aiohttp's ServerDisconnectedError as httpx.ConnectTimeout,
     and a reset is not congestion (it must not lower the adaptive limit)."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, aiohttp.ServerDisconnectedError | ConnectionResetError):
-            return True
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return False
+    return find_cause(exc, (aiohttp.ServerDisconnectedError, ConnectionResetError)) is not None
 
 
 def _from_status(exc: openai.APIStatusError) -> DistcrawlError:
