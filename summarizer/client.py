@@ -186,13 +186,12 @@ def _decode_completion(body: bytes) -> _Completion:
         raise RetryableError(f"malformed LLM response: {exc}", reason="bad_response") from exc
 
 
-def _content(resp: object) -> str:
+def _content(resp: _Completion) -> str:
     """The summary text, or a RetryableError for a 200 that carries none (bad gateways do)."""
-    choices = getattr(resp, "choices", None)
-    if not choices:
+    if not resp.choices:
         raise RetryableError("LLM answered without choices", reason="bad_response")
-    message = getattr(choices[0], "message", None)
-    content = getattr(message, "content", None)
-    if not isinstance(content, str) or not content.strip():
+    message = resp.choices[0].message
+    content = message.content if message is not None else None
+    if not content or not content.strip():
         raise RetryableError("LLM answered with empty content", reason="bad_response")
     return content.strip()
