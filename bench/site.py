@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import signal
 
 from aiohttp import web
+
+from common.lifecycle import Shutdown
 
 _TEXT = (
     "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega crawler frontier "
@@ -94,11 +95,9 @@ async def serve(addresses: list[str], pages: int) -> None:
         for i in range(pages):
             cache[(h, i)] = render(h, hosts, i, pages)
     print(f"ready {port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    shutdown = Shutdown()
+    shutdown.install()
+    await shutdown.stop.wait()
     await runner.cleanup()
 
 

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import random
-import signal
 import socket
 import struct
 import time
@@ -31,6 +30,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
+
+from common.lifecycle import Shutdown
 
 
 @dataclass(frozen=True)
@@ -123,11 +124,9 @@ async def _main(args: argparse.Namespace, log: TextIO) -> None:
         port = server.sockets[0].getsockname()[1]
         servers.append(server)
     print(f"ready {port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    shutdown = Shutdown()
+    shutdown.install()
+    await shutdown.stop.wait()
     for server in servers:
         server.close()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from common.lifecycle import Shutdown
 from distcrawl.demosite import DemoSite, SiteServer
 from tests.hostile import add_hostile_routes
 
@@ -232,11 +232,9 @@ async def _main(args: argparse.Namespace) -> None:
     )
     await site.start()
     print(f"ready {site.port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    shutdown = Shutdown()
+    shutdown.install()
+    await shutdown.stop.wait()
     await site.stop()
 
 
