@@ -47,7 +47,6 @@ def _start(tmp_path: Path, site: SiteProcess, redis: RedisServer, name: str,
         "crawl": ["--allow-private", "--concurrency", "8"],
         "summarize": ["--summarizer", "extractive"],
     })
-    _FLEETS.append(fleet)
     first = fleet.start("crawl")
     fleet.args["crawl"] = [*fleet.args["crawl"], "--metrics-port", str(metrics_port)]
     fleet.start("crawl")
@@ -88,20 +87,32 @@ def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
     redis = RedisServer(tmp_path / "redis")
     redis.start(persist=True)
     yield redis
-    for fleet in _FLEETS:  # whatever happened, no worker outlives its test
-        fleet.kill_all()
-    _FLEETS.clear()
     redis.stop()
 
 
-_FLEETS: list[Fleet] = []
+@pytest.fixture
+def start_fleet(
+    site: SiteProcess, aof_redis: RedisServer, tmp_path: Path
+) -> Iterator[Callable[[str, int], tuple[Fleet, list[str]]]]:
+    """Produce the crawl and start its workers; whatever happens, none outlives the test."""
+    fleets: list[Fleet] = []
+
+    def start(name: str, metrics_port: int) -> tuple[Fleet, list[str]]:
+        fleet, store = _start(tmp_path, site, aof_redis, name, metrics_port)
+        fleets.append(fleet)
+        return fleet, store
+
+    yield start
+    for fleet in fleets:
+        fleet.kill_all()
 
 
 def test_redis_killed_and_restarted_mid_crawl(
-    site: SiteProcess, aof_redis: RedisServer, tmp_path: Path
+    site: SiteProcess, aof_redis: RedisServer, tmp_path: Path,
+    start_fleet: Callable[[str, int], tuple[Fleet, list[str]]],
 ) -> None:
     redis, port = aof_redis, free_port()
-    fleet, store = _start(tmp_path, site, redis, "redis-kill", port)
+    fleet, store = start_fleet("redis-kill", port)
     wait_for("a third of the pages", lambda: _progress(store) > PAGES_PER_HOST * 2 // 3, 60)
     redis.stop(kill=True)  # SIGKILL: the last second of writes may be lost
     time.sleep(1.5)
@@ -111,10 +122,11 @@ def test_redis_killed_and_restarted_mid_crawl(
 
 
 def test_redis_gone_for_30_seconds(
-    site: SiteProcess, aof_redis: RedisServer, tmp_path: Path
+    site: SiteProcess, aof_redis: RedisServer, tmp_path: Path,
+    start_fleet: Callable[[str, int], tuple[Fleet, list[str]]],
 ) -> None:
     redis, port = aof_redis, free_port()
-    fleet, store = _start(tmp_path, site, redis, "redis-gone", port)
+    fleet, store = start_fleet("redis-gone", port)
     wait_for("a third of the pages", lambda: _progress(store) > PAGES_PER_HOST * 2 // 3, 60)
     wait_for("the worker's /healthz", lambda: _healthy(port), 30)
     redis.stop()  # SIGTERM: Redis writes its AOF and exits
