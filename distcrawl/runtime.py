@@ -54,9 +54,7 @@ async def store_session(settings: Settings) -> AsyncIterator[tuple[Redis, Fronti
         await redis.aclose()
 
 
-def frontier_gauges(stats: FrontierStats | None) -> dict[str, float]:
-    if stats is None:
-        return {}
+def frontier_gauges(stats: FrontierStats) -> dict[str, float]:
     return {
         "frontier_queued": stats.queued,
         "frontier_delayed": stats.delayed,
@@ -80,7 +78,7 @@ async def _serve_with_gauges(
     port: int,
     redis: Redis,
     read: Callable[[], Awaitable[S]],
-    gauges: Callable[[S | None], dict[str, float]],
+    gauges: Callable[[S], dict[str, float]],
     worker: LeasedWorker[Any],
 ) -> None:
     """Serve /metrics on ``port`` until ``stack`` closes, with crawl-wide gauges from ``read()``
@@ -228,9 +226,7 @@ async def summarize_runtime(
         yield SummarizeRuntime(worker, engine, metrics)
 
 
-def docs_gauges(stats: DocsStats | None) -> dict[str, float]:
-    if stats is None:
-        return {}
+def docs_gauges(stats: DocsStats) -> dict[str, float]:
     return {
         "docs_waiting": stats.waiting,
         "docs_in_flight": stats.in_flight,
