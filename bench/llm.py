@@ -7,7 +7,9 @@ not counted against the clients):
 
 1. Throughput at mock latency L and client concurrency C, N docs with distinct texts:
    (a) one ``distcrawl summarize --drain --concurrency C`` process on a real redis-server, the
-   docs fed straight into the docs queue; (b) the naive baseline, a plain AsyncOpenAI loop
+   docs fed straight into the docs queue, and the same with ``DISTCRAWL_LLM__TRANSPORT=openai``
+   (requests through ``AsyncOpenAI.post`` instead of the default direct aiohttp post of the
+   client's request); (b) the naive baseline, a plain AsyncOpenAI loop
    under an asyncio.Semaphore(C) (``python -m bench.llm --variant plain``: default transport,
    max_retries=0, asyncio.run); (c) the same loop one call at a time on a few docs; (d) the
    ideal C/L.
@@ -355,8 +357,12 @@ class Bench:
 
     def _baseline(self, kind: str, mock: Mock) -> Result:
         if kind not in self.baselines:
-            run = self.distcrawl if kind == "distcrawl" else self.plain
-            base = run(f"{kind} on one doc", mock, 1, baseline=True)
+            if kind.startswith("distcrawl"):
+                transport = kind.partition("/")[2] or "direct"
+                base = self.distcrawl(f"{kind} on one doc", mock, 1, transport=transport,
+                                      baseline=True)
+            else:
+                base = self.plain(f"{kind} on one doc", mock, 1, baseline=True)
             if base.error or base.ok != 1:
                 raise SystemExit(f"{kind} failed on one doc: {base.error}")
             self.baselines[kind] = base
@@ -365,19 +371,20 @@ class Bench:
     # distcrawl ----------------------------------------------------------------------------
 
     def distcrawl(self, name: str, mock: Mock, n: int, rpm: int = 0,
-                  baseline: bool = False) -> Result:
+                  transport: str = "direct", baseline: bool = False) -> Result:
         import redis
 
         from common.keys import CrawlKeys
 
-        base = None if baseline else self._baseline("distcrawl", mock)
+        kind = "distcrawl" if transport == "direct" else f"distcrawl/{transport}"
+        base = None if baseline else self._baseline(kind, mock)
         keys = CrawlKeys(self._name("dc"))
         asyncio.run(_feed(self.redis_url, keys, self.docs[:n]))
         with redis.Redis.from_url(self.redis_url, decode_responses=True) as client:
-            return self._distcrawl(name, mock, n, rpm, base, keys, client)
+            return self._distcrawl(name, mock, n, rpm, transport, base, keys, client)
 
-    def _distcrawl(self, name: str, mock: Mock, n: int, rpm: int, base: Result | None,
-                   keys: CrawlKeys, client: redis.Redis) -> Result:
+    def _distcrawl(self, name: str, mock: Mock, n: int, rpm: int, transport: str,
+                   base: Result | None, keys: CrawlKeys, client: redis.Redis) -> Result:
         redis_cpu0, commands0 = _redis_usage(client)
         mock.reset()
         args = ["-m", "distcrawl.cli", "summarize", "--drain", "--redis", self.redis_url,
@@ -386,7 +393,7 @@ class Bench:
         if rpm:  # told the provider's window, as a user would configure it
             args += ["--llm-rpm", str(rpm), "--llm-limit-window", f"{mock.window_s:g}"]
         env = {"OPENAI_API_KEY": API_KEY, "DISTCRAWL_LLM__BASE_URL": mock.base_url,
-               "DISTCRAWL_LLM__MODEL": MODEL}
+               "DISTCRAWL_LLM__MODEL": MODEL, "DISTCRAWL_LLM__TRANSPORT": transport}
         child = run_child(self.tmp, keys.crawl, args, env,
                           done=lambda: int(client.hlen(keys.summaries)) >= n)
         result = _measured(Result(name, n, mock.window_s), mock, child, base)
@@ -547,16 +554,21 @@ def print_failures(results: list[tuple[Result, bool]]) -> None:
 
 
 def _notes_throughput(bench: Bench, results: list[Result], ideal: float, latency: float) -> None:
-    dc, plain, seq = results
+    dc, via_openai, plain, seq = results
     print(f"# distcrawl / ideal {dc.rate / ideal:.3f}; distcrawl / plain loop "
           f"{dc.rate / plain.rate:.3f}; client CPU per call distcrawl / plain "
           f"{dc.cpu_ms_per_call / plain.cpu_ms_per_call:.3f}")
-    print(f"# docs started 1 s or more after the first (distcrawl's AdaptiveLimit starts at 8 "
-          f"and grows): distcrawl {_later_rate(dc, 1.0):.1f} docs/s, plain loop "
+    print(f"# docs started 1 s or more after the first (distcrawl's AdaptiveLimit starts at "
+          f"C/2 and slow-starts to C): distcrawl {_later_rate(dc, 1.0):.1f} docs/s, plain loop "
           f"{_later_rate(plain, 1.0):.1f} docs/s")
-    print(f"# docs in flight on average (sum of per-doc times / span): distcrawl "
-          f"{_in_flight(dc):.1f}, plain loop {_in_flight(plain):.1f}; peak requests in flight "
-          f"at the mock: distcrawl {dc.peak_concurrency}, plain loop {plain.peak_concurrency}")
+    print(f"# docs in flight on average (sum of per-doc times / span; distcrawl leases a few "
+          f"more docs than it may call for): distcrawl {_in_flight(dc):.1f}, plain loop "
+          f"{_in_flight(plain):.1f}; peak requests in flight at the mock: distcrawl "
+          f"{dc.peak_concurrency}, plain loop {plain.peak_concurrency}")
+    print(f"# transport: distcrawl posts the AsyncOpenAI client's request on one aiohttp "
+          f"session (DISTCRAWL_LLM__TRANSPORT=direct, the default); through AsyncOpenAI.post "
+          f"(=openai) it used {via_openai.cpu_ms_per_call:.3f} CPU ms per call, "
+          f"{via_openai.cpu_ms_per_call / plain.cpu_ms_per_call:.3f} of the plain loop's")
     print(f"# sequential: {seq.rate:.2f} docs/s = {seq.rate * latency:.3f} of 1/L")
     bd, bp = bench.baselines.get("distcrawl"), bench.baselines.get("plain")
     print(f"# CPU ms/call: user+sys of the client process (wait4) minus its run on one doc "
@@ -647,6 +659,7 @@ def run_bench(plan: Plan) -> None:
         stack.callback(strict.stop)
         mock.ready(), strict.ready()
         results = [bench.distcrawl(f"distcrawl summarize C={c}", mock, plan.docs),
+                   bench.distcrawl("  (transport openai)", mock, plan.docs, transport="openai"),
                    bench.plain(f"plain AsyncOpenAI loop C={c}", mock, plan.docs),
                    bench.plain("sequential (plain loop, C=1)", mock, plan.sequential, 1)]
         print(f"\n## 1. throughput: mock latency L={plan.latency:g} s, C={c}, ideal C/L = "
@@ -663,7 +676,7 @@ def run_bench(plan: Plan) -> None:
           f"Retry-After over it), C={c}, L={plan.latency:g} s")
     print_limited(limited, limit_rps)
     _notes_limited(limit_rps, limited)
-    print_targets(results[0], results[1], ideal, limited[::2], limit_rps)
+    print_targets(results[0], results[2], ideal, limited[::2], limit_rps)
     for note in bench.notes:
         print(f"NOTE: {note}")
     print_failures([*((r, True) for r in results),

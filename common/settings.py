@@ -8,7 +8,7 @@ ConfigError before anything starts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +84,9 @@ class LLMSettings(_Section):
         description="the window the provider counts rpm/tpm in (60 s for most; 1 for per-second)")
     concurrency: int = Field(32, ge=1, le=4096)
     timeout_s: float = Field(60.0, gt=0)
+    transport: Literal["direct", "openai"] = Field(
+        "direct", description="direct: the AsyncOpenAI client's request on one aiohttp session; "
+        "openai: through AsyncOpenAI.post (about twice the client CPU per call)")
     max_attempts: int = Field(6, ge=1, le=50)
     max_input_tokens: int = Field(3000, ge=50)
     max_output_tokens: int = Field(256, ge=1)

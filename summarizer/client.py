@@ -2,9 +2,9 @@
 
 ``max_retries=0`` and an explicit timeout: retries belong to this module (exponential back-off
 with full jitter, never sooner than the provider's Retry-After), so that the shared rate limits,
-the adaptive concurrency limit and the metrics see every attempt. The HTTP transport is the
-openai package's aiohttp client when available (much less CPU per call than its default), with
-connection reuse.
+the adaptive concurrency limit and the metrics see every attempt. How the request travels
+(``direct`` on one keep-alive aiohttp session, or through ``AsyncOpenAI.post``) is
+summarizer.transport's business; answers are decoded with msgspec into the few fields we read.
 """
 
 from __future__ import annotations
@@ -17,11 +17,6 @@ from pathlib import Path
 import msgspec
 import openai
 
-try:  # openai 3 moved to httpx2; earlier releases use httpx
-    import httpx2 as _httpx
-except ImportError:  # pragma: no cover - depends on the installed openai
-    import httpx as _httpx  # type: ignore[no-redef, import-not-found, unused-ignore]
-
 from common.backoff import backoff_s
 from common.errors import ConfigError, PermanentError, RetryableError
 from common.logging import get_logger
@@ -30,6 +25,7 @@ from summarizer.budget import token_counter
 from summarizer.engines import Request, Summary
 from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
 from summarizer.retry import translate_openai_error
+from summarizer.transport import ChatTransport, open_transport
 
 __all__ = ["CallObserver", "OpenAIEngine", "open_client", "resolve_api_key"]
 
@@ -51,25 +47,28 @@ def resolve_api_key(llm: LLMSettings) -> str | None:
     return None
 
 
-def open_client(llm: LLMSettings, api_key: str | None) -> openai.AsyncOpenAI:
-    http_client: openai.DefaultAioHttpClient | None
-    try:
-        http_client = openai.DefaultAioHttpClient(timeout=llm.timeout_s)
-    except (RuntimeError, ImportError):  # the aiohttp extra is not installed
-        http_client = None
-    return openai.AsyncOpenAI(
+def open_client(llm: LLMSettings, api_key: str | None) -> ChatTransport:
+    """The process's one AsyncOpenAI, and the transport that sends its requests."""
+    http_client: openai.DefaultAioHttpClient | None = None
+    if llm.transport == "openai":
+        try:  # much less CPU per call than openai's default httpx transport
+            http_client = openai.DefaultAioHttpClient(timeout=llm.timeout_s)
+        except (RuntimeError, ImportError):  # the aiohttp extra is not installed
+            http_client = None
+    client = openai.AsyncOpenAI(
         api_key=api_key or "not-needed",
         base_url=llm.base_url,
         max_retries=0,
         timeout=llm.timeout_s,
         http_client=http_client,
     )
+    return open_transport(llm.transport, client, llm.timeout_s, connections=llm.concurrency)
 
 
 class OpenAIEngine:
     def __init__(
         self,
-        client: openai.AsyncOpenAI,
+        transport: ChatTransport,
         llm: LLMSettings,
         rate: SharedRateLimiter,
         adaptive: AdaptiveLimit,
@@ -77,7 +76,7 @@ class OpenAIEngine:
     ) -> None:
         self.name = "openai"
         self.calls_api = True
-        self._client = client
+        self._transport = transport
         self._llm = llm
         self._rate = rate
         self._adaptive = adaptive
@@ -100,7 +99,6 @@ class OpenAIEngine:
         model = request.profile.model
         last: RetryableError | None = None
         for attempt in range(1, self._llm.max_attempts + 1):
-            await self._rate.acquire(estimate)
             try:
                 return await self._call(model, prompt, request, estimate, attempt)
             except RetryableError as exc:
@@ -113,18 +111,18 @@ class OpenAIEngine:
     async def _call(self, model: str, prompt: str, request: Request, estimate: int,
                     attempt: int) -> Summary:
         async with self._adaptive:
+            # The rate slot is booked inside the concurrency slot: a request then goes at the
+            # time it booked, not later when a call slot frees (late sends bunch up in the
+            # provider's window).
+            await self._rate.acquire(estimate)
             started = time.monotonic()
             try:
-                # client.post (the openai package's way to call any endpoint) with the body as
-                # the API takes it, decoded by msgspec: the same HTTP exchange, auth, timeouts
-                # and errors as chat.completions.create without its per-call request transform
-                # and pydantic response models (a third of the client CPU per call).
-                raw = await self._client.post(
-                    "/chat/completions", cast_to=_httpx.Response,
-                    body={"model": model, "messages": [{"role": "user", "content": prompt}],
-                          "max_tokens": request.profile.max_tokens},
-                )
-                resp = _decode_completion(await raw.aread())
+                # the body as the API takes it, the answer decoded by msgspec: the same HTTP
+                # exchange as chat.completions.create without its per-call request transform
+                # and pydantic response models
+                resp = _decode_completion(await self._transport.send(
+                    {"model": model, "messages": [{"role": "user", "content": prompt}],
+                     "max_tokens": request.profile.max_tokens}))
                 content = _content(resp)
             except Exception as exc:
                 err = translate_openai_error(exc)
@@ -153,7 +151,7 @@ class OpenAIEngine:
         await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._transport.aclose()
 
 
 class _Message(msgspec.Struct):

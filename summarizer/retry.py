@@ -41,10 +41,12 @@ def translate_openai_error(exc: Exception) -> DistcrawlError:
 
 
 def _disconnected(exc: BaseException) -> bool:
-    """True when a "timeout" was really a dropped connection: httpx-aiohttp (openai's
-    DefaultAioHttpClient) reports aiohttp's ServerDisconnectedError as httpx.ConnectTimeout,
-    and a reset is not congestion (it must not lower the adaptive limit)."""
-    return find_cause(exc, (aiohttp.ServerDisconnectedError, ConnectionResetError)) is not None
+    """True when a "timeout" was really a dropped or refused connection: httpx-aiohttp
+    (openai's DefaultAioHttpClient) reports aiohttp's ServerDisconnectedError and
+    ClientConnectorError as httpx.ConnectTimeout, and neither is congestion (they must not
+    lower the adaptive limit)."""
+    return find_cause(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectorError,
+                            ConnectionError)) is not None
 
 
 def _from_status(exc: openai.APIStatusError) -> DistcrawlError:

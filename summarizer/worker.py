@@ -92,12 +92,14 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         return item.fp
 
     def limit(self) -> int:
-        # The adaptive limit bounds API calls; claiming a few more keeps cache hits and
-        # extractive work flowing while calls wait.
+        # The adaptive limit (at most --concurrency) bounds API calls: the calls beyond it wait
+        # in AdaptiveLimit. A doc also spends time outside its call (claim, cache lookup,
+        # settle), so the worker leases a few more docs than it may call for: every call slot
+        # stays busy, and cache hits flow while calls wait.
         if self._adaptive is None:
             return self.concurrency
         self._metrics.adaptive_limit.set(self._adaptive.limit)
-        return min(self.concurrency, int(self._adaptive.limit) + 4)
+        return int(self._adaptive.limit) + 4 + self.concurrency // 4
 
     async def release(self, keys: Sequence[str]) -> None:
         await self._queue.settle(self.worker_id, [DocOp("release", k) for k in keys])

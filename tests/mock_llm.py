@@ -53,7 +53,10 @@ Errors use the OpenAI error body ``{"error": {"message", "type", "param", "code"
 
 Order of processing for a chat completion: record body -> auth -> validation -> model ->
 rate limit (admission) -> sleep ``latency_s + uniform(0, latency_jitter_s)`` (plus ``slow_s``
-in ``slow`` mode) -> random 503 -> fault ``mode`` -> reply.
+in ``slow`` mode) -> random 503 -> fault ``mode`` -> reply. The latency counts from the moment
+the handler started, so the mock's own work on the request (reading and parsing the body,
+counting tokens, composing the summary) is part of it, not added to it: under load the answer
+comes ``latency_s`` after the request was taken up, as the benchmark's ideal C/L assumes.
 
 Fault modes (``MockConfig.mode``): ``ok``; ``slow`` (sleep ``slow_s`` more, then answer
 normally); ``reset`` (abort the TCP connection without writing a response); ``malformed``
@@ -584,6 +587,7 @@ class MockLLM:
         return body if isinstance(body, dict) else None
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
         body = await self._read_body(request)
         if (denied := self._unauthorized(request)) is not None:
             return denied
@@ -604,6 +608,7 @@ class MockLLM:
                                  if cfg.latency_jitter_s else 0.0)
         if cfg.mode == "slow":
             delay += cfg.slow_s
+        delay -= time.monotonic() - started
         if delay > 0:
             await asyncio.sleep(delay)
         cfg = self.config  # may have changed while sleeping
