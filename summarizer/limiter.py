@@ -2,16 +2,18 @@
 
 ``SharedRateLimiter``: requests/minute and tokens/minute buckets in Redis, shared by every
 summarizer process, so the provider sees the configured limits whatever the number of
-processes; a 429 pauses all of them. ``AdaptiveLimit``: a per-process concurrency limit inside
-the configured bound, grown additively while calls are healthy and cut multiplicatively on 429s,
-timeouts or rising latency (AIMD).
+processes; each request reserves its own send time in one script call, and a 429 pauses all
+of them. ``AdaptiveLimit``: a per-process concurrency limit inside the configured bound, opened
+by a slow start until the first sign of congestion, then grown additively while calls are
+healthy and cut multiplicatively on 429s, timeouts or rising latency (AIMD).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Awaitable, Callable
 
 from common.keys import CrawlKeys
 from common.scripts import CrawlScripts, ScriptRunner
@@ -20,6 +22,22 @@ __all__ = ["AdaptiveLimit", "SharedRateLimiter"]
 
 
 class SharedRateLimiter:
+    """Request and token buckets shared through Redis, by reservation (GCRA).
+
+    ``acquire`` makes one script call that books the earliest send time both buckets allow
+    (and no pause holds), charged as if the request were sent then, and sleeps until it: no
+    polling, so the provider's limit is met to the interval, and concurrent waiters, in this
+    process or others, get distinct, properly spaced slots because the script is atomic.
+
+    The reservation horizon is not bounded: waiters reserve only when they are about to call,
+    so the horizon is the queue in front of them (256 waiters at 50/s book up to ~5 s ahead),
+    the same time they would wait anyway. A waiter cancelled while asleep (shutdown) wastes its
+    slot: the limit is then underused for that one interval, never exceeded.
+
+    ``clock`` (ms) replaces both the Redis server's clock and this process's own (for pause
+    deadlines), and ``sleep`` replaces ``asyncio.sleep``: tests use them to make time explicit.
+    """
+
     def __init__(
         self,
         scripts: ScriptRunner,
@@ -30,6 +48,7 @@ class SharedRateLimiter:
         clock: Callable[[], int] | None = None,
         on_wait: Callable[[], None] | None = None,
         window_s: float = 60.0,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self._scripts = CrawlScripts(scripts, keys, clock)
         self.rpm = rpm
@@ -41,9 +60,10 @@ class SharedRateLimiter:
         self._rburst, self._rrate = _bucket(rpm, window_s)
         self._tburst, self._trate = _bucket(tpm, window_s)
         self._on_wait = on_wait
-        # One waiter per process polls Redis; the others queue behind it in order (asyncio.Lock
-        # is FIFO). Without it, every waiter wakes at each refill and all but one poll in vain.
-        self._gate = asyncio.Lock()
+        self._local_ms: Callable[[], float] = clock or _monotonic_ms
+        self._sleep = sleep or asyncio.sleep
+        # The latest pause deadline this process knows of (its own pause() calls), in local ms.
+        self._paused_until = -math.inf
 
     @property
     def enabled(self) -> bool:
@@ -52,10 +72,12 @@ class SharedRateLimiter:
     async def _run(self, *args: str | int) -> int:
         return int(str(await self._scripts("llm_acquire", args)))
 
-    async def try_take(self, tokens: int) -> float:
-        """Take one request and ``tokens`` if the buckets allow; else the seconds to wait."""
+    async def reserve(self, tokens: int) -> float:
+        """Book the next send time for one request of ``tokens``; the seconds until it."""
+        if not self.enabled:
+            return 0.0
         wait_ms = await self._run(
-            "take", tokens, self._rrate, self._trate, self._rburst, self._tburst
+            "reserve", tokens, self._rrate, self._trate, self._rburst, self._tburst
         )
         return wait_ms / 1000
 
@@ -63,22 +85,43 @@ class SharedRateLimiter:
         """Wait until one request of ``tokens`` estimated tokens may be sent."""
         if not self.enabled:
             return
-        async with self._gate:
-            while (wait := await self.try_take(tokens)) > 0:
-                if self._on_wait is not None:
+        waited = False
+        while True:
+            wait = await self.reserve(tokens)
+            slot = self._local_ms() + wait * 1000
+            if wait > 0:
+                if not waited and self._on_wait is not None:
                     self._on_wait()
-                # a little jitter spreads the processes' head waiters (one per process, thanks
-                # to the gate) over the next token's interval without slowing the refill down
-                await asyncio.sleep(wait + random.uniform(0, min(wait * 0.1, 0.01)))
+                waited = True
+                await self._sleep(wait)
+            # A 429 that this process saw after booking (another of its calls' pause()) may
+            # cover the slot: book again, after the pause (the script knows of it by now). A
+            # pause set by another process is not known here; its slots booked before it go.
+            if self._paused_until <= slot:
+                return
 
     async def correct(self, estimated: int, actual: int) -> None:
-        """Settle a request's token cost once its ``usage`` is known."""
+        """Settle a request's token cost once its ``usage`` is known.
+
+        Slots already booked stay where they are: a request that used more than estimated is
+        paid for by the requests booked after the correction.
+        """
         if self.tpm > 0 and actual != estimated:
-            await self._run("adjust", estimated - actual)
+            await self._run("adjust", estimated - actual, self._trate)
 
     async def pause(self, seconds: float) -> None:
         """Hold every process back (the provider said 429 with this Retry-After)."""
-        await self._run("pause", int(seconds * 1000))
+        if not self.enabled:
+            return
+        # Known locally before the script runs, so a booking whose reply races with this call
+        # is re-checked, and one made after it (at or after the shared deadline) is not.
+        ms = math.ceil(seconds * 1000)
+        self._paused_until = max(self._paused_until, self._local_ms() + ms)
+        await self._run("pause", ms)
+
+
+def _monotonic_ms() -> float:
+    return time.monotonic() * 1000
 
 
 def _bucket(limit_per_min: int, window_s: float) -> tuple[int, int]:
@@ -92,18 +135,25 @@ def _bucket(limit_per_min: int, window_s: float) -> tuple[int, int]:
 
 
 class AdaptiveLimit:
-    """An adjustable concurrency limit with AIMD; ``async with limit:`` holds one slot."""
+    """An adjustable concurrency limit; ``async with limit:`` holds one slot.
+
+    Like TCP's congestion window: a slow start grows the limit by one per successful call
+    (doubling it every round trip) until the first congestion signal; from then on it grows
+    additively, by about four slots per round trip, and every congestion signal (at most one a
+    second) cuts it to 0.7 of itself.
+    """
 
     def __init__(self, maximum: int, *, initial: int | None = None, minimum: int = 1) -> None:
         self.maximum = maximum
         self.minimum = minimum
-        # Start at half the bound: a slow start from a handful wastes the first seconds of
-        # every run, and a congested API cuts it within a second anyway.
+        # Start at half the bound: the slow start reaches the bound within one round trip,
+        # and a congested API cuts it within a second anyway.
         self.limit = float(initial or max(minimum, maximum // 2))
         self._active = 0
         self._cond = asyncio.Condition()
         self._baseline_s: float | None = None
-        self._last_cut = 0.0
+        self._last_cut = -math.inf
+        self._slow_start = True
 
     @property
     def active(self) -> int:
@@ -128,10 +178,15 @@ class AdaptiveLimit:
         if latency_s > 3 * self._baseline_s + 0.05:
             self.on_congestion()
             return
-        self._grow(4.0 / max(1.0, self.limit))
+        self._grow(1.0 if self._slow_start else 4.0 / max(1.0, self.limit))
 
     def on_congestion(self) -> None:
-        """429, timeout or latency well above the baseline: cut, at most once per second."""
+        """429, timeout or latency well above the baseline: cut, at most once per second.
+
+        The first signal also ends the slow start for good: from then on the limit probes
+        upwards additively, so it stays near the level the API can take.
+        """
+        self._slow_start = False
         now = asyncio.get_running_loop().time()
         if now - self._last_cut < 1.0:
             return

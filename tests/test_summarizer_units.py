@@ -1,4 +1,4 @@
-"""The summarizer's pure parts: shared buckets (both stores), AIMD limit, budget, cost, profiles."""
+"""The summarizer's parts: budget, cost, profiles, stale answers, the summary cache."""
 
 from __future__ import annotations
 
@@ -12,112 +12,12 @@ from redis.asyncio import Redis
 from common.docsqueue import DocOp, DocResult, DocsQueue
 from common.errors import ConfigError
 from common.keys import CrawlKeys
-from common.scripts import ScriptRunner
 from common.settings import LLMSettings
 from summarizer.budget import token_counter
 from summarizer.cache import SummaryCache
 from summarizer.cost import cost_usd
-from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
 from summarizer.profiles import Profiles
 from tests.helpers import FakeClock, feed_docs, make_docs
-
-
-def _limiter(store: Redis, keys: CrawlKeys, clock: FakeClock, rpm: int, tpm: int = 0
-             ) -> SharedRateLimiter:
-    return SharedRateLimiter(ScriptRunner(store), keys, rpm, tpm, clock=clock)
-
-
-async def test_request_bucket_holds_the_limit_in_every_minute(
-    store: Redis, crawl_keys: CrawlKeys
-) -> None:
-    clock = FakeClock()
-    a = _limiter(store, crawl_keys, clock, rpm=120)
-    b = _limiter(store, crawl_keys, clock, rpm=120)  # a second process: same buckets
-    sent = 0
-    for _ in range(60 * 20):  # one minute in 50 ms steps, both "processes" asking
-        for limiter in (a, b):
-            while await limiter.try_take(10) == 0:
-                sent += 1
-        clock.advance(50)
-    assert 115 <= sent <= 120  # burst 2 + 118 per minute, shared by both
-
-
-async def test_a_one_second_window_is_never_exceeded(store: Redis, crawl_keys: CrawlKeys) -> None:
-    """A provider counting 600 rpm per second (10 in any 1 s): told so, the bucket (burst 1,
-    refill 9/s) keeps every sliding second at or under 10 and sends about 9/s."""
-    clock = FakeClock()
-    limiter = SharedRateLimiter(ScriptRunner(store), crawl_keys, 600, 0, clock=clock,
-                                window_s=1)
-    sent_at: list[int] = []
-    for step in range(10 * 100):  # ten seconds in 10 ms steps
-        while await limiter.try_take(1) == 0:
-            sent_at.append(step * 10)
-        clock.advance(10)
-    worst = max(sum(1 for t in sent_at if s <= t < s + 1000) for s in range(0, 9000, 10))
-    assert worst <= 10
-    assert len(sent_at) >= 80  # 1 + 9/s, less the 10 ms steps of this clock
-
-
-async def test_token_bucket_and_corrections(store: Redis, crawl_keys: CrawlKeys) -> None:
-    clock = FakeClock()
-    limiter = _limiter(store, crawl_keys, clock, rpm=0, tpm=6000)  # burst 100, 98/s refill
-    assert await limiter.try_take(80) == 0
-    wait = await limiter.try_take(80)
-    assert wait == pytest.approx(60 / 5900 * 60, abs=0.02)  # 60 tokens short at 5900/min
-    await limiter.correct(estimated=80, actual=20)  # the call used fewer: give 60 back
-    assert await limiter.try_take(80) == 0
-
-
-async def test_a_request_larger_than_the_burst_goes_when_the_bucket_is_full(
-    store: Redis, crawl_keys: CrawlKeys
-) -> None:
-    clock = FakeClock()
-    limiter = _limiter(store, crawl_keys, clock, rpm=0, tpm=600)  # burst 10
-    assert await limiter.try_take(500) == 0  # never starves...
-    assert await limiter.try_take(5) > 40  # ...but the debt is paid before anything else
-
-
-async def test_pause_holds_everyone(store: Redis, crawl_keys: CrawlKeys) -> None:
-    clock = FakeClock()
-    a = _limiter(store, crawl_keys, clock, rpm=600)
-    b = _limiter(store, crawl_keys, clock, rpm=600)
-    await a.pause(5)
-    assert await b.try_take(1) == pytest.approx(5.0)
-    clock.advance(5000)
-    assert await b.try_take(1) == 0
-
-
-async def test_adaptive_limit_cuts_on_congestion_and_recovers() -> None:
-    limit = AdaptiveLimit(64, initial=32)
-    for _ in range(50):
-        limit.on_success(0.2)
-    grown = limit.limit
-    assert grown > 32
-    limit.on_congestion()
-    assert limit.limit == pytest.approx(grown * 0.7)
-    limit.on_congestion()  # a burst of 429s within a second cuts once
-    assert limit.limit == pytest.approx(grown * 0.7)
-    limit.on_success(5.0)  # latency far above the baseline counts as congestion...
-    assert limit.limit == pytest.approx(grown * 0.7)  # ...but not twice in one second
-    for _ in range(500):
-        limit.on_success(0.2)
-    assert limit.limit == 64
-
-
-async def test_adaptive_limit_bounds_concurrency() -> None:
-    limit = AdaptiveLimit(64, initial=3)
-    active = peak = 0
-
-    async def job() -> None:
-        nonlocal active, peak
-        async with limit:
-            active += 1
-            peak = max(peak, active)
-            await asyncio.sleep(0.01)
-            active -= 1
-
-    await asyncio.gather(*(job() for _ in range(30)))
-    assert peak == 3
 
 
 def test_truncation_keeps_the_beginning_on_a_word_boundary() -> None:
