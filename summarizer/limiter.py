@@ -11,6 +11,7 @@ healthy and cut multiplicatively on 429s, timeouts or rising latency (AIMD).
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -150,7 +151,10 @@ class AdaptiveLimit:
         # and a congested API cuts it within a second anyway.
         self.limit = float(initial or max(minimum, maximum // 2))
         self._active = 0
-        self._cond = asyncio.Condition()
+        # Waiters in arrival order; a freed slot is handed to the first one directly. (A
+        # Condition with notify_all woke every waiter per released slot, and the one that could
+        # go was often the last to get the lock: a slot sat idle for a dozen loop turns.)
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._baseline_s: float | None = None
         self._last_cut = -math.inf
         self._slow_start = True
@@ -160,15 +164,35 @@ class AdaptiveLimit:
         return self._active
 
     async def __aenter__(self) -> AdaptiveLimit:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._active < int(self.limit))
+        if not self._waiters and self._active < int(self.limit):
             self._active += 1
+            return self
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # _wake counted the slot as ours before resolving this
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed a slot, then cancelled
+                self._release()
+            else:
+                self._waiters.remove(waiter)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        async with self._cond:
-            self._active -= 1
-            self._cond.notify_all()
+        self._release()
+
+    def _release(self) -> None:
+        self._active -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hand free slots to the waiters, first come first served."""
+        while self._waiters and self._active < int(self.limit):
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._active += 1
+                waiter.set_result(None)
 
     def on_success(self, latency_s: float) -> None:
         if self._baseline_s is None or latency_s < self._baseline_s:
@@ -194,5 +218,5 @@ class AdaptiveLimit:
         self.limit = max(float(self.minimum), self.limit * 0.7)
 
     def _grow(self, step: float) -> None:
-        # Waiters re-check the limit whenever a slot is released, which is when it matters.
         self.limit = min(float(self.maximum), self.limit + step)
+        self._wake()

@@ -242,3 +242,31 @@ async def test_adaptive_limit_bounds_concurrency() -> None:
 
     await asyncio.gather(*(job() for _ in range(30)))
     assert peak == 3
+
+
+async def test_adaptive_limit_hands_slots_over_in_order_and_survives_cancellation() -> None:
+    limit = AdaptiveLimit(8, initial=2)
+    order: list[int] = []
+    release = asyncio.Event()
+
+    async def job(n: int) -> None:
+        async with limit:
+            order.append(n)
+            await release.wait()
+
+    holders = [asyncio.create_task(job(n)) for n in range(2)]
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(job(n)) for n in range(2, 6)]
+    await asyncio.sleep(0)
+    assert order == [0, 1]
+    assert limit.active == 2
+    waiting[0].cancel()  # a waiter cancelled before its turn takes no slot with it
+    await asyncio.sleep(0)
+    limit.on_success(0.2)  # the slow start raises the limit to 3: the next waiter goes now
+    await asyncio.sleep(0)
+    assert order == [0, 1, 3]
+    assert limit.active == 3
+    release.set()
+    await asyncio.gather(*holders, *waiting[1:])
+    assert order == [0, 1, 3, 4, 5]  # first come, first served
+    assert limit.active == 0
