@@ -43,11 +43,17 @@ class DocOp:
     completion_tokens: int = 0
     cost_micro_usd: int = 0
     attempt: int = 0  # the lease's attempt; 0: any attempt of this worker's lease
+    # A summary computed for the content cache: stored under this key (and the key's lock
+    # dropped when ``cache_unlock``) in the same step, even when the lease turns out stale.
+    cache_key: str = ""
+    cache_summary: str = ""
+    cache_unlock: bool = False
 
     def args(self) -> list[str]:
         return [self.kind, self.fp, self.reason, self.record, self.model,
                 str(self.prompt_tokens), str(self.completion_tokens), str(self.cost_micro_usd),
-                str(self.attempt)]
+                str(self.attempt), self.cache_key, self.cache_summary,
+                "1" if self.cache_unlock else ""]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
@@ -14,7 +15,7 @@ from common.keys import CrawlKeys
 from common.scripts import CrawlScripts, ScriptRunner
 from common.store import translate_errors
 
-__all__ = ["SummaryCache", "content_key"]
+__all__ = ["CacheWrite", "SummaryCache", "content_key"]
 
 
 def content_key(model: str, prompt: str, text: str) -> str:
@@ -25,13 +26,25 @@ def content_key(model: str, prompt: str, text: str) -> str:
     return digest.hexdigest()[:32]
 
 
+@dataclass(frozen=True, slots=True)
+class CacheWrite:
+    """A computed summary to store under its content key, and whether to drop the key's lock
+    (the computing caller took it)."""
+
+    key: str
+    summary: str
+    unlock: bool
+
+
 class SummaryCache:
     """Cached summaries by content key, with single flight: while one caller computes a key,
     others (in this process, or in another one through a short Redis lock) wait for its result
     instead of paying for the same call.
 
-    Two round trips per miss: one script looks the key up and takes its lock, one pipeline
-    stores the summary and drops the lock."""
+    One round trip per lookup: a script looks the key up and takes its lock. The summary is
+    then stored (and the lock dropped) by one pipeline, or, when the caller passes ``deferred``,
+    handed to it as a CacheWrite to write in its own step: the summarizer worker writes it with
+    the doc's settle, which saves a round trip per summary."""
 
     def __init__(self, redis: Redis, keys: CrawlKeys, lock_s: float = 10.0,
                  scripts: ScriptRunner | None = None) -> None:
@@ -42,9 +55,12 @@ class SummaryCache:
         self._local: dict[str, asyncio.Future[str | None]] = {}
 
     async def single_flight(
-        self, key: str, compute: Callable[[], Awaitable[str]]
+        self, key: str, compute: Callable[[], Awaitable[str]], *,
+        deferred: list[CacheWrite] | None = None,
     ) -> tuple[str, bool]:
-        """(summary, cached): the cached summary, or ``compute()``'s, stored for the others."""
+        """(summary, cached): the cached summary, or ``compute()``'s, stored for the others
+        (or appended to ``deferred`` for the caller to store; until it does, other processes
+        wait on the key's lock, which expires after ``lock_s`` if the write never comes)."""
         local = self._local.get(key)
         if local is not None:
             shared = await asyncio.shield(local)
@@ -63,7 +79,11 @@ class SummaryCache:
             # others take over within lock_s instead of waiting for a long TTL.
             keepalive = asyncio.create_task(self._keep_lock(key))
             summary = await compute()
-            await self._store(key, summary, unlock=locked)
+            write = CacheWrite(key, summary, unlock=locked)
+            if deferred is None:
+                await self._store(write)
+            else:
+                deferred.append(write)
             locked = False
             mine.set_result(summary)
             return summary, False
@@ -102,12 +122,12 @@ class SummaryCache:
                 return None, False
             await asyncio.sleep(0.2)
 
-    async def _store(self, key: str, summary: str, *, unlock: bool) -> None:
+    async def _store(self, write: CacheWrite) -> None:
         async with translate_errors():
             pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(self._keys.summary_cache, key, summary)
-            if unlock:
-                pipe.delete(self._keys.summary_lock(key))
+            pipe.hset(self._keys.summary_cache, write.key, write.summary)
+            if write.unlock:
+                pipe.delete(self._keys.summary_lock(write.key))
             await pipe.execute()
 
     async def get(self, key: str) -> str | None:

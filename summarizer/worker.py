@@ -23,7 +23,7 @@ from common.logging import get_logger
 from common.metrics import SummarizerMetrics
 from common.serde import Doc, decode_doc
 from common.urls import host_of
-from summarizer.cache import SummaryCache, content_key
+from summarizer.cache import CacheWrite, SummaryCache, content_key
 from summarizer.cost import cost_usd
 from summarizer.engines import Engine, Request, Summary
 from summarizer.limiter import AdaptiveLimit
@@ -164,14 +164,16 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         request = Request(doc.url, doc.title, doc.text, self._profiles.for_host(host_of(doc.url)))
         model, prompt = self._engine.cache_identity(request)
         made: list[Summary] = []
+        writes: list[CacheWrite] = []  # stored with the settle: one round trip less per doc
 
         async def compute() -> str:
             made.append(await self._engine.summarize(request))
             return made[0].text
 
         text, cached = await self._cache.single_flight(content_key(model, prompt, doc.text),
-                                                       compute)
+                                                       compute, deferred=writes)
         summary = made[0] if made else Summary(text, model)
+        write = writes[0] if writes else None
         cost = 0.0 if cached else cost_usd(self._prices, summary.summarizer,
                                            summary.prompt_tokens, summary.completion_tokens)
         if cached:
@@ -193,6 +195,8 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             model="" if cached else summary.summarizer,
             prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
             cost_micro_usd=round(cost * 1_000_000),
+            cache_key=write.key if write else "", cache_summary=write.summary if write else "",
+            cache_unlock=write.unlock if write else False,
         )
 
     def _account(self, summary: Summary, cost: float) -> None:

@@ -14,7 +14,7 @@ from common.errors import ConfigError
 from common.keys import CrawlKeys
 from common.settings import LLMSettings
 from summarizer.budget import token_counter
-from summarizer.cache import SummaryCache
+from summarizer.cache import CacheWrite, SummaryCache
 from summarizer.cost import cost_usd
 from summarizer.profiles import Profiles
 from tests.helpers import FakeClock, feed_docs, make_docs
@@ -118,3 +118,32 @@ async def test_a_failed_computation_releases_the_lock(store: Redis, crawl_keys: 
         await cache.single_flight("k2", broken)
     assert not await store.exists(crawl_keys.summary_lock("k2"))
     assert await cache.get("k2") is None
+
+
+async def test_a_deferred_cache_write_lands_with_the_settle_even_when_stale(
+    store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    """The worker's path: the summary is stored (and the lock dropped) by the settle script, not
+    by the cache; a waiter in another process sees the key locked until then, and a stale lease
+    does not throw the computed summary away."""
+    clock = FakeClock()
+    queue = DocsQueue(store, crawl_keys, clock=clock)
+    await feed_docs(store, crawl_keys, make_docs(1))
+    [lease] = await queue.claim("w", 1, lease_s=5)
+    writes: list[CacheWrite] = []
+
+    async def compute() -> str:
+        return "the summary"
+
+    cache = SummaryCache(store, crawl_keys)
+    assert await cache.single_flight("k3", compute, deferred=writes) == ("the summary", False)
+    assert writes == [CacheWrite("k3", "the summary", unlock=True)]
+    assert await cache.get("k3") is None  # not stored yet...
+    assert await store.exists(crawl_keys.summary_lock("k3"))  # ...and others still wait
+    clock.advance(5_000)
+    assert await queue.reap() == (1, 0)  # the lease is gone: this settle will be stale
+    op = DocOp("summarized", lease.fp, attempt=lease.attempt, cache_key="k3",
+               cache_summary="the summary", cache_unlock=True)
+    assert await queue.settle("w", [op]) == [DocResult.STALE]
+    assert await cache.get("k3") == "the summary"
+    assert not await store.exists(crawl_keys.summary_lock("k3"))
