@@ -79,7 +79,9 @@ class DirectTransport:
         headers.update(self._client.auth_headers)
         self._headers = headers
         connector = aiohttp.TCPConnector(limit=self._connections, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        # trust_env: HTTP(S)_PROXY / NO_PROXY apply, as they do for openai's own transports
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                              trust_env=True)
         return self._session
 
     async def send(self, body: dict[str, Any]) -> bytes:

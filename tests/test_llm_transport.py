@@ -7,6 +7,7 @@ Retry-After. The direct transport must send the request the AsyncOpenAI client w
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -117,13 +118,13 @@ async def test_a_reset_or_refused_connection_is_a_connection_error(kind: str,
     assert refused.reason == "connection"
 
 
-async def test_direct_sends_the_headers_the_openai_client_sends() -> None:
-    """Every header AsyncOpenAI.post sends, the direct transport sends with the same value,
-    except the three openai sets per attempt (retry count, read timeout, idempotency key)."""
-    seen: list[dict[str, str]] = []
+@contextlib.asynccontextmanager
+async def _probe() -> AsyncIterator[tuple[int, list[web.Request]]]:
+    """An HTTP server on 127.0.0.1 that records every request and answers a completion."""
+    seen: list[web.Request] = []
 
     async def capture(request: web.Request) -> web.Response:
-        seen.append({k.lower(): v for k, v in request.headers.items()})
+        seen.append(request)
         return web.json_response({"choices": [{"message": {"content": "ok"}}]})
 
     app = web.Application()
@@ -133,14 +134,36 @@ async def test_direct_sends_the_headers_the_openai_client_sends() -> None:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        for kind in ("openai", "direct"):
-            await _send(_transport(kind, f"http://127.0.0.1:{port}/v1"))
+        yield port, seen
     finally:
         await runner.cleanup()
-    via_openai, direct = seen
+
+
+async def test_direct_sends_the_headers_the_openai_client_sends() -> None:
+    """Every header AsyncOpenAI.post sends, the direct transport sends with the same value,
+    except the three openai sets per attempt (retry count, read timeout, idempotency key)."""
+    async with _probe() as (port, seen):
+        for kind in ("openai", "direct"):
+            await _send(_transport(kind, f"http://127.0.0.1:{port}/v1"))
+    via_openai, direct = ({k.lower(): v for k, v in r.headers.items()} for r in seen)
     per_attempt = {"x-stainless-retry-count", "x-stainless-read-timeout", "idempotency-key"}
     transport_level = {"host", "content-length", "accept-encoding", "connection"}
     expected = {k: v for k, v in via_openai.items() if k not in per_attempt | transport_level}
     assert {"authorization", "user-agent", "content-type", "x-stainless-async"} <= set(expected)
     assert {k: direct.get(k) for k in expected} == expected
     assert direct["authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_a_proxy_from_the_environment_is_used(kind: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY applies to both transports (openai's honour it, so the direct one must)."""
+    async with _probe() as (port, seen):
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                     "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
+        await _send(_transport(kind, "http://llm.example.invalid/v1"))
+    [request] = seen  # the request reached the proxy, asking for the API's host
+    assert request.host == "llm.example.invalid"
