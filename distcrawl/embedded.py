@@ -82,11 +82,12 @@ async def _crawl(settings: Settings, req: RunRequest, seeds: list[SeedLine],
         async with contextlib.AsyncExitStack() as stack:
             crawl = await stack.enter_async_context(
                 crawl_runtime(settings, redis, frontier, shutdown))
-            workers = [crawl.worker.run(drain=True)]
             summarizer = None
-            if req.summarize:
+            if req.summarize:  # (a ConfigError here must not leave a worker coroutine behind)
                 summarizer = await stack.enter_async_context(
                     summarize_runtime(settings, redis, frontier.keys, shutdown))
+            workers = [crawl.worker.run(drain=True)]
+            if summarizer is not None:
                 workers.append(summarizer.worker.run(drain=True))
             done = asyncio.Event()
             reporter = asyncio.create_task(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,6 +63,12 @@ def open_client(llm: LLMSettings, api_key: str | None) -> ChatTransport:
         timeout=llm.timeout_s,
         http_client=http_client,
     )
+    # from settings or OPENAI_BASE_URL: a typo must stop the worker, not fail every doc
+    url = urllib.parse.urlsplit(str(client.base_url))
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"the LLM base URL {llm.base_url or str(client.base_url)!r} is not "
+                          "an http(s) URL (set DISTCRAWL_LLM__BASE_URL, --llm-base-url or "
+                          "OPENAI_BASE_URL, e.g. https://api.openai.com/v1)")
     return open_transport(llm.transport, client, llm.timeout_s, connections=llm.concurrency)
 
 

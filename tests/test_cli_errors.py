@@ -95,3 +95,16 @@ def test_wrong_redis_password_is_a_config_error(tmp_path: Path) -> None:
     line = _one_line_error(proc.stderr)
     assert "refused the credentials" in line
     assert "wrong-password" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"DISTCRAWL_LLM__BASE_URL": "nonsense"}, {"DISTCRAWL_LLM__BASE_URL": "ftp://llm.example/v1"},
+     {"OPENAI_BASE_URL": "http://"}],
+    ids=["no-scheme", "ftp", "openai-env-no-host"],
+)
+def test_a_bad_llm_base_url_stops_before_any_work(env: dict[str, str]) -> None:
+    proc = cli("run", f"http://127.0.0.1:{free_port()}/", "--no-progress",
+               env={"OPENAI_API_KEY": "sk-test-key", **env})
+    assert proc.returncode == 2
+    assert "is not an http(s) URL" in _one_line_error(proc.stderr)
