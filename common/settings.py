@@ -87,7 +87,9 @@ class LLMSettings(_Section):
     transport: Literal["direct", "openai"] = Field(
         "direct", description="direct: the AsyncOpenAI client's request on one aiohttp session; "
         "openai: through AsyncOpenAI.post (about twice the client CPU per call)")
-    max_attempts: int = Field(6, ge=1, le=50)
+    max_attempts: int = Field(6, ge=1, le=50, description="failed calls before a doc fails")
+    max_rate_limited: int = Field(
+        24, ge=1, le=1000, description="429 answers before a doc fails (they pace, not fail)")
     max_input_tokens: int = Field(3000, ge=50)
     max_output_tokens: int = Field(256, ge=1)
     prompt: str = (

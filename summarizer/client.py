@@ -104,16 +104,25 @@ class OpenAIEngine:
     async def summarize(self, request: Request) -> Summary:
         prompt, estimate = self.prompt_for(request)
         model = request.profile.model
-        last: RetryableError | None = None
-        for attempt in range(1, self._llm.max_attempts + 1):
+        # Two budgets: failures (5xx, timeouts, broken answers) are the doc's max_attempts; a 429
+        # is the provider pacing us, not a fault of the call, and has its own larger budget, so
+        # a rate-limit storm does not fail docs that a failing API would.
+        failures = rate_limited = calls = 0
+        while True:
+            calls += 1
             try:
-                return await self._call(model, prompt, request, estimate, attempt)
+                return await self._call(model, prompt, request, estimate, calls)
             except RetryableError as exc:
-                last = exc
-                await self._back_off(exc, attempt)
-        assert last is not None
-        raise PermanentError(f"gave up after {self._llm.max_attempts} attempts: {last}",
-                             reason=last.reason)
+                if exc.reason == "http_429":
+                    rate_limited += 1
+                else:
+                    failures += 1
+                if failures >= self._llm.max_attempts or \
+                        rate_limited >= self._llm.max_rate_limited:
+                    raise PermanentError(
+                        f"gave up after {calls} calls ({failures} failed, {rate_limited} "
+                        f"rate-limited): {exc}", reason=exc.reason) from exc
+                await self._back_off(exc, calls)
 
     async def _call(self, model: str, prompt: str, request: Request, estimate: int,
                     attempt: int) -> Summary:

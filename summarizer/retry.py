@@ -1,6 +1,7 @@
 """The summarizer's one retry layer: openai's exceptions are translated here and nowhere else.
 
-- 401/403, and 404 (unknown model or endpoint): ``ConfigError``. The worker stops with one
+- 401/403, 404 (unknown model or endpoint) and 429 ``insufficient_quota`` (billing, not
+  pacing): ``ConfigError``. The worker stops with one
   line: it is configuration, not data, and the docs stay queued.
 - 400/422: ``PermanentError``, this doc fails with the reason.
 - 408/409/429/5xx, timeouts, connection errors, malformed answers: ``RetryableError``, carrying
@@ -52,6 +53,9 @@ def _disconnected(exc: BaseException) -> bool:
 def _from_status(exc: openai.APIStatusError) -> DistcrawlError:
     status = exc.status_code
     message = _message(exc)
+    if status == 429 and _code(exc) == "insufficient_quota":  # billing: no retry helps
+        return ConfigError(f"the LLM API account has no quota left (HTTP 429 "
+                           f"insufficient_quota): {message}")
     if status in (401, 403):
         return ConfigError(f"the LLM API refused the credentials (HTTP {status}): {message}")
     if status == 404:
@@ -62,6 +66,13 @@ def _from_status(exc: openai.APIStatusError) -> DistcrawlError:
         return RetryableError(f"HTTP {status}: {message}", reason=f"http_{status}",
                               retry_after_s=retry_after)
     return PermanentError(f"HTTP {status}: {message}", reason=f"http_{status}")
+
+
+def _code(exc: openai.APIStatusError) -> str | None:
+    body = exc.body
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    code = inner.get("code") or inner.get("type") if isinstance(inner, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _message(exc: openai.APIStatusError) -> str:

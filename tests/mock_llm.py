@@ -61,7 +61,8 @@ comes ``latency_s`` after the request was taken up, as the benchmark's ideal C/L
 Fault modes (``MockConfig.mode``): ``ok``; ``slow`` (sleep ``slow_s`` more, then answer
 normally); ``reset`` (abort the TCP connection without writing a response); ``malformed``
 (200 with a truncated, invalid JSON body); ``empty_choices`` (a valid completion with
-``"choices": []``); ``error_200`` (200 whose body is only an ``{"error": {...}}`` object).
+``"choices": []``); ``error_200`` (200 whose body is only an ``{"error": {...}}`` object);
+``quota`` (429 ``insufficient_quota``, OpenAI's answer when the account's credit is used up).
 
 Control endpoints (no auth, outside ``/v1`` so they never collide with the API):
 
@@ -105,7 +106,7 @@ __all__ = [
     "prompt_tokens",
 ]
 
-Mode = Literal["ok", "slow", "reset", "malformed", "empty_choices", "error_200"]
+Mode = Literal["ok", "slow", "reset", "malformed", "empty_choices", "error_200", "quota"]
 MODES: tuple[str, ...] = get_args(Mode)
 WINDOW_S = 60.0
 """Length of the sliding rate-limit window, in seconds."""
@@ -625,6 +626,9 @@ class MockLLM:
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=200)  # never written: the transport is gone
+        if mode == "quota":
+            return _error(429, "You exceeded your current quota, please check your plan and "
+                          "billing details.", "insufficient_quota", "insufficient_quota")
         if mode == "malformed":
             text = json.dumps(completion)[:40]
             return web.Response(status=200, text=text, content_type="application/json",

@@ -135,10 +135,9 @@ async def test_429_storm_lowers_the_adaptive_limit_and_it_recovers(
     assert proc.returncode == 0, err
     assert_no_traceback(err)
     stats = await DocsQueue(server_store, crawl_keys).stats()
-    # Each doc has 6 attempts; one that meets 429s on all six fails with that reason.
-    assert (stats.summarized + stats.failed, stats.pending) == (300, 0)
-    assert stats.failed == stats.counts.get("docs_failed:http_429", 0)
-    assert stats.failed < 30, stats
+    # 429s have their own budget per doc (24): a storm of seconds fails no doc. (When they
+    # counted against the 6 attempts, 1-7 of 300 failed with http_429.)
+    assert (stats.summarized, stats.failed, stats.pending) == (300, 0, 0), stats
     served = mock.stats()
     assert served["by_status"]["200"] == stats.summarized
     assert storm_over

@@ -14,10 +14,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from common.errors import ConfigError, DistcrawlError, PermanentError, RetryableError
+from common.keys import CrawlKeys
+from common.scripts import ScriptRunner
 from common.settings import LLMSettings
-from summarizer.client import _decode_completion, open_client
+from summarizer.client import OpenAIEngine, _decode_completion, open_client
+from summarizer.engines import Request
+from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
+from summarizer.profiles import Profile
 from summarizer.retry import translate_openai_error
 from summarizer.transport import ChatTransport
 from tests.mock_llm import MockLLM
@@ -92,7 +98,12 @@ async def test_status_errors_translate_the_same(kind: str, mock: MockLLM) -> Non
     assert limited.retry_after_s is not None
     assert 50 < limited.retry_after_s <= 60
 
-    mock.configure(rpm=0, error_rate_5xx=1.0)
+    mock.configure(rpm=0, mode="quota")  # 429, but billing: retrying cannot help
+    no_quota = await _error(_transport(kind, mock.base_url))
+    assert isinstance(no_quota, ConfigError)
+    assert "no quota left" in str(no_quota)
+
+    mock.configure(mode="ok", error_rate_5xx=1.0)
     overloaded = await _error(_transport(kind, mock.base_url))
     assert isinstance(overloaded, RetryableError)
     assert overloaded.reason == "http_503"
@@ -167,3 +178,31 @@ async def test_a_proxy_from_the_environment_is_used(kind: str,
         await _send(_transport(kind, "http://llm.example.invalid/v1"))
     [request] = seen  # the request reached the proxy, asking for the API's host
     assert request.host == "llm.example.invalid"
+
+
+async def test_429s_and_failures_have_separate_budgets(mock: MockLLM, store: Redis,
+                                                       crawl_keys: CrawlKeys) -> None:
+    """The engine's retries: a doc fails after max_attempts failed calls, or after
+    max_rate_limited 429s (the provider pacing), whichever budget runs out; never more calls."""
+    llm = LLMSettings(base_url=mock.base_url, api_key=SecretStr(KEY), max_attempts=2,
+                      max_rate_limited=4, timeout_s=10)
+    engine = OpenAIEngine(open_client(llm, KEY), llm,
+                          SharedRateLimiter(ScriptRunner(store), crawl_keys, 0, 0),
+                          AdaptiveLimit(8), lambda *_: None)
+    profile = Profile("mock-model", llm.prompt, 32)
+    request = Request("https://a.test/", "A", "Alpha beta gamma.", profile)
+    try:
+        mock.configure(rpm=1, omit_retry_after=True)  # one request a minute, 429s after it
+        assert (await engine.summarize(request)).text.startswith("Summary: ")
+        with pytest.raises(PermanentError) as limited:
+            await engine.summarize(request)
+        assert limited.value.reason == "http_429"
+        assert mock.stats().by_status == {200: 1, 429: 4}  # four 429s, though max_attempts=2
+        mock.reset()
+        mock.configure(rpm=0, error_rate_5xx=1.0)
+        with pytest.raises(PermanentError) as failing:
+            await engine.summarize(request)
+        assert failing.value.reason == "http_503"
+        assert mock.stats().by_status == {503: 2}  # max_attempts calls, no back-off after
+    finally:
+        await engine.aclose()
