@@ -16,7 +16,7 @@ from common.keys import CrawlKeys
 from common.scripts import CrawlScripts, ScriptRunner
 from common.store import hash_items
 
-__all__ = ["DocLease", "DocOp", "DocResult", "DocsQueue", "DocsStats"]
+__all__ = ["CacheWrite", "DocLease", "DocOp", "DocResult", "DocsQueue", "DocsStats"]
 
 
 class DocResult(enum.IntEnum):
@@ -33,6 +33,16 @@ class DocLease:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheWrite:
+    """A computed summary to store under its content key (summarizer.cache), and whether to
+    drop the key's lock (the computing caller took it)."""
+
+    key: str
+    summary: str
+    unlock: bool
+
+
+@dataclass(frozen=True, slots=True)
 class DocOp:
     kind: str  # summarized | failed | release
     fp: str
@@ -43,17 +53,16 @@ class DocOp:
     completion_tokens: int = 0
     cost_micro_usd: int = 0
     attempt: int = 0  # the lease's attempt; 0: any attempt of this worker's lease
-    # A summary computed for the content cache: stored under this key (and the key's lock
-    # dropped when ``cache_unlock``) in the same step, even when the lease turns out stale.
-    cache_key: str = ""
-    cache_summary: str = ""
-    cache_unlock: bool = False
+    # A summary computed for the content cache, stored in the same step (even when the lease
+    # turns out stale: the summary is good for the next doc with the same text).
+    cache: CacheWrite | None = None
 
     def args(self) -> list[str]:
+        cache = self.cache
         return [self.kind, self.fp, self.reason, self.record, self.model,
                 str(self.prompt_tokens), str(self.completion_tokens), str(self.cost_micro_usd),
-                str(self.attempt), self.cache_key, self.cache_summary,
-                "1" if self.cache_unlock else ""]
+                str(self.attempt), cache.key if cache else "", cache.summary if cache else "",
+                "1" if cache and cache.unlock else ""]
 
 
 @dataclass(frozen=True, slots=True)

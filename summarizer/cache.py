@@ -6,16 +6,16 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from common.docsqueue import CacheWrite
 from common.errors import StoreUnavailable
 from common.keys import CrawlKeys
 from common.scripts import CrawlScripts, ScriptRunner
 from common.store import translate_errors
 
-__all__ = ["CacheWrite", "SummaryCache", "content_key"]
+__all__ = ["SummaryCache", "content_key"]
 
 
 def content_key(model: str, prompt: str, text: str) -> str:
@@ -24,16 +24,6 @@ def content_key(model: str, prompt: str, text: str) -> str:
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
     return digest.hexdigest()[:32]
-
-
-@dataclass(frozen=True, slots=True)
-class CacheWrite:
-    """A computed summary to store under its content key, and whether to drop the key's lock
-    (the computing caller took it)."""
-
-    key: str
-    summary: str
-    unlock: bool
 
 
 class SummaryCache:

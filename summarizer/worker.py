@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.batcher import Batcher
-from common.docsqueue import DocLease, DocOp, DocResult, DocsQueue
+from common.docsqueue import CacheWrite, DocLease, DocOp, DocResult, DocsQueue
 from common.errors import ConfigError, PermanentError, StoreUnavailable
 from common.heartbeat import Heartbeats
 from common.leasedworker import LeasedWorker, WorkerTiming
@@ -23,7 +23,7 @@ from common.logging import get_logger
 from common.metrics import SummarizerMetrics
 from common.serde import Doc, decode_doc
 from common.urls import host_of
-from summarizer.cache import CacheWrite, SummaryCache, content_key
+from summarizer.cache import SummaryCache, content_key
 from summarizer.cost import cost_usd
 from summarizer.engines import Engine, Request, Summary
 from summarizer.limiter import AdaptiveLimit
@@ -173,7 +173,6 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         text, cached = await self._cache.single_flight(content_key(model, prompt, doc.text),
                                                        compute, deferred=writes)
         summary = made[0] if made else Summary(text, model)
-        write = writes[0] if writes else None
         cost = 0.0 if cached else cost_usd(self._prices, summary.summarizer,
                                            summary.prompt_tokens, summary.completion_tokens)
         if cached:
@@ -195,8 +194,7 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             model="" if cached else summary.summarizer,
             prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
             cost_micro_usd=round(cost * 1_000_000),
-            cache_key=write.key if write else "", cache_summary=write.summary if write else "",
-            cache_unlock=write.unlock if write else False,
+            cache=writes[0] if writes else None,
         )
 
     def _account(self, summary: Summary, cost: float) -> None:

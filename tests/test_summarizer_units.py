@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from common.docsqueue import DocOp, DocResult, DocsQueue
+from common.docsqueue import CacheWrite, DocOp, DocResult, DocsQueue
 from common.errors import ConfigError
 from common.keys import CrawlKeys
 from common.settings import LLMSettings
 from summarizer.budget import token_counter
-from summarizer.cache import CacheWrite, SummaryCache
+from summarizer.cache import SummaryCache
 from summarizer.cost import cost_usd
 from summarizer.profiles import Profiles
 from tests.helpers import FakeClock, feed_docs, make_docs
@@ -142,8 +142,7 @@ async def test_a_deferred_cache_write_lands_with_the_settle_even_when_stale(
     assert await store.exists(crawl_keys.summary_lock("k3"))  # ...and others still wait
     clock.advance(5_000)
     assert await queue.reap() == (1, 0)  # the lease is gone: this settle will be stale
-    op = DocOp("summarized", lease.fp, attempt=lease.attempt, cache_key="k3",
-               cache_summary="the summary", cache_unlock=True)
+    op = DocOp("summarized", lease.fp, attempt=lease.attempt, cache=writes[0])
     assert await queue.settle("w", [op]) == [DocResult.STALE]
     assert await cache.get("k3") == "the summary"
     assert not await store.exists(crawl_keys.summary_lock("k3"))
