@@ -68,17 +68,21 @@ def _from_status(exc: openai.APIStatusError) -> DistcrawlError:
     return PermanentError(f"HTTP {status}: {message}", reason=f"http_{status}")
 
 
-def _code(exc: openai.APIStatusError) -> str | None:
+def _error_object(exc: openai.APIStatusError) -> dict[str, object] | None:
+    """The ``{"message", "type", "code", ...}`` object of an OpenAI error body, if any."""
     body = exc.body
     inner = body.get("error", body) if isinstance(body, dict) else None
-    code = inner.get("code") or inner.get("type") if isinstance(inner, dict) else None
+    return inner if isinstance(inner, dict) else None
+
+
+def _code(exc: openai.APIStatusError) -> str | None:
+    inner = _error_object(exc)
+    code = (inner.get("code") or inner.get("type")) if inner is not None else None
     return code if isinstance(code, str) else None
 
 
 def _message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])[:300]
+    inner = _error_object(exc)
+    if inner is not None and isinstance(inner.get("message"), str):
+        return str(inner["message"])[:300]
     return str(exc.message)[:300]
