@@ -355,10 +355,12 @@ class Bench:
         self._runs += 1
         return f"bench-{self.stamp}-{self._runs}-{label}"
 
-    def _baseline(self, kind: str, mock: Mock) -> Result:
+    def _baseline(self, kind: str, mock: Mock, transport: str = "direct") -> Result:
+        """The one-doc run of ``kind`` ("distcrawl" with a transport, or "plain")."""
+        if transport != "direct":
+            kind = f"{kind}/{transport}"
         if kind not in self.baselines:
             if kind.startswith("distcrawl"):
-                transport = kind.partition("/")[2] or "direct"
                 base = self.distcrawl(f"{kind} on one doc", mock, 1, transport=transport,
                                       baseline=True)
             else:
@@ -376,8 +378,7 @@ class Bench:
 
         from common.keys import CrawlKeys
 
-        kind = "distcrawl" if transport == "direct" else f"distcrawl/{transport}"
-        base = None if baseline else self._baseline(kind, mock)
+        base = None if baseline else self._baseline("distcrawl", mock, transport)
         keys = CrawlKeys(self._name("dc"))
         asyncio.run(_feed(self.redis_url, keys, self.docs[:n]))
         with redis.Redis.from_url(self.redis_url, decode_responses=True) as client:
