@@ -64,9 +64,11 @@ class Fleet:
     def alive(self) -> list[Worker]:
         return [w for w in self.workers if w.alive]
 
-    def hit(self, rng: random.Random, sig: signal.Signals) -> Worker | None:
-        """Send ``sig`` to a random live worker and start a new one of the same role."""
-        alive = self.alive()
+    def hit(self, rng: random.Random, sig: signal.Signals, role: str | None = None
+            ) -> Worker | None:
+        """Send ``sig`` to a random live worker (of ``role``, if given) and start a new one of
+        the same role."""
+        alive = [w for w in self.alive() if role is None or w.role == role]
         if not alive:
             return None
         victim = rng.choice(alive)
