@@ -36,6 +36,7 @@ test: $(STAMP) system-deps deploy-tools lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)

@@ -52,8 +52,9 @@ def _wait(proc: subprocess.Popen[str]) -> tuple[int, float, float]:
 
 
 def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def run_raw(seeds: list[str], concurrency: int) -> Result:
@@ -66,21 +67,49 @@ def run_raw(seeds: list[str], concurrency: int) -> Result:
     return Result("raw aiohttp loop", int(doc["pages"]), doc["last"] - doc["first"], cpu, rss)
 
 
-def run_distcrawl(name: str, url: str, crawl: str, seeds: list[str], concurrency: int,
-                  processes: int) -> Result:
+def run_distcrawl(
+    name: str, url: str, crawl: str, seeds: list[str], concurrency: int, processes: int
+) -> Result:
     store = ["--redis", url, "--crawl", crawl]
     client = redis.Redis.from_url(url, decode_responses=True)
     redis_cpu_before = _redis_cpu(client)
     produce = subprocess.run(
-        [sys.executable, "-m", "distcrawl.cli", "produce", *store, *seeds, "--rate", "1000000",
-         "--burst", "1000000", "--per-domain-inflight", str(concurrency * processes)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "distcrawl.cli",
+            "produce",
+            *store,
+            *seeds,
+            "--rate",
+            "1000000",
+            "--burst",
+            "1000000",
+            "--per-domain-inflight",
+            str(concurrency * processes),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if produce.returncode != 0:
         raise SystemExit(f"produce failed: {produce.stderr}")
     procs = [
-        _spawn(["-m", "distcrawl.cli", "crawl", *store, "--drain", "--allow-private",
-                "--concurrency", str(concurrency), "--log-level", "WARNING"])
+        _spawn(
+            [
+                "-m",
+                "distcrawl.cli",
+                "crawl",
+                *store,
+                "--drain",
+                "--allow-private",
+                "--concurrency",
+                str(concurrency),
+                "--log-level",
+                "WARNING",
+            ]
+        )
         for _ in range(processes)
     ]
     cpu = rss = 0.0
@@ -136,8 +165,12 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="a small site, for a smoke test")
     p.add_argument("--skip-two", action="store_true", help="do not run the 2-process case")
-    p.add_argument("--server", choices=["auto", "nginx", "aiohttp"], default="auto",
-                   help="who serves the site (auto: nginx when installed)")
+    p.add_argument(
+        "--server",
+        choices=["auto", "nginx", "aiohttp"],
+        default="auto",
+        help="who serves the site (auto: nginx when installed)",
+    )
     args = p.parse_args()
     if args.quick:
         args.hosts, args.pages_per_host = 2, 150
@@ -151,35 +184,54 @@ def main() -> None:
             port = site.port
             seeds = [f"http://{a}:{port}/p/0.html" for a in addresses.split(",")]
             total = args.hosts * (args.pages_per_host + 1)  # each host's "/" too
-            print(f"# bench/crawl: {total} pages of ~40 KB with 55 links on {args.hosts} hosts; "
-                  f"served by {'nginx' if use_nginx else 'aiohttp'}; concurrency "
-                  f"{args.concurrency}; {os.cpu_count()} CPUs; Python {platform.python_version()}")
+            print(
+                f"# bench/crawl: {total} pages of ~40 KB with 55 links on {args.hosts} hosts; "
+                f"served by {'nginx' if use_nginx else 'aiohttp'}; concurrency "
+                f"{args.concurrency}; {os.cpu_count()} CPUs; Python {platform.python_version()}"
+            )
             results = [run_raw(seeds, args.concurrency)]
             stamp = int(time.time())
-            results.append(run_distcrawl("distcrawl, 1 process", server.url, f"b1-{stamp}",
-                                         seeds, args.concurrency, 1))
+            results.append(
+                run_distcrawl(
+                    "distcrawl, 1 process", server.url, f"b1-{stamp}", seeds, args.concurrency, 1
+                )
+            )
             if not args.skip_two:
-                results.append(run_distcrawl("distcrawl, 2 processes", server.url,
-                                             f"b2-{stamp}", seeds, args.concurrency, 2))
+                results.append(
+                    run_distcrawl(
+                        "distcrawl, 2 processes",
+                        server.url,
+                        f"b2-{stamp}",
+                        seeds,
+                        args.concurrency,
+                        2,
+                    )
+                )
         finally:
             site.stop()
             server.stop()
     raw = results[0]
-    print(f"{'run':<24} {'pages':>6} {'seconds':>8} {'pages/s':>8} {'x raw':>6} "
-          f"{'CPU-s/1k':>9} {'redis CPU-s/1k':>15} {'peak RSS MB':>12}")
+    print(
+        f"{'run':<24} {'pages':>6} {'seconds':>8} {'pages/s':>8} {'x raw':>6} "
+        f"{'CPU-s/1k':>9} {'redis CPU-s/1k':>15} {'peak RSS MB':>12}"
+    )
     for r in results:
-        print(f"{r.name:<24} {r.pages:>6} {r.seconds:>8.2f} {r.rate:>8.0f} "
-              f"{r.rate / raw.rate:>6.2f} {1000 * r.cpu_s / max(1, r.pages):>9.2f} "
-              f"{1000 * r.redis_cpu_s / max(1, r.pages):>15.2f} {r.peak_rss_mb:>12.0f}")
+        print(
+            f"{r.name:<24} {r.pages:>6} {r.seconds:>8.2f} {r.rate:>8.0f} "
+            f"{r.rate / raw.rate:>6.2f} {1000 * r.cpu_s / max(1, r.pages):>9.2f} "
+            f"{1000 * r.redis_cpu_s / max(1, r.pages):>15.2f} {r.peak_rss_mb:>12.0f}"
+        )
     for r in results:
         if r.pages != total:
             print(f"FAILED: {r.name} crawled {r.pages} pages, expected {total}")
     if len(results) == 3:
         print(f"two processes / one: {results[2].rate / results[1].rate:.2f}x")
     load1, _, _ = os.getloadavg()
-    print(f"# CPU-s/1k: user+sys of the crawler process(es) per 1,000 pages; load average "
-          f"after the run {load1:.1f} on {os.cpu_count()} CPUs (the site server, Redis and the "
-          "crawlers share them)")
+    print(
+        f"# CPU-s/1k: user+sys of the crawler process(es) per 1,000 pages; load average "
+        f"after the run {load1:.1f} on {os.cpu_count()} CPUs (the site server, Redis and the "
+        "crawlers share them)"
+    )
 
 
 if __name__ == "__main__":

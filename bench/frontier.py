@@ -177,9 +177,9 @@ class StartLine:
     go: MPEvent
 
 
-async def worker_async(url: str, crawl: str, batch: int, index: int, start: StartLine) -> (
-    WorkerResult
-):
+async def worker_async(
+    url: str, crawl: str, batch: int, index: int, start: StartLine
+) -> WorkerResult:
     redis = await open_store(url)
     try:
         frontier = Frontier(redis, CrawlKeys(crawl))
@@ -192,7 +192,11 @@ async def worker_async(url: str, crawl: str, batch: int, index: int, start: Star
 
 
 def worker_main(
-    url: str, crawl: str, batch: int, index: int, start: StartLine,
+    url: str,
+    crawl: str,
+    batch: int,
+    index: int,
+    start: StartLine,
     results: MPQueue[WorkerResult],
 ) -> None:
     """A worker process: connect, wait for the start, drain, report."""
@@ -203,9 +207,7 @@ def worker_main(
     results.put(result)
 
 
-def wait_ready(workers: Sequence[multiprocessing.process.BaseProcess], ready: MPSemaphore) -> (
-    None
-):
+def wait_ready(workers: Sequence[multiprocessing.process.BaseProcess], ready: MPSemaphore) -> None:
     """Wait until every worker is connected, or one has exited (it failed: its result says)."""
     deadline = time.monotonic() + START_TIMEOUT_S
     count = 0
@@ -238,9 +240,7 @@ def run_processes(url: str, crawl: str, procs: int, batch: int) -> list[WorkerRe
     start = StartLine(ctx.Semaphore(0), ctx.Event())
     results: MPQueue[WorkerResult] = ctx.Queue()
     workers = [
-        ctx.Process(
-            target=worker_main, args=(url, crawl, batch, i, start, results), daemon=True
-        )
+        ctx.Process(target=worker_main, args=(url, crawl, batch, i, start, results), daemon=True)
         for i in range(procs)
     ]
     for p in workers:
@@ -299,9 +299,7 @@ async def server_setup(url: str, keys: CrawlKeys, n: int) -> float:
         await redis.aclose()
 
 
-async def server_finish(url: str, keys: CrawlKeys, cell: Cell, results: list[WorkerResult]) -> (
-    None
-):
+async def server_finish(url: str, keys: CrawlKeys, cell: Cell, results: list[WorkerResult]) -> None:
     redis = await open_store(url)
     try:
         await verify(Frontier(redis, keys), cell, results)
@@ -371,11 +369,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--urls", type=int, help=f"URLs per redis-server cell ({DEFAULT_URLS})")
     parser.add_argument(
-        "--embedded-urls", type=int,
+        "--embedded-urls",
+        type=int,
         help=f"URLs per embedded cell (min(--urls, {DEFAULT_EMBEDDED_URLS}))",
     )
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help=f"smoke-test sizes ({QUICK_URLS} / {QUICK_EMBEDDED_URLS} URLs) unless given",
     )
     parser.add_argument(

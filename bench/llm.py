@@ -64,18 +64,23 @@ LIMIT_RPM = 3000  # scenario 2: 50 requests/s
 PLAIN_RETRIES = 2  # the naive loop's retries of a 429
 CHILD_TIMEOUT_S = 300.0
 EXIT_GRACE_S = 5.0  # how long a distcrawl worker may take to exit once every doc is settled
-HEADER = (f"{'variant':<30} {'docs':>6} {'seconds':>8} {'docs/s':>8} {'x ideal':>8} "
-          f"{'CPU ms/call':>12} {'peak RSS MB':>12} {'host busy':>10}")
-HEADER2 = (f"{'variant':<30} {'window':>7} {'docs':>5} {'ok':>5} {'failed':>6} {'seconds':>8} "
-           f"{'goodput/s':>10} {'x limit':>8} {'req/doc':>8} {'429 share':>10} "
-           f"{'CPU ms/call':>12}")
+HEADER = (
+    f"{'variant':<30} {'docs':>6} {'seconds':>8} {'docs/s':>8} {'x ideal':>8} "
+    f"{'CPU ms/call':>12} {'peak RSS MB':>12} {'host busy':>10}"
+)
+HEADER2 = (
+    f"{'variant':<30} {'window':>7} {'docs':>5} {'ok':>5} {'failed':>6} {'seconds':>8} "
+    f"{'goodput/s':>10} {'x limit':>8} {'req/doc':>8} {'429 share':>10} "
+    f"{'CPU ms/call':>12}"
+)
 
 
 # -- the plain loop (its own process: python -m bench.llm --variant plain) --------------------
 
 
-async def plain_loop(base_url: str, prompts: Sequence[str], concurrency: int,
-                     retries: int) -> dict[str, Any]:
+async def plain_loop(
+    base_url: str, prompts: Sequence[str], concurrency: int, retries: int
+) -> dict[str, Any]:
     """What a hand-written script does: one AsyncOpenAI (default transport, max_retries=0),
     an asyncio.Semaphore(concurrency), one task per prompt, asyncio.gather.
 
@@ -96,7 +101,8 @@ async def plain_loop(base_url: str, prompts: Sequence[str], concurrency: int,
             for attempt in range(retries + 1):
                 try:
                     resp = await client.chat.completions.create(
-                        model=MODEL, messages=[{"role": "user", "content": prompt}],
+                        model=MODEL,
+                        messages=[{"role": "user", "content": prompt}],
                         max_tokens=MAX_TOKENS,
                     )
                 except openai.RateLimitError as exc:
@@ -117,8 +123,11 @@ async def plain_loop(base_url: str, prompts: Sequence[str], concurrency: int,
         await asyncio.gather(*(one(p) for p in prompts))
     finally:
         await client.close()
-    return {**outcome, "starts": [round(s, 4) for s, _ in spans],
-            "ends": [round(e, 4) for _, e in spans]}
+    return {
+        **outcome,
+        "starts": [round(s, 4) for s, _ in spans],
+        "ends": [round(e, 4) for _, e in spans],
+    }
 
 
 def _child_plain(args: argparse.Namespace) -> None:
@@ -138,9 +147,22 @@ class Mock:
         cmd = ["-m", "tests.mock_llm", "--window", str(window_s)]
         self._err = (tmp / f"mock-{window_s:g}s.err").open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, *cmd, "--port", "0", "--latency", str(latency), "--rpm", str(rpm),
-             "--api-key", API_KEY],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self._err, text=True,
+            [
+                sys.executable,
+                *cmd,
+                "--port",
+                "0",
+                "--latency",
+                str(latency),
+                "--rpm",
+                str(rpm),
+                "--api-key",
+                API_KEY,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
         )
         self.base_url = self._server = ""
 
@@ -155,8 +177,9 @@ class Mock:
 
     def _call(self, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self._server + path, data=data,
-                                     method="GET" if body is None else "POST")
+        req = urllib.request.Request(
+            self._server + path, data=data, method="GET" if body is None else "POST"
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
@@ -222,8 +245,13 @@ class _Watch:
         return self.seen_at
 
 
-def run_child(tmp: Path, name: str, args: list[str], env: dict[str, str] | None = None,
-              done: Callable[[], bool] | None = None) -> Child:
+def run_child(
+    tmp: Path,
+    name: str,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    done: Callable[[], bool] | None = None,
+) -> Child:
     """Run ``python ARGS`` to its end; CPU and peak RSS from wait4.
 
     A child whose work is ``done()`` but has not exited EXIT_GRACE_S later gets SIGTERM, then
@@ -233,8 +261,13 @@ def run_child(tmp: Path, name: str, args: list[str], env: dict[str, str] | None 
     busy0, total0 = _host_cpu()
     note = ""
     with out_path.open("w") as out, err_path.open("w") as err:
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out, stderr=err,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            stdout=out,
+            stderr=err,
+            env={**os.environ, **(env or {})},
+        )
         watch = _Watch(done)
         started = time.monotonic()
         try:
@@ -251,20 +284,27 @@ def run_child(tmp: Path, name: str, args: list[str], env: dict[str, str] | None 
         proc.returncode = os.waitstatus_to_exitcode(status)
     busy1, total1 = _host_cpu()
     busy = (busy1 - busy0) / (total1 - total0) if total1 > total0 else math.nan
-    return Child(proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
-                 busy, out_path.read_text(), err_path.read_text(), note)
+    return Child(
+        proc.returncode,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+        busy,
+        out_path.read_text(),
+        err_path.read_text(),
+        note,
+    )
 
 
-def _nudge(proc: subprocess.Popen[bytes], drained_at: float | None, started: float,
-           note: str) -> str:
+def _nudge(
+    proc: subprocess.Popen[bytes], drained_at: float | None, started: float, note: str
+) -> str:
     """SIGTERM, then SIGKILL, a child that outlives its work (or CHILD_TIMEOUT_S)."""
     now = time.monotonic()
     if drained_at is not None:
         late = now - drained_at
         if late > EXIT_GRACE_S and not note:
             proc.terminate()
-            return (f"had settled every doc but had not exited {EXIT_GRACE_S:g} s later: "
-                    "SIGTERM")
+            return f"had settled every doc but had not exited {EXIT_GRACE_S:g} s later: SIGTERM"
         if late > EXIT_GRACE_S + 1 and "SIGKILL" not in note:
             proc.kill()
             return note + "; still running 1 s after it: SIGKILL"
@@ -330,8 +370,7 @@ class Result:
 class Bench:
     """What the runs share: temp dir, Redis, the docs and their prompts, one-doc baselines."""
 
-    def __init__(self, tmp: Path, redis_url: str, concurrency: int, n: int,
-                 log_level: str) -> None:
+    def __init__(self, tmp: Path, redis_url: str, concurrency: int, n: int, log_level: str) -> None:
         from common.settings import LLMSettings
         from tests.helpers import make_docs
 
@@ -361,8 +400,9 @@ class Bench:
             kind = f"{kind}/{transport}"
         if kind not in self.baselines:
             if kind.startswith("distcrawl"):
-                base = self.distcrawl(f"{kind} on one doc", mock, 1, transport=transport,
-                                      baseline=True)
+                base = self.distcrawl(
+                    f"{kind} on one doc", mock, 1, transport=transport, baseline=True
+                )
             else:
                 base = self.plain(f"{kind} on one doc", mock, 1, baseline=True)
             if base.error or base.ok != 1:
@@ -372,8 +412,15 @@ class Bench:
 
     # distcrawl ----------------------------------------------------------------------------
 
-    def distcrawl(self, name: str, mock: Mock, n: int, rpm: int = 0,
-                  transport: str = "direct", baseline: bool = False) -> Result:
+    def distcrawl(
+        self,
+        name: str,
+        mock: Mock,
+        n: int,
+        rpm: int = 0,
+        transport: str = "direct",
+        baseline: bool = False,
+    ) -> Result:
         import redis
 
         from common.keys import CrawlKeys
@@ -384,19 +431,44 @@ class Bench:
         with redis.Redis.from_url(self.redis_url, decode_responses=True) as client:
             return self._distcrawl(name, mock, n, rpm, transport, base, keys, client)
 
-    def _distcrawl(self, name: str, mock: Mock, n: int, rpm: int, transport: str,
-                   base: Result | None, keys: CrawlKeys, client: redis.Redis) -> Result:
+    def _distcrawl(
+        self,
+        name: str,
+        mock: Mock,
+        n: int,
+        rpm: int,
+        transport: str,
+        base: Result | None,
+        keys: CrawlKeys,
+        client: redis.Redis,
+    ) -> Result:
         redis_cpu0, commands0 = _redis_usage(client)
         mock.reset()
-        args = ["-m", "distcrawl.cli", "summarize", "--drain", "--redis", self.redis_url,
-                "--crawl", keys.crawl, "--concurrency", str(self.concurrency), "--log-level",
-                self.log_level]
+        args = [
+            "-m",
+            "distcrawl.cli",
+            "summarize",
+            "--drain",
+            "--redis",
+            self.redis_url,
+            "--crawl",
+            keys.crawl,
+            "--concurrency",
+            str(self.concurrency),
+            "--log-level",
+            self.log_level,
+        ]
         if rpm:  # told the provider's window, as a user would configure it
             args += ["--llm-rpm", str(rpm), "--llm-limit-window", f"{mock.window_s:g}"]
-        env = {"OPENAI_API_KEY": API_KEY, "DISTCRAWL_LLM__BASE_URL": mock.base_url,
-               "DISTCRAWL_LLM__MODEL": MODEL, "DISTCRAWL_LLM__TRANSPORT": transport}
-        child = run_child(self.tmp, keys.crawl, args, env,
-                          done=lambda: int(client.hlen(keys.summaries)) >= n)
+        env = {
+            "OPENAI_API_KEY": API_KEY,
+            "DISTCRAWL_LLM__BASE_URL": mock.base_url,
+            "DISTCRAWL_LLM__MODEL": MODEL,
+            "DISTCRAWL_LLM__TRANSPORT": transport,
+        }
+        child = run_child(
+            self.tmp, keys.crawl, args, env, done=lambda: int(client.hlen(keys.summaries)) >= n
+        )
         result = _measured(Result(name, n, mock.window_s), mock, child, base)
         redis_cpu1, commands1 = _redis_usage(client)
         result.redis_cpu_s = redis_cpu1 - redis_cpu0
@@ -405,8 +477,10 @@ class Bench:
         result.ok = sum(1 for rec in records if rec.get("outcome") == "summarized")
         result.failed = len(records) - result.ok
         ends = [float(rec["created_at"]) for rec in records]
-        result.set_span([e - float(rec["elapsed_ms"]) / 1000 for e, rec in zip(
-            ends, records, strict=True)], ends)
+        result.set_span(
+            [e - float(rec["elapsed_ms"]) / 1000 for e, rec in zip(ends, records, strict=True)],
+            ends,
+        )
         if child.note:
             self.notes.append(f"{name} (crawl {keys.crawl}) {child.note}")
         elif child.code != 0:
@@ -415,13 +489,27 @@ class Bench:
 
     # the plain loop -----------------------------------------------------------------------
 
-    def plain(self, name: str, mock: Mock, n: int, concurrency: int | None = None,
-              baseline: bool = False) -> Result:
+    def plain(
+        self, name: str, mock: Mock, n: int, concurrency: int | None = None, baseline: bool = False
+    ) -> Result:
         base = None if baseline else self._baseline("plain", mock)
         mock.reset()
-        args = ["-m", "bench.llm", "--variant", "plain", "--base-url", mock.base_url,
-                "--prompts", str(self.prompts_file), "--docs", str(n), "--concurrency",
-                str(concurrency or self.concurrency), "--retries", str(PLAIN_RETRIES)]
+        args = [
+            "-m",
+            "bench.llm",
+            "--variant",
+            "plain",
+            "--base-url",
+            mock.base_url,
+            "--prompts",
+            str(self.prompts_file),
+            "--docs",
+            str(n),
+            "--concurrency",
+            str(concurrency or self.concurrency),
+            "--retries",
+            str(PLAIN_RETRIES),
+        ]
         child = run_child(self.tmp, self._name("plain"), args)
         result = _measured(Result(name, n, mock.window_s), mock, child, base)
         if child.code != 0:
@@ -461,8 +549,10 @@ async def _feed(url: str, keys: CrawlKeys, docs: list[Doc]) -> None:
 def _redis_usage(client: redis.Redis) -> tuple[float, int]:
     """Redis's CPU seconds so far, and the commands it has processed."""
     info = client.info()
-    return (float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
-            int(info["total_commands_processed"]))
+    return (
+        float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+        int(info["total_commands_processed"]),
+    )
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -501,46 +591,59 @@ def _share(r: Result) -> float:
 def print_throughput(results: list[Result], ideal: float, n: int) -> None:
     print(HEADER)
     for r in results:
-        print(f"{r.name:<30} {r.ok:>6} {_fmt(r.seconds, '.2f', 8)} {_fmt(r.rate, '.1f', 8)} "
-              f"{_fmt(r.rate / ideal, '.3f', 8)} {_fmt(r.cpu_ms_per_call, '.3f', 12)} "
-              f"{_fmt(r.rss_mb, '.0f', 12)} {_fmt(100 * r.busy, '.0f', 9)}%")
-    print(f"{'ideal (C/L)':<30} {n:>6} {n / ideal:>8.2f} {ideal:>8.1f} {1.0:>8.3f} "
-          f"{'-':>12} {'-':>12} {'-':>10}")
+        print(
+            f"{r.name:<30} {r.ok:>6} {_fmt(r.seconds, '.2f', 8)} {_fmt(r.rate, '.1f', 8)} "
+            f"{_fmt(r.rate / ideal, '.3f', 8)} {_fmt(r.cpu_ms_per_call, '.3f', 12)} "
+            f"{_fmt(r.rss_mb, '.0f', 12)} {_fmt(100 * r.busy, '.0f', 9)}%"
+        )
+    print(
+        f"{'ideal (C/L)':<30} {n:>6} {n / ideal:>8.2f} {ideal:>8.1f} {1.0:>8.3f} "
+        f"{'-':>12} {'-':>12} {'-':>10}"
+    )
 
 
 def print_limited(results: list[Result], limit_rps: float) -> None:
     print(HEADER2)
     for r in results:
         goodput = _goodput(r)
-        print(f"{r.name:<30} {r.window_s:>6g}s {r.expected:>5} {r.ok:>5} {r.lost:>6} "
-              f"{_fmt(r.seconds, '.2f', 8)} {_fmt(goodput, '.1f', 10)} "
-              f"{_fmt(goodput / limit_rps, '.3f', 8)} "
-              f"{_fmt(r.requests / r.expected if r.expected else math.nan, '.2f', 8)} "
-              f"{_fmt(100 * _share(r), '.2f', 9)}% {_fmt(r.cpu_ms_per_call, '.3f', 12)}")
+        print(
+            f"{r.name:<30} {r.window_s:>6g}s {r.expected:>5} {r.ok:>5} {r.lost:>6} "
+            f"{_fmt(r.seconds, '.2f', 8)} {_fmt(goodput, '.1f', 10)} "
+            f"{_fmt(goodput / limit_rps, '.3f', 8)} "
+            f"{_fmt(r.requests / r.expected if r.expected else math.nan, '.2f', 8)} "
+            f"{_fmt(100 * _share(r), '.2f', 9)}% {_fmt(r.cpu_ms_per_call, '.3f', 12)}"
+        )
 
 
 def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def print_targets(dc: Result, plain: Result, ideal: float, limited: list[Result],
-                  limit_rps: float) -> None:
+def print_targets(
+    dc: Result, plain: Result, ideal: float, limited: list[Result], limit_rps: float
+) -> None:
     print("\ntargets (from the issue; printed, not asserted):")
     ratio = dc.rate / ideal
     cores = dc.net_cpu_s / dc.seconds if dc.seconds > 0 else math.nan
-    print(f"  distcrawl / ideal              {ratio:6.3f}  target >= 0.95 until CPU-bound  "
-          f"{_verdict(ratio >= 0.95)}  (its process used {cores:.2f} CPU cores over the run, "
-          f"net of start-up; the host was {100 * dc.busy:.0f}% busy)")
+    print(
+        f"  distcrawl / ideal              {ratio:6.3f}  target >= 0.95 until CPU-bound  "
+        f"{_verdict(ratio >= 0.95)}  (its process used {cores:.2f} CPU cores over the run, "
+        f"net of start-up; the host was {100 * dc.busy:.0f}% busy)"
+    )
     cpu_ratio = dc.cpu_ms_per_call / plain.cpu_ms_per_call
-    print(f"  client CPU/call distcrawl/plain {cpu_ratio:5.3f}  target <= 0.50                "
-          f" {_verdict(cpu_ratio <= 0.5)}  ({dc.cpu_ms_per_call:.3f} vs "
-          f"{plain.cpu_ms_per_call:.3f} ms per call)")
+    print(
+        f"  client CPU/call distcrawl/plain {cpu_ratio:5.3f}  target <= 0.50                "
+        f" {_verdict(cpu_ratio <= 0.5)}  ({dc.cpu_ms_per_call:.3f} vs "
+        f"{plain.cpu_ms_per_call:.3f} ms per call)"
+    )
     for r in limited:
         goodput, share = _goodput(r) / limit_rps, _share(r)
-        print(f"  {limit_rps:g} req/s, {r.window_s:g} s window: goodput {goodput:.3f} of the limit "
-              f"(>= 0.95) {_verdict(goodput >= 0.95)}; 429s {100 * share:.2f}% of requests "
-              f"(< 1%) {_verdict(share < 0.01)}; docs failed {r.lost} (0) "
-              f"{_verdict(r.lost == 0)}")
+        print(
+            f"  {limit_rps:g} req/s, {r.window_s:g} s window: goodput {goodput:.3f} of the limit "
+            f"(>= 0.95) {_verdict(goodput >= 0.95)}; 429s {100 * share:.2f}% of requests "
+            f"(< 1%) {_verdict(share < 0.01)}; docs failed {r.lost} (0) "
+            f"{_verdict(r.lost == 0)}"
+        )
 
 
 def print_failures(results: list[tuple[Result, bool]]) -> None:
@@ -549,54 +652,72 @@ def print_failures(results: list[tuple[Result, bool]]) -> None:
         if r.error:
             print(f"FAILED: {r.name}: {r.error}")
         elif must_complete and r.ok < r.expected:
-            print(f"FAILED: {r.name} ({r.window_s:g} s window) summarized {r.ok} of "
-                  f"{r.expected} docs ({r.failed} failed, {r.expected - r.ok - r.failed} "
-                  "never settled)")
+            print(
+                f"FAILED: {r.name} ({r.window_s:g} s window) summarized {r.ok} of "
+                f"{r.expected} docs ({r.failed} failed, {r.expected - r.ok - r.failed} "
+                "never settled)"
+            )
 
 
 def _notes_throughput(bench: Bench, results: list[Result], ideal: float, latency: float) -> None:
     dc, via_openai, plain, seq = results
-    print(f"# distcrawl / ideal {dc.rate / ideal:.3f}; distcrawl / plain loop "
-          f"{dc.rate / plain.rate:.3f}; client CPU per call distcrawl / plain "
-          f"{dc.cpu_ms_per_call / plain.cpu_ms_per_call:.3f}")
-    print(f"# docs started 1 s or more after the first (distcrawl's AdaptiveLimit starts at "
-          f"C/2 and slow-starts to C): distcrawl {_later_rate(dc, 1.0):.1f} docs/s, plain loop "
-          f"{_later_rate(plain, 1.0):.1f} docs/s")
-    print(f"# docs in flight on average (sum of per-doc times / span; distcrawl leases a few "
-          f"more docs than it may call for): distcrawl {_in_flight(dc):.1f}, plain loop "
-          f"{_in_flight(plain):.1f}; peak requests in flight at the mock: distcrawl "
-          f"{dc.peak_concurrency}, plain loop {plain.peak_concurrency}")
-    print(f"# transport: distcrawl posts the AsyncOpenAI client's request on one aiohttp "
-          f"session (DISTCRAWL_LLM__TRANSPORT=direct, the default); through AsyncOpenAI.post "
-          f"(=openai) it used {via_openai.cpu_ms_per_call:.3f} CPU ms per call, "
-          f"{via_openai.cpu_ms_per_call / plain.cpu_ms_per_call:.3f} of the plain loop's")
+    print(
+        f"# distcrawl / ideal {dc.rate / ideal:.3f}; distcrawl / plain loop "
+        f"{dc.rate / plain.rate:.3f}; client CPU per call distcrawl / plain "
+        f"{dc.cpu_ms_per_call / plain.cpu_ms_per_call:.3f}"
+    )
+    print(
+        f"# docs started 1 s or more after the first (distcrawl's AdaptiveLimit starts at "
+        f"C/2 and slow-starts to C): distcrawl {_later_rate(dc, 1.0):.1f} docs/s, plain loop "
+        f"{_later_rate(plain, 1.0):.1f} docs/s"
+    )
+    print(
+        f"# docs in flight on average (sum of per-doc times / span; distcrawl leases a few "
+        f"more docs than it may call for): distcrawl {_in_flight(dc):.1f}, plain loop "
+        f"{_in_flight(plain):.1f}; peak requests in flight at the mock: distcrawl "
+        f"{dc.peak_concurrency}, plain loop {plain.peak_concurrency}"
+    )
+    print(
+        f"# transport: distcrawl posts the AsyncOpenAI client's request on one aiohttp "
+        f"session (DISTCRAWL_LLM__TRANSPORT=direct, the default); through AsyncOpenAI.post "
+        f"(=openai) it used {via_openai.cpu_ms_per_call:.3f} CPU ms per call, "
+        f"{via_openai.cpu_ms_per_call / plain.cpu_ms_per_call:.3f} of the plain loop's"
+    )
     print(f"# sequential: {seq.rate:.2f} docs/s = {seq.rate * latency:.3f} of 1/L")
     bd, bp = bench.baselines.get("distcrawl"), bench.baselines.get("plain")
-    print(f"# CPU ms/call: user+sys of the client process (wait4) minus its run on one doc "
-          f"(distcrawl {bd.cpu_s if bd else math.nan:.2f} s, plain loop "
-          f"{bp.cpu_s if bp else math.nan:.2f} s), over the requests the mock saw beyond "
-          f"that one; not included: {_redis_note(dc)}")
-    print(f"# host busy: the whole machine's CPU while the variant ran (the mock, Redis and any "
-          f"other load share it); distcrawl ran at --log-level {bench.log_level} on uvloop, the "
-          f"plain loop on asyncio.run")
+    print(
+        f"# CPU ms/call: user+sys of the client process (wait4) minus its run on one doc "
+        f"(distcrawl {bd.cpu_s if bd else math.nan:.2f} s, plain loop "
+        f"{bp.cpu_s if bp else math.nan:.2f} s), over the requests the mock saw beyond "
+        f"that one; not included: {_redis_note(dc)}"
+    )
+    print(
+        f"# host busy: the whole machine's CPU while the variant ran (the mock, Redis and any "
+        f"other load share it); distcrawl ran at --log-level {bench.log_level} on uvloop, the "
+        f"plain loop on asyncio.run"
+    )
 
 
 def _redis_note(r: Result) -> str:
     docs = max(1, r.expected)
-    return (f"Redis used {1000 * r.redis_cpu_s / docs:.3f} CPU ms and ran "
-            f"{r.redis_commands / docs:.1f} commands per doc for {r.name}")
+    return (
+        f"Redis used {1000 * r.redis_cpu_s / docs:.3f} CPU ms and ran "
+        f"{r.redis_commands / docs:.1f} commands per doc for {r.name}"
+    )
 
 
 def _notes_limited(limit_rps: float, limited: list[Result]) -> None:
     for r in limited[::2]:
         print(f"# {r.window_s:g} s window: {_redis_note(r)}")
-    print(f"# window 60s: tests.mock_llm as it is, --rpm {LIMIT_RPM} over its sliding 60 s "
-          f"window (a run shorter than a minute meets it only after {LIMIT_RPM} requests);\n"
-          f"# window 1s: the same mock with a 1 s sliding window and --rpm {limit_rps:g}: "
-          f"at most {limit_rps:g} requests in any second.\n"
-          f"# plain loop: max_retries=0; on a 429 it sleeps the Retry-After header's seconds "
-          f"(whole seconds, rounded up by the mock) holding its semaphore slot, then retries, "
-          f"at most {PLAIN_RETRIES} times; then the doc is failed (its losses are data here).")
+    print(
+        f"# window 60s: tests.mock_llm as it is, --rpm {LIMIT_RPM} over its sliding 60 s "
+        f"window (a run shorter than a minute meets it only after {LIMIT_RPM} requests);\n"
+        f"# window 1s: the same mock with a 1 s sliding window and --rpm {limit_rps:g}: "
+        f"at most {limit_rps:g} requests in any second.\n"
+        f"# plain loop: max_retries=0; on a 429 it sleeps the Retry-After header's seconds "
+        f"(whole seconds, rounded up by the mock) holding its semaphore slot, then retries, "
+        f"at most {PLAIN_RETRIES} times; then the doc is failed (its losses are data here)."
+    )
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -619,8 +740,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sequential", type=int, default=20, help="docs of the one-at-a-time run")
     p.add_argument("--latency", type=float, default=0.2, help="mock latency L in seconds")
     p.add_argument("--concurrency", type=int, default=64, help="client concurrency C")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"],
-                   help="distcrawl's log level (default: INFO, its own default)")
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING"],
+        help="distcrawl's log level (default: INFO, its own default)",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     # internal: the child processes
     p.add_argument("--variant", choices=["plain"], help=argparse.SUPPRESS)
@@ -633,11 +758,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _header(plan: Plan) -> None:
     import openai
 
-    print(f"# bench/llm: mock LLM in its own process, latency {plan.latency:g} s; client "
-          f"concurrency {plan.concurrency}; {plan.docs} docs (throughput), {plan.docs2} docs "
-          f"(50 req/s limit), {plan.sequential} docs (sequential); {os.cpu_count()} CPUs; "
-          f"Python {platform.python_version()} ({platform.machine()}); openai "
-          f"{openai.__version__}", flush=True)
+    print(
+        f"# bench/llm: mock LLM in its own process, latency {plan.latency:g} s; client "
+        f"concurrency {plan.concurrency}; {plan.docs} docs (throughput), {plan.docs2} docs "
+        f"(50 req/s limit), {plan.sequential} docs (sequential); {os.cpu_count()} CPUs; "
+        f"Python {platform.python_version()} ({platform.machine()}); openai "
+        f"{openai.__version__}",
+        flush=True,
+    )
 
 
 def run_bench(plan: Plan) -> None:
@@ -652,36 +780,46 @@ def run_bench(plan: Plan) -> None:
         server = RedisServer(tmp / "redis")
         server.start()
         stack.callback(server.stop)
-        bench = Bench(tmp, server.url, c, max(plan.docs, plan.docs2, plan.sequential),
-                      plan.log_level)
+        bench = Bench(
+            tmp, server.url, c, max(plan.docs, plan.docs2, plan.sequential), plan.log_level
+        )
         mock = Mock(tmp, plan.latency)
         stack.callback(mock.stop)
         strict = Mock(tmp, plan.latency, window_s=1.0, rpm=round(limit_rps))
         stack.callback(strict.stop)
         mock.ready(), strict.ready()
-        results = [bench.distcrawl(f"distcrawl summarize C={c}", mock, plan.docs),
-                   bench.distcrawl("  (transport openai)", mock, plan.docs, transport="openai"),
-                   bench.plain(f"plain AsyncOpenAI loop C={c}", mock, plan.docs),
-                   bench.plain("sequential (plain loop, C=1)", mock, plan.sequential, 1)]
-        print(f"\n## 1. throughput: mock latency L={plan.latency:g} s, C={c}, ideal C/L = "
-              f"{ideal:g} docs/s", flush=True)
+        results = [
+            bench.distcrawl(f"distcrawl summarize C={c}", mock, plan.docs),
+            bench.distcrawl("  (transport openai)", mock, plan.docs, transport="openai"),
+            bench.plain(f"plain AsyncOpenAI loop C={c}", mock, plan.docs),
+            bench.plain("sequential (plain loop, C=1)", mock, plan.sequential, 1),
+        ]
+        print(
+            f"\n## 1. throughput: mock latency L={plan.latency:g} s, C={c}, ideal C/L = "
+            f"{ideal:g} docs/s",
+            flush=True,
+        )
         print_throughput(results, ideal, plan.docs)
         _notes_throughput(bench, results, ideal, plan.latency)
         mock.reset(rpm=LIMIT_RPM)
         limited: list[Result] = []
         for m in (mock, strict):
-            limited += [bench.distcrawl(f"distcrawl --llm-rpm {LIMIT_RPM}", m, plan.docs2,
-                                        rpm=LIMIT_RPM),
-                        bench.plain(f"plain loop, {PLAIN_RETRIES} retries", m, plan.docs2)]
-    print(f"\n## 2. a provider limit of {limit_rps:g} requests/s (the mock answers 429 + "
-          f"Retry-After over it), C={c}, L={plan.latency:g} s")
+            limited += [
+                bench.distcrawl(f"distcrawl --llm-rpm {LIMIT_RPM}", m, plan.docs2, rpm=LIMIT_RPM),
+                bench.plain(f"plain loop, {PLAIN_RETRIES} retries", m, plan.docs2),
+            ]
+    print(
+        f"\n## 2. a provider limit of {limit_rps:g} requests/s (the mock answers 429 + "
+        f"Retry-After over it), C={c}, L={plan.latency:g} s"
+    )
     print_limited(limited, limit_rps)
     _notes_limited(limit_rps, limited)
     print_targets(results[0], results[2], ideal, limited[::2], limit_rps)
     for note in bench.notes:
         print(f"NOTE: {note}")
-    print_failures([*((r, True) for r in results),
-                    *((r, i % 2 == 0) for i, r in enumerate(limited))])
+    print_failures(
+        [*((r, True) for r in results), *((r, i % 2 == 0) for i, r in enumerate(limited))]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -691,8 +829,16 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if args.quick:
             args.docs, args.docs2, args.sequential = 300, 100, 5
-        run_bench(Plan(args.docs, args.docs2, args.sequential, args.latency, args.concurrency,
-                       args.log_level))
+        run_bench(
+            Plan(
+                args.docs,
+                args.docs2,
+                args.sequential,
+                args.latency,
+                args.concurrency,
+                args.log_level,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ http {{
         conf = self._config()
         self.proc = subprocess.Popen(
             ["nginx", "-c", str(conf), "-p", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         url = f"http://{self.addresses[0]}:{self.port}/robots.txt"
         for _ in range(100):

@@ -26,8 +26,9 @@ async def crawl(seeds: list[str], concurrency: int, limit: int) -> dict[str, flo
         queue.put_nowait(s)
     pages = 0
     first = last = 0.0
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency,
-                                     ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(
+        limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=300
+    )
     timeout = aiohttp.ClientTimeout(total=60, sock_read=20)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
@@ -47,8 +48,11 @@ async def crawl(seeds: list[str], concurrency: int, limit: int) -> dict[str, flo
                         if not href:
                             continue
                         absolute = urljoin(url, href).split("#", 1)[0]
-                        if (absolute not in seen and len(seen) < limit
-                                and urlsplit(absolute).netloc in allowed):
+                        if (
+                            absolute not in seen
+                            and len(seen) < limit
+                            and urlsplit(absolute).netloc in allowed
+                        ):
                             seen.add(absolute)
                             queue.put_nowait(absolute)
                     pages += 1

@@ -39,9 +39,11 @@ def render(host: str, hosts: list[str], i: int, pages: int) -> bytes:
         j = rng.randrange(pages)
         links.append(f"/p/{j}.html" if other == host else f"http://{other}/p/{j}.html")
     anchors = "".join(f'<li><a href="{u}">link {n}</a></li>' for n, u in enumerate(links))
-    head = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Bench {i}</title>"
-            f'<meta name="description" content="bench page {i}"></head><body>'
-            f"<nav><a href=/>home</a></nav><main><h1>Page {i}</h1>")
+    head = (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Bench {i}</title>"
+        f'<meta name="description" content="bench page {i}"></head><body>'
+        f"<nav><a href=/>home</a></nav><main><h1>Page {i}</h1>"
+    )
     tail = f"<ul>{anchors}</ul></main><footer>bench</footer></body></html>"
     paras: list[str] = []
     size = len(head) + len(tail)
@@ -74,8 +76,9 @@ async def serve(addresses: list[str], pages: int) -> None:
         return web.Response(text="User-agent: *\nAllow: /\n")
 
     async def root(_: web.Request) -> web.Response:
-        return web.Response(text='<title>bench</title><a href="/p/0.html">start</a>',
-                            content_type="text/html")
+        return web.Response(
+            text='<title>bench</title><a href="/p/0.html">start</a>', content_type="text/html"
+        )
 
     app.router.add_get("/", root)
     app.router.add_get("/p/{n}.html", page)

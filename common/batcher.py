@@ -25,8 +25,9 @@ class Batcher(Generic[T, R]):
     item of that batch (callers decide whether to retry); the loop keeps running.
     """
 
-    def __init__(self, flush: Callable[[list[T]], Awaitable[Sequence[R]]],
-                 max_batch: int = 128) -> None:
+    def __init__(
+        self, flush: Callable[[list[T]], Awaitable[Sequence[R]]], max_batch: int = 128
+    ) -> None:
         self._flush = flush
         self._max_batch = max_batch
         self._queue: list[tuple[T, asyncio.Future[R]]] = []

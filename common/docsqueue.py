@@ -59,10 +59,20 @@ class DocOp:
 
     def args(self) -> list[str]:
         cache = self.cache
-        return [self.kind, self.fp, self.reason, self.record, self.model,
-                str(self.prompt_tokens), str(self.completion_tokens), str(self.cost_micro_usd),
-                str(self.attempt), cache.key if cache else "", cache.summary if cache else "",
-                "1" if cache and cache.unlock else ""]
+        return [
+            self.kind,
+            self.fp,
+            self.reason,
+            self.record,
+            self.model,
+            str(self.prompt_tokens),
+            str(self.completion_tokens),
+            str(self.cost_micro_usd),
+            str(self.attempt),
+            cache.key if cache else "",
+            cache.summary if cache else "",
+            "1" if cache and cache.unlock else "",
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +104,7 @@ class DocsStats:
 
     def per_model(self, kind: str) -> dict[str, int]:
         prefix = f"llm_{kind}:"
-        return {k[len(prefix):]: v for k, v in self.counts.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in self.counts.items() if k.startswith(prefix)}
 
 
 class DocsQueue:

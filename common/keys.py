@@ -20,9 +20,7 @@ _CRAWL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 def validate_crawl_name(name: str) -> str:
     """Return ``name`` if it can be a crawl name (it becomes part of every key), else raise."""
     if not _CRAWL_NAME.match(name):
-        raise ConfigError(
-            f"invalid crawl name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
-        )
+        raise ConfigError(f"invalid crawl name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
     return name
 
 
@@ -137,8 +135,22 @@ class CrawlKeys:
     def all_fixed(self) -> list[str]:
         """The keys that do not depend on a domain (for the one-slot test and for cleanup)."""
         return [
-            self.spec, self.seen, self.ready, self.delayed, self.inflight, self.leases,
-            self.domains, self.counts, self.dead, self.pages, self.docs, self.workers,
-            self.docs_inflight, self.docs_leases, self.docs_dead, self.summaries,
-            self.summary_cache, self.llm,
+            self.spec,
+            self.seen,
+            self.ready,
+            self.delayed,
+            self.inflight,
+            self.leases,
+            self.domains,
+            self.counts,
+            self.dead,
+            self.pages,
+            self.docs,
+            self.workers,
+            self.docs_inflight,
+            self.docs_leases,
+            self.docs_dead,
+            self.summaries,
+            self.summary_cache,
+            self.llm,
         ]

@@ -37,8 +37,15 @@ def new_worker_id(role: str) -> str:
 class WorkerTiming:
     """How often background duties run, and the drain grace period."""
 
-    def __init__(self, *, grace_s: float, reap_interval_s: float, heartbeat_s: float,
-                 lease_s: float, claim_batch: int) -> None:
+    def __init__(
+        self,
+        *,
+        grace_s: float,
+        reap_interval_s: float,
+        heartbeat_s: float,
+        lease_s: float,
+        claim_batch: int,
+    ) -> None:
         self.grace_s = grace_s
         self.reap_interval_s = reap_interval_s
         self.heartbeat_s = heartbeat_s
@@ -49,8 +56,14 @@ class WorkerTiming:
 class LeasedWorker(abc.ABC, Generic[L]):
     role = "worker"
 
-    def __init__(self, *, concurrency: int, timing: WorkerTiming, shutdown: Shutdown,
-                 worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        timing: WorkerTiming,
+        shutdown: Shutdown,
+        worker_id: str | None = None,
+    ) -> None:
         self.concurrency = concurrency
         self.timing = timing
         self.shutdown = shutdown
@@ -216,12 +229,14 @@ class LeasedWorker(abc.ABC, Generic[L]):
         if not self._tasks:
             return
         tasks = list(self._tasks.values())
-        log.info("draining", worker=self.worker_id, in_flight=len(tasks),
-                 grace_s=self.timing.grace_s)
+        log.info(
+            "draining", worker=self.worker_id, in_flight=len(tasks), grace_s=self.timing.grace_s
+        )
         all_done = asyncio.ensure_future(asyncio.wait(tasks))
         stop_now = asyncio.ensure_future(self.shutdown.now.wait())
-        await asyncio.wait([all_done, stop_now], timeout=self.timing.grace_s,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [all_done, stop_now], timeout=self.timing.grace_s, return_when=asyncio.FIRST_COMPLETED
+        )
         stop_now.cancel()
         all_done.cancel()
         left = [key for key, task in self._tasks.items() if not task.done()]
@@ -271,9 +286,13 @@ class LeasedWorker(abc.ABC, Generic[L]):
 
     async def _heartbeat(self) -> None:
         beat = {
-            "role": self.role, "host": socket.gethostname(), "pid": os.getpid(),
-            "started": round(self._started, 3), "last": round(time.time(), 3),
-            "in_flight": len(self._tasks), **self.beat_fields(),
+            "role": self.role,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": round(self._started, 3),
+            "last": round(time.time(), 3),
+            "in_flight": len(self._tasks),
+            **self.beat_fields(),
         }
         await self.beat(self.worker_id, json.dumps(beat))
         self._last_beat = time.monotonic()

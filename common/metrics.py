@@ -28,13 +28,13 @@ class CrawlerMetrics:
             "distcrawl_fetches", "HTTP fetches by status class", ["status_class"], registry=r
         )
         self.fetch_seconds = Histogram(
-            "distcrawl_fetch_seconds", "Fetch latency (headers and body)",
-            buckets=_FETCH_BUCKETS, registry=r,
+            "distcrawl_fetch_seconds",
+            "Fetch latency (headers and body)",
+            buckets=_FETCH_BUCKETS,
+            registry=r,
         )
         self.fetch_bytes = Counter("distcrawl_fetch_bytes", "Body bytes read", registry=r)
-        self.pages = Counter(
-            "distcrawl_pages", "URLs settled by outcome", ["outcome"], registry=r
-        )
+        self.pages = Counter("distcrawl_pages", "URLs settled by outcome", ["outcome"], registry=r)
         self.pages_parsed = Counter("distcrawl_pages_parsed", "HTML pages parsed", registry=r)
         self.links_found = Counter("distcrawl_links_found", "Links found on pages", registry=r)
         self.links_admitted = Counter(
@@ -47,7 +47,8 @@ class CrawlerMetrics:
             "distcrawl_dead_letters", "URLs dead-lettered after their last attempt", registry=r
         )
         self.robots_skips = Counter(
-            "distcrawl_robots_skips", "URLs skipped because robots.txt disallows them",
+            "distcrawl_robots_skips",
+            "URLs skipped because robots.txt disallows them",
             registry=r,
         )
         self.in_flight = Gauge(
@@ -59,8 +60,9 @@ class CrawlerMetrics:
         # Known label values start at 0, so rate() and ratios have a series before the first event.
         _preset(self.fetches, ("2xx", "3xx", "4xx", "5xx", "error"))
         _preset(self.pages, ("done", "failed", "skipped"))
-        _preset(self.retries,
-                ("timeout", "connect_error", "connection_reset", "http_429", "http_503"))
+        _preset(
+            self.retries, ("timeout", "connect_error", "connection_reset", "http_429", "http_503")
+        )
 
 
 _LLM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
@@ -73,7 +75,9 @@ class SummarizerMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "distcrawl_llm_requests", "LLM API calls by outcome (ok or a reason)", ["outcome"],
+            "distcrawl_llm_requests",
+            "LLM API calls by outcome (ok or a reason)",
+            ["outcome"],
             registry=r,
         )
         self.latency = Histogram(
@@ -88,14 +92,13 @@ class SummarizerMetrics:
         self.cache_hits = Counter(
             "distcrawl_llm_cache_hits", "Docs summarized from the content cache", registry=r
         )
-        self.docs = Counter(
-            "distcrawl_docs", "Docs settled by outcome", ["outcome"], registry=r
-        )
+        self.docs = Counter("distcrawl_docs", "Docs settled by outcome", ["outcome"], registry=r)
         self.adaptive_limit = Gauge(
             "distcrawl_llm_adaptive_limit", "Current adaptive concurrency limit", registry=r
         )
         self.rate_limit_waits = Counter(
-            "distcrawl_llm_rate_limit_waits", "Times a call waited for the shared RPM/TPM buckets",
+            "distcrawl_llm_rate_limit_waits",
+            "Times a call waited for the shared RPM/TPM buckets",
             registry=r,
         )
         self.in_flight = Gauge(

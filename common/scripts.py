@@ -27,8 +27,21 @@ _LIBRARIES: dict[str, tuple[str, ...]] = {
     "commit": ("lib_admit", "lib_settle"),
 }
 SCRIPT_NAMES = (
-    "admit", "claim", "settle", "commit", "renew", "reap", "domain", "stats", "spec_init",
-    "docs_claim", "docs_settle", "docs_renew", "docs_reap", "docs_stats", "docs_cache_probe",
+    "admit",
+    "claim",
+    "settle",
+    "commit",
+    "renew",
+    "reap",
+    "domain",
+    "stats",
+    "spec_init",
+    "docs_claim",
+    "docs_settle",
+    "docs_renew",
+    "docs_reap",
+    "docs_stats",
+    "docs_cache_probe",
     "llm_acquire",
 )
 

@@ -48,8 +48,9 @@ class _Versioned(Protocol):
 V = TypeVar("V", bound=_Versioned)
 
 
-def decode_versioned(decoder: msgspec.json.Decoder[V], raw: str | bytes, what: str,
-                     version: int) -> V:
+def decode_versioned(
+    decoder: msgspec.json.Decoder[V], raw: str | bytes, what: str, version: int
+) -> V:
     """Decode a stored payload; bad JSON, a wrong shape, or a foreign or newer version is a
     PermanentError (reason ``bad_payload``), never a crash."""
     try:

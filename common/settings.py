@@ -80,16 +80,22 @@ class LLMSettings(_Section):
     rpm: int = Field(0, ge=0, description="requests per minute, all processes (0: unlimited)")
     tpm: int = Field(0, ge=0, description="tokens per minute, all processes (0: unlimited)")
     limit_window_s: float = Field(
-        60.0, gt=0, le=3600,
-        description="the window the provider counts rpm/tpm in (60 s for most; 1 for per-second)")
+        60.0,
+        gt=0,
+        le=3600,
+        description="the window the provider counts rpm/tpm in (60 s for most; 1 for per-second)",
+    )
     concurrency: int = Field(32, ge=1, le=4096)
     timeout_s: float = Field(60.0, gt=0)
     transport: Literal["direct", "openai"] = Field(
-        "direct", description="direct: the AsyncOpenAI client's request on one aiohttp session; "
-        "openai: through AsyncOpenAI.post (about twice the client CPU per call)")
+        "direct",
+        description="direct: the AsyncOpenAI client's request on one aiohttp session; "
+        "openai: through AsyncOpenAI.post (about twice the client CPU per call)",
+    )
     max_attempts: int = Field(6, ge=1, le=50, description="failed calls before a doc fails")
     max_rate_limited: int = Field(
-        24, ge=1, le=1000, description="429 answers before a doc fails (they pace, not fail)")
+        24, ge=1, le=1000, description="429 answers before a doc fails (they pace, not fail)"
+    )
     max_input_tokens: int = Field(3000, ge=50)
     max_output_tokens: int = Field(256, ge=1)
     prompt: str = (
@@ -99,8 +105,11 @@ class LLMSettings(_Section):
     profiles_file: str | None = None
     # USD per million tokens: model -> [input, output]
     prices: dict[str, tuple[float, float]] = Field(
-        default_factory=lambda: {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.5, 10.0),
-                                 "gpt-4.1-mini": (0.40, 1.60)}
+        default_factory=lambda: {
+            "gpt-4o-mini": (0.15, 0.60),
+            "gpt-4o": (2.5, 10.0),
+            "gpt-4.1-mini": (0.40, 1.60),
+        }
     )
     lease_s: float = Field(300.0, gt=0)
 

@@ -27,8 +27,20 @@ __all__ = [
 
 MAX_URL_LENGTH = 8192
 DEFAULT_TRACKING_PARAMS = (
-    "utm_*", "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "mc_cid", "mc_eid",
-    "yclid", "igshid", "_ga", "_gl", "ref_src",
+    "utm_*",
+    "fbclid",
+    "gclid",
+    "dclid",
+    "gbraid",
+    "wbraid",
+    "msclkid",
+    "mc_cid",
+    "mc_eid",
+    "yclid",
+    "igshid",
+    "_ga",
+    "_gl",
+    "ref_src",
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _STRIP_CHARS = re.compile(r"[\t\n\r]")

@@ -97,8 +97,9 @@ class Admitter:
         keep_invalid: bool = False,
     ) -> AdmitReport:
         """Admit ``links`` found at ``depth`` on the page ``base`` (None for seeds)."""
-        prepared = self.prepare(links, depth=depth, base=base, parent=parent,
-                                keep_invalid=keep_invalid)
+        prepared = self.prepare(
+            links, depth=depth, base=base, parent=parent, keep_invalid=keep_invalid
+        )
         codes = await self._frontier.admit(
             list(prepared.batch.values()), dict(prepared.report.rejected)
         )

@@ -61,14 +61,17 @@ class Committer:
                 candidates += item.prepared.batch.values()
                 rejects.update(item.prepared.report.rejected)
         codes, results = await self._frontier.commit(
-            self._worker, seen_fps=seen, candidates=candidates, local_rejects=rejects,
+            self._worker,
+            seen_fps=seen,
+            candidates=candidates,
+            local_rejects=rejects,
             ops=[item.op for item in batch],
         )
         offset = 0
         for item in batch:
             if item.prepared is not None:
                 n = len(item.prepared.batch)
-                report = self._admitter.apply(item.prepared, codes[offset:offset + n])
+                report = self._admitter.apply(item.prepared, codes[offset : offset + n])
                 offset += n
                 self._on_admitted(report)
         return list(results)

@@ -89,8 +89,11 @@ def _decoder(encoding: str) -> _Identity | _Deflate | zlib._Decompress:
     raise SkipPage(f"unsupported content encoding {encoding!r}", reason="content_encoding")
 
 
-_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
-         (codecs.BOM_UTF16_BE, "utf-16-be"))
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
 
 
 def decode_body(body: bytes, charset: str | None) -> str:
@@ -101,7 +104,7 @@ def decode_body(body: bytes, charset: str | None) -> str:
     """
     for bom, name in _BOMS:
         if body.startswith(bom):
-            return body[len(bom):].decode(name, errors="replace")
+            return body[len(bom) :].decode(name, errors="replace")
     candidates = [charset] if charset else []
     sniffed = _META_CHARSET.search(body[:4096])
     if sniffed:

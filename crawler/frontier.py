@@ -104,11 +104,17 @@ class SettleOp:
 
     @classmethod
     def ack(
-        cls, fp: str, outcome: Outcome, reason: str = "", record: str = "", doc: str = "",
+        cls,
+        fp: str,
+        outcome: Outcome,
+        reason: str = "",
+        record: str = "",
+        doc: str = "",
         attempt: int = 0,
     ) -> SettleOp:
-        return cls("ack", fp, outcome=outcome.value, reason=reason, record=record, doc=doc,
-                   attempt=attempt)
+        return cls(
+            "ack", fp, outcome=outcome.value, reason=reason, record=record, doc=doc, attempt=attempt
+        )
 
     @classmethod
     def retry(
@@ -122,8 +128,13 @@ class SettleOp:
         attempt: int = 0,
     ) -> SettleOp:
         return cls(
-            "retry", fp, reason=reason, delay_s=delay_s, retry_after_s=retry_after_s,
-            record=record, attempt=attempt,
+            "retry",
+            fp,
+            reason=reason,
+            delay_s=delay_s,
+            retry_after_s=retry_after_s,
+            record=record,
+            attempt=attempt,
         )
 
     @classmethod
@@ -132,8 +143,15 @@ class SettleOp:
 
     def args(self) -> list[str]:
         return [
-            self.kind, self.fp, self.outcome, self.reason, str(int(self.delay_s * 1000)),
-            str(int(self.retry_after_s * 1000)), self.record, self.doc, str(self.attempt),
+            self.kind,
+            self.fp,
+            self.outcome,
+            self.reason,
+            str(int(self.delay_s * 1000)),
+            str(int(self.retry_after_s * 1000)),
+            self.record,
+            self.doc,
+            str(self.attempt),
         ]
 
 
@@ -185,7 +203,7 @@ class FrontierStats:
 
     def reasons(self, outcome: str) -> dict[str, int]:
         prefix = outcome + ":"
-        return {k[len(prefix):]: v for k, v in self.counts.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in self.counts.items() if k.startswith(prefix)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,9 +340,7 @@ class Frontier:
         retry_after_s: float = 0.0,
         record: str = "",
     ) -> SettleResult:
-        op = SettleOp.retry(
-            fp, reason, delay_s=delay_s, retry_after_s=retry_after_s, record=record
-        )
+        op = SettleOp.retry(fp, reason, delay_s=delay_s, retry_after_s=retry_after_s, record=record)
         return (await self.settle(worker, [op]))[0]
 
     async def release(self, worker: str, fps: Sequence[str]) -> list[SettleResult]:

@@ -10,8 +10,19 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 __all__ = ["MAX_NESTING", "ParsedPage", "flatten_deep_nesting", "parse_html"]
 
 _BOILERPLATE = [
-    "script", "style", "noscript", "template", "nav", "header", "footer", "aside", "svg",
-    "iframe", "form", "button", "select",
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "nav",
+    "header",
+    "footer",
+    "aside",
+    "svg",
+    "iframe",
+    "form",
+    "button",
+    "select",
 ]
 _SKIP_HREF = ("#", "javascript:", "mailto:", "tel:", "data:", "sms:", "ftp:", "file:")
 
@@ -43,11 +54,37 @@ def _attr(node: LexborNode | None, name: str) -> str | None:
 MAX_NESTING = 512
 _CHECK_ABOVE_TAGS = 10_000
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)[^>]*?(/?)>")
-_NOT_NESTING = frozenset({  # void elements, and those a parser closes implicitly
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-    "track", "wbr", "param", "p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th",
-    "thead", "tbody", "tfoot", "a",
-})
+_NOT_NESTING = frozenset(
+    {  # void elements, and those a parser closes implicitly
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "track",
+        "wbr",
+        "param",
+        "p",
+        "li",
+        "dt",
+        "dd",
+        "option",
+        "optgroup",
+        "tr",
+        "td",
+        "th",
+        "thead",
+        "tbody",
+        "tfoot",
+        "a",
+    }
+)
 
 
 def flatten_deep_nesting(html: str) -> str:
@@ -77,9 +114,7 @@ def parse_html(html: str, max_text_chars: int) -> ParsedPage:
     title = tree.css_first("title")
     if title is not None:
         page.title = _clean(title.text())[:1000]
-    page.description = (_attr(tree.css_first('meta[name="description" i]'), "content") or "")[
-        :2000
-    ]
+    page.description = (_attr(tree.css_first('meta[name="description" i]'), "content") or "")[:2000]
     page.canonical = _attr(tree.css_first('link[rel="canonical" i]'), "href")
     page.lang = _attr(tree.css_first("html"), "lang")
     page.base_href = _attr(tree.css_first("base[href]"), "href")

@@ -54,17 +54,27 @@ async def crawl_status(
         "rejected": stats.reasons("rejected"),
         "top_domains": [{"domain": dom, "queued": n} for dom, n in stats.top_domains],
         "docs": {
-            "queued": d.queued, "summarized": d.summarized, "failed": d.failed,
-            "pending": d.pending, "waiting": d.waiting, "in_flight": d.in_flight,
-            "balanced": d.balanced, "cache_hits": d.counts.get("docs_summarized:cached", 0),
+            "queued": d.queued,
+            "summarized": d.summarized,
+            "failed": d.failed,
+            "pending": d.pending,
+            "waiting": d.waiting,
+            "in_flight": d.in_flight,
+            "balanced": d.balanced,
+            "cache_hits": d.counts.get("docs_summarized:cached", 0),
             "reaped": d.counts.get("docs_reaped", 0),
-            "failed_reasons": {k[len("docs_failed:"):]: v for k, v in d.counts.items()
-                               if k.startswith("docs_failed:")},
+            "failed_reasons": {
+                k[len("docs_failed:") :]: v
+                for k, v in d.counts.items()
+                if k.startswith("docs_failed:")
+            },
         },
         "llm": {
-            model: {"prompt_tokens": prompt.get(model, 0),
-                    "completion_tokens": completion.get(model, 0),
-                    "cost_usd": round(cost.get(model, 0) / 1_000_000, 6)}
+            model: {
+                "prompt_tokens": prompt.get(model, 0),
+                "completion_tokens": completion.get(model, 0),
+                "cost_usd": round(cost.get(model, 0) / 1_000_000, 6),
+            }
             for model in sorted(set(prompt) | set(completion))
         },
         "workers": sorted(workers, key=lambda w: w["id"]),
@@ -84,8 +94,11 @@ def render_status(status: dict[str, Any]) -> str:
         f" dead letters {status['dead_letters']}, retries {status['retries']},"
         f" reaped {status['reaped']}, docs queued {status['docs_queued']}",
     ]
-    for title, key in (("failed", "failed_reasons"), ("skipped", "skipped_reasons"),
-                       ("rejected at admission", "rejected")):
+    for title, key in (
+        ("failed", "failed_reasons"),
+        ("skipped", "skipped_reasons"),
+        ("rejected at admission", "rejected"),
+    ):
         if status[key]:
             parts = ", ".join(f"{k} {v}" for k, v in sorted(status[key].items()))
             lines.append(f"  {title}: {parts}")
@@ -99,8 +112,10 @@ def render_status(status: dict[str, Any]) -> str:
         f" + pending {docs['pending']}   ({eq}); cache hits {docs['cache_hits']}"
     )
     for model, use in status["llm"].items():
-        lines.append(f"  llm {model}: prompt tokens {use['prompt_tokens']}, completion tokens"
-                     f" {use['completion_tokens']}, estimated cost ${use['cost_usd']:.4f}")
+        lines.append(
+            f"  llm {model}: prompt tokens {use['prompt_tokens']}, completion tokens"
+            f" {use['completion_tokens']}, estimated cost ${use['cost_usd']:.4f}"
+        )
     alive = [w for w in status["workers"] if w["alive"]]
     lines.append(f"  workers alive: {len(alive)}")
     for w in alive:

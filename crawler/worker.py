@@ -38,9 +38,16 @@ __all__ = ["CrawlWorker", "WorkerStats"]
 
 log = get_logger(__name__)
 # Failures that say "this host is struggling": the whole domain waits, not just the URL.
-_BACK_OFF_DOMAIN = frozenset({
-    "http_429", "http_503", "timeout", "connect_error", "connection_reset", "bad_body",
-})
+_BACK_OFF_DOMAIN = frozenset(
+    {
+        "http_429",
+        "http_503",
+        "timeout",
+        "connect_error",
+        "connection_reset",
+        "bad_body",
+    }
+)
 
 
 @dataclass(slots=True)
@@ -81,8 +88,9 @@ class CrawlWorker(LeasedWorker[Lease]):
         max_text_chars: int,
         worker_id: str | None = None,
     ) -> None:
-        super().__init__(concurrency=concurrency, timing=timing, shutdown=shutdown,
-                         worker_id=worker_id)
+        super().__init__(
+            concurrency=concurrency, timing=timing, shutdown=shutdown, worker_id=worker_id
+        )
         self._frontier = frontier
         self._heartbeats = heartbeats
         self._admitter = admitter
@@ -175,26 +183,45 @@ class CrawlWorker(LeasedWorker[Lease]):
 
     def _done(self, lease: Lease, result: FetchResult, page: ParsedPage, started: float) -> _Commit:
         record = PageRecord(
-            url=lease.url, final_url=result.final_url, outcome=Outcome.DONE.value,
-            status=result.status, depth=lease.depth, title=page.title,
-            description=page.description, lang=page.lang, content_type=result.content_type,
-            bytes=len(result.body), truncated=result.truncated, links=len(page.links),
-            text_chars=len(page.text), fetched_at=round(started, 3),
-            elapsed_ms=round(result.elapsed_ms, 1), attempts=lease.attempt,
+            url=lease.url,
+            final_url=result.final_url,
+            outcome=Outcome.DONE.value,
+            status=result.status,
+            depth=lease.depth,
+            title=page.title,
+            description=page.description,
+            lang=page.lang,
+            content_type=result.content_type,
+            bytes=len(result.body),
+            truncated=result.truncated,
+            links=len(page.links),
+            text_chars=len(page.text),
+            fetched_at=round(started, 3),
+            elapsed_ms=round(result.elapsed_ms, 1),
+            attempts=lease.attempt,
             reason="noindex" if page.noindex else None,
         )
         doc = ""
         if not page.noindex and page.text:
-            doc = encode_doc(Doc(url=lease.url, fp=lease.fp, title=page.title, text=page.text,
-                                 lang=page.lang, fetched_at=round(started, 3)))
+            doc = encode_doc(
+                Doc(
+                    url=lease.url,
+                    fp=lease.fp,
+                    title=page.title,
+                    text=page.text,
+                    lang=page.lang,
+                    fetched_at=round(started, 3),
+                )
+            )
         base = result.final_url
         if page.base_href:
             with contextlib.suppress(ValueError):
                 base = urljoin(base, page.base_href)
         self._metrics.links_found.inc(len(page.links))
         return _Commit(
-            SettleOp.ack(lease.fp, Outcome.DONE, record=encode_record(record), doc=doc,
-                         attempt=lease.attempt),
+            SettleOp.ack(
+                lease.fp, Outcome.DONE, record=encode_record(record), doc=doc, attempt=lease.attempt
+            ),
             links=None if page.nofollow else page.links,
             base=base,
             depth=lease.depth + 1,
@@ -202,20 +229,33 @@ class CrawlWorker(LeasedWorker[Lease]):
         )
 
     def _final(self, lease: Lease, outcome: Outcome, reason: str) -> SettleOp:
-        record = PageRecord(url=lease.url, outcome=outcome.value, reason=reason,
-                            depth=lease.depth, attempts=lease.attempt)
-        return SettleOp.ack(lease.fp, outcome, reason, encode_record(record),
-                            attempt=lease.attempt)
+        record = PageRecord(
+            url=lease.url,
+            outcome=outcome.value,
+            reason=reason,
+            depth=lease.depth,
+            attempts=lease.attempt,
+        )
+        return SettleOp.ack(lease.fp, outcome, reason, encode_record(record), attempt=lease.attempt)
 
     def _retry_op(self, lease: Lease, reason: str, retry_after_s: float | None) -> SettleOp:
         delay = backoff_s(lease.attempt, base_s=2.0, cap_s=300.0)
         domain_wait = retry_after_s or (delay if reason in _BACK_OFF_DOMAIN else 0.0)
         self._metrics.retries.labels(reason).inc()
-        record = PageRecord(url=lease.url, outcome=Outcome.FAILED.value, reason=reason,
-                            depth=lease.depth, attempts=lease.attempt)
+        record = PageRecord(
+            url=lease.url,
+            outcome=Outcome.FAILED.value,
+            reason=reason,
+            depth=lease.depth,
+            attempts=lease.attempt,
+        )
         return SettleOp.retry(
-            lease.fp, reason, delay_s=max(delay, retry_after_s or 0.0),
-            retry_after_s=domain_wait, record=encode_record(record), attempt=lease.attempt,
+            lease.fp,
+            reason,
+            delay_s=max(delay, retry_after_s or 0.0),
+            retry_after_s=domain_wait,
+            record=encode_record(record),
+            attempt=lease.attempt,
         )
 
     async def _commit(self, lease: Lease, commit: _Commit) -> None:
@@ -226,9 +266,7 @@ class CrawlWorker(LeasedWorker[Lease]):
                 commit.links, depth=commit.depth, base=commit.base, parent=lease.url
             )
         seen = [fingerprint(u) for u in commit.seen_urls or ()]
-        result = await self.until_stored(
-            lambda: self._committer.commit(commit.op, prepared, seen)
-        )
+        result = await self.until_stored(lambda: self._committer.commit(commit.op, prepared, seen))
         if result is not None:
             self._count(commit.op, result)
 

@@ -55,8 +55,12 @@ def _positive_int(text: str) -> int:
 
 def _common(p: argparse.ArgumentParser, *, redis_required: bool) -> None:
     g = p.add_argument_group("store")
-    g.add_argument("--redis", metavar="URL", help="redis://[user:pass@]host:port/db or rediss://"
-                   + ("" if redis_required else " (default: the embedded in-process store)"))
+    g.add_argument(
+        "--redis",
+        metavar="URL",
+        help="redis://[user:pass@]host:port/db or rediss://"
+        + ("" if redis_required else " (default: the embedded in-process store)"),
+    )
     g.add_argument("--crawl", metavar="NAME", help="crawl name (default: 'default')")
     o = p.add_argument_group("logging")
     o.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -68,8 +72,13 @@ def _scope(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-pages", type=_positive_int, metavar="N")
     g.add_argument("--max-depth", type=int, metavar="N")
     g.add_argument("--max-domain-pages", type=_positive_int, metavar="N")
-    g.add_argument("--allow-domain", action="append", default=[], metavar="D",
-                   help="crawl D and its subdomains (repeatable; default: the seeds' hosts)")
+    g.add_argument(
+        "--allow-domain",
+        action="append",
+        default=[],
+        metavar="D",
+        help="crawl D and its subdomains (repeatable; default: the seeds' hosts)",
+    )
     g.add_argument("--include", action="append", default=[], metavar="REGEX")
     g.add_argument("--exclude", action="append", default=[], metavar="REGEX")
     g.add_argument("--rate", type=float, metavar="R", help="requests/s per domain (default 2)")
@@ -86,21 +95,34 @@ def _worker(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grace", type=float, metavar="S", help="drain time on SIGTERM (default 10)")
     g.add_argument("--max-body-bytes", type=int, metavar="N", help="default 5 MiB")
     g.add_argument("--user-agent", metavar="UA")
-    g.add_argument("--allow-private", action="store_true", default=None,
-                   help="allow fetching loopback/private addresses (local sites)")
+    g.add_argument(
+        "--allow-private",
+        action="store_true",
+        default=None,
+        help="allow fetching loopback/private addresses (local sites)",
+    )
 
 
 def _llm(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("summarizer (the API key comes only from OPENAI_API_KEY, "
-                             "DISTCRAWL_LLM__API_KEY or DISTCRAWL_LLM__API_KEY_FILE)")
-    g.add_argument("--summarizer", metavar="KIND",
-                   help="auto (default) | openai | extractive | module:function")
+    g = p.add_argument_group(
+        "summarizer (the API key comes only from OPENAI_API_KEY, "
+        "DISTCRAWL_LLM__API_KEY or DISTCRAWL_LLM__API_KEY_FILE)"
+    )
+    g.add_argument(
+        "--summarizer",
+        metavar="KIND",
+        help="auto (default) | openai | extractive | module:function",
+    )
     g.add_argument("--llm-base-url", metavar="URL", help="any OpenAI-compatible API")
     g.add_argument("--llm-model", metavar="NAME")
     g.add_argument("--llm-rpm", type=int, metavar="N", help="requests/minute, all processes")
     g.add_argument("--llm-tpm", type=int, metavar="N", help="tokens/minute, all processes")
-    g.add_argument("--llm-limit-window", type=float, metavar="S",
-                   help="the window the provider counts --llm-rpm/--llm-tpm in (default 60 s)")
+    g.add_argument(
+        "--llm-limit-window",
+        type=float,
+        metavar="S",
+        help="the window the provider counts --llm-rpm/--llm-tpm in (default 60 s)",
+    )
     g.add_argument("--llm-profiles", metavar="FILE", help="per-site model/prompt profiles (JSON)")
     g.add_argument("--llm-max-input-tokens", type=int, metavar="N")
 
@@ -136,10 +158,18 @@ def _parser() -> argparse.ArgumentParser:
     _worker(p)
 
     p = sub.add_parser("summarize", help="run a summarizer worker")
-    p.add_argument("--drain", action="store_true",
-                   help="exit 0 once no doc is pending and the crawl has nothing pending")
-    p.add_argument("--concurrency", type=int, metavar="C", dest="llm_concurrency",
-                   help="docs in flight (default 32)")
+    p.add_argument(
+        "--drain",
+        action="store_true",
+        help="exit 0 once no doc is pending and the crawl has nothing pending",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="C",
+        dest="llm_concurrency",
+        help="docs in flight (default 32)",
+    )
     p.add_argument("--metrics-port", type=int, metavar="P")
     p.add_argument("--grace", type=float, metavar="S")
     _common(p, redis_required=True)
@@ -150,15 +180,27 @@ def _parser() -> argparse.ArgumentParser:
     _common(p, redis_required=True)
 
     p = sub.add_parser("top", help="a live terminal view of a crawl (for people without Grafana)")
-    p.add_argument("--interval", type=float, default=2.0, metavar="S",
-                   help="seconds between refreshes (default 2)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds between refreshes (default 2)",
+    )
     p.add_argument("--once", action="store_true", help="print one frame and exit")
     _common(p, redis_required=True)
 
-    p = sub.add_parser("health", help="exit 0 if this host's worker answers /healthz with 200 "
-                       "(Redis reachable, heartbeat fresh): for container health checks")
-    p.add_argument("--metrics-port", type=int, metavar="P",
-                   help="the worker's metrics port (default: DISTCRAWL_METRICS_PORT)")
+    p = sub.add_parser(
+        "health",
+        help="exit 0 if this host's worker answers /healthz with 200 "
+        "(Redis reachable, heartbeat fresh): for container health checks",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="P",
+        help="the worker's metrics port (default: DISTCRAWL_METRICS_PORT)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="default 3")
 
@@ -172,6 +214,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     """Flags given on the command line override DISTCRAWL_* variables and defaults.
 
     OPENAI_API_KEY and OPENAI_BASE_URL are honoured too (read here, at the edge, only)."""
+
     def given(**pairs: Any) -> dict[str, Any]:
         return {k: v for k, v in pairs.items() if v is not None}
 
@@ -179,9 +222,13 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     if a.get("llm_rpm") is not None and a["llm_rpm"] < 0:
         raise ConfigError(f"--llm-rpm must be >= 0 (got {a['llm_rpm']})")
     frontier = given(
-        rate=a.get("rate"), burst=a.get("burst"), per_domain_inflight=a.get("per_domain_inflight"),
-        max_attempts=a.get("max_attempts"), max_depth=a.get("max_depth"),
-        max_pages=a.get("max_pages"), max_domain_pages=a.get("max_domain_pages"),
+        rate=a.get("rate"),
+        burst=a.get("burst"),
+        per_domain_inflight=a.get("per_domain_inflight"),
+        max_attempts=a.get("max_attempts"),
+        max_depth=a.get("max_depth"),
+        max_pages=a.get("max_pages"),
+        max_domain_pages=a.get("max_domain_pages"),
         obey_robots=False if a.get("no_robots") else None,
     )
     fetch = given(max_body_bytes=a.get("max_body_bytes"), user_agent=a.get("user_agent"))
@@ -189,18 +236,29 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     llm = given(
         summarizer=a.get("summarizer"),
         base_url=a.get("llm_base_url") or env.get("OPENAI_BASE_URL"),
-        model=a.get("llm_model"), rpm=a.get("llm_rpm"), tpm=a.get("llm_tpm"),
+        model=a.get("llm_model"),
+        rpm=a.get("llm_rpm"),
+        tpm=a.get("llm_tpm"),
         limit_window_s=a.get("llm_limit_window"),
-        profiles_file=a.get("llm_profiles"), max_input_tokens=a.get("llm_max_input_tokens"),
+        profiles_file=a.get("llm_profiles"),
+        max_input_tokens=a.get("llm_max_input_tokens"),
         concurrency=a.get("llm_concurrency"),
     )
     if env.get("OPENAI_API_KEY") and not env.get("DISTCRAWL_LLM__API_KEY"):
         llm["api_key"] = env["OPENAI_API_KEY"]
-    top = given(redis=a.get("redis"), crawl=a.get("crawl"), log_level=a.get("log_level"),
-                log_format=a.get("log_format"), metrics_port=a.get("metrics_port"),
-                allow_private=a.get("allow_private"))
-    sections = {k: v for k, v in (("frontier", frontier), ("fetch", fetch),
-                                  ("crawler", crawler), ("llm", llm)) if v}
+    top = given(
+        redis=a.get("redis"),
+        crawl=a.get("crawl"),
+        log_level=a.get("log_level"),
+        log_format=a.get("log_format"),
+        metrics_port=a.get("metrics_port"),
+        allow_private=a.get("allow_private"),
+    )
+    sections = {
+        k: v
+        for k, v in (("frontier", frontier), ("fetch", fetch), ("crawler", crawler), ("llm", llm))
+        if v
+    }
     return build_settings(**top, **sections)
 
 
@@ -232,19 +290,27 @@ async def _produce(settings: Settings, args: argparse.Namespace) -> int:
                 for url in args.sitemap:
                     found = await fetch_sitemap_urls(session, url)
                     lines += [read for read in read_seed_lines(found, [])]
-        spec = build_spec(settings.frontier, [s.text for s in lines],
-                          allow_domains=args.allow_domain, include=args.include,
-                          exclude=args.exclude)
+        spec = build_spec(
+            settings.frontier,
+            [s.text for s in lines],
+            allow_domains=args.allow_domain,
+            include=args.include,
+            exclude=args.exclude,
+        )
         current = await frontier.init(spec)
         report = await produce(frontier, Admitter(frontier, current), lines)
     asked = msgspec.structs.replace(
-        spec, seeds=current.seeds,
+        spec,
+        seeds=current.seeds,
         allowed_domains=spec.allowed_domains if args.allow_domain else current.allowed_domains,
     )
     if current != asked:
-        print(f"distcrawl: note: crawl {settings.crawl!r} already has a spec (rate "
-              f"{current.rate}/s, allowed domains {', '.join(current.allowed_domains) or 'any'}):"
-              " this producer's scope and politeness flags are ignored", file=sys.stderr)
+        print(
+            f"distcrawl: note: crawl {settings.crawl!r} already has a spec (rate "
+            f"{current.rate}/s, allowed domains {', '.join(current.allowed_domains) or 'any'}):"
+            " this producer's scope and politeness flags are ignored",
+            file=sys.stderr,
+        )
     for error in report.errors:
         print(f"distcrawl: skipped seed {error}", file=sys.stderr)
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(report.rejected.items())) or "none"
@@ -255,35 +321,44 @@ async def _produce(settings: Settings, args: argparse.Namespace) -> int:
 async def _crawl(settings: Settings, args: argparse.Namespace) -> int:
     shutdown = Shutdown()
     shutdown.install()
-    async with store_session(settings) as (redis, frontier), crawl_runtime(
-        settings, redis, frontier, shutdown
-    ) as rt:
+    async with (
+        store_session(settings) as (redis, frontier),
+        crawl_runtime(settings, redis, frontier, shutdown) as rt,
+    ):
         await rt.worker.run(drain=args.drain)
     stats = rt.worker.stats
-    print(f"crawl worker finished: done {stats.done}, failed {stats.failed}, "
-          f"skipped {stats.skipped}, released {rt.worker.released}", file=sys.stderr)
+    print(
+        f"crawl worker finished: done {stats.done}, failed {stats.failed}, "
+        f"skipped {stats.skipped}, released {rt.worker.released}",
+        file=sys.stderr,
+    )
     return 0
 
 
 async def _summarize(settings: Settings, args: argparse.Namespace) -> int:
     shutdown = Shutdown()
     shutdown.install()
-    async with store_session(settings) as (redis, frontier), summarize_runtime(
-        settings, redis, frontier.keys, shutdown
-    ) as rt:
+    async with (
+        store_session(settings) as (redis, frontier),
+        summarize_runtime(settings, redis, frontier.keys, shutdown) as rt,
+    ):
         await rt.worker.run(drain=args.drain)
     if rt.worker.fatal is not None:
         raise rt.worker.fatal
     s = rt.worker.stats
-    print(f"summarizer finished: summarized {s.summarized} ({s.cached} from cache), "
-          f"failed {s.failed}, released {rt.worker.released}", file=sys.stderr)
+    print(
+        f"summarizer finished: summarized {s.summarized} ({s.cached} from cache), "
+        f"failed {s.failed}, released {rt.worker.released}",
+        file=sys.stderr,
+    )
     return 0
 
 
 async def _status(settings: Settings, args: argparse.Namespace) -> int:
     async with store_session(settings) as (redis, frontier):
-        status = await crawl_status(frontier, DocsQueue(redis, frontier.keys),
-                                    Heartbeats(redis, frontier.keys))
+        status = await crawl_status(
+            frontier, DocsQueue(redis, frontier.keys), Heartbeats(redis, frontier.keys)
+        )
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     return 0
 
@@ -324,19 +399,33 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         if not args.seeds and not args.file and not args.demo:
             raise ConfigError("give at least one SEED, --file F, or --demo")
         request = RunRequest(
-            seeds=list(read_seed_lines(args.seeds, args.file)), out=args.out,
-            allow_domains=args.allow_domain, include=args.include, exclude=args.exclude,
-            demo=args.demo, progress=not args.no_progress, summarize=not args.no_summarize,
+            seeds=list(read_seed_lines(args.seeds, args.file)),
+            out=args.out,
+            allow_domains=args.allow_domain,
+            include=args.include,
+            exclude=args.exclude,
+            demo=args.demo,
+            progress=not args.no_progress,
+            summarize=not args.no_summarize,
         )
         if args.demo:  # our own local site: private address allowed, politeness raised
-            frontier = settings.frontier.model_copy(update={
-                "rate": args.rate or 50.0, "burst": args.burst or 20,
-            })
+            frontier = settings.frontier.model_copy(
+                update={
+                    "rate": args.rate or 50.0,
+                    "burst": args.burst or 20,
+                }
+            )
             settings = settings.model_copy(update={"allow_private": True, "frontier": frontier})
         return await run_all(settings, request)
     _need_server(settings, args.command)
-    handlers = {"produce": _produce, "crawl": _crawl, "summarize": _summarize,
-                "status": _status, "top": _top, "export": _export}
+    handlers = {
+        "produce": _produce,
+        "crawl": _crawl,
+        "summarize": _summarize,
+        "status": _status,
+        "top": _top,
+        "export": _export,
+    }
     return await handlers[args.command](settings, args)
 
 

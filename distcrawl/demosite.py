@@ -69,8 +69,9 @@ class DemoSite:
         for _ in range(self.links_per_page):
             other = rng.choice(hosts)
             j = rng.randrange(self.pages_per_host)
-            targets.append(self.page_path(j) if other == host else f"http://{other}"
-                           f"{self.page_path(j)}")
+            targets.append(
+                self.page_path(j) if other == host else f"http://{other}{self.page_path(j)}"
+            )
         links = "".join(f'<a href="{t}">link {n}</a> ' for n, t in enumerate(targets))
         return (
             f"<!doctype html><html lang=en><head><meta charset=utf-8>"

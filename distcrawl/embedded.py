@@ -48,8 +48,10 @@ async def _demo_site(enabled: bool) -> AsyncIterator[list[str]]:
         return
     server = SiteServer(DemoSite(pages_per_host=60))
     hosts = await server.start()
-    print(f"demo site: serving {len(server.site.page_urls(hosts))} pages at http://{hosts[0]}/",
-          file=sys.stderr)
+    print(
+        f"demo site: serving {len(server.site.page_urls(hosts))} pages at http://{hosts[0]}/",
+        file=sys.stderr,
+    )
     try:
         yield [f"http://{h}/" for h in hosts]
     finally:
@@ -67,12 +69,17 @@ async def run_all(settings: Settings, req: RunRequest) -> int:
         shutdown.uninstall()
 
 
-async def _crawl(settings: Settings, req: RunRequest, seeds: list[SeedLine],
-                 shutdown: Shutdown) -> int:
+async def _crawl(
+    settings: Settings, req: RunRequest, seeds: list[SeedLine], shutdown: Shutdown
+) -> int:
     async with store_session(settings) as (redis, frontier):
-        spec = build_spec(settings.frontier, [s.text for s in seeds],
-                          allow_domains=req.allow_domains, include=req.include,
-                          exclude=req.exclude)
+        spec = build_spec(
+            settings.frontier,
+            [s.text for s in seeds],
+            allow_domains=req.allow_domains,
+            include=req.include,
+            exclude=req.exclude,
+        )
         spec = await frontier.init(spec)
         report = await produce(frontier, Admitter(frontier, spec), seeds)
         for error in report.errors:
@@ -81,11 +88,13 @@ async def _crawl(settings: Settings, req: RunRequest, seeds: list[SeedLine],
             print("distcrawl: nothing to crawl (no valid new seed)", file=sys.stderr)
         async with contextlib.AsyncExitStack() as stack:
             crawl = await stack.enter_async_context(
-                crawl_runtime(settings, redis, frontier, shutdown))
+                crawl_runtime(settings, redis, frontier, shutdown)
+            )
             summarizer = None
             if req.summarize:  # (a ConfigError here must not leave a worker coroutine behind)
                 summarizer = await stack.enter_async_context(
-                    summarize_runtime(settings, redis, frontier.keys, shutdown))
+                    summarize_runtime(settings, redis, frontier.keys, shutdown)
+                )
             workers = [crawl.worker.run(drain=True)]
             if summarizer is not None:
                 workers.append(summarizer.worker.run(drain=True))
@@ -106,14 +115,20 @@ async def _crawl(settings: Settings, req: RunRequest, seeds: list[SeedLine],
 async def _report(frontier: Frontier, redis: Redis, req: RunRequest, shutdown: Shutdown) -> int:
     path, n = await export_pages(frontier, req.out)
     stats = await frontier.stats(0)
-    print(f"wrote {n} page records to {path}: done {stats.done}, failed {stats.failed}, "
-          f"skipped {stats.skipped}, pending {stats.pending}", file=sys.stderr)
+    print(
+        f"wrote {n} page records to {path}: done {stats.done}, failed {stats.failed}, "
+        f"skipped {stats.skipped}, pending {stats.pending}",
+        file=sys.stderr,
+    )
     pending = stats.pending
     if req.summarize:
         queue = DocsQueue(redis, frontier.keys)
         spath, sn = await export_summaries(queue, req.out)
         docs = await queue.stats()
         pending += docs.pending
-        print(f"wrote {sn} summaries to {spath}: summarized {docs.summarized}, "
-              f"failed {docs.failed}, pending {docs.pending}", file=sys.stderr)
+        print(
+            f"wrote {sn} summaries to {spath}: summarized {docs.summarized}, "
+            f"failed {docs.failed}, pending {docs.pending}",
+            file=sys.stderr,
+        )
     return 0 if pending == 0 or shutdown.stop.is_set() else 1

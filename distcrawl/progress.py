@@ -32,9 +32,13 @@ async def show_progress(frontier: Frontier, stop: asyncio.Event, *, interactive:
     progress: Progress | None = None
     if interactive:
         progress = Progress(
-            TextColumn("[bold]crawl"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.description}"), TimeElapsedColumn(),
-            console=Console(stderr=True), transient=False,
+            TextColumn("[bold]crawl"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=False,
         )
         progress.start()
     # rich redirects sys.stderr while the bar is live; log lines must go through it too, or
@@ -49,8 +53,12 @@ async def show_progress(frontier: Frontier, stop: asyncio.Event, *, interactive:
                 settled = stats.done + stats.failed + stats.skipped
                 rate = stats.done / max(1e-6, time.monotonic() - start)
                 if progress is not None and task is not None:
-                    progress.update(task, total=stats.admitted, completed=settled,
-                                    description=_line(stats, rate))
+                    progress.update(
+                        task,
+                        total=stats.admitted,
+                        completed=settled,
+                        description=_line(stats, rate),
+                    )
                 else:
                     print(f"progress: {_line(stats, rate)}", file=sys.stderr, flush=True)
             if finished:

@@ -110,8 +110,10 @@ async def redis_memory(redis: Redis) -> dict[str, float]:
     except Exception:
         return {}
     out: dict[str, float] = {}
-    for field, name in (("used_memory", "redis_used_memory_bytes"),
-                        ("maxmemory", "redis_maxmemory_bytes")):
+    for field, name in (
+        ("used_memory", "redis_used_memory_bytes"),
+        ("maxmemory", "redis_maxmemory_bytes"),
+    ):
         value = info.get(field)
         if isinstance(value, int | float):
             out[name] = float(value)
@@ -144,21 +146,44 @@ async def crawl_runtime(
         fetcher = Fetcher(settings.fetch, session, allow_private=settings.allow_private)
         robots = None
         if spec.obey_robots:
-            robots = RobotsCache(redis, frontier.keys, frontier, fetcher,
-                                 settings.fetch.user_agent, settings.fetch.robots_ttl_s)
+            robots = RobotsCache(
+                redis,
+                frontier.keys,
+                frontier,
+                fetcher,
+                settings.fetch.user_agent,
+                settings.fetch.robots_ttl_s,
+            )
         c = settings.crawler
-        timing = WorkerTiming(grace_s=c.grace_s, reap_interval_s=c.reap_interval_s,
-                              heartbeat_s=c.heartbeat_s, lease_s=spec.lease_s,
-                              claim_batch=c.claim_batch)
+        timing = WorkerTiming(
+            grace_s=c.grace_s,
+            reap_interval_s=c.reap_interval_s,
+            heartbeat_s=c.heartbeat_s,
+            lease_s=spec.lease_s,
+            claim_batch=c.claim_batch,
+        )
         worker = CrawlWorker(
-            concurrency=c.concurrency, timing=timing, frontier=frontier,
-            heartbeats=Heartbeats(redis, frontier.keys), admitter=Admitter(frontier, spec),
-            fetcher=fetcher, robots=robots, metrics=metrics, shutdown=shutdown,
+            concurrency=c.concurrency,
+            timing=timing,
+            frontier=frontier,
+            heartbeats=Heartbeats(redis, frontier.keys),
+            admitter=Admitter(frontier, spec),
+            fetcher=fetcher,
+            robots=robots,
+            metrics=metrics,
+            shutdown=shutdown,
             max_text_chars=settings.fetch.max_text_chars,
         )
         if settings.metrics_port is not None:
-            await _serve_with_gauges(stack, metrics.registry, settings.metrics_port, redis,
-                                     frontier.stats, frontier_gauges, worker)
+            await _serve_with_gauges(
+                stack,
+                metrics.registry,
+                settings.metrics_port,
+                redis,
+                frontier.stats,
+                frontier_gauges,
+                worker,
+            )
         yield CrawlRuntime(worker, frontier, spec, metrics)
 
 
@@ -170,7 +195,9 @@ class SummarizeRuntime:
 
 
 def build_engine(
-    settings: Settings, rate: SharedRateLimiter, adaptive: AdaptiveLimit,
+    settings: Settings,
+    rate: SharedRateLimiter,
+    adaptive: AdaptiveLimit,
     metrics: SummarizerMetrics,
 ) -> Engine:
     """auto: the OpenAI-compatible API when a key or base URL is configured, else extractive."""
@@ -203,26 +230,49 @@ async def summarize_runtime(
     metrics = SummarizerMetrics()
     scripts = ScriptRunner(redis)
     queue = DocsQueue(redis, keys, scripts)
-    rate = SharedRateLimiter(scripts, keys, llm.rpm, llm.tpm,
-                             on_wait=metrics.rate_limit_waits.inc, window_s=llm.limit_window_s)
+    rate = SharedRateLimiter(
+        scripts,
+        keys,
+        llm.rpm,
+        llm.tpm,
+        on_wait=metrics.rate_limit_waits.inc,
+        window_s=llm.limit_window_s,
+    )
     adaptive = AdaptiveLimit(llm.concurrency)
     engine = build_engine(settings, rate, adaptive, metrics)
     c = settings.crawler
-    timing = WorkerTiming(grace_s=c.grace_s, reap_interval_s=c.reap_interval_s,
-                          heartbeat_s=c.heartbeat_s, lease_s=llm.lease_s,
-                          claim_batch=min(64, llm.concurrency))
+    timing = WorkerTiming(
+        grace_s=c.grace_s,
+        reap_interval_s=c.reap_interval_s,
+        heartbeat_s=c.heartbeat_s,
+        lease_s=llm.lease_s,
+        claim_batch=min(64, llm.concurrency),
+    )
     worker = SummarizeWorker(
-        concurrency=llm.concurrency, timing=timing, queue=queue,
-        heartbeats=Heartbeats(redis, keys), engine=engine,
-        profiles=Profiles.from_settings(llm), cache=SummaryCache(redis, keys, scripts=scripts),
-        prices=dict(llm.prices), metrics=metrics, shutdown=shutdown,
+        concurrency=llm.concurrency,
+        timing=timing,
+        queue=queue,
+        heartbeats=Heartbeats(redis, keys),
+        engine=engine,
+        profiles=Profiles.from_settings(llm),
+        cache=SummaryCache(redis, keys, scripts=scripts),
+        prices=dict(llm.prices),
+        metrics=metrics,
+        shutdown=shutdown,
         adaptive=adaptive if engine.calls_api else None,
     )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.aclose)
         if settings.metrics_port is not None:
-            await _serve_with_gauges(stack, metrics.registry, settings.metrics_port, redis,
-                                     queue.stats, docs_gauges, worker)
+            await _serve_with_gauges(
+                stack,
+                metrics.registry,
+                settings.metrics_port,
+                redis,
+                queue.stats,
+                docs_gauges,
+                worker,
+            )
         yield SummarizeRuntime(worker, engine, metrics)
 
 

@@ -45,8 +45,9 @@ __all__ = ["NO_RATE", "STALE_AFTER_S", "Rates", "render_top", "run_top"]
 NO_RATE = "–"  # shown for rates until two samples exist
 STALE_AFTER_S = 3 * 5.0  # three default heartbeat periods
 # heartbeat fields every worker writes (or crawl_status adds): the rest are the worker's counters
-_BEAT_FIELDS = frozenset({"id", "role", "host", "pid", "started", "last", "in_flight",
-                          "age_s", "alive"})
+_BEAT_FIELDS = frozenset(
+    {"id", "role", "host", "pid", "started", "last", "in_flight", "age_s", "alive"}
+)
 
 
 def _settled(status: Mapping[str, Any]) -> int:
@@ -59,8 +60,9 @@ def _docs_settled(status: Mapping[str, Any]) -> int:
 
 
 def _tokens(status: Mapping[str, Any]) -> int:
-    return sum(int(use["prompt_tokens"]) + int(use["completion_tokens"])
-               for use in status["llm"].values())
+    return sum(
+        int(use["prompt_tokens"]) + int(use["completion_tokens"]) for use in status["llm"].values()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +86,12 @@ class Rates:
         def rate(count: Callable[[Mapping[str, Any]], int]) -> float:
             return max(0, count(after) - count(before)) / elapsed_s
 
-        return cls(pages_per_s=rate(_settled), docs_per_s=rate(_docs_settled),
-                   tokens_per_s=rate(_tokens), elapsed_s=elapsed_s)
+        return cls(
+            pages_per_s=rate(_settled),
+            docs_per_s=rate(_docs_settled),
+            tokens_per_s=rate(_tokens),
+            elapsed_s=elapsed_s,
+        )
 
 
 def _n(value: Any) -> str:
@@ -112,52 +118,75 @@ def _reasons(counts: Mapping[str, int]) -> str:
 def _crawl_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
     balanced = bool(status["balanced"])
     line = Text.assemble(
-        ("admitted ", "dim"), (_n(status["admitted"]), "bold"),
-        (" = done ", "dim"), (_n(status["done"]), "bold green"),
-        (" + failed ", "dim"), (_n(status["failed"]), "bold red"),
-        (" + skipped ", "dim"), (_n(status["skipped"]), "bold yellow"),
-        (" + pending ", "dim"), (_n(status["pending"]), "bold cyan"),
+        ("admitted ", "dim"),
+        (_n(status["admitted"]), "bold"),
+        (" = done ", "dim"),
+        (_n(status["done"]), "bold green"),
+        (" + failed ", "dim"),
+        (_n(status["failed"]), "bold red"),
+        (" + skipped ", "dim"),
+        (_n(status["skipped"]), "bold yellow"),
+        (" + pending ", "dim"),
+        (_n(status["pending"]), "bold cyan"),
         ("   ", ""),
         ("holds", "green") if balanced else ("DOES NOT HOLD", "bold white on red"),
     )
-    lines: list[RenderableType] = [line, Text.assemble(
-        ("pages/s ", "dim"), (_rate(None if rates is None else rates.pages_per_s), "bold"),
-        ("   retries ", "dim"), (_n(status["retries"]), "bold"),
-        ("   reaped ", "dim"), (_n(status["reaped"]), "bold"),
-        ("   docs queued ", "dim"), (_n(status["docs_queued"]), "bold"),
-    )]
-    for title, key in (("failed", "failed_reasons"), ("skipped", "skipped_reasons"),
-                       ("rejected", "rejected")):
+    lines: list[RenderableType] = [
+        line,
+        Text.assemble(
+            ("pages/s ", "dim"),
+            (_rate(None if rates is None else rates.pages_per_s), "bold"),
+            ("   retries ", "dim"),
+            (_n(status["retries"]), "bold"),
+            ("   reaped ", "dim"),
+            (_n(status["reaped"]), "bold"),
+            ("   docs queued ", "dim"),
+            (_n(status["docs_queued"]), "bold"),
+        ),
+    ]
+    for title, key in (
+        ("failed", "failed_reasons"),
+        ("skipped", "skipped_reasons"),
+        ("rejected", "rejected"),
+    ):
         if status.get(key):
             lines.append(Text.assemble((f"{title}: ", "dim"), _reasons(status[key])))
-    return Panel(Group(*lines), title=f"crawl {status['crawl']}", title_align="left",
-                 border_style="blue")
+    return Panel(
+        Group(*lines), title=f"crawl {status['crawl']}", title_align="left", border_style="blue"
+    )
 
 
 def _frontier_panel(status: Mapping[str, Any]) -> Panel:
     dead = int(status["dead_letters"])
-    return _pairs("frontier", [
-        ("queued", _n(status["queued"])),
-        ("delayed", _n(status["delayed"])),
-        ("in flight", _n(status["in_flight"])),
-        ("ready domains", _n(status["ready_domains"])),
-        ("domains", _n(status["domains"])),
-        ("dead letters", f"[red]{dead:,}[/]" if dead else "0"),
-    ])
+    return _pairs(
+        "frontier",
+        [
+            ("queued", _n(status["queued"])),
+            ("delayed", _n(status["delayed"])),
+            ("in flight", _n(status["in_flight"])),
+            ("ready domains", _n(status["ready_domains"])),
+            ("domains", _n(status["domains"])),
+            ("dead letters", f"[red]{dead:,}[/]" if dead else "0"),
+        ],
+    )
 
 
 def _docs_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
     docs = status["docs"]
     eq = "holds" if docs["balanced"] else "[bold white on red]DOES NOT HOLD[/]"
-    return _pairs("docs", [
-        ("waiting", _n(docs["waiting"])),
-        ("in flight", _n(docs["in_flight"])),
-        ("summarized", _n(docs["summarized"])),
-        ("failed", _n(docs["failed"])),
-        ("cache hits", _n(docs["cache_hits"])),
-        ("docs/s", _rate(None if rates is None else rates.docs_per_s)),
-        ("equation", eq),
-    ], style="magenta")
+    return _pairs(
+        "docs",
+        [
+            ("waiting", _n(docs["waiting"])),
+            ("in flight", _n(docs["in_flight"])),
+            ("summarized", _n(docs["summarized"])),
+            ("failed", _n(docs["failed"])),
+            ("cache hits", _n(docs["cache_hits"])),
+            ("docs/s", _rate(None if rates is None else rates.docs_per_s)),
+            ("equation", eq),
+        ],
+        style="magenta",
+    )
 
 
 def _llm_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
@@ -168,15 +197,21 @@ def _llm_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
     table.add_column("cost $", justify="right")
     usage: Mapping[str, Mapping[str, Any]] = status["llm"]
     for model, use in usage.items():
-        table.add_row(model, _n(use["prompt_tokens"]), _n(use["completion_tokens"]),
-                      f"{float(use['cost_usd']):.4f}")
+        table.add_row(
+            model,
+            _n(use["prompt_tokens"]),
+            _n(use["completion_tokens"]),
+            f"{float(use['cost_usd']):.4f}",
+        )
     if not usage:
         table.add_row("[dim]no LLM usage yet", "", "", "")
     elif len(usage) > 1:  # one model: its row is the total
         table.add_row(
-            "[bold]total", _n(sum(int(u["prompt_tokens"]) for u in usage.values())),
+            "[bold]total",
+            _n(sum(int(u["prompt_tokens"]) for u in usage.values())),
             _n(sum(int(u["completion_tokens"]) for u in usage.values())),
-            f"{sum(float(u['cost_usd']) for u in usage.values()):.4f}", style="bold",
+            f"{sum(float(u['cost_usd']) for u in usage.values()):.4f}",
+            style="bold",
         )
     per_s = None if rates is None else rates.tokens_per_s
     tokens = Text.assemble(("tokens/s ", "dim"), (_rate(per_s), "bold"))
@@ -216,8 +251,11 @@ def _workers_table(workers: list[Mapping[str, Any]], stale_after_s: float) -> Ta
         is_stale = age > stale_after_s
         up = float(w.get("last", 0)) - float(w.get("started", 0))
         table.add_row(
-            str(w.get("id", "?")), str(w.get("role", "?")), str(w.get("host", "?")),
-            str(w.get("pid", "?")), _n(w.get("in_flight", 0)),
+            str(w.get("id", "?")),
+            str(w.get("role", "?")),
+            str(w.get("host", "?")),
+            str(w.get("pid", "?")),
+            _n(w.get("in_flight", 0)),
             _duration(up) if "started" in w and "last" in w else "?",
             f"{age:.1f}s ago" + (" STALE" if is_stale else ""),
             _counters(w),
@@ -234,8 +272,9 @@ def render_top(
     for ratio in (1, 1, 2):
         middle.add_column(ratio=ratio)
     middle.add_row(_frontier_panel(status), _docs_panel(status, rates), _llm_panel(status, rates))
-    return Group(_crawl_panel(status, rates), middle,
-                 _workers_table(list(status["workers"]), stale_after_s))
+    return Group(
+        _crawl_panel(status, rates), middle, _workers_table(list(status["workers"]), stale_after_s)
+    )
 
 
 @contextlib.contextmanager
@@ -269,10 +308,15 @@ async def run_top(
             console.print(render_top(status, None, stale_after_s=stale_after_s))
             return 0
         shutdown = Shutdown()
-        with _signals(shutdown), Live(
-            render_top(status, None, stale_after_s=stale_after_s), console=console,
-            auto_refresh=False, transient=False,
-        ) as live:
+        with (
+            _signals(shutdown),
+            Live(
+                render_top(status, None, stale_after_s=stale_after_s),
+                console=console,
+                auto_refresh=False,
+                transient=False,
+            ) as live,
+        ):
             while not shutdown.stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(shutdown.stop.wait(), interval_s)
@@ -281,6 +325,5 @@ async def run_top(
                 now = time.monotonic()
                 rates = Rates.from_samples(status, new, now - at) if now > at else None
                 status, at = new, now
-                live.update(render_top(status, rates, stale_after_s=stale_after_s),
-                            refresh=True)
+                live.update(render_top(status, rates, stale_after_s=stale_after_s), refresh=True)
     return 0

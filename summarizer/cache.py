@@ -36,8 +36,13 @@ class SummaryCache:
     handed to it as a CacheWrite to write in its own step: the summarizer worker writes it with
     the doc's settle, which saves a round trip per summary."""
 
-    def __init__(self, redis: Redis, keys: CrawlKeys, lock_s: float = 10.0,
-                 scripts: ScriptRunner | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: CrawlKeys,
+        lock_s: float = 10.0,
+        scripts: ScriptRunner | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._run = CrawlScripts(scripts or ScriptRunner(redis), keys)
@@ -45,7 +50,10 @@ class SummaryCache:
         self._local: dict[str, asyncio.Future[str | None]] = {}
 
     async def single_flight(
-        self, key: str, compute: Callable[[], Awaitable[str]], *,
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[str]],
+        *,
         deferred: list[CacheWrite] | None = None,
     ) -> tuple[str, bool]:
         """(summary, cached): the cached summary, or ``compute()``'s, stored for the others
@@ -92,8 +100,9 @@ class SummaryCache:
             await asyncio.sleep(self._lock_s / 3)
             try:
                 async with translate_errors():
-                    await self._redis.set(self._keys.summary_lock(key), "1", xx=True,
-                                          px=int(self._lock_s * 1000))
+                    await self._redis.set(
+                        self._keys.summary_lock(key), "1", xx=True, px=int(self._lock_s * 1000)
+                    )
             except StoreUnavailable:
                 continue
 

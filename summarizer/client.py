@@ -43,8 +43,9 @@ def resolve_api_key(llm: LLMSettings) -> str | None:
         try:
             return Path(llm.api_key_file).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read the API key file {llm.api_key_file}: "
-                              f"{exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot read the API key file {llm.api_key_file}: {exc.strerror}"
+            ) from exc
     return None
 
 
@@ -66,9 +67,11 @@ def open_client(llm: LLMSettings, api_key: str | None) -> ChatTransport:
     # from settings or OPENAI_BASE_URL: a typo must stop the worker, not fail every doc
     url = urllib.parse.urlsplit(str(client.base_url))
     if url.scheme not in ("http", "https") or not url.hostname:
-        raise ConfigError(f"the LLM base URL {llm.base_url or str(client.base_url)!r} is not "
-                          "an http(s) URL (set DISTCRAWL_LLM__BASE_URL, --llm-base-url or "
-                          "OPENAI_BASE_URL, e.g. https://api.openai.com/v1)")
+        raise ConfigError(
+            f"the LLM base URL {llm.base_url or str(client.base_url)!r} is not "
+            "an http(s) URL (set DISTCRAWL_LLM__BASE_URL, --llm-base-url or "
+            "OPENAI_BASE_URL, e.g. https://api.openai.com/v1)"
+        )
     return open_transport(llm.transport, client, llm.timeout_s, connections=llm.concurrency)
 
 
@@ -117,15 +120,17 @@ class OpenAIEngine:
                     rate_limited += 1
                 else:
                     failures += 1
-                if failures >= self._llm.max_attempts or \
-                        rate_limited >= self._llm.max_rate_limited:
+                if failures >= self._llm.max_attempts or rate_limited >= self._llm.max_rate_limited:
                     raise PermanentError(
                         f"gave up after {calls} calls ({failures} failed, {rate_limited} "
-                        f"rate-limited): {exc}", reason=exc.reason) from exc
+                        f"rate-limited): {exc}",
+                        reason=exc.reason,
+                    ) from exc
                 await self._back_off(exc, calls)
 
-    async def _call(self, model: str, prompt: str, request: Request, estimate: int,
-                    attempt: int) -> Summary:
+    async def _call(
+        self, model: str, prompt: str, request: Request, estimate: int, attempt: int
+    ) -> Summary:
         async with self._adaptive:
             # The rate slot is booked inside the concurrency slot: a request then goes at the
             # time it booked, not later when a call slot frees (late sends bunch up in the
@@ -136,9 +141,15 @@ class OpenAIEngine:
                 # the body as the API takes it, the answer decoded by msgspec: the same HTTP
                 # exchange as chat.completions.create without its per-call request transform
                 # and pydantic response models
-                resp = _decode_completion(await self._transport.send(
-                    {"model": model, "messages": [{"role": "user", "content": prompt}],
-                     "max_tokens": request.profile.max_tokens}))
+                resp = _decode_completion(
+                    await self._transport.send(
+                        {
+                            "model": model,
+                            "messages": [{"role": "user", "content": prompt}],
+                            "max_tokens": request.profile.max_tokens,
+                        }
+                    )
+                )
                 content = _content(resp)
             except Exception as exc:
                 err = translate_openai_error(exc)
@@ -185,6 +196,7 @@ class _Usage(msgspec.Struct):
 
 class _Completion(msgspec.Struct):
     """The fields of a chat.completion we read (others are ignored)."""
+
     choices: list[_Choice] | None = None
     usage: _Usage | None = None
     model: str | None = None

@@ -8,7 +8,9 @@ __all__ = ["cost_usd"]
 
 
 def cost_usd(
-    prices: Mapping[str, tuple[float, float]], model: str, prompt_tokens: int,
+    prices: Mapping[str, tuple[float, float]],
+    model: str,
+    prompt_tokens: int,
     completion_tokens: int,
 ) -> float:
     """0.0 for a model missing from the table (unknown price, counted tokens still shown)."""

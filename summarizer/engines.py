@@ -59,9 +59,7 @@ class ExtractiveEngine:
 
     async def summarize(self, request: Request) -> Summary:
         # CPU work on ~50 KB of text at most (the crawler caps it): a thread keeps the loop free
-        text = await asyncio.to_thread(
-            summarize_extractive, request.text, title=request.title
-        )
+        text = await asyncio.to_thread(summarize_extractive, request.text, title=request.title)
         return Summary(text, "extractive")
 
     async def aclose(self) -> None:

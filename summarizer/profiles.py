@@ -68,7 +68,8 @@ def _rule(item: object, i: int, default: Profile) -> tuple[str, Profile]:
     if not isinstance(max_tokens, int) or max_tokens < 1:
         raise ConfigError(f"profile #{i}: max_tokens must be a positive integer")
     profile = Profile(
-        str(item.get("model", default.model)), str(item.get("prompt", default.prompt)),
+        str(item.get("model", default.model)),
+        str(item.get("prompt", default.prompt)),
         max_tokens,
     )
     _check_prompt(profile.prompt, f"profile #{i}")

@@ -46,25 +46,32 @@ def _disconnected(exc: BaseException) -> bool:
     (openai's DefaultAioHttpClient) reports aiohttp's ServerDisconnectedError and
     ClientConnectorError as httpx.ConnectTimeout, and neither is congestion (they must not
     lower the adaptive limit)."""
-    return find_cause(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectorError,
-                            ConnectionError)) is not None
+    return (
+        find_cause(
+            exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectorError, ConnectionError)
+        )
+        is not None
+    )
 
 
 def _from_status(exc: openai.APIStatusError) -> DistcrawlError:
     status = exc.status_code
     message = _message(exc)
     if status == 429 and _code(exc) == "insufficient_quota":  # billing: no retry helps
-        return ConfigError(f"the LLM API account has no quota left (HTTP 429 "
-                           f"insufficient_quota): {message}")
+        return ConfigError(
+            f"the LLM API account has no quota left (HTTP 429 insufficient_quota): {message}"
+        )
     if status in (401, 403):
         return ConfigError(f"the LLM API refused the credentials (HTTP {status}): {message}")
     if status == 404:
-        return ConfigError(f"the LLM API does not know this model or endpoint (HTTP 404): "
-                           f"{message}")
+        return ConfigError(
+            f"the LLM API does not know this model or endpoint (HTTP 404): {message}"
+        )
     if status in (408, 409, 429) or status >= 500:
         retry_after = retry_after_from_headers(exc.response.headers)
-        return RetryableError(f"HTTP {status}: {message}", reason=f"http_{status}",
-                              retry_after_s=retry_after)
+        return RetryableError(
+            f"HTTP {status}: {message}", reason=f"http_{status}", retry_after_s=retry_after
+        )
     return PermanentError(f"HTTP {status}: {message}", reason=f"http_{status}")
 
 

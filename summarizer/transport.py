@@ -80,20 +80,26 @@ class DirectTransport:
         self._headers = headers
         connector = aiohttp.TCPConnector(limit=self._connections, keepalive_timeout=30)
         # trust_env: HTTP(S)_PROXY / NO_PROXY apply, as they do for openai's own transports
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
-                                              trust_env=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, trust_env=True
+        )
         return self._session
 
     async def send(self, body: dict[str, Any]) -> bytes:
         session = self._session or self._open()
         try:
-            async with session.post(self._url, data=self._encode(body), headers=self._headers,
-                                    allow_redirects=False) as resp:
+            async with session.post(
+                self._url, data=self._encode(body), headers=self._headers, allow_redirects=False
+            ) as resp:
                 content = await resp.read()
                 if 200 <= resp.status < 300:
                     return content
-                response = _httpx.Response(resp.status, headers=list(resp.headers.items()),
-                                           content=content, request=self._request)
+                response = _httpx.Response(
+                    resp.status,
+                    headers=list(resp.headers.items()),
+                    content=content,
+                    request=self._request,
+                )
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             raise openai.APITimeoutError(request=self._request) from exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -107,8 +113,9 @@ class DirectTransport:
         await self._client.close()
 
 
-def open_transport(kind: str, client: openai.AsyncOpenAI, timeout_s: float,
-                   connections: int) -> ChatTransport:
+def open_transport(
+    kind: str, client: openai.AsyncOpenAI, timeout_s: float, connections: int
+) -> ChatTransport:
     if kind == "openai":
         return OpenAIPostTransport(client)
     return DirectTransport(client, timeout_s, connections)

@@ -62,8 +62,9 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         adaptive: AdaptiveLimit | None = None,
         worker_id: str | None = None,
     ) -> None:
-        super().__init__(concurrency=concurrency, timing=timing, shutdown=shutdown,
-                         worker_id=worker_id)
+        super().__init__(
+            concurrency=concurrency, timing=timing, shutdown=shutdown, worker_id=worker_id
+        )
         self._queue = queue
         self._heartbeats = heartbeats
         self._engine = engine
@@ -76,7 +77,8 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         self.fatal: ConfigError | None = None
         # Finished docs are settled together: one docs_settle call per flush, not per doc.
         self._settler: Batcher[DocOp, DocResult] = Batcher(
-            lambda ops: self._queue.settle(self.worker_id, ops))
+            lambda ops: self._queue.settle(self.worker_id, ops)
+        )
 
     # -- LeasedWorker ---------------------------------------------------------------------
 
@@ -117,8 +119,9 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         """Nothing to summarize now, and the crawl will not produce more."""
         stats = await self._queue.stats()
         c = stats.counts
-        crawl_pending = c.get("admitted", 0) - c.get("done", 0) - c.get("failed", 0) - c.get(
-            "skipped", 0)
+        crawl_pending = (
+            c.get("admitted", 0) - c.get("done", 0) - c.get("failed", 0) - c.get("skipped", 0)
+        )
         return stats.pending == 0 and crawl_pending <= 0
 
     async def beat(self, worker_id: str, beat: str) -> None:
@@ -170,11 +173,17 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             made.append(await self._engine.summarize(request))
             return made[0].text
 
-        text, cached = await self._cache.single_flight(content_key(model, prompt, doc.text),
-                                                       compute, deferred=writes)
+        text, cached = await self._cache.single_flight(
+            content_key(model, prompt, doc.text), compute, deferred=writes
+        )
         summary = made[0] if made else Summary(text, model)
-        cost = 0.0 if cached else cost_usd(self._prices, summary.summarizer,
-                                           summary.prompt_tokens, summary.completion_tokens)
+        cost = (
+            0.0
+            if cached
+            else cost_usd(
+                self._prices, summary.summarizer, summary.prompt_tokens, summary.completion_tokens
+            )
+        )
         if cached:
             self.stats.cached += 1
             self._metrics.cache_hits.inc()
@@ -182,17 +191,26 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             self._account(summary, cost)
         self.stats.summarized += 1
         record = SummaryRecord(
-            url=doc.url, title=doc.title, summary=text, summarizer=summary.summarizer,
+            url=doc.url,
+            title=doc.title,
+            summary=text,
+            summarizer=summary.summarizer,
             prompt_tokens=0 if cached else summary.prompt_tokens,
             completion_tokens=0 if cached else summary.completion_tokens,
-            cost_usd=round(cost, 8), cached=cached, attempts=item.attempt,
+            cost_usd=round(cost, 8),
+            cached=cached,
+            attempts=item.attempt,
             elapsed_ms=round((time.monotonic() - started) * 1000, 1),
             created_at=round(time.time(), 3),
         )
         return DocOp(
-            "summarized", item.fp, reason="cached" if cached else "", record=encode_summary(record),
+            "summarized",
+            item.fp,
+            reason="cached" if cached else "",
+            record=encode_summary(record),
             model="" if cached else summary.summarizer,
-            prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
             cost_micro_usd=round(cost * 1_000_000),
             cache=writes[0] if writes else None,
         )
@@ -201,7 +219,8 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         if summary.prompt_tokens or summary.completion_tokens:
             self._metrics.tokens.labels("prompt", summary.summarizer).inc(summary.prompt_tokens)
             self._metrics.tokens.labels("completion", summary.summarizer).inc(
-                summary.completion_tokens)
+                summary.completion_tokens
+            )
         if cost:
             self._metrics.cost.labels(summary.summarizer).inc(cost)
 
@@ -212,15 +231,21 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             url = decode_doc(item.payload).url
         except PermanentError:
             url = ""
-        record = SummaryRecord(url=url, outcome="failed", reason=reason, attempts=item.attempt,
-                               elapsed_ms=round((time.monotonic() - started) * 1000, 1),
-                               created_at=round(time.time(), 3))
+        record = SummaryRecord(
+            url=url,
+            outcome="failed",
+            reason=reason,
+            attempts=item.attempt,
+            elapsed_ms=round((time.monotonic() - started) * 1000, 1),
+            created_at=round(time.time(), 3),
+        )
         return DocOp("failed", item.fp, reason=reason, record=encode_summary(record))
 
     async def _stop_on_config_error(self, item: DocLease, exc: ConfigError) -> None:
         if self.fatal is None:
             self.fatal = exc
             log.error("summarizer_misconfigured", error=str(exc))
-        await self.until_stored(lambda: self._queue.settle(
-            self.worker_id, [DocOp("release", item.fp)]))
+        await self.until_stored(
+            lambda: self._queue.settle(self.worker_id, [DocOp("release", item.fp)])
+        )
         self.shutdown.request()

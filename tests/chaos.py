@@ -53,9 +53,19 @@ class Fleet:
         log = self.logdir / f"{role}-{len(self.workers)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "distcrawl.cli", role, *self.store, "--drain",
-                 *self.args.get(role, [])],
-                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+                [
+                    sys.executable,
+                    "-m",
+                    "distcrawl.cli",
+                    role,
+                    *self.store,
+                    "--drain",
+                    *self.args.get(role, []),
+                ],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
             )
         worker = Worker(role, proc, log, PeakRss(proc.pid))
         self.workers.append(worker)
@@ -64,8 +74,9 @@ class Fleet:
     def alive(self) -> list[Worker]:
         return [w for w in self.workers if w.alive]
 
-    def hit(self, rng: random.Random, sig: signal.Signals, role: str | None = None
-            ) -> Worker | None:
+    def hit(
+        self, rng: random.Random, sig: signal.Signals, role: str | None = None
+    ) -> Worker | None:
         """Send ``sig`` to a random live worker (of ``role``, if given) and start a new one of
         the same role."""
         alive = [w for w in self.alive() if role is None or w.role == role]
@@ -88,7 +99,8 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 raise AssertionError(
                     f"{w.role} worker {w.proc.pid} still running after {timeout} s:\n"
-                    + w.log.read_text()[-3000:]) from None
+                    + w.log.read_text()[-3000:]
+                ) from None
 
     def run_one_crawler(self, timeout: float) -> None:
         """One ``crawl --drain`` to the end (killed if it overruns); it must exit 0."""
@@ -142,8 +154,15 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def check_invariants(
-    scenario: str, store: list[str], out: Path, *, expected: set[str] | None = None,
-    summaries: bool = False, logs: str = "", faults: int = 0, max_rss_mb: float = 0.0,
+    scenario: str,
+    store: list[str],
+    out: Path,
+    *,
+    expected: set[str] | None = None,
+    summaries: bool = False,
+    logs: str = "",
+    faults: int = 0,
+    max_rss_mb: float = 0.0,
 ) -> Figures:
     """The full check: the equation with nothing pending, every expected page exported once
     (or failed/skipped with a reason), every done page summarized once or failed with a reason
@@ -155,18 +174,30 @@ def check_invariants(
     assert exported.returncode == 0, exported.stderr
     pages = _jsonl(out / "pages.jsonl")
     urls = [p["url"] for p in pages]
-    by_outcome = {o: sum(1 for p in pages if p["outcome"] == o)
-                  for o in ("done", "failed", "skipped")}
+    by_outcome = {
+        o: sum(1 for p in pages if p["outcome"] == o) for o in ("done", "failed", "skipped")
+    }
     missing = (expected or set()) - set(urls)
     figures = Figures(
-        scenario=scenario, admitted=status["admitted"], done=status["done"],
-        failed=status["failed"], skipped=status["skipped"],
-        lost=status["admitted"] - status["done"] - status["failed"] - status["skipped"]
+        scenario=scenario,
+        admitted=status["admitted"],
+        done=status["done"],
+        failed=status["failed"],
+        skipped=status["skipped"],
+        lost=status["admitted"]
+        - status["done"]
+        - status["failed"]
+        - status["skipped"]
         + len(missing),
-        duplicates=len(urls) - len(set(urls)), faults=faults, max_rss_mb=round(max_rss_mb, 1),
-        extra={"failed_reasons": status["failed_reasons"],
-               "skipped_reasons": status["skipped_reasons"],
-               "retries": status["retries"], "reaped": status["reaped"]},
+        duplicates=len(urls) - len(set(urls)),
+        faults=faults,
+        max_rss_mb=round(max_rss_mb, 1),
+        extra={
+            "failed_reasons": status["failed_reasons"],
+            "skipped_reasons": status["skipped_reasons"],
+            "retries": status["retries"],
+            "reaped": status["reaped"],
+        },
     )
     if summaries:
         docs = status["docs"]
@@ -179,8 +210,11 @@ def check_invariants(
     assert (status["pending"], status["in_flight"]) == (0, 0), status
     assert figures.lost == 0, (missing, status)
     assert figures.duplicates == 0
-    assert by_outcome == {"done": figures.done, "failed": figures.failed,
-                          "skipped": figures.skipped}, by_outcome
+    assert by_outcome == {
+        "done": figures.done,
+        "failed": figures.failed,
+        "skipped": figures.skipped,
+    }, by_outcome
     unexplained = [p for p in pages if p["outcome"] != "done" and not p["reason"]]
     assert not unexplained, unexplained[:5]
     if summaries:
@@ -218,13 +252,18 @@ def render_figures(path: Path = FIGURES) -> str:
     latest: dict[str, dict[str, Any]] = {}
     for row in _jsonl(path):
         latest[row["scenario"]] = row
-    lines = ["| scenario | faults | admitted | done | failed | skipped | lost | duplicates "
-             "| summarized | docs failed | max worker RSS (MB) |", "|" + "---|" * 11]
+    lines = [
+        "| scenario | faults | admitted | done | failed | skipped | lost | duplicates "
+        "| summarized | docs failed | max worker RSS (MB) |",
+        "|" + "---|" * 11,
+    ]
     for name, r in latest.items():
         rss = f"{r['max_rss_mb']:.0f}" if r["max_rss_mb"] else "n/a"
-        lines.append(f"| {name} | {r['faults']} | {r['admitted']} | {r['done']} | {r['failed']} "
-                     f"| {r['skipped']} | {r['lost']} | {r['duplicates']} | {r['summarized']} "
-                     f"| {r['docs_failed']} | {rss} |")
+        lines.append(
+            f"| {name} | {r['faults']} | {r['admitted']} | {r['done']} | {r['failed']} "
+            f"| {r['skipped']} | {r['lost']} | {r['duplicates']} | {r['summarized']} "
+            f"| {r['docs_failed']} | {rss} |"
+        )
     return "\n".join(lines)
 
 

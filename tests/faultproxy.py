@@ -53,8 +53,9 @@ class Proxy:
         self.log = log
         self.rng = random.Random(seed)
 
-    def handler(self, address: str, fault: Fault) -> Callable[
-            [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    def handler(
+        self, address: str, fault: Fault
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 await self._serve(address, fault, reader, writer)
@@ -64,21 +65,28 @@ class Proxy:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
+
         return handle
 
-    async def _serve(self, address: str, fault: Fault, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, address: str, fault: Fault, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         while True:  # one request per loop turn (keep-alive)
             head = await reader.readuntil(b"\r\n\r\n")
             path = head.split(b" ", 2)[1].decode(errors="replace") if b" " in head else "?"
-            self.log.write(json.dumps({"t": time.time(), "addr": address, "fault": fault.kind,
-                                       "path": path}) + "\n")
+            self.log.write(
+                json.dumps({"t": time.time(), "addr": address, "fault": fault.kind, "path": path})
+                + "\n"
+            )
             if fault.kind == "blackhole":
                 await asyncio.Event().wait()  # until the client gives up and closes
             up_reader, up_writer = await asyncio.open_connection(address, self.upstream_port)
             # One request per upstream connection: the answer ends when upstream closes.
-            up_writer.write(head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
-                            if b"connection:" not in head.lower() else head)
+            up_writer.write(
+                head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+                if b"connection:" not in head.lower()
+                else head
+            )
             await up_writer.drain()
             reset = fault.kind == "reset" and self.rng.random() < fault.value
             sent = 0
@@ -91,7 +99,7 @@ class Proxy:
                         await asyncio.sleep(fault.value)
                     if fault.kind == "throttle":
                         for i in range(0, len(chunk), 64):
-                            writer.write(chunk[i:i + 64])
+                            writer.write(chunk[i : i + 64])
                             await writer.drain()
                             await asyncio.sleep(64 / fault.value)
                     else:
@@ -119,8 +127,9 @@ async def _main(args: argparse.Namespace, log: TextIO) -> None:
     servers = []
     for item in args.listen:
         address, _, spec = item.partition("=")
-        server = await asyncio.start_server(proxy.handler(address, Fault.parse(spec)),
-                                            address, port)
+        server = await asyncio.start_server(
+            proxy.handler(address, Fault.parse(spec)), address, port
+        )
         port = server.sockets[0].getsockname()[1]
         servers.append(server)
     print(f"ready {port}", flush=True)

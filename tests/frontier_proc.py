@@ -1,9 +1,9 @@
 """A separate OS process that uses the frontier, for tests that need real processes.
 
-    python -m tests.frontier_proc rate URL CRAWL START_EPOCH SECONDS
-        claim one URL at a time until START+SECONDS, printing each claim's time; ack at once
-    python -m tests.frontier_proc hold URL CRAWL N
-        claim N URLs, print "claimed <n>", then hang until killed
+python -m tests.frontier_proc rate URL CRAWL START_EPOCH SECONDS
+    claim one URL at a time until START+SECONDS, printing each claim's time; ack at once
+python -m tests.frontier_proc hold URL CRAWL N
+    claim N URLs, print "claimed <n>", then hang until killed
 """
 
 from __future__ import annotations

@@ -67,7 +67,10 @@ class SiteProcess:
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.site", "--log", str(log), *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -91,20 +94,33 @@ class SiteProcess:
         stop_process(self.proc)
 
 
-def cli(*args: str, timeout: float = 180, env: dict[str, str] | None = None,
-        input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``distcrawl ARGS`` as a separate process, as a user would."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "distcrawl.cli", *args], cwd=ROOT, capture_output=True,
-        text=True, timeout=timeout, env=full_env, input=input_text,
+        [sys.executable, "-m", "distcrawl.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        input=input_text,
     )
 
 
 def spawn_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "distcrawl.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        [sys.executable, "-m", "distcrawl.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -131,8 +147,10 @@ def make_docs(n: int, *, text: str | None = None, host: str = "docs.test") -> li
     docs = []
     for i in range(n):
         url = f"http://{host}/d/{i}"
-        body = text if text is not None else (
-            f"Document {i} explains topic {i % 17}. " * 8 + f"It ends with fact {i}."
+        body = (
+            text
+            if text is not None
+            else (f"Document {i} explains topic {i % 17}. " * 8 + f"It ends with fact {i}.")
         )
         fp = hashlib.blake2b(url.encode(), digest_size=8).hexdigest()
         docs.append(Doc(url=url, fp=fp, title=f"Doc {i}", text=body, fetched_at=0.0))
@@ -143,7 +161,7 @@ async def feed_docs(redis: Redis, keys: CrawlKeys, docs: list[Doc]) -> None:
     """Queue docs exactly as the crawler's settle script does (entry format and counter)."""
     entries = [f"{d.fp}\t0\t{encode_doc(d)}" for d in docs]
     for start in range(0, len(entries), 500):
-        await redis.rpush(keys.docs, *entries[start:start + 500])
+        await redis.rpush(keys.docs, *entries[start : start + 500])
     await redis.hincrby(keys.counts, "docs_queued", len(entries))
 
 
@@ -152,8 +170,11 @@ class MockProcess:
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.mock_llm", "--port", "0", *args], cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "tests.mock_llm", "--port", "0", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -215,6 +236,10 @@ def run_quick_bench(module: str, timeout: float) -> tuple[subprocess.CompletedPr
     """``python -m MODULE --quick`` from the repo root; (the process, stdout + stderr)."""
     proc = subprocess.run(
         [sys.executable, "-m", module, "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     return proc, proc.stdout + proc.stderr

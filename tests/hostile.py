@@ -15,9 +15,19 @@ from aiohttp import web
 __all__ = ["HOSTILE_PATHS", "add_hostile_routes"]
 
 HOSTILE_PATHS = (  # (/h/links is not linked from here: tests seed it on its own host)
-    "/h/oneline", "/h/nested", "/h/mixed", "/h/utf16", "/h/endless",
-    "/h/lies-long", "/h/lies-short", "/h/chain/0", "/h/a/", "/h/cal/2024-01-01",
-    "/h/longurls", "/h/schemes", "/t/gzipbomb",
+    "/h/oneline",
+    "/h/nested",
+    "/h/mixed",
+    "/h/utf16",
+    "/h/endless",
+    "/h/lies-long",
+    "/h/lies-short",
+    "/h/chain/0",
+    "/h/a/",
+    "/h/cal/2024-01-01",
+    "/h/longurls",
+    "/h/schemes",
+    "/t/gzipbomb",
 )
 
 
@@ -53,9 +63,13 @@ async def _nested(_: web.Request) -> web.StreamResponse:
 
 async def _mixed(_: web.Request) -> web.StreamResponse:
     """Declared UTF-8, with Latin-1, Windows-1252 and broken UTF-8 bytes mixed in."""
-    body = ("<meta charset='utf-8'><title>mixed \u00e9</title><p>".encode()
-            + "caf\u00e9 na\u00efve ".encode("latin-1") + b"\x93smart quotes\x94 "
-            + b"\xf0\x28\x8c\x28 broken \xc3" + "<p>r\u00e9sum\u00e9</p>".encode())
+    body = (
+        "<meta charset='utf-8'><title>mixed \u00e9</title><p>".encode()
+        + "caf\u00e9 na\u00efve ".encode("latin-1")
+        + b"\x93smart quotes\x94 "
+        + b"\xf0\x28\x8c\x28 broken \xc3"
+        + "<p>r\u00e9sum\u00e9</p>".encode()
+    )
     return web.Response(body=body, headers={"Content-Type": "text/html; charset=utf-8"})
 
 
@@ -116,8 +130,9 @@ async def _trap(request: web.Request) -> web.StreamResponse:
 async def _calendar(request: web.Request) -> web.StreamResponse:
     day = dt.date.fromisoformat(request.match_info["day"])
     prev, nxt = day - dt.timedelta(days=1), day + dt.timedelta(days=1)
-    return _html(f"<title>{day}</title><a href='/h/cal/{prev}'>prev</a>"
-                 f"<a href='/h/cal/{nxt}'>next</a>")
+    return _html(
+        f"<title>{day}</title><a href='/h/cal/{prev}'>prev</a><a href='/h/cal/{nxt}'>next</a>"
+    )
 
 
 async def _long_urls(_: web.Request) -> web.StreamResponse:
@@ -127,11 +142,24 @@ async def _long_urls(_: web.Request) -> web.StreamResponse:
 
 
 async def _schemes(_: web.Request) -> web.StreamResponse:
-    hrefs = ["javascript:alert(1)", "mailto:a@example.org", "tel:+123", "ftp://example.org/x",
-             "data:text/html,<b>x</b>", "file:///etc/passwd", "ws://example.org/",
-             "http://b\u00fccher.example/", "http://xn--bcher-kva.example/p",
-             "http://[::1]:99999/", "http://exa mple.org/", "//", "http://", "#frag",
-             "\x00http://nul.example/", "http://169.254.169.254/latest/meta-data/"]
+    hrefs = [
+        "javascript:alert(1)",
+        "mailto:a@example.org",
+        "tel:+123",
+        "ftp://example.org/x",
+        "data:text/html,<b>x</b>",
+        "file:///etc/passwd",
+        "ws://example.org/",
+        "http://b\u00fccher.example/",
+        "http://xn--bcher-kva.example/p",
+        "http://[::1]:99999/",
+        "http://exa mple.org/",
+        "//",
+        "http://",
+        "#frag",
+        "\x00http://nul.example/",
+        "http://169.254.169.254/latest/meta-data/",
+    ]
     links = "".join(f'<a href="{h}">{i}</a>' for i, h in enumerate(hrefs))
     return _html(f"<title>schemes</title>{links}<a href='/h/l/1'>a good one</a>")
 

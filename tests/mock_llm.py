@@ -233,7 +233,8 @@ def _text(content: object) -> str:
         return content
     if isinstance(content, list):
         return "".join(
-            str(part.get("text", "")) for part in content
+            str(part.get("text", ""))
+            for part in content
             if isinstance(part, dict) and part.get("type") == "text"
         )
     return ""
@@ -253,8 +254,11 @@ def completion_tokens(content: str) -> int:
 def _summary(messages: list[Any], words: int, limit: int | None) -> tuple[str, str]:
     """The reply content and finish reason."""
     last_user = next(
-        (_text(m.get("content")) for m in reversed(messages)
-         if isinstance(m, dict) and m.get("role") == "user"),
+        (
+            _text(m.get("content"))
+            for m in reversed(messages)
+            if isinstance(m, dict) and m.get("role") == "user"
+        ),
         "",
     )
     reply = ["Summary:", *last_user.split()[:words]]
@@ -287,11 +291,13 @@ class MockStats:
     """``time.time()`` of every request admitted by the rate limiter."""
 
     def copy(self) -> MockStats:
-        return MockStats(**{
-            **asdict(self),
-            "by_status": dict(self.by_status),
-            "accepted_timestamps": list(self.accepted_timestamps),
-        })
+        return MockStats(
+            **{
+                **asdict(self),
+                "by_status": dict(self.by_status),
+                "accepted_timestamps": list(self.accepted_timestamps),
+            }
+        )
 
     def to_json(self) -> Json:
         data = asdict(self)
@@ -319,19 +325,24 @@ class _Window:
         while events and events[0][0] <= horizon:
             self._tokens -= events.popleft()[1]
 
-    def check(self, now: float, tokens: int, rpm: int, tpm: int,
-              window_s: float = WINDOW_S) -> tuple[str, str, float] | None:
+    def check(
+        self, now: float, tokens: int, rpm: int, tpm: int, window_s: float = WINDOW_S
+    ) -> tuple[str, str, float] | None:
         """``None`` if admissible, else (limit kind, message, seconds to wait)."""
         self._prune(now, window_s)
         events = self._events
         if rpm and len(events) >= rpm:
             wait = events[len(events) - rpm][0] + window_s - now
-            msg = (f"Rate limit reached for requests per min (RPM): Limit {rpm}, "
-                   f"Used {len(events)}, Requested 1.")
+            msg = (
+                f"Rate limit reached for requests per min (RPM): Limit {rpm}, "
+                f"Used {len(events)}, Requested 1."
+            )
             return "requests", msg, wait
         if tpm and self._tokens + tokens > tpm:
-            msg = (f"Rate limit reached for tokens per min (TPM): Limit {tpm}, "
-                   f"Used {self._tokens}, Requested {tokens}.")
+            msg = (
+                f"Rate limit reached for tokens per min (TPM): Limit {tpm}, "
+                f"Used {self._tokens}, Requested {tokens}."
+            )
             if tokens > tpm:
                 return "tokens", "Request too large. " + msg, window_s
             freed, wait = 0, window_s
@@ -355,8 +366,14 @@ class _Window:
 # -- responses ----------------------------------------------------------------------------------
 
 
-def _error(status: int, message: str, type_: str, code: str | None,
-           param: str | None = None, headers: Mapping[str, str] | None = None) -> web.Response:
+def _error(
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return web.json_response(body, status=status, headers=headers)
 
@@ -371,11 +388,13 @@ def _completion(model: str, content: str, finish: str, prompt: int, completion: 
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": content},
-            "finish_reason": finish,
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish,
+            }
+        ],
         "usage": {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -434,8 +453,9 @@ class MockLLM:
         """Listen on ``host:port`` (0 = any free port); returns the base URL ending in ``/v1``."""
         if self._runner is not None:
             raise RuntimeError("already started")
-        runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True,
-                               shutdown_timeout=0.5)
+        runner = web.AppRunner(
+            self.app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, host, port, backlog=4096)
@@ -546,15 +566,24 @@ class MockLLM:
         key = self.config.api_key
         if key is None or request.headers.get("Authorization") == f"Bearer {key}":
             return None
-        return _error(401, "Incorrect API key provided. You can find your API key at "
-                      "https://platform.openai.com/account/api-keys.",
-                      "invalid_request_error", "invalid_api_key")
+        return _error(
+            401,
+            "Incorrect API key provided. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
 
     def _model_not_found(self, model: str) -> web.Response | None:
         if self.config.accepts(model):
             return None
-        return _error(404, f"The model `{model}` does not exist or you do not have access to it.",
-                      "invalid_request_error", "model_not_found", "model")
+        return _error(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            "invalid_request_error",
+            "model_not_found",
+            "model",
+        )
 
     def _rate_limited(self, tokens: int) -> web.Response | None:
         """Admit the request into the window, or answer 429."""
@@ -568,12 +597,21 @@ class MockLLM:
         kind, message, wait = verdict
         wait = max(wait, 0.001)
         self._stats.rate_limited += 1
-        headers = {} if cfg.omit_retry_after else {
-            "Retry-After": str(math.ceil(wait)),
-            "retry-after-ms": str(math.ceil(wait * 1000)),
-        }
-        return _error(429, f"{message} Please try again in {wait:.3f}s.", kind,
-                      "rate_limit_exceeded", headers=headers)
+        headers = (
+            {}
+            if cfg.omit_retry_after
+            else {
+                "Retry-After": str(math.ceil(wait)),
+                "retry-after-ms": str(math.ceil(wait * 1000)),
+            }
+        )
+        return _error(
+            429,
+            f"{message} Please try again in {wait:.3f}s.",
+            kind,
+            "rate_limit_exceeded",
+            headers=headers,
+        )
 
     async def _read_body(self, request: web.Request) -> Json | None:
         raw = await request.read()
@@ -581,8 +619,9 @@ class MockLLM:
             body = json.loads(raw)
         except ValueError:
             body = None
-        recorded: Json = body if isinstance(body, dict) else {
-            "_raw": raw.decode("utf-8", "replace")}
+        recorded: Json = (
+            body if isinstance(body, dict) else {"_raw": raw.decode("utf-8", "replace")}
+        )
         if self._bodies.maxlen:
             self._bodies.append(recorded)
         return body if isinstance(body, dict) else None
@@ -605,8 +644,9 @@ class MockLLM:
         prompt, completion = prompt_tokens(messages), completion_tokens(content)
         if (limited := self._rate_limited(prompt + completion)) is not None:
             return limited
-        delay = cfg.latency_s + (self._rng.uniform(0.0, cfg.latency_jitter_s)
-                                 if cfg.latency_jitter_s else 0.0)
+        delay = cfg.latency_s + (
+            self._rng.uniform(0.0, cfg.latency_jitter_s) if cfg.latency_jitter_s else 0.0
+        )
         if cfg.mode == "slow":
             delay += cfg.slow_s
         delay -= time.monotonic() - started
@@ -627,18 +667,28 @@ class MockLLM:
                 request.transport.abort()
             return web.Response(status=200)  # never written: the transport is gone
         if mode == "quota":
-            return _error(429, "You exceeded your current quota, please check your plan and "
-                          "billing details.", "insufficient_quota", "insufficient_quota")
+            return _error(
+                429,
+                "You exceeded your current quota, please check your plan and billing details.",
+                "insufficient_quota",
+                "insufficient_quota",
+            )
         if mode == "malformed":
             text = json.dumps(completion)[:40]
-            return web.Response(status=200, text=text, content_type="application/json",
-                                headers=headers)
+            return web.Response(
+                status=200, text=text, content_type="application/json", headers=headers
+            )
         if mode == "empty_choices":
             completion["choices"] = []
         elif mode == "error_200":
-            completion = {"error": {"message": "The server had an error while processing "
-                                    "your request.", "type": "server_error", "param": None,
-                                    "code": None}}
+            completion = {
+                "error": {
+                    "message": "The server had an error while processing your request.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
         else:
             usage = completion["usage"]
             self._stats.prompt_tokens += usage["prompt_tokens"]
@@ -690,8 +740,11 @@ class MockLLM:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tests.mock_llm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.mock_llm",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="fixed latency (s)")
@@ -705,21 +758,33 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow", type=float, default=30.0, help="extra sleep in slow mode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-retry-after", action="store_true")
-    parser.add_argument("--window", type=float, default=WINDOW_S,
-                        help="rate-limit window in seconds (default 60)")
+    parser.add_argument(
+        "--window", type=float, default=WINDOW_S, help="rate-limit window in seconds (default 60)"
+    )
     return parser.parse_args(argv)
 
 
 def _config_from_args(args: argparse.Namespace) -> MockConfig:
     config = MockConfig()
-    _apply(config, {
-        "latency_s": args.latency, "latency_jitter_s": args.jitter, "rpm": args.rpm,
-        "tpm": args.tpm, "api_key": args.api_key, "error_rate_5xx": args.error_rate,
-        "models": None if args.models is None else tuple(
-            m for m in args.models.split(",") if m),
-        "mode": args.mode, "slow_s": args.slow, "seed": args.seed,
-        "omit_retry_after": args.no_retry_after, "window_s": args.window,
-    })
+    _apply(
+        config,
+        {
+            "latency_s": args.latency,
+            "latency_jitter_s": args.jitter,
+            "rpm": args.rpm,
+            "tpm": args.tpm,
+            "api_key": args.api_key,
+            "error_rate_5xx": args.error_rate,
+            "models": None
+            if args.models is None
+            else tuple(m for m in args.models.split(",") if m),
+            "mode": args.mode,
+            "slow_s": args.slow,
+            "seed": args.seed,
+            "omit_retry_after": args.no_retry_after,
+            "window_s": args.window,
+        },
+    )
     return config
 
 

@@ -38,9 +38,19 @@ class RedisServer:
     def start(self, *, persist: bool = False) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.workdir),
-            "--save", "", "--daemonize", "no", "--logfile", str(self.workdir / "redis.log"),
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.workdir / "redis.log"),
         ]
         if persist:
             args += ["--appendonly", "yes", "--appendfsync", "everysec"]

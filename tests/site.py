@@ -38,9 +38,16 @@ TROUBLE_INDEX = """<!doctype html><html><head><title>Trouble</title></head><body
 
 
 class TestSite(SiteServer):
-    def __init__(self, site: DemoSite, addresses: tuple[str, ...], log: Path,
-                 trouble: bool, crawl_delay: float | None, page_delay_s: float,
-                 hostile: bool = False) -> None:
+    def __init__(
+        self,
+        site: DemoSite,
+        addresses: tuple[str, ...],
+        log: Path,
+        trouble: bool,
+        crawl_delay: float | None,
+        page_delay_s: float,
+        hostile: bool = False,
+    ) -> None:
         self.hostile = hostile
         super().__init__(site, addresses)
         self.log_path = log
@@ -68,9 +75,19 @@ class TestSite(SiteServer):
             status = exc.status
             raise
         finally:
-            self._log.write(json.dumps({"t": started, "host": request.host, "path": request.path,
-                                        "status": status, "sent": sent,
-                                        "ua": request.headers.get("User-Agent", "")}) + "\n")
+            self._log.write(
+                json.dumps(
+                    {
+                        "t": started,
+                        "host": request.host,
+                        "path": request.path,
+                        "status": status,
+                        "sent": sent,
+                        "ua": request.headers.get("User-Agent", ""),
+                    }
+                )
+                + "\n"
+            )
 
     def robots_txt(self, host: str) -> str:
         lines = ["User-agent: *", "Disallow: /private/"]
@@ -103,25 +120,59 @@ class TestSite(SiteServer):
         r.add_get("/t/huge", self._huge)
         r.add_get("/t/doc.pdf", self._pdf)
         r.add_get("/t/slow", self._slow)
-        r.add_get("/t/latin1", _const(lambda: web.Response(
-            body="<title>caf\xe9</title><p>na\xefve r\xe9sum\xe9</p>".encode("latin-1"),
-            content_type="text/html")))
-        r.add_get("/t/badutf8", _const(lambda: web.Response(
-            body=b"<title>bad \xff\xfe bytes</title><p>ok \xc3\x28 text</p>",
-            headers={"Content-Type": "text/html; charset=utf-8"})))
-        r.add_get("/t/noindex", _const(lambda: _html(
-            '<meta name="robots" content="noindex"><title>hidden</title><p>secret text</p>'
-            '<a href="/t/from-noindex">still followed</a>')))
+        r.add_get(
+            "/t/latin1",
+            _const(
+                lambda: web.Response(
+                    body="<title>caf\xe9</title><p>na\xefve r\xe9sum\xe9</p>".encode("latin-1"),
+                    content_type="text/html",
+                )
+            ),
+        )
+        r.add_get(
+            "/t/badutf8",
+            _const(
+                lambda: web.Response(
+                    body=b"<title>bad \xff\xfe bytes</title><p>ok \xc3\x28 text</p>",
+                    headers={"Content-Type": "text/html; charset=utf-8"},
+                )
+            ),
+        )
+        r.add_get(
+            "/t/noindex",
+            _const(
+                lambda: _html(
+                    '<meta name="robots" content="noindex"><title>hidden</title><p>secret text</p>'
+                    '<a href="/t/from-noindex">still followed</a>'
+                )
+            ),
+        )
         r.add_get("/t/from-noindex", _const(lambda: _html("<title>from noindex</title><p>x</p>")))
-        r.add_get("/t/nofollow", _const(lambda: _html(
-            '<meta name="robots" content="nofollow"><title>nofollow</title><p>text</p>'
-            '<a href="/t/never">must not be crawled</a>')))
+        r.add_get(
+            "/t/nofollow",
+            _const(
+                lambda: _html(
+                    '<meta name="robots" content="nofollow"><title>nofollow</title><p>text</p>'
+                    '<a href="/t/never">must not be crawled</a>'
+                )
+            ),
+        )
         r.add_get("/t/never", _const(lambda: _html("<title>never</title>")))
-        r.add_get("/t/malformed", _const(lambda: _html(
-            '<title>malformed</title><a href="http://[bad">1</a><a href="javascript:alert(1)">2'
-            '</a><a href="mailto:a@b.c">3</a><a href="   ">4</a><a href="ht!tp://x">5</a>'
-            '<a href="//">6</a><a href="http://:80/">7</a><a href="' + "x" * 9000 + '">8</a>'
-            '<a href="/t/fine?utm_source=x#frag">9</a>')))
+        r.add_get(
+            "/t/malformed",
+            _const(
+                lambda: _html(
+                    '<title>malformed</title><a href="http://[bad">1</a>'
+                    '<a href="javascript:alert(1)">2'
+                    '</a><a href="mailto:a@b.c">3</a><a href="   ">4</a><a href="ht!tp://x">5</a>'
+                    '<a href="//">6</a><a href="http://:80/">7</a><a href="'
+                    + "x"
+                    * 9000
+                    + '">8</a>'
+                    '<a href="/t/fine?utm_source=x#frag">9</a>'
+                )
+            ),
+        )
         r.add_get("/t/fine", _const(lambda: _html("<title>fine</title>")))
         r.add_get("/t/gzipbomb", self._gzip_bomb)
         r.add_get("/private/secret", _const(lambda: _html("<title>secret</title>")))
@@ -130,14 +181,20 @@ class TestSite(SiteServer):
         return web.Response(
             text='<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/'
             f'sitemap/0.9"><sitemap><loc>http://{request.host}/sitemap-pages.xml</loc>'
-            "</sitemap></sitemapindex>", content_type="application/xml")
+            "</sitemap></sitemapindex>",
+            content_type="application/xml",
+        )
 
     async def _sitemap(self, request: web.Request) -> web.StreamResponse:
-        locs = "".join(f"<url><loc>http://{request.host}/p/{i}.html?a=1&amp;b=2</loc></url>"
-                       for i in range(self.site.pages_per_host))
+        locs = "".join(
+            f"<url><loc>http://{request.host}/p/{i}.html?a=1&amp;b=2</loc></url>"
+            for i in range(self.site.pages_per_host)
+        )
         return web.Response(
             text='<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/'
-            f'sitemap/0.9">{locs}</urlset>', content_type="application/xml")
+            f'sitemap/0.9">{locs}</urlset>',
+            content_type="application/xml",
+        )
 
     async def _trouble_root(self, request: web.Request) -> web.StreamResponse:
         return _html(self.root_html_with_trouble(request.host))
@@ -187,8 +244,9 @@ class TestSite(SiteServer):
         return resp
 
     async def _gzip_bomb(self, request: web.Request) -> web.Response:
-        return web.Response(body=_BOMB, headers={"Content-Type": "text/html",
-                                                 "Content-Encoding": "deflate"})
+        return web.Response(
+            body=_BOMB, headers={"Content-Type": "text/html", "Content-Encoding": "deflate"}
+        )
 
 
 def _make_bomb() -> bytes:
@@ -227,8 +285,12 @@ def _redirect(location: str) -> web.Response:
 async def _main(args: argparse.Namespace) -> None:
     site = TestSite(
         DemoSite(pages_per_host=args.pages, links_per_page=args.links),
-        tuple(args.addresses.split(",")), Path(args.log), args.trouble, args.crawl_delay,
-        args.page_delay, args.hostile,
+        tuple(args.addresses.split(",")),
+        Path(args.log),
+        args.trouble,
+        args.crawl_delay,
+        args.page_delay,
+        args.hostile,
     )
     await site.start()
     print(f"ready {site.port}", flush=True)

@@ -19,6 +19,8 @@ def test_frontier_bench_quick() -> None:
     cells = [(w[0], w[1], w[2]) for w in words if len(w) > 3 and w[1] in ("1", "4")]
     assert cells == [
         (store, procs, batch)
-        for store in ("redis", "embedded") for procs in ("1", "4") for batch in ("1", "16")
+        for store in ("redis", "embedded")
+        for procs in ("1", "4")
+        for batch in ("1", "16")
     ], output
     assert proc.stdout.count("n/a (in-process store)") == 2, output

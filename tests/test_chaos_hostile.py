@@ -33,16 +33,36 @@ def test_hostile_pages(
     site = site_factory("--hostile", "--addresses", "127.0.0.1,127.0.0.2")
     root, links_host = f"http://{site.hosts[0]}", f"http://{site.hosts[1]}"
     store = ["--redis", redis_server.url, "--crawl", f"hostile{tmp_path.name[-8:]}"]
-    produced = cli("produce", *store, f"{root}/", f"{links_host}/h/links", "--rate", "200",
-                   "--burst", "50", "--per-domain-inflight", "16", "--max-depth", str(MAX_DEPTH),
-                   "--max-domain-pages", str(DOMAIN_CAP), "--max-attempts", "2")
+    produced = cli(
+        "produce",
+        *store,
+        f"{root}/",
+        f"{links_host}/h/links",
+        "--rate",
+        "200",
+        "--burst",
+        "50",
+        "--per-domain-inflight",
+        "16",
+        "--max-depth",
+        str(MAX_DEPTH),
+        "--max-domain-pages",
+        str(DOMAIN_CAP),
+        "--max-attempts",
+        "2",
+    )
     assert produced.returncode == 0, produced.stderr
-    fleet = Fleet(tmp_path, store, env={"DISTCRAWL_LOG_FORMAT": "json"},
-                  args={"crawl": ["--allow-private", "--concurrency", "16"]})
+    fleet = Fleet(
+        tmp_path,
+        store,
+        env={"DISTCRAWL_LOG_FORMAT": "json"},
+        args={"crawl": ["--allow-private", "--concurrency", "16"]},
+    )
     fleet.run_one_crawler(timeout=200)
     rss = fleet.peak_rss_mb()
-    figures = check_invariants("hostile pages", store, tmp_path / "export", logs=fleet.logs(),
-                               faults=15, max_rss_mb=rss)
+    figures = check_invariants(
+        "hostile pages", store, tmp_path / "export", logs=fleet.logs(), faults=15, max_rss_mb=rss
+    )
     assert rss < RSS_BOUND_MB, rss
     exported = read_pages(tmp_path / "export")
     pages = {p["url"].removeprefix(root): p for p in exported if p["url"].startswith(root)}
@@ -79,9 +99,10 @@ def _check_pages(pages: dict[str, dict[str, Any]], status: dict[str, Any]) -> No
     assert page("/h/lies-long")["reason"] == "bad_body"
     # Bytes after the declared length would be the next response: a protocol error.
     assert (page("/h/lies-short")["outcome"], page("/h/lies-short")["reason"]) == (
-        "failed", "bad_response")
-    assert (page("/h/chain/0")["outcome"], page("/h/chain/0")["reason"]) == ("failed",
-                                                                             "redirects")
+        "failed",
+        "bad_response",
+    )
+    assert (page("/h/chain/0")["outcome"], page("/h/chain/0")["reason"]) == ("failed", "redirects")
     # Only http(s) on our own host; 10 KB URLs refused, the 2 KB one crawled.
     assert all(path.startswith("/") for path in pages), [p for p in pages if p[:1] != "/"]
     assert not any(len(path) > 8192 for path in pages)

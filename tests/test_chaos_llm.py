@@ -26,8 +26,13 @@ from tests.redis_server import RedisServer, free_port
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(180)]
 
 KEY = "sk-chaos-llm-0123456789"
-REASONS = {"slow": "timeout", "reset": "connection", "malformed": "bad_response",
-           "empty_choices": "bad_response", "error_200": "bad_response"}
+REASONS = {
+    "slow": "timeout",
+    "reset": "connection",
+    "malformed": "bad_response",
+    "empty_choices": "bad_response",
+    "error_200": "bad_response",
+}
 
 
 @pytest.fixture
@@ -40,17 +45,30 @@ def mocks() -> Iterator[list[MockProcess]]:
 
 def _configure(mock: MockProcess, **changes: Any) -> None:
     request = urllib.request.Request(
-        f"{mock.server_url}/_config", data=json.dumps(changes).encode(), method="POST",
-        headers={"Content-Type": "application/json"})
+        f"{mock.server_url}/_config",
+        data=json.dumps(changes).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=5) as resp:
         assert resp.status == 200
 
 
-async def _summarize(store: list[str], mock: MockProcess, *args: str,
-                     **env: str) -> tuple[int, str]:
-    proc = spawn_cli("summarize", *store, "--drain", *args, env={
-        "OPENAI_API_KEY": KEY, "DISTCRAWL_LLM__BASE_URL": mock.base_url,
-        "DISTCRAWL_LLM__MODEL": "mock-model", **env})
+async def _summarize(
+    store: list[str], mock: MockProcess, *args: str, **env: str
+) -> tuple[int, str]:
+    proc = spawn_cli(
+        "summarize",
+        *store,
+        "--drain",
+        *args,
+        env={
+            "OPENAI_API_KEY": KEY,
+            "DISTCRAWL_LLM__BASE_URL": mock.base_url,
+            "DISTCRAWL_LLM__MODEL": "mock-model",
+            **env,
+        },
+    )
     _, err = await asyncio.to_thread(proc.communicate, timeout=150)
     return proc.returncode, err
 
@@ -61,7 +79,10 @@ async def _records(redis: Redis, keys: CrawlKeys) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("mode", sorted(REASONS))
 async def test_broken_answers_fail_with_a_reason_then_recover(
-    mode: str, server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys,
+    mode: str,
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
     mocks: list[MockProcess],
 ) -> None:
     mock = MockProcess("--api-key", KEY, "--mode", mode, "--slow", "3")
@@ -69,8 +90,14 @@ async def test_broken_answers_fail_with_a_reason_then_recover(
     store = ["--redis", redis_server.url, "--crawl", crawl_keys.crawl]
     queue = DocsQueue(server_store, crawl_keys)
     await feed_docs(server_store, crawl_keys, make_docs(12, host="broken.test"))
-    code, err = await _summarize(store, mock, "--concurrency", "4",
-                                 DISTCRAWL_LLM__MAX_ATTEMPTS="2", DISTCRAWL_LLM__TIMEOUT_S="1")
+    code, err = await _summarize(
+        store,
+        mock,
+        "--concurrency",
+        "4",
+        DISTCRAWL_LLM__MAX_ATTEMPTS="2",
+        DISTCRAWL_LLM__TIMEOUT_S="1",
+    )
     assert code == 0, err
     assert_no_traceback(err)
     stats = await queue.stats()
@@ -87,9 +114,18 @@ async def test_broken_answers_fail_with_a_reason_then_recover(
     stats = await queue.stats()
     assert (stats.summarized, stats.failed, stats.pending) == (12, 12, 0)
     assert stats.balanced
-    Figures(f"LLM {mode}", admitted=24, done=0, failed=0, skipped=0, lost=stats.pending,
-            duplicates=0, summarized=stats.summarized, docs_failed=stats.failed,
-            faults=12).save()
+    Figures(
+        f"LLM {mode}",
+        admitted=24,
+        done=0,
+        failed=0,
+        skipped=0,
+        lost=stats.pending,
+        duplicates=0,
+        summarized=stats.summarized,
+        docs_failed=stats.failed,
+        faults=12,
+    ).save()
 
 
 def _adaptive_limit(port: int) -> float | None:
@@ -106,19 +142,43 @@ def _adaptive_limit(port: int) -> float | None:
 
 @pytest.mark.parametrize("retry_after", [True, False], ids=["retry-after", "no-retry-after"])
 async def test_429_storm_lowers_the_adaptive_limit_and_it_recovers(
-    retry_after: bool, server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys,
-    mocks: list[MockProcess], tmp_path: Path,
+    retry_after: bool,
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    mocks: list[MockProcess],
+    tmp_path: Path,
 ) -> None:
     # 10 requests per 2 s window: a summarizer that starts at 16 in flight is far over it.
-    mock = MockProcess("--api-key", KEY, "--latency", "0.05", "--rpm", "10", "--window", "2",
-                       *([] if retry_after else ["--no-retry-after"]))
+    mock = MockProcess(
+        "--api-key",
+        KEY,
+        "--latency",
+        "0.05",
+        "--rpm",
+        "10",
+        "--window",
+        "2",
+        *([] if retry_after else ["--no-retry-after"]),
+    )
     mocks.append(mock)
     store = ["--redis", redis_server.url, "--crawl", crawl_keys.crawl]
     await feed_docs(server_store, crawl_keys, make_docs(300, host="storm.test"))
     port = free_port()
-    proc = spawn_cli("summarize", *store, "--drain", "--concurrency", "32", "--metrics-port",
-                     str(port), env={"OPENAI_API_KEY": KEY, "DISTCRAWL_LLM__BASE_URL":
-                                     mock.base_url, "DISTCRAWL_LLM__MODEL": "mock-model"})
+    proc = spawn_cli(
+        "summarize",
+        *store,
+        "--drain",
+        "--concurrency",
+        "32",
+        "--metrics-port",
+        str(port),
+        env={
+            "OPENAI_API_KEY": KEY,
+            "DISTCRAWL_LLM__BASE_URL": mock.base_url,
+            "DISTCRAWL_LLM__MODEL": "mock-model",
+        },
+    )
     seen: list[float] = []
     storm_over, storm_ticks = False, 0
     while proc.poll() is None:
@@ -146,10 +206,21 @@ async def test_429_storm_lowers_the_adaptive_limit_and_it_recovers(
     # It fell under the storm (how far depends on how many 429s got through: with Retry-After
     # the shared pause holds most calls back, so fewer cuts) and climbed past its start after.
     assert low < start, seen
-    assert max(seen[seen.index(low):]) > start, seen
-    Figures(f"LLM 429 storm ({'with' if retry_after else 'without'} Retry-After)",
-            admitted=300, done=0, failed=0, skipped=0, lost=stats.pending, duplicates=0,
-            summarized=stats.summarized, docs_failed=stats.failed,
-            faults=int(served["rate_limited"]),
-            extra={"adaptive_start": start, "adaptive_low": low,
-                   "adaptive_after": max(seen[seen.index(low):])}).save()
+    assert max(seen[seen.index(low) :]) > start, seen
+    Figures(
+        f"LLM 429 storm ({'with' if retry_after else 'without'} Retry-After)",
+        admitted=300,
+        done=0,
+        failed=0,
+        skipped=0,
+        lost=stats.pending,
+        duplicates=0,
+        summarized=stats.summarized,
+        docs_failed=stats.failed,
+        faults=int(served["rate_limited"]),
+        extra={
+            "adaptive_start": start,
+            "adaptive_low": low,
+            "adaptive_after": max(seen[seen.index(low) :]),
+        },
+    ).save()

@@ -23,11 +23,19 @@ from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(240)]
 
-FAULTS = {"127.0.0.1": "latency:0.05", "127.0.0.2": "reset:0.5", "127.0.0.3": "blackhole",
-          "127.0.0.4": "throttle:100"}
+FAULTS = {
+    "127.0.0.1": "latency:0.05",
+    "127.0.0.2": "reset:0.5",
+    "127.0.0.3": "blackhole",
+    "127.0.0.4": "throttle:100",
+}
 PAGES = 40
-TIMEOUTS = {"DISTCRAWL_FETCH__CONNECT_TIMEOUT_S": "1", "DISTCRAWL_FETCH__READ_TIMEOUT_S": "1.5",
-            "DISTCRAWL_FETCH__TOTAL_TIMEOUT_S": "3", "DISTCRAWL_LOG_FORMAT": "json"}
+TIMEOUTS = {
+    "DISTCRAWL_FETCH__CONNECT_TIMEOUT_S": "1",
+    "DISTCRAWL_FETCH__READ_TIMEOUT_S": "1.5",
+    "DISTCRAWL_FETCH__TOTAL_TIMEOUT_S": "3",
+    "DISTCRAWL_LOG_FORMAT": "json",
+}
 
 
 class ProxyProcess:
@@ -35,9 +43,20 @@ class ProxyProcess:
         listen = [arg for addr, fault in FAULTS.items() for arg in ("--listen", f"{addr}={fault}")]
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faultproxy", "--upstream-port", str(upstream_port),
-             "--log", str(log), *listen],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.faultproxy",
+                "--upstream-port",
+                str(upstream_port),
+                "--log",
+                str(log),
+                *listen,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -64,14 +83,30 @@ def test_latency_resets_half_open_and_trickle(
     _, proxy = proxied_site
     host = {addr: f"{addr}:{proxy.port}" for addr in FAULTS}
     store = ["--redis", redis_server.url, "--crawl", f"net{tmp_path.name[-8:]}"]
-    produced = cli("produce", *store, *(f"http://{h}/" for h in host.values()), "--rate", "20",
-                   "--burst", "4", "--max-attempts", "3")
+    produced = cli(
+        "produce",
+        *store,
+        *(f"http://{h}/" for h in host.values()),
+        "--rate",
+        "20",
+        "--burst",
+        "4",
+        "--max-attempts",
+        "3",
+    )
     assert produced.returncode == 0, produced.stderr
-    fleet = Fleet(tmp_path, store, env=TIMEOUTS,
-                  args={"crawl": ["--allow-private", "--concurrency", "16"]})
+    fleet = Fleet(
+        tmp_path, store, env=TIMEOUTS, args={"crawl": ["--allow-private", "--concurrency", "16"]}
+    )
     fleet.run_one_crawler(timeout=180)
-    figures = check_invariants("network faults (proxy)", store, tmp_path / "export",
-                               logs=fleet.logs(), faults=3, max_rss_mb=fleet.peak_rss_mb())
+    figures = check_invariants(
+        "network faults (proxy)",
+        store,
+        tmp_path / "export",
+        logs=fleet.logs(),
+        faults=3,
+        max_rss_mb=fleet.peak_rss_mb(),
+    )
     pages = {p["url"]: p for p in read_pages(tmp_path / "export")}
 
     # Healthy but slow: every page done.
@@ -89,7 +124,9 @@ def test_latency_resets_half_open_and_trickle(
     reset_pages = [p for u, p in pages.items() if host["127.0.0.2"] in u]
     assert any(p["attempts"] > 1 and p["outcome"] == "done" for p in reset_pages), reset_pages
     assert {p["reason"] for p in reset_pages if p["outcome"] == "failed"} <= {
-        "connection_reset", "bad_body"}
+        "connection_reset",
+        "bad_body",
+    }
 
     # Back-off, measured at the proxy: the half-open host got one request per attempt (its
     # robots.txt, which comes first), spaced by at least the timeout plus the retry delay.

@@ -37,16 +37,34 @@ def _progress(store: list[str]) -> int:
     return int(json.loads(run.stdout)["done"]) if run.returncode == 0 else -1
 
 
-def _start(tmp_path: Path, site: SiteProcess, redis: RedisServer, name: str,
-           metrics_port: int) -> tuple[Fleet, list[str]]:
+def _start(
+    tmp_path: Path, site: SiteProcess, redis: RedisServer, name: str, metrics_port: int
+) -> tuple[Fleet, list[str]]:
     store = ["--redis", redis.url, "--crawl", name]
-    produced = cli("produce", *store, *(f"http://{h}/" for h in site.hosts), "--rate", "20",
-                   "--burst", "4", "--per-domain-inflight", "8", "--max-attempts", "10", env=ENV)
+    produced = cli(
+        "produce",
+        *store,
+        *(f"http://{h}/" for h in site.hosts),
+        "--rate",
+        "20",
+        "--burst",
+        "4",
+        "--per-domain-inflight",
+        "8",
+        "--max-attempts",
+        "10",
+        env=ENV,
+    )
     assert produced.returncode == 0, produced.stderr
-    fleet = Fleet(tmp_path, store, env=ENV, args={
-        "crawl": ["--allow-private", "--concurrency", "8"],
-        "summarize": ["--summarizer", "extractive"],
-    })
+    fleet = Fleet(
+        tmp_path,
+        store,
+        env=ENV,
+        args={
+            "crawl": ["--allow-private", "--concurrency", "8"],
+            "summarize": ["--summarizer", "extractive"],
+        },
+    )
     first = fleet.start("crawl")
     fleet.args["crawl"] = [*fleet.args["crawl"], "--metrics-port", str(metrics_port)]
     fleet.start("crawl")
@@ -59,9 +77,7 @@ def _healthy(port: int) -> bool:
     return cli("health", "--metrics-port", str(port), "--timeout", "2").returncode == 0
 
 
-def _finish(
-    fleet: Fleet, store: list[str], hosts: list[str], out: Path, scenario: str
-) -> None:
+def _finish(fleet: Fleet, store: list[str], hosts: list[str], out: Path, scenario: str) -> None:
     try:
         fleet.wait(timeout=180)
     finally:
@@ -70,16 +86,26 @@ def _finish(
     logs = fleet.logs()
     assert "store_unavailable" in logs  # the workers did see the outage
     expected = {f"http://{h}/" for h in hosts} | {
-        f"http://{h}/p/{i}.html" for h in hosts for i in range(PAGES_PER_HOST)}
-    figures = check_invariants(scenario, store, out, expected=expected, summaries=True,
-                               logs=logs, faults=1, max_rss_mb=fleet.peak_rss_mb())
+        f"http://{h}/p/{i}.html" for h in hosts for i in range(PAGES_PER_HOST)
+    }
+    figures = check_invariants(
+        scenario,
+        store,
+        out,
+        expected=expected,
+        summaries=True,
+        logs=logs,
+        faults=1,
+        max_rss_mb=fleet.peak_rss_mb(),
+    )
     assert figures.done == figures.admitted == 2 * PAGES_PER_HOST + 2, figures
 
 
 @pytest.fixture
 def site(site_factory: Callable[..., SiteProcess]) -> SiteProcess:
-    return site_factory("--addresses", "127.0.0.1,127.0.0.2", "--pages", str(PAGES_PER_HOST),
-                        "--page-delay", "0.05")
+    return site_factory(
+        "--addresses", "127.0.0.1,127.0.0.2", "--pages", str(PAGES_PER_HOST), "--page-delay", "0.05"
+    )
 
 
 @pytest.fixture
@@ -108,7 +134,9 @@ def start_fleet(
 
 
 def test_redis_killed_and_restarted_mid_crawl(
-    site: SiteProcess, aof_redis: RedisServer, tmp_path: Path,
+    site: SiteProcess,
+    aof_redis: RedisServer,
+    tmp_path: Path,
     start_fleet: Callable[[str, int], tuple[Fleet, list[str]]],
 ) -> None:
     redis, port = aof_redis, free_port()
@@ -117,12 +145,13 @@ def test_redis_killed_and_restarted_mid_crawl(
     redis.stop(kill=True)  # SIGKILL: the last second of writes may be lost
     time.sleep(1.5)
     redis.start(persist=True)
-    _finish(fleet, store, site.hosts, tmp_path / "export",
-            "redis SIGKILL + restart (AOF everysec)")
+    _finish(fleet, store, site.hosts, tmp_path / "export", "redis SIGKILL + restart (AOF everysec)")
 
 
 def test_redis_gone_for_30_seconds(
-    site: SiteProcess, aof_redis: RedisServer, tmp_path: Path,
+    site: SiteProcess,
+    aof_redis: RedisServer,
+    tmp_path: Path,
     start_fleet: Callable[[str, int], tuple[Fleet, list[str]]],
 ) -> None:
     redis, port = aof_redis, free_port()

@@ -30,17 +30,19 @@ def _scrape(port: int) -> str:
         return str(resp.read().decode())
 
 
-def test_no_secret_in_any_output(
-    site_factory: Callable[..., SiteProcess], tmp_path: Path
-) -> None:
+def test_no_secret_in_any_output(site_factory: Callable[..., SiteProcess], tmp_path: Path) -> None:
     redis = RedisServer(tmp_path / "redis", None, "--requirepass", PASSWORD)
     redis.start()
     mock = MockProcess("--api-key", API_KEY, "--latency", "0.02")
     site = site_factory("--addresses", "127.0.0.1", "--pages", "30", "--page-delay", "0.05")
     url = f"redis://:{PASSWORD}@127.0.0.1:{redis.port}/0"
     store = ["--redis", url, "--crawl", "secrets"]
-    env = {"OPENAI_API_KEY": API_KEY, "DISTCRAWL_LLM__BASE_URL": mock.base_url,
-           "DISTCRAWL_LLM__MODEL": "mock-model", "DISTCRAWL_LOG_LEVEL": "DEBUG"}
+    env = {
+        "OPENAI_API_KEY": API_KEY,
+        "DISTCRAWL_LLM__BASE_URL": mock.base_url,
+        "DISTCRAWL_LLM__MODEL": "mock-model",
+        "DISTCRAWL_LOG_LEVEL": "DEBUG",
+    }
     seen: list[str] = []
 
     def run(*args: str, **extra: str) -> int:
@@ -51,14 +53,17 @@ def test_no_secret_in_any_output(
     try:
         assert run("produce", *store, f"http://{site.hosts[0]}/", "--rate", "5") == 0
         ports = {"crawl": free_port(), "summarize": free_port()}
-        fleet = Fleet(tmp_path, store, env=env, args={
-            role: ["--metrics-port", str(port)] for role, port in ports.items()})
+        fleet = Fleet(
+            tmp_path,
+            store,
+            env=env,
+            args={role: ["--metrics-port", str(port)] for role, port in ports.items()},
+        )
         fleet.args["crawl"] += ["--allow-private"]
         try:
             fleet.start("crawl")
             fleet.start("summarize")
-            wait_for("both /metrics pages", lambda: all(
-                _try_scrape(p) for p in ports.values()), 30)
+            wait_for("both /metrics pages", lambda: all(_try_scrape(p) for p in ports.values()), 30)
             seen.extend(_scrape(p) for p in ports.values())
             seen.append(_redis_dump(redis, url))  # heartbeats, spec, records: all of Redis
             assert run("status", *store, "--json") == 0
@@ -88,7 +93,7 @@ def test_no_secret_in_any_output(
     assert "HTTP 401" in text or "credentials" in text  # the failures did happen...
     assert "WRONGPASS" in text or "invalid" in text.lower()
     leaks = [s for s in (PASSWORD, API_KEY[3:]) if s in text]
-    assert not leaks, [text[max(0, text.find(s) - 200):text.find(s) + 50] for s in leaks]
+    assert not leaks, [text[max(0, text.find(s) - 200) : text.find(s) + 50] for s in leaks]
 
 
 def _try_scrape(port: int) -> bool:
@@ -108,9 +113,12 @@ def _redis_dump(redis: RedisServer, url: str) -> str:
             raw_kind = client.type(key)
             kind = raw_kind.decode() if isinstance(raw_kind, bytes) else str(raw_kind)
             readers: dict[str, Callable[[bytes], object]] = {
-                "string": client.get, "hash": client.hgetall, "set": client.smembers,
+                "string": client.get,
+                "hash": client.hgetall,
+                "set": client.smembers,
                 "list": lambda k: client.lrange(k, 0, -1),
-                "zset": lambda k: client.zrange(k, 0, -1)}
+                "zset": lambda k: client.zrange(k, 0, -1),
+            }
             read: Callable[[bytes], object] = readers.get(kind) or _nothing
             out.append(f"{key!r} {read(key)!r}")
         return "\n".join(out)

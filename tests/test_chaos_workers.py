@@ -47,23 +47,43 @@ def mock_llm() -> Iterator[MockProcess]:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_workers_hit_at_random_lose_nothing(
-    sig: signal.Signals, site_factory: Callable[..., SiteProcess], tmp_path: Path,
-    redis_server: RedisServer, mock_llm: MockProcess,
+    sig: signal.Signals,
+    site_factory: Callable[..., SiteProcess],
+    tmp_path: Path,
+    redis_server: RedisServer,
+    mock_llm: MockProcess,
 ) -> None:
-    site = site_factory("--addresses", HOSTS, "--pages", str(PAGES_PER_HOST),
-                        "--page-delay", "0.1")
+    site = site_factory("--addresses", HOSTS, "--pages", str(PAGES_PER_HOST), "--page-delay", "0.1")
     store = ["--redis", redis_server.url, "--crawl", f"chaos-{sig.name}-{tmp_path.name[-6:]}"]
     # 25 pages/s per host: the crawl lasts about 20 s, so every hit lands mid-crawl.
-    produced = cli("produce", *store, *(f"http://{h}/" for h in site.hosts), "--rate", "25",
-                   "--burst", "5", "--per-domain-inflight", "8", "--max-attempts", "10",
-                   env=FAST_LEASES)
+    produced = cli(
+        "produce",
+        *store,
+        *(f"http://{h}/" for h in site.hosts),
+        "--rate",
+        "25",
+        "--burst",
+        "5",
+        "--per-domain-inflight",
+        "8",
+        "--max-attempts",
+        "10",
+        env=FAST_LEASES,
+    )
     assert produced.returncode == 0, produced.stderr
     fleet = Fleet(
-        tmp_path, store,
-        env={**FAST_LEASES, "OPENAI_API_KEY": "sk-chaos", "DISTCRAWL_LLM__BASE_URL":
-             mock_llm.base_url, "DISTCRAWL_LLM__MODEL": "mock-model"},
-        args={"crawl": ["--allow-private", "--concurrency", "8"],
-              "summarize": ["--concurrency", "16"]},
+        tmp_path,
+        store,
+        env={
+            **FAST_LEASES,
+            "OPENAI_API_KEY": "sk-chaos",
+            "DISTCRAWL_LLM__BASE_URL": mock_llm.base_url,
+            "DISTCRAWL_LLM__MODEL": "mock-model",
+        },
+        args={
+            "crawl": ["--allow-private", "--concurrency", "8"],
+            "summarize": ["--concurrency", "16"],
+        },
     )
     rng = random.Random(f"chaos-{sig.name}")
     try:
@@ -88,10 +108,17 @@ def test_workers_hit_at_random_lose_nothing(
         assert all(c in (0, -signal.SIGTERM) for c in codes), codes
 
     expected = {f"http://{h}/" for h in site.hosts} | {
-        f"http://{h}/p/{i}.html" for h in site.hosts for i in range(PAGES_PER_HOST)}
+        f"http://{h}/p/{i}.html" for h in site.hosts for i in range(PAGES_PER_HOST)
+    }
     figures = check_invariants(
-        f"workers {sig.name}", store, tmp_path / "export", expected=expected, summaries=True,
-        logs=fleet.logs(), faults=fleet.signals_sent, max_rss_mb=fleet.peak_rss_mb(),
+        f"workers {sig.name}",
+        store,
+        tmp_path / "export",
+        expected=expected,
+        summaries=True,
+        logs=fleet.logs(),
+        faults=fleet.signals_sent,
+        max_rss_mb=fleet.peak_rss_mb(),
     )
     assert figures.admitted == len(expected)
     assert figures.done == len(expected), figures  # max attempts 10: no page runs out of tries

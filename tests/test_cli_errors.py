@@ -34,8 +34,10 @@ def test_redis_password_is_not_echoed() -> None:
     assert "***" in line
 
 
-@pytest.mark.parametrize("seed", ["ht!tp://example.com", "mailto:someone@example.com",
-                                  "http://", "http://exa mple.com:99999/"])
+@pytest.mark.parametrize(
+    "seed",
+    ["ht!tp://example.com", "mailto:someone@example.com", "http://", "http://exa mple.com:99999/"],
+)
 def test_malformed_seed(seed: str) -> None:
     proc = cli("run", seed, "--no-progress")
     assert proc.returncode == 2
@@ -50,8 +52,12 @@ def test_unknown_flag() -> None:
 
 @pytest.mark.parametrize(
     ("flag", "value", "needle"),
-    [("--rate", "-1", "frontier.rate"), ("--burst", "0", "frontier.burst"),
-     ("--concurrency", "0", "crawler.concurrency"), ("--rate", "fast", "invalid float")],
+    [
+        ("--rate", "-1", "frontier.rate"),
+        ("--burst", "0", "frontier.burst"),
+        ("--concurrency", "0", "crawler.concurrency"),
+        ("--rate", "fast", "invalid float"),
+    ],
 )
 def test_bad_values(flag: str, value: str, needle: str) -> None:
     proc = cli("run", "http://example.com/", flag, value)
@@ -99,12 +105,19 @@ def test_wrong_redis_password_is_a_config_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "env",
-    [{"DISTCRAWL_LLM__BASE_URL": "nonsense"}, {"DISTCRAWL_LLM__BASE_URL": "ftp://llm.example/v1"},
-     {"OPENAI_BASE_URL": "http://"}],
+    [
+        {"DISTCRAWL_LLM__BASE_URL": "nonsense"},
+        {"DISTCRAWL_LLM__BASE_URL": "ftp://llm.example/v1"},
+        {"OPENAI_BASE_URL": "http://"},
+    ],
     ids=["no-scheme", "ftp", "openai-env-no-host"],
 )
 def test_a_bad_llm_base_url_stops_before_any_work(env: dict[str, str]) -> None:
-    proc = cli("run", f"http://127.0.0.1:{free_port()}/", "--no-progress",
-               env={"OPENAI_API_KEY": "sk-test-key", **env})
+    proc = cli(
+        "run",
+        f"http://127.0.0.1:{free_port()}/",
+        "--no-progress",
+        env={"OPENAI_API_KEY": "sk-test-key", **env},
+    )
     assert proc.returncode == 2
     assert "is not an http(s) URL" in _one_line_error(proc.stderr)

@@ -54,12 +54,15 @@ def test_distributed_produce_three_crawlers_export(
     site = site_factory("--addresses", ADDRESSES, "--pages", "166")
     store = ["--redis", redis_server.url, "--crawl", f"dist{tmp_path.name[-8:]}"]
     seeds = [f"http://{h}/" for h in site.hosts]
-    produced = cli("produce", *store, *seeds, "--rate", "500", "--burst", "100",
-                   "--per-domain-inflight", "16")
+    produced = cli(
+        "produce", *store, *seeds, "--rate", "500", "--burst", "100", "--per-domain-inflight", "16"
+    )
     assert produced.returncode == 0, produced.stderr
     assert "admitted 3 seeds" in produced.stdout
-    workers = [spawn_cli("crawl", *store, "--drain", "--allow-private", "--concurrency", "16")
-               for _ in range(3)]
+    workers = [
+        spawn_cli("crawl", *store, "--drain", "--allow-private", "--concurrency", "16")
+        for _ in range(3)
+    ]
     for w in workers:
         _, err = w.communicate(timeout=180)
         assert w.returncode == 0, err
@@ -81,8 +84,9 @@ def test_distributed_produce_three_crawlers_export(
 
 def test_demo_run_needs_nothing_but_the_package(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    proc = cli("run", "--demo", "--out", str(out), "--no-progress", "--rate", "200",
-               "--burst", "50")
+    proc = cli(
+        "run", "--demo", "--out", str(out), "--no-progress", "--rate", "200", "--burst", "50"
+    )
     assert proc.returncode == 0, proc.stderr
     records = read_pages(out)
     assert len(records) == 61

@@ -44,22 +44,36 @@ Json = dict[str, Any]
 
 # ---- running the tools --------------------------------------------------------------------------
 
+
 def _env() -> dict[str, str]:
     """A clean environment: DISTCRAWL_*/COMPOSE_* variables of the caller must not leak into
     compose interpolation or change what the tools see."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
-            "LANG": "C.UTF-8"}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/"),
+        "LANG": "C.UTF-8",
+    }
 
 
-def _run(args: list[str], stdin: str | None = None, cwd: Path = ROOT,
-         timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, input=stdin, capture_output=True, text=True, cwd=cwd,
-                          env=_env(), timeout=timeout, check=False)
+def _run(
+    args: list[str], stdin: str | None = None, cwd: Path = ROOT, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=_env(),
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode == 0, (
-        f"{shlex.join(proc.args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        f"{shlex.join(proc.args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    )
     return proc.stdout
 
 
@@ -69,7 +83,8 @@ def tools() -> Path:
     proc = _run(["bash", str(ROOT / ".ci" / "tools-deploy.sh")], timeout=540)
     assert proc.returncode == 0, (
         f".ci/tools-deploy.sh failed ({proc.returncode}); the deploy checks need its tools:\n"
-        f"{proc.stdout}\n{proc.stderr}")
+        f"{proc.stdout}\n{proc.stderr}"
+    )
     for name in ("docker-compose", "hadolint", "kubectl", "kubernetes-validate"):
         assert os.access(BIN / name, os.X_OK), f"{BIN / name} missing after tools-deploy.sh"
     assert os.access(TOOLS_PY, os.X_OK), f"{TOOLS_PY} missing after tools-deploy.sh"
@@ -97,11 +112,24 @@ def yaml_docs(text: str) -> list[Json]:
 
 # ---- (a) compose --------------------------------------------------------------------------------
 
+
 def compose_config(compose_file: Path) -> Json:
     """`docker compose config` of every profile, as JSON; relative paths resolve from deploy/
     even for a copy elsewhere."""
-    proc = _run([str(BIN / "docker-compose"), "-f", str(compose_file), "--project-directory",
-                 str(DEPLOY), "--profile", "*", "config", "--format", "json"])
+    proc = _run(
+        [
+            str(BIN / "docker-compose"),
+            "-f",
+            str(compose_file),
+            "--project-directory",
+            str(DEPLOY),
+            "--profile",
+            "*",
+            "config",
+            "--format",
+            "json",
+        ]
+    )
     cfg: Json = json.loads(_ok(proc))
     return cfg
 
@@ -171,13 +199,15 @@ def _mounts(svc: Json) -> dict[str, str]:
 def check_observability(cfg: Json) -> None:
     prom = _mounts(cfg["services"]["prometheus"])
     assert prom.get("/etc/prometheus/prometheus.yml") == str(
-        DEPLOY / "prometheus" / "prometheus.yml"), prom
+        DEPLOY / "prometheus" / "prometheus.yml"
+    ), prom
     assert prom.get("/etc/prometheus/alerts.yml") == str(DEPLOY / "prometheus" / "alerts.yml")
     graf = _mounts(cfg["services"]["grafana"])
     assert graf.get("/etc/grafana/provisioning") == str(DEPLOY / "grafana" / "provisioning"), graf
     assert graf.get("/var/lib/grafana/dashboards") == str(DEPLOY / "grafana" / "dashboards")
-    published = {p["target"] for s in ("prometheus", "grafana")
-                 for p in cfg["services"][s].get("ports", [])}
+    published = {
+        p["target"] for s in ("prometheus", "grafana") for p in cfg["services"][s].get("ports", [])
+    }
     assert published == {9090, 3000}, published
 
 
@@ -192,15 +222,26 @@ def check_one_shot_and_profiles(cfg: Json) -> None:
 
 
 COMPOSE_CHECKS: list[Callable[[Json], None]] = [
-    check_workers_unpublished, check_grace, check_healthchecks, check_redis,
-    check_observability, check_one_shot_and_profiles,
+    check_workers_unpublished,
+    check_grace,
+    check_healthchecks,
+    check_redis,
+    check_observability,
+    check_one_shot_and_profiles,
 ]
 
 
 def test_compose_config_is_valid_and_safe_to_scale(tools: Path) -> None:
     cfg = compose_config(DEPLOY / "compose.yaml")
-    assert set(cfg["services"]) >= {"redis", "producer", "crawler", "summarizer", "prometheus",
-                                    "grafana", "mock-llm"}
+    assert set(cfg["services"]) >= {
+        "redis",
+        "producer",
+        "crawler",
+        "summarizer",
+        "prometheus",
+        "grafana",
+        "mock-llm",
+    }
     for check in COMPOSE_CHECKS:
         check(cfg)
 
@@ -218,8 +259,11 @@ def test_compose_host_port_on_a_scaled_service_is_caught(tools: Path, tmp_path: 
 
 def test_compose_invalid_file_is_rejected_by_compose(tools: Path, tmp_path: Path) -> None:
     broken = tmp_path / "compose.yaml"
-    broken.write_text((DEPLOY / "compose.yaml").read_text().replace(
-        "stop_grace_period: 30s", "stop_grace_period: [30]", 1))
+    broken.write_text(
+        (DEPLOY / "compose.yaml")
+        .read_text()
+        .replace("stop_grace_period: 30s", "stop_grace_period: [30]", 1)
+    )
     proc = _run([str(BIN / "docker-compose"), "-f", str(broken), "config", "--format", "json"])
     assert proc.returncode != 0, proc.stdout
 
@@ -238,8 +282,14 @@ def test_compose_checkers_catch_broken_settings(tools: Path) -> None:
 
     def evicting(c: Json) -> None:
         c["services"]["redis"]["command"] = [
-            "redis-server", "--appendonly", "yes", "--appendfsync", "everysec",
-            "--maxmemory-policy", "allkeys-lru"]
+            "redis-server",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "allkeys-lru",
+        ]
 
     def no_aof(c: Json) -> None:
         c["services"]["redis"]["command"] = ["redis-server", "--maxmemory-policy", "noeviction"]
@@ -256,8 +306,11 @@ def test_compose_checkers_catch_broken_settings(tools: Path) -> None:
         c["services"]["crawler"]["healthcheck"] = {"disable": True}
 
     cases: list[tuple[Callable[[Json], None], Callable[[Json], None]]] = [
-        (short_grace, check_grace), (evicting, check_redis), (no_aof, check_redis),
-        (bind_data, check_redis), (wrong_mount, check_observability),
+        (short_grace, check_grace),
+        (evicting, check_redis),
+        (no_aof, check_redis),
+        (bind_data, check_redis),
+        (wrong_mount, check_observability),
         (no_health, check_healthchecks),
     ]
     for edit, check in cases:
@@ -268,15 +321,16 @@ def test_compose_checkers_catch_broken_settings(tools: Path) -> None:
 
 # ---- (b) hadolint, (e) Dockerfile structure -----------------------------------------------------
 
+
 def test_hadolint_passes(tools: Path) -> None:
-    _ok(_run([str(BIN / "hadolint"), "--failure-threshold", "warning",
-              str(DEPLOY / "Dockerfile")]))
+    _ok(_run([str(BIN / "hadolint"), "--failure-threshold", "warning", str(DEPLOY / "Dockerfile")]))
 
 
 def test_hadolint_fails_a_bad_dockerfile(tools: Path, tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
-    bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install curl\n"
-                   "RUN pip install requests\n")
+    bad.write_text(
+        "FROM python:latest\nRUN apt-get update && apt-get install curl\nRUN pip install requests\n"
+    )
     proc = _run([str(BIN / "hadolint"), "--failure-threshold", "warning", str(bad)])
     assert proc.returncode != 0, proc.stdout
     assert "DL3007" in proc.stdout  # FROM ...:latest
@@ -303,9 +357,9 @@ def check_dockerfile(text: str) -> None:
     instrs = dockerfile_instructions(text)
     starts = [i for i, (kind, _) in enumerate(instrs) if kind == "FROM"]
     assert len(starts) >= 2, "not a multi-stage build"
-    args = dict(a.partition("=")[::2] for kind, a in instrs[:starts[0]] if kind == "ARG")
+    args = dict(a.partition("=")[::2] for kind, a in instrs[: starts[0]] if kind == "ARG")
     assert args.get("PYTHON_IMAGE", "").startswith("python:3.11-slim"), args
-    final = instrs[starts[-1]:]
+    final = instrs[starts[-1] :]
 
     def last(kind: str) -> str:
         values = [v for k, v in final if k == kind]
@@ -353,13 +407,16 @@ def test_dockerfile_structure() -> None:
     check_dockerignore(text, (ROOT / ".dockerignore").read_text())
 
 
-@pytest.mark.parametrize(("old", "new"), [
-    ("USER 10001:10001", "USER root"),
-    ('ENTRYPOINT ["dumb-init", "--", "distcrawl"]', 'ENTRYPOINT ["distcrawl"]'),
-    ("STOPSIGNAL SIGTERM", "STOPSIGNAL SIGKILL"),
-    ("EXPOSE 9400", "EXPOSE 8080"),
-    ("HEALTHCHECK --interval", "HEALTHCHECK NONE\n# --interval"),
-])
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("USER 10001:10001", "USER root"),
+        ('ENTRYPOINT ["dumb-init", "--", "distcrawl"]', 'ENTRYPOINT ["distcrawl"]'),
+        ("STOPSIGNAL SIGTERM", "STOPSIGNAL SIGKILL"),
+        ("EXPOSE 9400", "EXPOSE 8080"),
+        ("HEALTHCHECK --interval", "HEALTHCHECK NONE\n# --interval"),
+    ],
+)
 def test_dockerfile_check_catches(old: str, new: str) -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     assert old in text
@@ -375,6 +432,7 @@ def test_dockerignore_check_catches_an_excluded_source() -> None:
 
 
 # ---- (c) kustomize + kubernetes-validate --------------------------------------------------------
+
 
 def kustomize(tools: Path, overlay: str) -> list[Json]:
     return yaml_docs(_ok(_run([str(tools / "kubectl"), "kustomize", str(K8S / overlay)])))
@@ -396,8 +454,11 @@ def _by_kind(docs: list[Json], kind: str) -> dict[str, Json]:
 
 
 def _config(docs: list[Json]) -> dict[str, str]:
-    maps = [d for d in docs if d["kind"] == "ConfigMap"
-            and d["metadata"]["name"].startswith("distcrawl-config")]
+    maps = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("distcrawl-config")
+    ]
     assert len(maps) == 1, [d["metadata"]["name"] for d in maps]
     data: dict[str, str] = maps[0]["data"]
     return data
@@ -411,7 +472,8 @@ def check_k8s_workers(docs: list[Json]) -> None:
         pod = deployments[name]["spec"]["template"]
         spec = pod["spec"]
         assert spec.get("terminationGracePeriodSeconds", 30) > grace, (
-            f"{name}: terminationGracePeriodSeconds <= grace {grace}")
+            f"{name}: terminationGracePeriodSeconds <= grace {grace}"
+        )
         annotations = pod["metadata"]["annotations"]
         assert annotations.get("prometheus.io/scrape") == "true", name
         assert annotations.get("prometheus.io/port") == "9400", name
@@ -451,8 +513,9 @@ def test_kustomize_builds_and_validates(tools: Path, tmp_path: Path, overlay: st
     kubernetes_validate(tools, builtin, tmp_path)
     check_k8s_workers(docs)
     assert "produce" in _by_kind(docs, "Job"), "no producer Job"
-    assert all(d["metadata"].get("namespace") == "distcrawl" for d in docs
-               if d["kind"] != "Namespace"), "objects outside the distcrawl namespace"
+    assert all(
+        d["metadata"].get("namespace") == "distcrawl" for d in docs if d["kind"] != "Namespace"
+    ), "objects outside the distcrawl namespace"
     if overlay == "external-redis":
         assert "redis" not in _by_kind(docs, "StatefulSet")
     else:
@@ -481,12 +544,14 @@ def test_k8s_checkers_catch_broken_settings(tools: Path) -> None:
     check_k8s_redis(docs)
     short: list[Json] = json.loads(json.dumps(docs))
     _by_kind(short, "Deployment")["crawler"]["spec"]["template"]["spec"][
-        "terminationGracePeriodSeconds"] = 5
+        "terminationGracePeriodSeconds"
+    ] = 5
     with pytest.raises(AssertionError, match="terminationGracePeriodSeconds"):
         check_k8s_workers(short)
     lru: list[Json] = json.loads(json.dumps(docs))
     args = _by_kind(lru, "StatefulSet")["redis"]["spec"]["template"]["spec"]["containers"][0][
-        "args"]
+        "args"
+    ]
     args[args.index("noeviction")] = "allkeys-lru"
     with pytest.raises(AssertionError):
         check_k8s_redis(lru)
@@ -552,8 +617,11 @@ process.stdout.write(JSON.stringify(objects.map(errors)));
 def keda_errors(objects: list[Json]) -> list[list[str]]:
     """Per object, the errors that @kubernetes-models/keda's validator and the unknown-field
     check find (ScaledObject, ScaledJob, TriggerAuthentication, ClusterTriggerAuthentication)."""
-    proc = _run(["node", "--input-type=module", "-e", _KEDA_VALIDATE], stdin=json.dumps(objects),
-                cwd=KEDA_TOOLS)
+    proc = _run(
+        ["node", "--input-type=module", "-e", _KEDA_VALIDATE],
+        stdin=json.dumps(objects),
+        cwd=KEDA_TOOLS,
+    )
     results: list[list[str]] = json.loads(_ok(proc))
     return results
 
@@ -566,12 +634,16 @@ def check_scaled_objects(docs: list[Json]) -> None:
         assert obj["spec"]["scaleTargetRef"]["name"] in deployments, name
     crawler = scaled["crawler"]["spec"]["triggers"]
     query = f'max(distcrawl_frontier_queued{{crawl="{crawl}"}})'
-    assert any(t["type"] == "prometheus" and t["metadata"]["query"].replace(" ", "") == query
-               for t in crawler), crawler
+    assert any(
+        t["type"] == "prometheus" and t["metadata"]["query"].replace(" ", "") == query
+        for t in crawler
+    ), crawler
     summarizer = scaled["summarizer"]["spec"]["triggers"]
     # The docs backlog is one Redis list: its real key name, from common/keys.py.
-    assert any(t["type"] == "redis" and t["metadata"]["listName"] == CrawlKeys(crawl).docs
-               for t in summarizer), summarizer
+    assert any(
+        t["type"] == "redis" and t["metadata"]["listName"] == CrawlKeys(crawl).docs
+        for t in summarizer
+    ), summarizer
 
 
 def test_keda_scaled_objects_validate_against_the_crd(tools: Path) -> None:
@@ -596,17 +668,21 @@ def test_keda_crd_validation_catches_mistakes(tools: Path) -> None:
     deep_typo: Json = json.loads(json.dumps(good))
     deep_typo["spec"]["fallback"]["replica"] = 2  # one level down, beside the real replicas
     deep_typo["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
-        "stabilizationWindow"] = 60  # inside the autoscaling/v2 type KEDA embeds
+        "stabilizationWindow"
+    ] = 60  # inside the autoscaling/v2 type KEDA embeds
     wrong_kind: Json = {**good, "kind": "ScaledObjects"}
     errors = keda_errors([typo, no_triggers, bad_type, wrong_version, deep_typo, wrong_kind])
     assert errors[0] == ["/spec/minReplicas: unknown field"], errors[0]
     assert errors[1] == ["/spec: must have required property triggers"], errors[1]
     assert errors[2] == ["/spec/maxReplicaCount: must be integer"], errors[2]
     assert errors[3] == [
-        '/apiVersion: must be equal to one of the allowed values ["keda.sh/v1alpha1"]'], errors[3]
+        '/apiVersion: must be equal to one of the allowed values ["keda.sh/v1alpha1"]'
+    ], errors[3]
     assert errors[4] == [
         "/spec/advanced/horizontalPodAutoscalerConfig/behavior/scaleDown/stabilizationWindow:"
-        " unknown field", "/spec/fallback/replica: unknown field"], errors[4]
+        " unknown field",
+        "/spec/fallback/replica: unknown field",
+    ], errors[4]
     assert errors[5] == ["keda.sh/v1alpha1 ScaledObjects is not a keda.sh/v1alpha1 kind"], errors
     assert keda_errors([good]) == [[]]  # the unbroken object passes the same check
 
@@ -620,6 +696,7 @@ def test_scaled_object_check_catches_a_wrong_list_name(tools: Path) -> None:
 
 
 # ---- (f) scripts --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("script", ["deploy/smoke.sh", ".ci/tools-deploy.sh"])
 def test_scripts_parse(script: str) -> None:

@@ -42,8 +42,9 @@ async def server() -> AsyncIterator[str]:
 
     async def handler(request: web.Request) -> web.Response:
         body, encoding = bodies[request.path]
-        return web.Response(body=body, headers={"Content-Type": "text/html",
-                                                "Content-Encoding": encoding})
+        return web.Response(
+            body=body, headers={"Content-Type": "text/html", "Content-Encoding": encoding}
+        )
 
     app = web.Application()
     for path in bodies:
@@ -93,12 +94,14 @@ async def test_private_addresses_are_refused_by_default(server: str) -> None:
 
 @pytest.mark.parametrize(
     ("body", "charset", "text"),
-    [("café".encode("latin-1"), "latin-1", "café"),
-     ('<meta charset="windows-1252"><p>caf\xe9'.encode("cp1252"), None, "café"),
-     ("naïve".encode(), None, "naïve"),
-     (b"caf\xe9 au lait, tr\xe8s bien", None, "café au lait, très bien"),
-     (b"ok \xff\xfe bytes", "utf-8", "ok \ufffd\ufffd bytes"),
-     (b"x", "no-such-charset", "x")],
+    [
+        ("café".encode("latin-1"), "latin-1", "café"),
+        ('<meta charset="windows-1252"><p>caf\xe9'.encode("cp1252"), None, "café"),
+        ("naïve".encode(), None, "naïve"),
+        (b"caf\xe9 au lait, tr\xe8s bien", None, "café au lait, très bien"),
+        (b"ok \xff\xfe bytes", "utf-8", "ok \ufffd\ufffd bytes"),
+        (b"x", "no-such-charset", "x"),
+    ],
 )
 def test_charsets(body: bytes, charset: str | None, text: str) -> None:
     assert text in decode_body(body, charset)

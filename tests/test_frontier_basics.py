@@ -39,7 +39,7 @@ async def test_ten_thousand_variants_of_a_thousand_urls_admit_exactly_a_thousand
     rng.shuffle(urls)
     admitted = 0
     for start in range(0, len(urls), 500):
-        report = await admitter.admit(urls[start:start + 500], depth=0)
+        report = await admitter.admit(urls[start : start + 500], depth=0)
         admitted += len(report.admitted)
     stats = await frontier.stats()
     assert admitted == 1000
@@ -173,12 +173,22 @@ async def test_retry_after_pushes_the_whole_domain(store: Redis, crawl_keys: Cra
 
 async def test_scope_and_limits_at_admission(store: Redis, crawl_keys: CrawlKeys) -> None:
     spec = CrawlSpec(
-        allowed_domains=["a.test"], exclude=[r"/private/"], max_depth=2, max_pages=3,
+        allowed_domains=["a.test"],
+        exclude=[r"/private/"],
+        max_depth=2,
+        max_pages=3,
     )
     frontier, admitter = await make_frontier(store, crawl_keys, spec)
     report = await admitter.admit(
-        ["http://a.test/1", "http://sub.a.test/2", "http://b.test/3", "http://a.test/private/4",
-         "mailto:x@a.test", "http://a.test/5", "http://a.test/6"],
+        [
+            "http://a.test/1",
+            "http://sub.a.test/2",
+            "http://b.test/3",
+            "http://a.test/private/4",
+            "mailto:x@a.test",
+            "http://a.test/5",
+            "http://a.test/6",
+        ],
         depth=1,
     )
     assert report.admitted == ["http://a.test/1", "http://sub.a.test/2", "http://a.test/5"]

@@ -25,7 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def _spawn(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.frontier_proc", *args],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -38,8 +41,7 @@ async def test_rate_holds_across_three_processes(
     await admitter.admit([f"http://slow.test/{i}" for i in range(500)], depth=0)
     start = time.time() + 1.5  # let the three interpreters start first
     procs = [
-        _spawn("rate", redis_server.url, crawl_keys.crawl, f"{start:.6f}", "4")
-        for _ in range(3)
+        _spawn("rate", redis_server.url, crawl_keys.crawl, f"{start:.6f}", "4") for _ in range(3)
     ]
     stamps: list[float] = []
     for proc in procs:
@@ -49,9 +51,7 @@ async def test_rate_holds_across_three_processes(
     stamps.sort()
     per_proc_busy = sum(1 for p in procs if p.returncode == 0)
     assert per_proc_busy == 3
-    busiest = max(
-        sum(1 for t in stamps[i:] if t < s + 1.0) for i, s in enumerate(stamps)
-    )
+    busiest = max(sum(1 for t in stamps[i:] if t < s + 1.0) for i, s in enumerate(stamps))
     assert busiest <= 6, f"a 1-second window saw {busiest} claims: {stamps}"
     assert 17 <= len(stamps) <= 23, len(stamps)
 
@@ -121,8 +121,7 @@ async def test_in_flight_cap_holds_under_fifty_claimers(
 async def test_sigkilled_claimer_loses_nothing(
     server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys
 ) -> None:
-    spec = CrawlSpec(rate=10_000, burst=1000, inflight_per_domain=1000, lease_s=0.5,
-                     max_attempts=2)
+    spec = CrawlSpec(rate=10_000, burst=1000, inflight_per_domain=1000, lease_s=0.5, max_attempts=2)
     frontier, admitter = await make_frontier(server_store, crawl_keys, spec)
     await admitter.admit([f"http://k{i % 5}.test/{i}" for i in range(100)], depth=0)
 

@@ -380,7 +380,7 @@ async def _claim(frontier: Frontier, model: Model, op: ClaimOp) -> list[Lease]:
         assert d not in visited, (d, leases)
         visited.add(d)
         k = min(avail[d], op.n - got)
-        for lease in leases[got:got + k]:
+        for lease in leases[got : got + k]:
             held = model.take(d, op.worker, lease_ms)
             u = BY_FP[held.fp]
             assert (lease.domain, lease.fp, lease.attempt) == (d, held.fp, held.attempts + 1)
@@ -419,7 +419,10 @@ async def _settle(
         elif isinstance(item, RetryItem):
             got = [
                 await frontier.retry(
-                    worker, fp, item.reason, delay_s=item.delay_s,
+                    worker,
+                    fp,
+                    item.reason,
+                    delay_s=item.delay_s,
                     retry_after_s=item.retry_after_s,
                 )
             ]
@@ -498,7 +501,7 @@ async def _check(frontier: Frontier, redis: Redis, keys: CrawlKeys, model: Model
     pipe.hkeys(keys.pages)
     res = await pipe.execute()
     queues = {d: [_entry(e) for e in res[i]] for i, d in enumerate(DOMAINS)}
-    delayed, inflight, leases, ready, pages = res[len(DOMAINS):]
+    delayed, inflight, leases, ready, pages = res[len(DOMAINS) :]
     assert set(pages) == model.pages
     assert queues == model.queues
     assert [(m, int(s)) for m, s in delayed] == [
@@ -605,7 +608,12 @@ _back_offs = st.builds(
 # Claims and settles are most of a crawl. (one_of would drop repeated strategies: weight by
 # drawing the kind first.)
 _WEIGHTED: tuple[tuple[st.SearchStrategy[Op], int], ...] = (
-    (_advances, 2), (_admits, 2), (_claims, 5), (_settles, 5), (_renews, 1), (_reaps, 2),
+    (_advances, 2),
+    (_admits, 2),
+    (_claims, 5),
+    (_settles, 5),
+    (_renews, 1),
+    (_reaps, 2),
     (_back_offs, 1),
 )
 OPS: st.SearchStrategy[Op] = st.sampled_from(

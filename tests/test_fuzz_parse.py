@@ -18,14 +18,43 @@ from crawler.parse import MAX_NESTING, flatten_deep_nesting, parse_html
 
 pytestmark = pytest.mark.chaos
 
-TAGS = ["<a href='", "<a href=\"", "'>", "\">", "<base href='", "<meta charset='", "<title>",
-        "</title>", "<script>", "</script>", "<!--", "-->", "<div>", "</div>", "<meta name='robots'"
-        " content='", "<link rel='canonical' href='", "&#x", ";", "\x00", "\ufeff", "javascript:",
-        "http://", "//", "../", "?", "#", "%", "\u00e9", "\U0001f600"]
-CHARSETS = st.sampled_from([None, "utf-8", "latin-1", "cp1252", "utf-16", "shift_jis",
-                            "no-such-charset", "utf-7", ""])
+TAGS = [
+    "<a href='",
+    '<a href="',
+    "'>",
+    '">',
+    "<base href='",
+    "<meta charset='",
+    "<title>",
+    "</title>",
+    "<script>",
+    "</script>",
+    "<!--",
+    "-->",
+    "<div>",
+    "</div>",
+    "<meta name='robots' content='",
+    "<link rel='canonical' href='",
+    "&#x",
+    ";",
+    "\x00",
+    "\ufeff",
+    "javascript:",
+    "http://",
+    "//",
+    "../",
+    "?",
+    "#",
+    "%",
+    "\u00e9",
+    "\U0001f600",
+]
+CHARSETS = st.sampled_from(
+    [None, "utf-8", "latin-1", "cp1252", "utf-16", "shift_jis", "no-such-charset", "utf-7", ""]
+)
 html_like = st.lists(st.one_of(st.sampled_from(TAGS), st.text(max_size=20)), max_size=60).map(
-    "".join)
+    "".join
+)
 bodies = st.one_of(st.binary(max_size=4000), html_like.map(lambda s: s.encode("utf-8", "replace")))
 
 
@@ -63,8 +92,9 @@ def test_deep_nesting_is_flattened_and_keeps_its_text() -> None:
 
 
 def test_big_shallow_pages_are_left_alone() -> None:
-    rows = "".join(f"<li><a href='/p/{i}'>item {i}</a><div><span>{i}</span></div>"
-                   for i in range(5_000))
+    rows = "".join(
+        f"<li><a href='/p/{i}'>item {i}</a><div><span>{i}</span></div>" for i in range(5_000)
+    )
     html = f"<ul>{rows}</ul>"
     assert html.count("<") > 10_000
     assert flatten_deep_nesting(html) == html

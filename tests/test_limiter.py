@@ -18,13 +18,15 @@ from tests.helpers import FakeClock
 EPOCH_MS = 1_712_345_678_901
 
 
-def _limiter(store: Redis, keys: CrawlKeys, clock: FakeClock, rpm: int, tpm: int = 0,
-             window_s: float = 60.0) -> SharedRateLimiter:
+def _limiter(
+    store: Redis, keys: CrawlKeys, clock: FakeClock, rpm: int, tpm: int = 0, window_s: float = 60.0
+) -> SharedRateLimiter:
     return SharedRateLimiter(ScriptRunner(store), keys, rpm, tpm, clock=clock, window_s=window_s)
 
 
-async def _send_at_slots(limiters: list[SharedRateLimiter], clock: FakeClock, waiters: int,
-                         span_ms: int) -> list[int]:
+async def _send_at_slots(
+    limiters: list[SharedRateLimiter], clock: FakeClock, waiters: int, span_ms: int
+) -> list[int]:
     """Simulate ``waiters`` callers per limiter, each booking its next request as soon as it has
     sent the previous one, and sending exactly at the booked time; the send times in ms (those
     before ``span_ms`` from the start)."""
@@ -66,9 +68,7 @@ async def test_a_one_second_window_is_met_to_the_interval(
     assert len(sent) >= 0.95 * 50 * 10
 
 
-async def test_a_sixty_second_window_is_never_exceeded(
-    store: Redis, crawl_keys: CrawlKeys
-) -> None:
+async def test_a_sixty_second_window_is_never_exceeded(store: Redis, crawl_keys: CrawlKeys) -> None:
     """600 rpm counted per minute (burst 10, refill 590/min) over two and a half minutes."""
     clock = FakeClock(EPOCH_MS)
     limiters = [_limiter(store, crawl_keys, clock, 600) for _ in range(2)]
@@ -145,8 +145,15 @@ async def test_a_pause_learned_while_asleep_books_again(
             await limiter.pause(3)
         clock.advance(round(seconds * 1000))
 
-    limiter = SharedRateLimiter(ScriptRunner(store), crawl_keys, 600, 0, clock=clock,
-                                sleep=sleep, on_wait=lambda: waits.append(None))
+    limiter = SharedRateLimiter(
+        ScriptRunner(store),
+        crawl_keys,
+        600,
+        0,
+        clock=clock,
+        sleep=sleep,
+        on_wait=lambda: waits.append(None),
+    )
     for _ in range(10):  # the burst
         await limiter.acquire(1)
     start = clock.now
@@ -166,8 +173,15 @@ async def test_acquire_sleeps_once_and_counts_waits(store: Redis, crawl_keys: Cr
         naps.append(seconds)
         clock.advance(round(seconds * 1000))
 
-    limiter = SharedRateLimiter(ScriptRunner(store), crawl_keys, 120, 0, clock=clock,
-                                sleep=sleep, on_wait=lambda: waits.append(None))
+    limiter = SharedRateLimiter(
+        ScriptRunner(store),
+        crawl_keys,
+        120,
+        0,
+        clock=clock,
+        sleep=sleep,
+        on_wait=lambda: waits.append(None),
+    )
     for _ in range(4):
         await limiter.acquire(1)
     assert len(naps) == len(waits) == 2  # the burst (2) went at once, then one nap per call

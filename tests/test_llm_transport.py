@@ -31,14 +31,19 @@ from tests.redis_server import free_port
 
 KEY = "sk-transport-0123456789"
 TRANSPORTS = ["direct", "openai"]
-BODY: dict[str, Any] = {"model": "mock-model", "max_tokens": 64,
-                        "messages": [{"role": "user", "content": "Alpha beta gamma delta."}]}
+BODY: dict[str, Any] = {
+    "model": "mock-model",
+    "max_tokens": 64,
+    "messages": [{"role": "user", "content": "Alpha beta gamma delta."}],
+}
 
 
-def _transport(kind: str, base_url: str, *, key: str = KEY, timeout_s: float = 10.0
-               ) -> ChatTransport:
-    llm = LLMSettings(base_url=base_url, api_key=SecretStr(key), transport=kind,
-                      timeout_s=timeout_s)
+def _transport(
+    kind: str, base_url: str, *, key: str = KEY, timeout_s: float = 10.0
+) -> ChatTransport:
+    llm = LLMSettings(
+        base_url=base_url, api_key=SecretStr(key), transport=kind, timeout_s=timeout_s
+    )
     return open_client(llm, key)
 
 
@@ -118,8 +123,9 @@ async def test_a_slow_answer_is_a_timeout(kind: str, mock: MockLLM) -> None:
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
-async def test_a_reset_or_refused_connection_is_a_connection_error(kind: str,
-                                                                   mock: MockLLM) -> None:
+async def test_a_reset_or_refused_connection_is_a_connection_error(
+    kind: str, mock: MockLLM
+) -> None:
     mock.configure(mode="reset")
     reset = await _error(_transport(kind, mock.base_url))
     assert isinstance(reset, RetryableError)
@@ -166,12 +172,19 @@ async def test_direct_sends_the_headers_the_openai_client_sends() -> None:
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
-async def test_a_proxy_from_the_environment_is_used(kind: str,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_proxy_from_the_environment_is_used(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """HTTP_PROXY applies to both transports (openai's honour it, so the direct one must)."""
     async with _probe() as (port, seen):
-        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
-                     "all_proxy"):
+        for name in (
+            "NO_PROXY",
+            "no_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
         monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
@@ -180,15 +193,25 @@ async def test_a_proxy_from_the_environment_is_used(kind: str,
     assert request.host == "llm.example.invalid"
 
 
-async def test_429s_and_failures_have_separate_budgets(mock: MockLLM, store: Redis,
-                                                       crawl_keys: CrawlKeys) -> None:
+async def test_429s_and_failures_have_separate_budgets(
+    mock: MockLLM, store: Redis, crawl_keys: CrawlKeys
+) -> None:
     """The engine's retries: a doc fails after max_attempts failed calls, or after
     max_rate_limited 429s (the provider pacing), whichever budget runs out; never more calls."""
-    llm = LLMSettings(base_url=mock.base_url, api_key=SecretStr(KEY), max_attempts=2,
-                      max_rate_limited=4, timeout_s=10)
-    engine = OpenAIEngine(open_client(llm, KEY), llm,
-                          SharedRateLimiter(ScriptRunner(store), crawl_keys, 0, 0),
-                          AdaptiveLimit(8), lambda *_: None)
+    llm = LLMSettings(
+        base_url=mock.base_url,
+        api_key=SecretStr(KEY),
+        max_attempts=2,
+        max_rate_limited=4,
+        timeout_s=10,
+    )
+    engine = OpenAIEngine(
+        open_client(llm, KEY),
+        llm,
+        SharedRateLimiter(ScriptRunner(store), crawl_keys, 0, 0),
+        AdaptiveLimit(8),
+        lambda *_: None,
+    )
     profile = Profile("mock-model", llm.prompt, 32)
     request = Request("https://a.test/", "A", "Alpha beta gamma.", profile)
     try:

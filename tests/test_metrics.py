@@ -61,8 +61,12 @@ def test_crawl_worker_serves_metrics(
         assert samples['distcrawl_pages_total{outcome="failed"}'] == 0  # preset label values
         health = cli("health", "--metrics-port", str(port))
         assert (health.returncode, health.stdout.split(":")[0]) == (0, "healthy"), health
-        labels = {pair.split("=")[0] for name in samples if "{" in name
-                  for pair in name[name.index("{") + 1:-1].split(",")}
+        labels = {
+            pair.split("=")[0]
+            for name in samples
+            if "{" in name
+            for pair in name[name.index("{") + 1 : -1].split(",")
+        }
         assert labels <= {"status_class", "outcome", "reason", "le", "quantile"}, labels
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -80,10 +84,21 @@ async def test_summarize_worker_serves_metrics(
     mock = MockProcess("--api-key", "sk-metrics", "--latency", "0.05")
     await feed_docs(server_store, crawl_keys, make_docs(40))
     port = free_port()
-    env = {"OPENAI_API_KEY": "sk-metrics", "DISTCRAWL_LLM__BASE_URL": mock.base_url,
-           "DISTCRAWL_LLM__MODEL": "mock-model"}
-    worker = spawn_cli("summarize", "--redis", redis_server.url, "--crawl", crawl_keys.crawl,
-                       "--metrics-port", str(port), env=env)
+    env = {
+        "OPENAI_API_KEY": "sk-metrics",
+        "DISTCRAWL_LLM__BASE_URL": mock.base_url,
+        "DISTCRAWL_LLM__MODEL": "mock-model",
+    }
+    worker = spawn_cli(
+        "summarize",
+        "--redis",
+        redis_server.url,
+        "--crawl",
+        crawl_keys.crawl,
+        "--metrics-port",
+        str(port),
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 60
         samples: dict[str, float] = {}

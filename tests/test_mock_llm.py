@@ -52,7 +52,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def ask(client: openai.AsyncOpenAI, text: str = "hello there", **kw: Any) -> str | None:
     reply: ChatCompletion = await client.chat.completions.create(
-        model=MODEL, messages=user(text), **kw)
+        model=MODEL, messages=user(text), **kw
+    )
     return reply.choices[0].message.content
 
 
@@ -63,7 +64,8 @@ async def test_completion_content_and_usage(mock: MockLLM, client: openai.AsyncO
     system = "You summarize pages."  # 20 chars
     text = " ".join(WORDS)  # 30 words: w0..w9 are 2 chars, w10..w29 are 3 chars -> 109 chars
     reply = await client.chat.completions.create(
-        model=MODEL, messages=[{"role": "system", "content": system}, *user(text)])
+        model=MODEL, messages=[{"role": "system", "content": system}, *user(text)]
+    )
     assert reply.id.startswith("chatcmpl-")
     assert reply.object == "chat.completion"
     assert reply.model == MODEL
@@ -83,12 +85,20 @@ async def test_completion_content_and_usage(mock: MockLLM, client: openai.AsyncO
 
 
 async def test_content_parts_and_last_user_message(client: openai.AsyncOpenAI) -> None:
-    reply = await client.chat.completions.create(model=MODEL, messages=[
-        {"role": "user", "content": "first question"},
-        {"role": "assistant", "content": "an answer"},
-        {"role": "user", "content": [{"type": "text", "text": "second "},
-                                     {"type": "text", "text": "question"}]},
-    ])
+    reply = await client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "an answer"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "second "},
+                    {"type": "text", "text": "question"},
+                ],
+            },
+        ],
+    )
     assert reply.choices[0].message.content == "Summary: second question"
     assert reply.usage is not None
     assert reply.usage.prompt_tokens == (14 + 9 + 15) // 4 + 1
@@ -97,7 +107,8 @@ async def test_content_parts_and_last_user_message(client: openai.AsyncOpenAI) -
 @pytest.mark.parametrize("param", ["max_tokens", "max_completion_tokens"])
 async def test_token_limit_caps_words(client: openai.AsyncOpenAI, param: str) -> None:
     reply = await client.chat.completions.create(
-        model=MODEL, messages=user(" ".join(WORDS)), **{param: 4})  # type: ignore[call-overload]
+        model=MODEL, messages=user(" ".join(WORDS)), **{param: 4}
+    )  # type: ignore[call-overload]
     assert reply.choices[0].message.content == "Summary: w0 w1 w2"
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage is not None
@@ -143,7 +154,8 @@ async def test_unknown_model_is_404(client: openai.AsyncOpenAI, mock: MockLLM) -
 
 
 async def test_rpm_limit_gives_429_with_retry_after(
-        client: openai.AsyncOpenAI, mock: MockLLM) -> None:
+    client: openai.AsyncOpenAI, mock: MockLLM
+) -> None:
     mock.configure(rpm=3)
     for _ in range(3):
         await ask(client)
@@ -260,7 +272,8 @@ async def test_reset_mode_is_a_connection_error(client: openai.AsyncOpenAI, mock
 
 
 async def test_malformed_mode_raises_json_decode_error(
-        client: openai.AsyncOpenAI, mock: MockLLM) -> None:
+    client: openai.AsyncOpenAI, mock: MockLLM
+) -> None:
     # Observed: openai 3.x does not wrap a broken JSON body, json.JSONDecodeError escapes.
     mock.configure(mode="malformed")
     with pytest.raises(json.JSONDecodeError):
@@ -269,7 +282,8 @@ async def test_malformed_mode_raises_json_decode_error(
 
 
 async def test_empty_choices_mode_returns_an_empty_list(
-        client: openai.AsyncOpenAI, mock: MockLLM) -> None:
+    client: openai.AsyncOpenAI, mock: MockLLM
+) -> None:
     # Observed: the client returns the completion as is; the caller must check choices.
     mock.configure(mode="empty_choices")
     reply = await client.chat.completions.create(model=MODEL, messages=user("x"))
@@ -278,7 +292,8 @@ async def test_empty_choices_mode_returns_an_empty_list(
 
 
 async def test_error_200_mode_returns_an_object_without_choices(
-        client: openai.AsyncOpenAI, mock: MockLLM) -> None:
+    client: openai.AsyncOpenAI, mock: MockLLM
+) -> None:
     # Observed: no exception; a ChatCompletion built without validation, choices is None and
     # the error is kept as an extra field.
     mock.configure(mode="error_200")
@@ -352,7 +367,8 @@ async def test_invalid_config_is_rejected() -> None:
 
 
 async def test_control_endpoints(
-        client: openai.AsyncOpenAI, mock: MockLLM, http: aiohttp.ClientSession) -> None:
+    client: openai.AsyncOpenAI, mock: MockLLM, http: aiohttp.ClientSession
+) -> None:
     base = mock.server_url
     async with http.post(f"{base}/_config", json={"rpm": 1, "models": [MODEL]}) as resp:
         assert resp.status == 200
@@ -393,9 +409,21 @@ async def test_control_endpoints(
 
 async def test_subprocess_entry_point(http: aiohttp.ClientSession) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.mock_llm", "--port", "0", "--api-key", KEY, "--rpm", "2",
-        "--latency", "0.01", cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "tests.mock_llm",
+        "--port",
+        "0",
+        "--api-key",
+        KEY,
+        "--rpm",
+        "2",
+        "--latency",
+        "0.01",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
@@ -408,8 +436,9 @@ async def test_subprocess_entry_point(http: aiohttp.ClientSession) -> None:
             await ask(c)
             with pytest.raises(openai.RateLimitError):
                 await ask(c)
-            async with http.post(base_url.removesuffix("/v1") + "/_config",
-                                 json={"rpm": 0}) as resp:
+            async with http.post(
+                base_url.removesuffix("/v1") + "/_config", json={"rpm": 0}
+            ) as resp:
                 assert resp.status == 200
             await ask(c)
         async with http.get(base_url.removesuffix("/v1") + "/stats") as resp:

@@ -63,15 +63,21 @@ class Tools:
 def tools() -> Tools:
     """Install what is missing (instant when all is there), then insist that it is there."""
     setup = subprocess.run(
-        ["bash", str(ROOT / ".ci" / "tools-observability.sh")], capture_output=True, text=True,
-        timeout=900, check=False,
+        ["bash", str(ROOT / ".ci" / "tools-observability.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert setup.returncode == 0, f"tools-observability.sh failed:\n{setup.stdout}{setup.stderr}"
     found = {name: shutil.which(name) for name in ("promtool", "prometheus", "node")}
     tsc = NODE_MODULES / ".bin" / "tsc"
     missing = [name for name, path in found.items() if path is None]
-    missing += [str(p) for p in (tsc, NODE_MODULES / "@grafana" / "schema", NODE_MODULES / "yaml")
-                if not p.exists()]
+    missing += [
+        str(p)
+        for p in (tsc, NODE_MODULES / "@grafana" / "schema", NODE_MODULES / "yaml")
+        if not p.exists()
+    ]
     assert not missing, f"missing after .ci/tools-observability.sh: {missing}"
     promtool, prometheus, node = (found["promtool"], found["prometheus"], found["node"])
     assert promtool is not None
@@ -80,10 +86,18 @@ def tools() -> Tools:
     return Tools(promtool, prometheus, node, tsc)
 
 
-def run(args: list[str | Path], *, cwd: Path = ROOT, input_text: str | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True,
-                          input=input_text, timeout=timeout, check=False)
+def run(
+    args: list[str | Path], *, cwd: Path = ROOT, input_text: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        input=input_text,
+        timeout=timeout,
+        check=False,
+    )
 
 
 _yaml_cache: dict[Path, Any] = {}
@@ -98,8 +112,12 @@ def load_yaml(tools: Tools, path: Path) -> Any:
     """A YAML file as JSON data, parsed by the npm `yaml` package (the venv has no YAML library)."""
     if path not in _yaml_cache:
         proc = subprocess.run(
-            [tools.node, "-e", _YAML_TO_JSON, str(path)], capture_output=True, text=True,
-            timeout=30, check=False, env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
+            [tools.node, "-e", _YAML_TO_JSON, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
         )
         assert proc.returncode == 0, f"cannot parse {path}: {proc.stderr}"
         _yaml_cache[path] = json.loads(proc.stdout)
@@ -155,7 +173,8 @@ def test_k8s_config_is_valid(tools: Tools, tmp_path: Path) -> None:
     proc = run([tools.promtool, "check", "config", PROM_K8S])
     if proc.returncode != 0:
         assert "field kubernetes_sd_configs not found" in proc.stdout + proc.stderr, (
-            proc.stdout + proc.stderr)
+            proc.stdout + proc.stderr
+        )
         copy_path = tmp_path / "prometheus-k8s-static.yml"
         copy_path.write_text(json.dumps(_k8s_as_static(load_yaml(tools, PROM_K8S))))
         shutil.copy(ALERTS, tmp_path / "alerts.yml")
@@ -205,7 +224,8 @@ def test_coverage_check_catches_missing_cases(tools: Tools) -> None:
     tests_doc = load_yaml(tools, ALERTS_TEST)
     for group in tests_doc["tests"]:  # drop the quiet cases of one alert
         group["alert_rule_test"] = [
-            case for case in group["alert_rule_test"]
+            case
+            for case in group["alert_rule_test"]
             if case["alertname"] != "DistcrawlNoProgress" or case.get("exp_alerts")
         ]
     alerts_doc["groups"][0]["rules"].append({"alert": "DistcrawlUntested", "expr": "vector(1)"})
@@ -219,7 +239,8 @@ def test_coverage_check_catches_missing_cases(tools: Tools) -> None:
 def test_alerts_have_severity_annotations_and_runbooks(tools: Tools) -> None:
     headings = {
         line.lstrip("#").strip().lower()
-        for line in DOCS.read_text().splitlines() if line.startswith("#")
+        for line in DOCS.read_text().splitlines()
+        if line.startswith("#")
     }
     for rule in alert_rules(load_yaml(tools, ALERTS)):
         name = rule["alert"]
@@ -266,8 +287,9 @@ def _layout_problems(panels: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-def _query_problems(panel: dict[str, Any], datasource_uid: str, ds_variables: set[str],
-                    used: set[str]) -> list[str]:
+def _query_problems(
+    panel: dict[str, Any], datasource_uid: str, ds_variables: set[str], used: set[str]
+) -> list[str]:
     """A panel's datasources and queries; adds the variables its queries use to ``used``."""
     problems: list[str] = []
     where = f"panel {panel.get('id')} {panel.get('title')!r}"
@@ -283,8 +305,11 @@ def _query_problems(panel: dict[str, Any], datasource_uid: str, ds_variables: se
         expr = target.get("expr", "")
         names = variables_used(expr)
         used |= names
-        problems += [f"{where} {target.get('refId')}: query does not use ${needed}: {expr}"
-                     for needed in ("crawl", "instance") if needed not in names]
+        problems += [
+            f"{where} {target.get('refId')}: query does not use ${needed}: {expr}"
+            for needed in ("crawl", "instance")
+            if needed not in names
+        ]
     return problems
 
 
@@ -294,16 +319,22 @@ def dashboard_problems(dashboard: dict[str, Any], datasource_uid: str) -> list[s
     templating = dashboard.get("templating", {}).get("list", [])
     variables = [v["name"] for v in templating]
     # A datasource variable counts as the provisioned datasource when its value is that uid.
-    ds_variables = {v["name"] for v in templating if v.get("type") == "datasource"
-                    and (v.get("current") or {}).get("value") == datasource_uid}
+    ds_variables = {
+        v["name"]
+        for v in templating
+        if v.get("type") == "datasource" and (v.get("current") or {}).get("value") == datasource_uid
+    }
     panels = panels_of(dashboard)
     problems = _layout_problems(panels)
     used: set[str] = set()
     for panel in panels:
         if panel.get("type") != "row":
             problems += _query_problems(panel, datasource_uid, ds_variables, used)
-    problems += [f"variable {v!r} is used by no query" for v in variables
-                 if v not in used and v not in ds_variables]
+    problems += [
+        f"variable {v!r} is used by no query"
+        for v in variables
+        if v not in used and v not in ds_variables
+    ]
     if "crawl" not in variables:
         problems.append("no crawl variable")
     return problems
@@ -323,10 +354,26 @@ def test_dashboard_structure(tools: Tools) -> None:
     dashboard = load_dashboard()
     assert dashboard_problems(dashboard, uid) == []
     titles = " ".join(p.get("title", "") for p in panels_of(dashboard)).lower()
-    for topic in ("pages settled/s by outcome", "fetch latency", "status class", "bytes",
-                  "retries", "dead letters", "frontier", "domains", "in flight", "per worker",
-                  "llm requests/s", "llm latency", "tokens/min", "cost/hour", "rate limiting",
-                  "adaptive", "docs backlog", "redis memory"):
+    for topic in (
+        "pages settled/s by outcome",
+        "fetch latency",
+        "status class",
+        "bytes",
+        "retries",
+        "dead letters",
+        "frontier",
+        "domains",
+        "in flight",
+        "per worker",
+        "llm requests/s",
+        "llm latency",
+        "tokens/min",
+        "cost/hour",
+        "rate limiting",
+        "adaptive",
+        "docs backlog",
+        "redis memory",
+    ):
         assert topic in titles, f"no panel about {topic!r}"
     provider = load_yaml(tools, DASHBOARD_PROVIDER)["providers"]
     assert provider[0]["type"] == "file"
@@ -381,8 +428,22 @@ def typecheck_dashboard(tools: Tools, workdir: Path, dashboard_json: str) -> str
         f"const dashboard = ({dashboard_json}) satisfies Dashboard;\n"
         "export default dashboard;\n"
     )
-    proc = run([tools.tsc, "--noEmit", "--strict", "--target", "es2022", "--module", "esnext",
-                "--moduleResolution", "bundler", source], cwd=workdir, timeout=120)
+    proc = run(
+        [
+            tools.tsc,
+            "--noEmit",
+            "--strict",
+            "--target",
+            "es2022",
+            "--module",
+            "esnext",
+            "--moduleResolution",
+            "bundler",
+            source,
+        ],
+        cwd=workdir,
+        timeout=120,
+    )
     if proc.returncode == 0:
         return ""
     return proc.stdout + proc.stderr or f"tsc exited {proc.returncode}"
@@ -453,8 +514,9 @@ class Stack:
         return text
 
     def log_tail(self) -> str:
-        return "\n".join(f"== {p.name}\n{p.read_text()[-1500:]}"
-                         for p in sorted(self.logs.glob("*.log")))
+        return "\n".join(
+            f"== {p.name}\n{p.read_text()[-1500:]}" for p in sorted(self.logs.glob("*.log"))
+        )
 
 
 def _wait(what: str, check: Callable[[], bool], deadline: float, stack: Stack | None) -> None:
@@ -468,22 +530,36 @@ def _wait(what: str, check: Callable[[], bool], deadline: float, stack: Stack | 
     raise AssertionError(f"timed out waiting for {what}\n{stack.log_tail() if stack else ''}")
 
 
-def _spawn(logs: Path, name: str, args: list[str], env: dict[str, str] | None = None,
-           ) -> subprocess.Popen[str]:
+def _spawn(
+    logs: Path,
+    name: str,
+    args: list[str],
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[str]:
     """A long-running process whose output goes to logs/NAME.log (a pipe nobody reads could
     fill up and block it)."""
     out = (logs / f"{name}.log").open("w")
     try:
-        return subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, **(env or {})})
+        return subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
     finally:
         out.close()
 
 
 def _k8s_pod(name: str, port: int, **meta: str) -> dict[str, Any]:
-    labels = {"__meta_kubernetes_pod_name": name, "__meta_kubernetes_namespace": "distcrawl",
-              "__meta_kubernetes_pod_ip": "127.0.0.1", "__meta_kubernetes_pod_phase": "Running",
-              "__meta_kubernetes_pod_annotation_prometheus_io_port": str(port)}
+    labels = {
+        "__meta_kubernetes_pod_name": name,
+        "__meta_kubernetes_namespace": "distcrawl",
+        "__meta_kubernetes_pod_ip": "127.0.0.1",
+        "__meta_kubernetes_pod_phase": "Running",
+        "__meta_kubernetes_pod_annotation_prometheus_io_port": str(port),
+    }
     labels.update({f"__meta_kubernetes_pod_{k}": v for k, v in meta.items()})
     return {"targets": ["127.0.0.1:1"], "labels": labels}
 
@@ -502,21 +578,42 @@ def live_prometheus_config(tools: Tools, stack: Stack) -> dict[str, Any]:
         for rule in relabels:
             if rule.get("target_label") == "crawl" and "source_labels" not in rule:
                 rule["replacement"] = stack.crawl  # the Compose project's crawl name
-        jobs.append({"job_name": job["job_name"], "relabel_configs": relabels,
-                     "static_configs": [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]})
-    k8s_job = next(j for j in load_yaml(tools, PROM_K8S)["scrape_configs"]
-                   if "kubernetes_sd_configs" in j)
+        jobs.append(
+            {
+                "job_name": job["job_name"],
+                "relabel_configs": relabels,
+                "static_configs": [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}],
+            }
+        )
+    k8s_job = next(
+        j for j in load_yaml(tools, PROM_K8S)["scrape_configs"] if "kubernetes_sd_configs" in j
+    )
     scrape = {"annotation_prometheus_io_scrape": "true"}
     pods = [
-        _k8s_pod("crawler-0", stack.crawl_port, container_name="crawler",
-                 annotation_distcrawl_io_crawl=stack.k8s_crawl, **scrape),
-        _k8s_pod("summarizer-0", stack.summarize_port, container_name="main",
-                 label_app_kubernetes_io_component="summarizer", **scrape),
+        _k8s_pod(
+            "crawler-0",
+            stack.crawl_port,
+            container_name="crawler",
+            annotation_distcrawl_io_crawl=stack.k8s_crawl,
+            **scrape,
+        ),
+        _k8s_pod(
+            "summarizer-0",
+            stack.summarize_port,
+            container_name="main",
+            label_app_kubernetes_io_component="summarizer",
+            **scrape,
+        ),
         _k8s_pod("redis-0", stack.crawl_port, container_name="redis", **scrape),
         _k8s_pod("crawler-unannotated", stack.crawl_port, container_name="crawler"),
     ]
-    jobs.append({"job_name": "k8s-pods", "relabel_configs": k8s_job["relabel_configs"],
-                 "static_configs": pods})
+    jobs.append(
+        {
+            "job_name": "k8s-pods",
+            "relabel_configs": k8s_job["relabel_configs"],
+            "static_configs": pods,
+        }
+    )
     return {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ALERTS)],
@@ -537,50 +634,116 @@ def stack(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         redis = RedisServer(work / "redis", None, "--maxmemory", "256mb")
         redis.start()
         stopped.append(redis.stop)
-        site = SiteProcess(work / "site.log", "--addresses", "127.0.0.1", "--pages", "60",
-                           "--page-delay", "0.02")
+        site = SiteProcess(
+            work / "site.log", "--addresses", "127.0.0.1", "--pages", "60", "--page-delay", "0.02"
+        )
         stopped.append(site.stop)
         mock = MockProcess("--api-key", "sk-observe", "--latency", "0.05", "--rpm", "12")
         stopped.append(mock.stop)
         store = ["--redis", redis.url, "--crawl", crawl]
-        produced = cli("produce", *store, f"http://{site.hosts[0]}/", "--rate", "30",
-                       "--burst", "8", timeout=60)
+        produced = cli(
+            "produce",
+            *store,
+            f"http://{site.hosts[0]}/",
+            "--rate",
+            "30",
+            "--burst",
+            "8",
+            timeout=60,
+        )
         assert produced.returncode == 0, produced.stderr
         stack = Stack(crawl, free_port(), free_port(), "", f"{crawl}k8s", logs)
         distcrawl = [sys.executable, "-m", "distcrawl.cli"]
-        procs.append(_spawn(logs, "crawl", [
-            *distcrawl, "crawl", *store, "--allow-private", "--concurrency", "8", "--grace", "1",
-            "--metrics-port", str(stack.crawl_port)]))
-        procs.append(_spawn(logs, "summarize", [
-            *distcrawl, "summarize", *store, "--concurrency", "4", "--grace", "1",
-            "--metrics-port", str(stack.summarize_port)], env={
-            "OPENAI_API_KEY": "sk-observe", "DISTCRAWL_LLM__BASE_URL": mock.base_url,
-            "DISTCRAWL_LLM__MODEL": "gpt-4o-mini"}))
+        procs.append(
+            _spawn(
+                logs,
+                "crawl",
+                [
+                    *distcrawl,
+                    "crawl",
+                    *store,
+                    "--allow-private",
+                    "--concurrency",
+                    "8",
+                    "--grace",
+                    "1",
+                    "--metrics-port",
+                    str(stack.crawl_port),
+                ],
+            )
+        )
+        procs.append(
+            _spawn(
+                logs,
+                "summarize",
+                [
+                    *distcrawl,
+                    "summarize",
+                    *store,
+                    "--concurrency",
+                    "4",
+                    "--grace",
+                    "1",
+                    "--metrics-port",
+                    str(stack.summarize_port),
+                ],
+                env={
+                    "OPENAI_API_KEY": "sk-observe",
+                    "DISTCRAWL_LLM__BASE_URL": mock.base_url,
+                    "DISTCRAWL_LLM__MODEL": "gpt-4o-mini",
+                },
+            )
+        )
         prom_port = free_port()
         stack.prom_url = f"http://127.0.0.1:{prom_port}"
         config = work / "prometheus.yml"
         config.write_text(json.dumps(live_prometheus_config(tools, stack), indent=1))
         checked = run([tools.promtool, "check", "config", config])
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        procs.append(_spawn(logs, "prometheus", [
-            tools.prometheus, f"--config.file={config}", f"--storage.tsdb.path={work / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}"]))
+        procs.append(
+            _spawn(
+                logs,
+                "prometheus",
+                [
+                    tools.prometheus,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={work / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+            )
+        )
         deadline = time.monotonic() + 60
         _wait_ready(stack, deadline)
-        _wait("5 scrapes of every target",
-              lambda: min(stack.values('count_over_time(up{job=~"distcrawl-.*"}[1m])'),
-                          default=0) >= 5 and len(stack.values('up == 1')) >= 4,
-              deadline, stack)
-        _wait("pages crawled, LLM calls answered ok and 429",
-              lambda: sum(stack.values("distcrawl_crawl_done")) > 0
-              and sum(stack.values('distcrawl_llm_requests_total{outcome="ok"}')) > 0
-              and sum(stack.values('distcrawl_llm_requests_total{outcome="http_429"}')) > 0
-              and len(stack.values("distcrawl_llm_cost_usd_total")) > 0,
-              deadline, stack)
-        _wait("every rule evaluated", lambda: all(
-            rule["health"] != "unknown" for group in
-            http_json(f"{stack.prom_url}/api/v1/rules")["data"]["groups"]
-            for rule in group["rules"]), deadline, stack)
+        _wait(
+            "5 scrapes of every target",
+            lambda: (
+                min(stack.values('count_over_time(up{job=~"distcrawl-.*"}[1m])'), default=0) >= 5
+                and len(stack.values("up == 1")) >= 4
+            ),
+            deadline,
+            stack,
+        )
+        _wait(
+            "pages crawled, LLM calls answered ok and 429",
+            lambda: (
+                sum(stack.values("distcrawl_crawl_done")) > 0
+                and sum(stack.values('distcrawl_llm_requests_total{outcome="ok"}')) > 0
+                and sum(stack.values('distcrawl_llm_requests_total{outcome="http_429"}')) > 0
+                and len(stack.values("distcrawl_llm_cost_usd_total")) > 0
+            ),
+            deadline,
+            stack,
+        )
+        _wait(
+            "every rule evaluated",
+            lambda: all(
+                rule["health"] != "unknown"
+                for group in http_json(f"{stack.prom_url}/api/v1/rules")["data"]["groups"]
+                for rule in group["rules"]
+            ),
+            deadline,
+            stack,
+        )
         yield stack
     finally:
         for proc in reversed(procs):
@@ -625,8 +788,13 @@ def test_metrics_lint_catches_problems(tools: Tools) -> None:
 
 def grafana_expr(expr: str, stack: Stack) -> str:
     """``expr`` as Grafana sends it: the crawl picked, instance = All, intervals resolved."""
-    values = {"crawl": stack.crawl, "instance": ".*", "__rate_interval": "20s",
-              "__interval": "5s", "__range": "1m"}
+    values = {
+        "crawl": stack.crawl,
+        "instance": ".*",
+        "__rate_interval": "20s",
+        "__interval": "5s",
+        "__range": "1m",
+    }
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
@@ -659,12 +827,14 @@ def test_dashboard_variables_resolve(stack: Stack) -> None:
         match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", variable["query"])
         assert match, variable
         selector = grafana_expr(match.group(1), stack)
-        url = (f"{stack.prom_url}/api/v1/label/{match.group(2)}/values?"
-               + urllib.parse.urlencode({"match[]": selector}))
+        url = f"{stack.prom_url}/api/v1/label/{match.group(2)}/values?" + urllib.parse.urlencode(
+            {"match[]": selector}
+        )
         found[variable["name"]] = http_json(url)["data"]
     assert stack.crawl in found["crawl"], found
     assert sorted(found["instance"]) == sorted(
-        f"127.0.0.1:{port}" for port in (stack.crawl_port, stack.summarize_port)), found
+        f"127.0.0.1:{port}" for port in (stack.crawl_port, stack.summarize_port)
+    ), found
 
 
 _SELECTOR = re.compile(r"([a-zA-Z_:][\w:]*)\s*(\{[^}]*\})")
@@ -707,8 +877,11 @@ def active_targets(stack: Stack, pool: str) -> list[dict[str, Any]]:
 def test_compose_relabeling_attaches_crawl(stack: Stack) -> None:
     for job, port in zip(WORKER_JOBS, (stack.crawl_port, stack.summarize_port), strict=True):
         (target,) = active_targets(stack, job)
-        assert target["labels"] == {"job": job, "instance": f"127.0.0.1:{port}",
-                                    "crawl": stack.crawl}, target
+        assert target["labels"] == {
+            "job": job,
+            "instance": f"127.0.0.1:{port}",
+            "crawl": stack.crawl,
+        }, target
         assert target["health"] == "up", target
 
 
@@ -725,11 +898,17 @@ def test_k8s_relabeling_keeps_worker_pods(stack: Stack) -> None:
     }
     for pod, (job, port, crawl) in expected.items():
         target = targets[pod]
-        assert target["labels"] == {"job": job, "instance": pod, "pod": pod,
-                                    "namespace": "distcrawl", "crawl": crawl}, target
+        assert target["labels"] == {
+            "job": job,
+            "instance": pod,
+            "pod": pod,
+            "namespace": "distcrawl",
+            "crawl": crawl,
+        }, target
         assert target["scrapeUrl"] == f"http://127.0.0.1:{port}/metrics", target
         assert target["health"] == "up", target
     data = http_json(f"{stack.prom_url}/api/v1/targets?state=dropped")["data"]
-    dropped = {t["discoveredLabels"].get("__meta_kubernetes_pod_name")
-               for t in data["droppedTargets"]}
+    dropped = {
+        t["discoveredLabels"].get("__meta_kubernetes_pod_name") for t in data["droppedTargets"]
+    }
     assert {"redis-0", "crawler-unannotated"} <= dropped, dropped

@@ -19,16 +19,26 @@ from tests.redis_server import RedisServer
 def test_sigterm_releases_in_flight_and_a_second_run_finishes(
     site_factory: Callable[..., SiteProcess], tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    site = site_factory("--addresses", "127.0.0.1,127.0.0.2", "--pages", "40",
-                        "--page-delay", "3")
+    site = site_factory("--addresses", "127.0.0.1,127.0.0.2", "--pages", "40", "--page-delay", "3")
     store = ["--redis", redis_server.url, "--crawl", f"term{tmp_path.name[-8:]}"]
     seeds = [f"http://{h}/" for h in site.hosts]
-    assert cli("produce", *store, *seeds, "--rate", "100", "--burst", "20",
-               "--per-domain-inflight", "32").returncode == 0
+    assert (
+        cli(
+            "produce",
+            *store,
+            *seeds,
+            "--rate",
+            "100",
+            "--burst",
+            "20",
+            "--per-domain-inflight",
+            "32",
+        ).returncode
+        == 0
+    )
     # Every fetch takes 3 s and the grace is 0.5 s: whatever is in flight at SIGTERM cannot
     # finish in time and must be released.
-    worker = spawn_cli("crawl", *store, "--allow-private", "--concurrency", "64",
-                       "--grace", "0.5")
+    worker = spawn_cli("crawl", *store, "--allow-private", "--concurrency", "64", "--grace", "0.5")
 
     def status() -> dict[str, int]:
         proc = cli("status", *store, "--json")
@@ -53,8 +63,9 @@ def test_sigterm_releases_in_flight_and_a_second_run_finishes(
     assert after["pending"] > 0
     assert after["balanced"]
 
-    finisher = cli("crawl", *store, "--allow-private", "--concurrency", "64", "--drain",
-                   timeout=240)
+    finisher = cli(
+        "crawl", *store, "--allow-private", "--concurrency", "64", "--drain", timeout=240
+    )
     assert finisher.returncode == 0, finisher.stderr
     out = tmp_path / "export"
     assert cli("export", *store, "--out", str(out)).returncode == 0

@@ -48,8 +48,12 @@ def queue(server_store: Redis, crawl_keys: CrawlKeys) -> DocsQueue:
 
 
 def _env(mock: MockProcess, **extra: str) -> dict[str, str]:
-    return {"OPENAI_API_KEY": API_KEY, "DISTCRAWL_LLM__BASE_URL": mock.base_url,
-            "DISTCRAWL_LLM__MODEL": "mock-model", **extra}
+    return {
+        "OPENAI_API_KEY": API_KEY,
+        "DISTCRAWL_LLM__BASE_URL": mock.base_url,
+        "DISTCRAWL_LLM__MODEL": "mock-model",
+        **extra,
+    }
 
 
 def _store(redis_server: RedisServer, keys: CrawlKeys) -> list[str]:
@@ -63,15 +67,28 @@ async def _summaries(redis: Redis, keys: CrawlKeys) -> dict[str, dict[str, Any]]
 
 @pytest.mark.slow
 async def test_thousand_docs_four_processes_with_random_503s(
-    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys, queue: DocsQueue,
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
     mock_factory: type[MockProcess],
 ) -> None:
-    mock = mock_factory("--api-key", API_KEY, "--latency", "0.2", "--error-rate", "0.05",
-                        "--seed", "7")
+    mock = mock_factory(
+        "--api-key", API_KEY, "--latency", "0.2", "--error-rate", "0.05", "--seed", "7"
+    )
     docs = make_docs(1000)
     await feed_docs(server_store, crawl_keys, docs)
-    workers = [spawn_cli("summarize", *_store(redis_server, crawl_keys), "--drain",
-                         "--concurrency", "64", env=_env(mock)) for _ in range(4)]
+    workers = [
+        spawn_cli(
+            "summarize",
+            *_store(redis_server, crawl_keys),
+            "--drain",
+            "--concurrency",
+            "64",
+            env=_env(mock),
+        )
+        for _ in range(4)
+    ]
     for w in workers:
         _, err = await asyncio.to_thread(w.communicate, timeout=240)
         assert w.returncode == 0, err
@@ -92,14 +109,18 @@ async def test_thousand_docs_four_processes_with_random_503s(
 
 @pytest.mark.slow
 async def test_sigkilled_summarizer_docs_are_reaped_by_the_others(
-    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys, queue: DocsQueue,
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
     mock_factory: type[MockProcess],
 ) -> None:
     mock = mock_factory("--api-key", API_KEY, "--latency", "0.5")
     await feed_docs(server_store, crawl_keys, make_docs(200))
     env = _env(mock, DISTCRAWL_LLM__LEASE_S="3", DISTCRAWL_CRAWLER__REAP_INTERVAL_S="1")
-    victim = spawn_cli("summarize", *_store(redis_server, crawl_keys), "--concurrency", "32",
-                       env=env)
+    victim = spawn_cli(
+        "summarize", *_store(redis_server, crawl_keys), "--concurrency", "32", env=env
+    )
     deadline = time.monotonic() + 30
     while (await queue.stats()).in_flight < 20:
         assert time.monotonic() < deadline
@@ -107,8 +128,17 @@ async def test_sigkilled_summarizer_docs_are_reaped_by_the_others(
     victim.send_signal(signal.SIGKILL)
     await asyncio.to_thread(victim.communicate, timeout=10)
     assert (await queue.stats()).in_flight > 0  # its leases are orphaned
-    others = [spawn_cli("summarize", *_store(redis_server, crawl_keys), "--drain",
-                        "--concurrency", "32", env=env) for _ in range(2)]
+    others = [
+        spawn_cli(
+            "summarize",
+            *_store(redis_server, crawl_keys),
+            "--drain",
+            "--concurrency",
+            "32",
+            env=env,
+        )
+        for _ in range(2)
+    ]
     for w in others:
         _, err = await asyncio.to_thread(w.communicate, timeout=120)
         assert w.returncode == 0, err
@@ -119,14 +149,18 @@ async def test_sigkilled_summarizer_docs_are_reaped_by_the_others(
 
 
 async def test_wrong_api_key_stops_with_one_line_and_keeps_docs(
-    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys, queue: DocsQueue,
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
     mock_factory: type[MockProcess],
 ) -> None:
     mock = mock_factory("--api-key", API_KEY)
     await feed_docs(server_store, crawl_keys, make_docs(50))
     env = _env(mock, OPENAI_API_KEY="sk-wrong-key-98765")
     proc = await asyncio.to_thread(
-        cli, "summarize", *_store(redis_server, crawl_keys), "--drain", env=env, timeout=60)
+        cli, "summarize", *_store(redis_server, crawl_keys), "--drain", env=env, timeout=60
+    )
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("distcrawl: error")]
     assert len(errors) == 1, proc.stderr
@@ -138,15 +172,24 @@ async def test_wrong_api_key_stops_with_one_line_and_keeps_docs(
 
 
 async def test_big_page_is_truncated_to_the_input_budget(
-    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys,
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
     mock_factory: type[MockProcess],
 ) -> None:
     mock = mock_factory("--api-key", API_KEY)
     big = ("word " * 50_000)[:200_000]
     await feed_docs(server_store, crawl_keys, make_docs(1, text=big))
     proc = await asyncio.to_thread(
-        cli, "summarize", *_store(redis_server, crawl_keys), "--drain",
-        "--llm-max-input-tokens", "1000", env=_env(mock), timeout=60)
+        cli,
+        "summarize",
+        *_store(redis_server, crawl_keys),
+        "--drain",
+        "--llm-max-input-tokens",
+        "1000",
+        env=_env(mock),
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     [request] = mock.requests()
     prompt = request["messages"][-1]["content"]
@@ -157,15 +200,17 @@ async def test_big_page_is_truncated_to_the_input_budget(
 
 
 async def test_same_text_under_two_urls_costs_one_call(
-    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys,
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
     mock_factory: type[MockProcess],
 ) -> None:
     mock = mock_factory("--api-key", API_KEY, "--latency", "0.3")
     docs = make_docs(6, text="The same article text, syndicated on several sites. " * 20)
     await feed_docs(server_store, crawl_keys, docs)
     proc = await asyncio.to_thread(
-        cli, "summarize", *_store(redis_server, crawl_keys), "--drain", env=_env(mock),
-        timeout=60)
+        cli, "summarize", *_store(redis_server, crawl_keys), "--drain", env=_env(mock), timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert mock.stats()["by_status"] == {"200": 1}
     summaries = await _summaries(server_store, crawl_keys)
@@ -175,13 +220,22 @@ async def test_same_text_under_two_urls_costs_one_call(
     assert sum(float(s["cost_usd"]) for s in summaries.values()) == 0.0  # unknown price
     shown = await asyncio.to_thread(cli, "status", *_store(redis_server, crawl_keys), "--json")
     status = json.loads(shown.stdout)
-    assert status["docs"] == {**status["docs"], "queued": 6, "summarized": 6, "failed": 0,
-                              "pending": 0, "balanced": True, "cache_hits": 5}
+    assert status["docs"] == {
+        **status["docs"],
+        "queued": 6,
+        "summarized": 6,
+        "failed": 0,
+        "pending": 0,
+        "balanced": True,
+        "cache_hits": 5,
+    }
     assert status["llm"]["mock-model"]["prompt_tokens"] == mock.stats()["prompt_tokens"]
 
 
 async def test_a_blocking_user_summarizer_does_not_stall_the_loop(
-    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys,
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
     tmp_path: Path,
 ) -> None:
     """A sync callable that blocks for seconds runs in a thread: others finish meanwhile."""
@@ -196,8 +250,15 @@ async def test_a_blocking_user_summarizer_does_not_stall_the_loop(
     await feed_docs(server_store, crawl_keys, make_docs(20))
     env = {"PYTHONPATH": str(tmp_path)}
     proc = await asyncio.to_thread(
-        cli, "summarize", *_store(redis_server, crawl_keys), "--drain", "--summarizer",
-        "slowsum:summarize", env=env, timeout=60)
+        cli,
+        "summarize",
+        *_store(redis_server, crawl_keys),
+        "--drain",
+        "--summarizer",
+        "slowsum:summarize",
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     summaries = list((await _summaries(server_store, crawl_keys)).values())
     assert {s["summarizer"] for s in summaries} == {"slowsum:summarize"}
@@ -211,16 +272,29 @@ async def test_a_blocking_user_summarizer_does_not_stall_the_loop(
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_shared_rate_limit_across_four_processes(
-    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys, queue: DocsQueue,
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
     mock_factory: type[MockProcess],
 ) -> None:
     """600 RPM at the provider, 4 processes x 64 slots: the provider sees 600 RPM, not 4x."""
     mock = mock_factory("--api-key", API_KEY, "--latency", "0.2", "--rpm", "600")
     n = 720  # a little over 72 s at the limit: more than one full 60-second window
     await feed_docs(server_store, crawl_keys, make_docs(n))
-    workers = [spawn_cli("summarize", *_store(redis_server, crawl_keys), "--drain",
-                         "--concurrency", "64", "--llm-rpm", "600", env=_env(mock))
-               for _ in range(4)]
+    workers = [
+        spawn_cli(
+            "summarize",
+            *_store(redis_server, crawl_keys),
+            "--drain",
+            "--concurrency",
+            "64",
+            "--llm-rpm",
+            "600",
+            env=_env(mock),
+        )
+        for _ in range(4)
+    ]
     for w in workers:
         _, err = await asyncio.to_thread(w.communicate, timeout=240)
         assert w.returncode == 0, err

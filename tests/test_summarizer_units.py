@@ -41,10 +41,14 @@ def test_cost_uses_the_price_table_and_model_families() -> None:
 
 def test_profiles_match_hosts_in_order(tmp_path: Path) -> None:
     path = tmp_path / "profiles.json"
-    path.write_text(json.dumps([
-        {"match": "*.example.org", "model": "big", "max_tokens": 400},
-        {"match": "news.*", "prompt": "News: {title}\n{text}"},
-    ]))
+    path.write_text(
+        json.dumps(
+            [
+                {"match": "*.example.org", "model": "big", "max_tokens": 400},
+                {"match": "news.*", "prompt": "News: {title}\n{text}"},
+            ]
+        )
+    )
     profiles = Profiles.from_settings(LLMSettings(model="small", profiles_file=str(path)))
     assert profiles.for_host("docs.example.org").model == "big"
     assert profiles.for_host("docs.example.org").max_tokens == 400
@@ -55,11 +59,14 @@ def test_profiles_match_hosts_in_order(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{}", "expected a JSON list"), ('[{"model": "x"}]', "'match' string"),
-     ('[{"match": "*", "colour": 1}]', "unknown field"),
-     ('[{"match": "*", "prompt": "no text slot"}]', "must contain {text}"),
-     ('[{"match": "*", "prompt": "{text} {oops}"}]', "bad prompt template"),
-     ("not json", "cannot read profiles file")],
+    [
+        ("{}", "expected a JSON list"),
+        ('[{"model": "x"}]', "'match' string"),
+        ('[{"match": "*", "colour": 1}]', "unknown field"),
+        ('[{"match": "*", "prompt": "no text slot"}]', "must contain {text}"),
+        ('[{"match": "*", "prompt": "{text} {oops}"}]', "bad prompt template"),
+        ("not json", "cannot read profiles file"),
+    ],
 )
 def test_bad_profiles_are_config_errors(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "profiles.json"
@@ -101,8 +108,9 @@ async def test_single_flight_across_two_caches_computes_once(
         return "the summary"
 
     first, second = SummaryCache(store, crawl_keys), SummaryCache(store, crawl_keys)
-    results = await asyncio.gather(first.single_flight("k1", compute),
-                                   second.single_flight("k1", compute))
+    results = await asyncio.gather(
+        first.single_flight("k1", compute), second.single_flight("k1", compute)
+    )
     assert calls == 1
     assert sorted(results) == [("the summary", False), ("the summary", True)]
     assert not await store.exists(crawl_keys.summary_lock("k1"))

@@ -36,23 +36,73 @@ from tests.redis_server import RedisServer
 def _status(**over: Any) -> dict[str, Any]:
     """A crawl_status dict with distinctive numbers (each appears once in a frame)."""
     status: dict[str, Any] = {
-        "crawl": "news", "admitted": 1234, "done": 1000, "failed": 21, "skipped": 13,
-        "pending": 200, "balanced": True, "queued": 151, "delayed": 9, "in_flight": 40,
-        "ready_domains": 7, "domains": 12, "dead_letters": 5, "retries": 55, "reaped": 2,
-        "docs_queued": 1020, "failed_reasons": {"http_404": 17, "timeout": 4},
-        "skipped_reasons": {"robots": 13}, "rejected": {}, "top_domains": [],
-        "docs": {"queued": 1020, "summarized": 901, "failed": 3, "pending": 116, "waiting": 82,
-                 "in_flight": 34, "balanced": True, "cache_hits": 33, "reaped": 0,
-                 "failed_reasons": {}},
-        "llm": {"gpt-4o-mini": {"prompt_tokens": 123456, "completion_tokens": 7890,
-                                "cost_usd": 0.0234}},
+        "crawl": "news",
+        "admitted": 1234,
+        "done": 1000,
+        "failed": 21,
+        "skipped": 13,
+        "pending": 200,
+        "balanced": True,
+        "queued": 151,
+        "delayed": 9,
+        "in_flight": 40,
+        "ready_domains": 7,
+        "domains": 12,
+        "dead_letters": 5,
+        "retries": 55,
+        "reaped": 2,
+        "docs_queued": 1020,
+        "failed_reasons": {"http_404": 17, "timeout": 4},
+        "skipped_reasons": {"robots": 13},
+        "rejected": {},
+        "top_domains": [],
+        "docs": {
+            "queued": 1020,
+            "summarized": 901,
+            "failed": 3,
+            "pending": 116,
+            "waiting": 82,
+            "in_flight": 34,
+            "balanced": True,
+            "cache_hits": 33,
+            "reaped": 0,
+            "failed_reasons": {},
+        },
+        "llm": {
+            "gpt-4o-mini": {"prompt_tokens": 123456, "completion_tokens": 7890, "cost_usd": 0.0234}
+        },
         "workers": [
-            {"id": "crawl:h1:11:aaaaaa", "age_s": 1.2, "alive": True, "role": "crawl",
-             "host": "h1", "pid": 11, "started": 100.0, "last": 400.0, "in_flight": 6,
-             "done": 517, "failed": 3, "skipped": 1, "retried": 4, "stale": 0},
-            {"id": "summarize:h2:12:bbbbbb", "age_s": 42.0, "alive": False,
-             "role": "summarize", "host": "h2", "pid": 12, "started": 100.0, "last": 160.0,
-             "in_flight": 0, "summarized": 901, "failed": 3, "cached": 33, "stale": 0},
+            {
+                "id": "crawl:h1:11:aaaaaa",
+                "age_s": 1.2,
+                "alive": True,
+                "role": "crawl",
+                "host": "h1",
+                "pid": 11,
+                "started": 100.0,
+                "last": 400.0,
+                "in_flight": 6,
+                "done": 517,
+                "failed": 3,
+                "skipped": 1,
+                "retried": 4,
+                "stale": 0,
+            },
+            {
+                "id": "summarize:h2:12:bbbbbb",
+                "age_s": 42.0,
+                "alive": False,
+                "role": "summarize",
+                "host": "h2",
+                "pid": 12,
+                "started": 100.0,
+                "last": 160.0,
+                "in_flight": 0,
+                "summarized": 901,
+                "failed": 3,
+                "cached": 33,
+                "stale": 0,
+            },
         ],
     }
     status.update(over)
@@ -72,12 +122,16 @@ def _line_with(text: str, needle: str) -> str:
 
 def test_rates_from_two_samples() -> None:
     before = _status()
-    after = _status(done=1010, failed=23, skipped=16,  # +15 pages
-                    docs={**before["docs"], "summarized": 905, "failed": 4},  # +5 docs
-                    llm={"gpt-4o-mini": {"prompt_tokens": 124456, "completion_tokens": 7990,
-                                         "cost_usd": 0.03},
-                         "other": {"prompt_tokens": 50, "completion_tokens": 50,
-                                   "cost_usd": 0.0}})  # +1,200 tokens
+    after = _status(
+        done=1010,
+        failed=23,
+        skipped=16,  # +15 pages
+        docs={**before["docs"], "summarized": 905, "failed": 4},  # +5 docs
+        llm={
+            "gpt-4o-mini": {"prompt_tokens": 124456, "completion_tokens": 7990, "cost_usd": 0.03},
+            "other": {"prompt_tokens": 50, "completion_tokens": 50, "cost_usd": 0.0},
+        },
+    )  # +1,200 tokens
     rates = Rates.from_samples(before, after, 2.5)
     assert rates == Rates(pages_per_s=6.0, docs_per_s=2.0, tokens_per_s=480.0, elapsed_s=2.5)
 
@@ -99,9 +153,16 @@ def test_first_frame_shows_every_number_and_no_rates() -> None:
     assert f"pages/s {NO_RATE}" in text
     assert re.search(rf"docs/s\s+{NO_RATE}", text)
     assert f"tokens/s {NO_RATE}" in text
-    for label, value in (("queued", "151"), ("delayed", "9"), ("ready domains", "7"),
-                         ("domains", "12"), ("dead letters", "5"), ("waiting", "82"),
-                         ("summarized", "901"), ("cache hits", "33")):
+    for label, value in (
+        ("queued", "151"),
+        ("delayed", "9"),
+        ("ready domains", "7"),
+        ("domains", "12"),
+        ("dead letters", "5"),
+        ("waiting", "82"),
+        ("summarized", "901"),
+        ("cache hits", "33"),
+    ):
         assert re.search(rf"│ {label}\s+{value} ", text), (label, value)
     assert re.search(r"│ in flight\s+40 ", text)  # frontier
     assert re.search(r"│ in flight\s+34 ", text)  # docs
@@ -140,8 +201,17 @@ def test_workers_table_flags_stale_beats_and_shows_counters() -> None:
 
 
 def test_empty_crawl_renders() -> None:
-    status = _status(admitted=0, done=0, failed=0, skipped=0, pending=0, workers=[], llm={},
-                     failed_reasons={}, skipped_reasons={})
+    status = _status(
+        admitted=0,
+        done=0,
+        failed=0,
+        skipped=0,
+        pending=0,
+        workers=[],
+        llm={},
+        failed_reasons={},
+        skipped_reasons={},
+    )
     text = _text(render_top(status, None))
     assert "admitted 0 = done 0 + failed 0 + skipped 0 + pending 0" in text
     assert "no worker heartbeats" in text
@@ -172,23 +242,57 @@ async def _seed(redis: Redis, keys: CrawlKeys) -> tuple[Frontier, str]:
     frontier, admitter = await make_frontier(
         redis, keys, CrawlSpec(rate=100, burst=10, inflight_per_domain=10)
     )
-    await admitter.admit([f"http://a.test/{i}" for i in range(3)]
-                         + [f"http://b.test/{i}" for i in range(2)], depth=0)
+    await admitter.admit(
+        [f"http://a.test/{i}" for i in range(3)] + [f"http://b.test/{i}" for i in range(2)], depth=0
+    )
     a, b, c = (await frontier.claim("w1", 3)).leases
     await frontier.ack("w1", a.fp, Outcome.DONE)
     await frontier.ack("w1", b.fp, Outcome.FAILED, "http_404")
     await feed_docs(redis, keys, make_docs(3))
-    await redis.hset(keys.counts, mapping={"llm_prompt_tokens:gpt-test": 4321,
-                                           "llm_completion_tokens:gpt-test": 765,
-                                           "llm_cost_micro_usd:gpt-test": 4200})
+    await redis.hset(
+        keys.counts,
+        mapping={
+            "llm_prompt_tokens:gpt-test": 4321,
+            "llm_completion_tokens:gpt-test": 765,
+            "llm_cost_micro_usd:gpt-test": 4200,
+        },
+    )
     beats, now = Heartbeats(redis, keys), time.time()
-    await beats.beat("crawl:testhost:4242:aaaaaa", json.dumps({
-        "role": "crawl", "host": "testhost", "pid": 4242, "started": now - 61, "last": now,
-        "in_flight": 1, "done": 7, "failed": 2, "skipped": 0, "retried": 0, "stale": 0}))
-    await beats.beat("summarize:otherhost:4343:bbbbbb", json.dumps({
-        "role": "summarize", "host": "otherhost", "pid": 4343, "started": now - 500,
-        "last": now - 100, "in_flight": 0, "summarized": 9, "failed": 0, "cached": 0,
-        "stale": 0}))
+    await beats.beat(
+        "crawl:testhost:4242:aaaaaa",
+        json.dumps(
+            {
+                "role": "crawl",
+                "host": "testhost",
+                "pid": 4242,
+                "started": now - 61,
+                "last": now,
+                "in_flight": 1,
+                "done": 7,
+                "failed": 2,
+                "skipped": 0,
+                "retried": 0,
+                "stale": 0,
+            }
+        ),
+    )
+    await beats.beat(
+        "summarize:otherhost:4343:bbbbbb",
+        json.dumps(
+            {
+                "role": "summarize",
+                "host": "otherhost",
+                "pid": 4343,
+                "started": now - 500,
+                "last": now - 100,
+                "in_flight": 0,
+                "summarized": 9,
+                "failed": 0,
+                "cached": 0,
+                "stale": 0,
+            }
+        ),
+    )
     return frontier, c.fp
 
 
@@ -206,16 +310,26 @@ async def test_once_prints_one_frame_of_a_real_crawl(
     frontier, _ = await _seed(server_store, crawl_keys)
     ready = (await frontier.stats()).ready_domains  # 1 or 2: which domain the claims drained
     console = _console()
-    assert await run_top(_settings(redis_server, crawl_keys), interval_s=0.1, once=True,
-                         console=console) == 0
+    assert (
+        await run_top(
+            _settings(redis_server, crawl_keys), interval_s=0.1, once=True, console=console
+        )
+        == 0
+    )
     text = console.export_text()
     assert f"crawl {crawl_keys.crawl}" in text
     assert "admitted 5 = done 1 + failed 1 + skipped 0 + pending 3   holds" in text
     assert f"pages/s {NO_RATE}" in text
     assert f"tokens/s {NO_RATE}" in text
     assert "http_404 1" in text
-    for label, value in (("queued", "2"), ("ready domains", str(ready)), ("domains", "2"),
-                         ("dead letters", "0"), ("waiting", "3"), ("summarized", "0")):
+    for label, value in (
+        ("queued", "2"),
+        ("ready domains", str(ready)),
+        ("domains", "2"),
+        ("dead letters", "0"),
+        ("waiting", "3"),
+        ("summarized", "0"),
+    ):
         assert re.search(rf"│ {label}\s+{value} ", text), (label, value)
     assert re.search(r"│ in flight\s+1 ", text)  # frontier
     assert re.search(r"│ in flight\s+0 ", text)  # docs
@@ -253,15 +367,18 @@ def _record_frames(monkeypatch: pytest.MonkeyPatch) -> Frames:
 
 
 async def test_live_refreshes_rates_and_stops_on_sigterm(
-    server_store: Redis, crawl_keys: CrawlKeys, redis_server: RedisServer,
+    server_store: Redis,
+    crawl_keys: CrawlKeys,
+    redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     frontier, in_flight = await _seed(server_store, crawl_keys)
     frames = _record_frames(monkeypatch)
     console = _console()
     before = signal.getsignal(signal.SIGTERM)
-    task = asyncio.create_task(run_top(_settings(redis_server, crawl_keys), interval_s=0.1,
-                                       once=False, console=console))
+    task = asyncio.create_task(
+        run_top(_settings(redis_server, crawl_keys), interval_s=0.1, once=False, console=console)
+    )
     await _until(lambda: len(frames) >= 1 or task.done())
     assert not task.done(), task
     # three pages settle between refreshes
@@ -298,15 +415,18 @@ async def test_live_refreshes_rates_and_stops_on_sigterm(
 
 
 async def test_live_stops_cleanly_when_cancelled(
-    server_store: Redis, crawl_keys: CrawlKeys, redis_server: RedisServer,
+    server_store: Redis,
+    crawl_keys: CrawlKeys,
+    redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await _seed(server_store, crawl_keys)
     frames = _record_frames(monkeypatch)
     console = _console()
     before = signal.getsignal(signal.SIGTERM)
-    task = asyncio.create_task(run_top(_settings(redis_server, crawl_keys), interval_s=0.1,
-                                       once=False, console=console))
+    task = asyncio.create_task(
+        run_top(_settings(redis_server, crawl_keys), interval_s=0.1, once=False, console=console)
+    )
     await _until(lambda: len(frames) >= 3 or task.done())
     assert not task.done(), task
     task.cancel()

@@ -25,10 +25,29 @@ def test_trouble_pages(site_factory: Callable[..., SiteProcess], tmp_path: Path)
     log = tmp_path / "run.log"
     with log.open("w") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "distcrawl.cli", "run", f"http://{t}/", f"http://{d}/",
-             "--out", str(out), "--no-progress", "--allow-private", "--rate", "100",
-             "--burst", "20", "--per-domain-inflight", "1", "--max-attempts", "2"],
-            cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "distcrawl.cli",
+                "run",
+                f"http://{t}/",
+                f"http://{d}/",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--allow-private",
+                "--rate",
+                "100",
+                "--burst",
+                "20",
+                "--per-domain-inflight",
+                "1",
+                "--max-attempts",
+                "2",
+            ],
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "DISTCRAWL_FETCH__READ_TIMEOUT_S": "1"},
         )
         rss = PeakRss(proc.pid)
@@ -53,7 +72,9 @@ def test_trouble_pages(site_factory: Callable[..., SiteProcess], tmp_path: Path)
     bomb = page("/t/gzipbomb")
     assert (bomb["outcome"], bomb["truncated"], bomb["bytes"]) == ("done", True, 5 * MB)
     assert (page("/t/doc.pdf")["outcome"], page("/t/doc.pdf")["reason"]) == (
-        "skipped", "content_type")
+        "skipped",
+        "content_type",
+    )
     assert (page("/t/slow")["outcome"], page("/t/slow")["reason"]) == ("failed", "timeout")
     assert page("/t/latin1")["title"] == "café"
     assert page("/t/badutf8")["outcome"] == "done"
@@ -64,7 +85,9 @@ def test_trouble_pages(site_factory: Callable[..., SiteProcess], tmp_path: Path)
     assert page("/t/malformed")["outcome"] == "done"
     assert page("/t/fine")["outcome"] == "done"
     assert (page("/private/secret")["outcome"], page("/private/secret")["reason"]) == (
-        "skipped", "robots")
+        "skipped",
+        "robots",
+    )
     assert all(p["outcome"] == "done" for u, p in pages.items() if u.startswith(f"http://{d}"))
 
     requests = trouble.requests()

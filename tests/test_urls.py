@@ -22,7 +22,10 @@ from common.urls import (
 @pytest.mark.parametrize(
     ("raw", "canonical"),
     [
-        ("HTTP://Example.COM:80/a/./b/../c?b=2&a=1&utm_source=x#frag", "http://example.com/a/c?a=1&b=2"),
+        (
+            "HTTP://Example.COM:80/a/./b/../c?b=2&a=1&utm_source=x#frag",
+            "http://example.com/a/c?a=1&b=2",
+        ),
         ("https://example.com:443", "https://example.com/"),
         ("https://example.com:8443/X", "https://example.com:8443/X"),
         ("http://user:pw@example.com/", "http://example.com/"),
@@ -55,8 +58,19 @@ def test_relative_links(href: str, base: str, canonical: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "mailto:a@b.c", "javascript:void(0)", "ftp://a.com/", "http://", "http://:80/",
-            "http://a.com:99999/", "http://exa mple.com/", "//no-scheme.com/x", "x" * 9000],
+    "bad",
+    [
+        "",
+        "mailto:a@b.c",
+        "javascript:void(0)",
+        "ftp://a.com/",
+        "http://",
+        "http://:80/",
+        "http://a.com:99999/",
+        "http://exa mple.com/",
+        "//no-scheme.com/x",
+        "x" * 9000,
+    ],
 )
 def test_invalid(bad: str) -> None:
     with pytest.raises(InvalidUrl):
@@ -91,8 +105,11 @@ _url = st.builds(
         + ("?" + "&".join(f"{k}={v}" for k, v in query) if query else "")
         + ("#" + frag if frag else "")
     ),
-    st.sampled_from(["http", "https", "HTTP", "Https"]), _host,
-    st.sampled_from(["", ":80", ":443", ":8080", ":1"]), _path, _query,
+    st.sampled_from(["http", "https", "HTTP", "Https"]),
+    _host,
+    st.sampled_from(["", ":80", ":443", ":8080", ":1"]),
+    _path,
+    _query,
     st.text("ab", max_size=3),
 )
 
