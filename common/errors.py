@@ -8,6 +8,7 @@ __all__ = [
     "InvalidUrl",
     "PermanentError",
     "RetryableError",
+    "StoreFull",
     "StoreUnavailable",
     "find_cause",
 ]
@@ -23,6 +24,10 @@ class ConfigError(DistcrawlError):
 
 class StoreUnavailable(DistcrawlError):
     """Redis (or the embedded store) cannot be reached right now."""
+
+
+class StoreFull(StoreUnavailable):
+    """Redis is at ``maxmemory`` and refuses writes (noeviction): wait, like an outage."""
 
 
 class InvalidUrl(DistcrawlError):

@@ -48,6 +48,15 @@ class CrawlKeys:
         return self.prefix + "seen"
 
     @property
+    def seen_bloom(self) -> str:
+        """The Bloom seen filters' meta hash (``--seen bloom``); bits in bloom_chunk keys."""
+        return self.prefix + "seen-bloom"
+
+    def bloom_chunk(self, filter_index: int, chunk: int) -> str:
+        """One string of a Bloom filter's bits (common/lua/lib_seen.lua)."""
+        return f"{self.seen_bloom}:{filter_index}:{chunk}"
+
+    @property
     def ready(self) -> str:
         return self.prefix + "ready"
 
@@ -137,6 +146,7 @@ class CrawlKeys:
         return [
             self.spec,
             self.seen,
+            self.seen_bloom,
             self.ready,
             self.delayed,
             self.inflight,

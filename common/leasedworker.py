@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
-from common.errors import StoreUnavailable
+from common.errors import StoreFull, StoreUnavailable
 from common.lifecycle import Shutdown
 from common.logging import get_logger
 
@@ -75,6 +75,9 @@ class LeasedWorker(abc.ABC, Generic[L]):
         self._started = time.time()
         self._started_monotonic = time.monotonic()
         self._last_beat: float | None = None
+        # Why the worker is not claiming, if it is waiting on purpose: "docs_backlog" (the
+        # summarizers are behind) or "store_full" (Redis refuses writes at maxmemory).
+        self.paused: str | None = None
 
     # -- what a subclass provides ---------------------------------------------------------
 
@@ -119,6 +122,20 @@ class LeasedWorker(abc.ABC, Generic[L]):
 
     def on_in_flight(self, n: int) -> None:
         """Called whenever the number of jobs in flight changes (for a gauge)."""
+
+    def on_paused(self, reason: str | None, previous: str | None) -> None:
+        """Called when the worker starts or stops waiting on purpose (for a gauge)."""
+
+    def pause(self, reason: str | None) -> None:
+        """Record why the worker waits (None: it does not); logged once per change."""
+        if reason == self.paused:
+            return
+        previous, self.paused = self.paused, reason
+        if reason is None:
+            log.info("worker_resumed", worker=self.worker_id, was=previous)
+        else:
+            log.warning("worker_paused", worker=self.worker_id, reason=reason)
+        self.on_paused(reason, previous)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -167,7 +184,8 @@ class LeasedWorker(abc.ABC, Generic[L]):
         failures = 0
         while not self.shutdown.stop.is_set():
             free = self.limit() - len(self._tasks)
-            if free <= 0:
+            if free <= 0 or (self.paused == "store_full" and self._tasks):
+                # (while Redis refuses writes, the jobs in flight probe it as they retry)
                 await self._sleep(1.0)
                 continue
             try:
@@ -175,8 +193,8 @@ class LeasedWorker(abc.ABC, Generic[L]):
                 failures = 0
             except StoreUnavailable as exc:
                 failures += 1
-                log.warning("store_unavailable", worker=self.worker_id, error=str(exc))
-                await self._sleep(min(10.0, 0.5 * 2**failures))
+                self._store_failed(exc)
+                await self._sleep(min(5.0, 0.5 * 2**failures))
                 continue
             for item in items:
                 self._start(item)
@@ -256,13 +274,22 @@ class LeasedWorker(abc.ABC, Generic[L]):
         failures = 0
         while True:
             try:
-                return await call()
+                result = await call()
             except StoreUnavailable as exc:
                 failures += 1
                 if self.shutdown.now.is_set():
                     return None
-                log.warning("store_unavailable", worker=self.worker_id, error=str(exc))
-                await asyncio.sleep(min(10.0, 0.5 * 2**failures))
+                self._store_failed(exc)
+                await asyncio.sleep(min(5.0, 0.5 * 2**failures))
+                continue
+            if self.paused == "store_full":
+                self.pause(None)
+            return result
+
+    def _store_failed(self, exc: StoreUnavailable) -> None:
+        log.warning("store_unavailable", worker=self.worker_id, error=str(exc))
+        if isinstance(exc, StoreFull):
+            self.pause("store_full")
 
     # -- background duties ----------------------------------------------------------------
 

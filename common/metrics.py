@@ -13,7 +13,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["CrawlerMetrics", "SnapshotCollector", "SummarizerMetrics", "serve_metrics"]
+__all__ = [
+    "CrawlerMetrics",
+    "PauseGauge",
+    "SnapshotCollector",
+    "SummarizerMetrics",
+    "serve_metrics",
+]
 
 _FETCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -57,6 +63,7 @@ class CrawlerMetrics:
         self.reaped = Counter(
             "distcrawl_leases_reaped", "Expired leases returned to the frontier", registry=r
         )
+        self.paused = PauseGauge(r)
         # Known label values start at 0, so rate() and ratios have a series before the first event.
         _preset(self.fetches, ("2xx", "3xx", "4xx", "5xx", "error"))
         _preset(self.pages, ("done", "failed", "skipped"))
@@ -104,8 +111,34 @@ class SummarizerMetrics:
         self.in_flight = Gauge(
             "distcrawl_summarizer_in_flight", "Docs this process is working on", registry=r
         )
+        self.paused = PauseGauge(r)
         _preset(self.requests, ("ok", "http_429", "timeout", "connection", "bad_response"))
         _preset(self.docs, ("summarized", "failed"))
+
+
+class PauseGauge:
+    """``distcrawl_worker_paused{reason}``: 1 while this process waits on purpose.
+
+    Reasons: ``docs_backlog`` (a crawler, while the summarizers' backlog is at the crawl's
+    bound) and ``store_full`` (Redis at maxmemory refuses writes)."""
+
+    REASONS = ("docs_backlog", "store_full")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._gauge = Gauge(
+            "distcrawl_worker_paused",
+            "1 while this process waits on purpose, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in self.REASONS:
+            self._gauge.labels(reason).set(0)
+
+    def show(self, reason: str | None, previous: str | None) -> None:
+        if previous is not None:
+            self._gauge.labels(previous).set(0)
+        if reason is not None:
+            self._gauge.labels(reason).set(1)
 
 
 def _preset(counter: Counter, values: Iterable[str]) -> None:
@@ -130,7 +163,7 @@ async def serve_metrics(
     registry: CollectorRegistry,
     port: int,
     refresh: Callable[[], Awaitable[None]] | None = None,
-    health: Callable[[], Awaitable[bool]] | None = None,
+    health: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
     host: str = "0.0.0.0",
 ) -> web.AppRunner:
     """Serve /metrics (and /healthz) on ``port`` in this event loop; returns the runner."""
@@ -144,8 +177,8 @@ async def serve_metrics(
         )
 
     async def healthz(_: web.Request) -> web.Response:
-        ok = True if health is None else await health()
-        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "unhealthy\n")
+        ok, why = (True, "ok") if health is None else await health()
+        return web.Response(status=200 if ok else 503, text=why + "\n")
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

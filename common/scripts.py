@@ -22,9 +22,9 @@ __all__ = ["SCRIPT_NAMES", "CrawlScripts", "ScriptRunner", "script_source"]
 
 # Each script is the prelude, the function libraries it uses, then its own file.
 _LIBRARIES: dict[str, tuple[str, ...]] = {
-    "admit": ("lib_admit",),
+    "admit": ("lib_seen", "lib_admit"),
     "settle": ("lib_settle",),
-    "commit": ("lib_admit", "lib_settle"),
+    "commit": ("lib_seen", "lib_admit", "lib_settle"),
 }
 SCRIPT_NAMES = (
     "admit",

@@ -42,6 +42,13 @@ class FrontierDefaults(_Section):
     max_pages: int = Field(0, ge=0)
     max_domain_pages: int = Field(0, ge=0)
     obey_robots: bool = True
+    summarize: bool = True
+    max_docs_backlog: int = Field(
+        5000, ge=1, description="docs waiting for or in the summarizer before crawlers pause"
+    )
+    seen: Literal["set", "bloom"] = "set"
+    seen_error: float = Field(1e-6, gt=0, lt=0.5, description="Bloom false-positive rate")
+    seen_capacity: int = Field(1_000_000, ge=1000, description="URLs in the first Bloom filter")
 
 
 class FetchSettings(_Section):

@@ -13,12 +13,20 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.exceptions
 from redis.asyncio import Redis
 
-from common.errors import ConfigError, StoreUnavailable
+from common.errors import ConfigError, StoreFull, StoreUnavailable
 
 __all__ = ["EMBEDDED", "hash_items", "open_store", "redact_url", "translate_errors"]
 
 EMBEDDED = "embedded"
+# States a server passes through (failover, restart, memory pressure): retry later. redis-py
+# strips the code from the message of the errors it has a class for, so both are checked.
 _TRANSIENT = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
+_TRANSIENT_CLASSES = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
 
 
 def redact_url(url: str) -> str:
@@ -48,9 +56,15 @@ async def translate_errors(url: str = "") -> AsyncIterator[None]:
         raise StoreUnavailable(f"Redis unreachable{where}: {_first_line(exc)}") from exc
     except redis.exceptions.BusyLoadingError as exc:
         raise StoreUnavailable(f"Redis is loading its data: {_first_line(exc)}") from exc
+    except redis.exceptions.OutOfMemoryError as exc:
+        raise StoreFull(f"Redis is full and refuses writes (OOM): {_first_line(exc)}") from exc
+    except _TRANSIENT_CLASSES as exc:
+        raise StoreUnavailable(f"Redis cannot serve writes now: {_first_line(exc)}") from exc
     except redis.exceptions.ResponseError as exc:
-        # States a server passes through (failover, restart, memory pressure): retry later.
-        if str(exc).startswith(_TRANSIENT):
+        text = str(exc)
+        if text.startswith("OOM"):
+            raise StoreFull(f"Redis is full and refuses writes: {_first_line(exc)}") from exc
+        if text.startswith(_TRANSIENT):
             raise StoreUnavailable(f"Redis cannot serve writes now: {_first_line(exc)}") from exc
         raise
 

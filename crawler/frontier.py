@@ -21,6 +21,7 @@ from crawler.spec import CrawlSpec, decode_spec, encode_spec
 
 __all__ = [
     "AdmitCode",
+    "BloomStats",
     "Candidate",
     "Claim",
     "DeadLetter",
@@ -82,12 +83,18 @@ class Lease:
         return self.entry.d
 
 
+# claim.lua's wait_ms when the crawl is paused because the summarizer's backlog is full.
+_WAIT_PAUSED = -2
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     leases: list[Lease]
     # When nothing was claimed: seconds until something becomes ready by time alone; None when
     # nothing is queued or all queued URLs wait for in-flight slots (use pending() to tell).
     wait_s: float | None
+    # True when nothing may be claimed because the docs backlog is at the crawl's bound.
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +163,33 @@ class SettleOp:
 
 
 @dataclass(frozen=True, slots=True)
+class BloomStats:
+    """The Bloom seen filters (lib_seen.lua): URLs added, bits, and the expected number of new
+    URLs they wrongly called seen (each is a known, reported loss)."""
+
+    filters: int
+    urls: int
+    bits: int
+    false_positives_est: float
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, str]) -> BloomStats | None:
+        n = int(meta.get("filters", 0))
+        if n == 0:
+            return None
+        return cls(
+            filters=n,
+            urls=sum(int(meta[f"n:{i}"]) for i in range(n)),
+            bits=sum(int(meta[f"m:{i}"]) for i in range(n)),
+            false_positives_est=float(meta.get("fp_est", 0)),
+        )
+
+    @property
+    def bytes_per_url(self) -> float:
+        return self.bits / 8 / max(1, self.urls)
+
+
+@dataclass(frozen=True, slots=True)
 class FrontierStats:
     """One atomic snapshot of a crawl's counters and queue structures."""
 
@@ -168,6 +202,7 @@ class FrontierStats:
     dead_letters: int
     domains: int
     top_domains: list[tuple[str, int]]
+    bloom: BloomStats | None = None
 
     def count(self, name: str) -> int:
         return self.counts.get(name, 0)
@@ -312,6 +347,8 @@ class Frontier:
             )
         if got:
             return Claim(leases, 0.0)
+        if wait_ms == _WAIT_PAUSED:
+            return Claim(leases, None, paused=True)
         return Claim(leases, None if wait_ms < 0 else wait_ms / 1000)
 
     async def settle(self, worker: str, ops: Sequence[SettleOp]) -> list[SettleResult]:
@@ -398,7 +435,7 @@ class Frontier:
     async def stats(self, top: int = 10) -> FrontierStats:
         res = await self._run("stats", [top])
         assert isinstance(res, list)
-        flat, top_flat = res[0], res[8]
+        flat, top_flat, bloom = res[0], res[8], res[9]
         counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return FrontierStats(
             counts=counts,
@@ -410,6 +447,7 @@ class Frontier:
             dead_letters=int(res[6]),
             domains=int(res[7]),
             top_domains=[(top_flat[i], int(top_flat[i + 1])) for i in range(0, len(top_flat), 2)],
+            bloom=BloomStats.from_meta(dict(zip(bloom[::2], bloom[1::2], strict=True))),
         )
 
     async def dead_letters(self, start: int = 0, stop: int = -1) -> list[DeadLetter]:

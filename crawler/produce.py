@@ -82,8 +82,12 @@ def build_spec(
     allow_domains: list[str] | None = None,
     include: list[str] | None = None,
     exclude: list[str] | None = None,
+    doc_max_chars: int = 18_000,
 ) -> CrawlSpec:
-    """The spec for a new crawl; allowed domains default to the seeds' hosts."""
+    """The spec for a new crawl; allowed domains default to the seeds' hosts.
+
+    ``doc_max_chars`` is the most text a doc carries to the summarizer
+    (common.serde.doc_text_budget of the summarizer's input budget)."""
     domains = list(allow_domains or [])
     if not domains:
         for seed in seeds:
@@ -108,6 +112,12 @@ def build_spec(
         max_attempts=defaults.max_attempts,
         lease_s=defaults.lease_s,
         obey_robots=defaults.obey_robots,
+        summarize=defaults.summarize,
+        max_docs_backlog=defaults.max_docs_backlog,
+        doc_max_chars=doc_max_chars,
+        seen=defaults.seen,
+        seen_error=defaults.seen_error,
+        seen_capacity=defaults.seen_capacity,
     )
 
 

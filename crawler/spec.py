@@ -6,6 +6,8 @@ on any host, can join a crawl knowing only its name.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from common.errors import ConfigError
@@ -43,6 +45,15 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     lease_s: float = 120.0
     obey_robots: bool = True
     domains: dict[str, DomainPolicy] = msgspec.field(default_factory=dict)
+    # The summarizer stage: whether pages become docs at all, the most docs that may wait for
+    # (or be in) the summarizer before crawlers pause, and the most text one doc carries.
+    summarize: bool = True
+    max_docs_backlog: int = 5000
+    doc_max_chars: int = 18_000
+    # The seen set: "set" (exact) or "bloom" (scalable Bloom filters: error, first capacity).
+    seen: Literal["set", "bloom"] = "set"
+    seen_error: float = 1e-6
+    seen_capacity: int = 1_000_000
     v: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -59,6 +70,14 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             problems.append(f"lease must be > 0 s (got {self.lease_s})")
         if self.max_depth < -1 or self.max_pages < 0 or self.max_domain_pages < 0:
             problems.append("max depth/pages must be >= 0")
+        if self.max_docs_backlog < 1:
+            problems.append(f"max docs backlog must be >= 1 (got {self.max_docs_backlog})")
+        if self.doc_max_chars < 100:
+            problems.append(f"doc max chars must be >= 100 (got {self.doc_max_chars})")
+        if not 0 < self.seen_error < 0.5:
+            problems.append(f"seen error must be in (0, 0.5) (got {self.seen_error})")
+        if self.seen_capacity < 1000:
+            problems.append(f"seen capacity must be >= 1000 (got {self.seen_capacity})")
         if problems:
             raise ConfigError("invalid crawl spec: " + "; ".join(problems))
 
@@ -73,6 +92,11 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             "max_depth": str(self.max_depth),
             "max_pages": str(self.max_pages),
             "max_domain_pages": str(self.max_domain_pages),
+            "summarize": "1" if self.summarize else "0",
+            "max_docs_backlog": str(self.max_docs_backlog),
+            "seen": self.seen,
+            "seen_error": repr(float(self.seen_error)),
+            "seen_capacity": str(self.seen_capacity),
         }
 
 

@@ -86,6 +86,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         metrics: CrawlerMetrics,
         shutdown: Shutdown,
         max_text_chars: int,
+        doc_max_chars: int,
         worker_id: str | None = None,
     ) -> None:
         super().__init__(
@@ -98,6 +99,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         self._robots = robots
         self._metrics = metrics
         self._max_text = max_text_chars
+        self._doc_max_chars = doc_max_chars  # 0: the crawl is not summarized, no docs
         self.stats = WorkerStats()
         self._committer = Committer(frontier, admitter, self.worker_id, self._admitted)
 
@@ -105,6 +107,11 @@ class CrawlWorker(LeasedWorker[Lease]):
 
     async def claim(self, n: int) -> tuple[Sequence[Lease], float | None]:
         claim = await self._frontier.claim(self.worker_id, n, self.timing.lease_s)
+        if claim.paused:
+            self.pause("docs_backlog")
+            return claim.leases, 1.0
+        if self.paused == "docs_backlog":
+            self.pause(None)
         return claim.leases, claim.wait_s
 
     def key(self, item: Lease) -> str:
@@ -144,13 +151,18 @@ class CrawlWorker(LeasedWorker[Lease]):
     def on_in_flight(self, n: int) -> None:
         self._metrics.in_flight.set(n)
 
+    def on_paused(self, reason: str | None, previous: str | None) -> None:
+        self._metrics.paused.show(reason, previous)
+
     # -- one page -------------------------------------------------------------------------
 
     async def handle(self, item: Lease) -> None:
         try:
             commit = await self._process(item)
-        except (asyncio.CancelledError, StoreUnavailable):
+        except asyncio.CancelledError:
             raise
+        except StoreUnavailable:  # (robots.txt state) the URL goes back untouched, not leaked
+            commit = _Commit(SettleOp.release(item.fp))
         except Exception as exc:  # a bug on one page must not kill the worker
             log.exception("page_crashed", url=item.url, error=repr(exc))
             commit = _Commit(self._retry_op(item, "internal_error", None))
@@ -202,13 +214,13 @@ class CrawlWorker(LeasedWorker[Lease]):
             reason="noindex" if page.noindex else None,
         )
         doc = ""
-        if not page.noindex and page.text:
+        if self._doc_max_chars and not page.noindex and page.text:
             doc = encode_doc(
                 Doc(
                     url=lease.url,
                     fp=lease.fp,
                     title=page.title,
-                    text=page.text,
+                    text=page.text[: self._doc_max_chars],
                     lang=page.lang,
                     fetched_at=round(started, 3),
                 )

@@ -26,6 +26,7 @@ from common.errors import ConfigError, DistcrawlError, InvalidUrl, StoreUnavaila
 from common.heartbeat import Heartbeats
 from common.lifecycle import Shutdown, run
 from common.logging import configure_logging
+from common.serde import doc_text_budget
 from common.settings import Settings, build_settings
 from common.store import EMBEDDED
 from common.urls import canonicalize
@@ -88,6 +89,33 @@ def _scope(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-robots", action="store_true", help="ignore robots.txt")
 
 
+def _memory(p: argparse.ArgumentParser, *, llm_budget: bool) -> None:
+    g = p.add_argument_group("summarizer stage and memory (written into a new crawl's spec)")
+    g.add_argument(
+        "--no-summarize", action="store_true", help="no summarizer stage: pages make no docs"
+    )
+    g.add_argument(
+        "--max-docs-backlog",
+        type=int,
+        metavar="N",
+        help="docs waiting for (or in) the summarizers before crawlers pause (default 5000)",
+    )
+    g.add_argument(
+        "--seen", choices=["set", "bloom"], help="seen URLs: exact set (default) or Bloom filters"
+    )
+    g.add_argument("--seen-error", type=float, metavar="P", help="Bloom error rate (1e-6)")
+    g.add_argument(
+        "--seen-capacity", type=int, metavar="N", help="URLs in the first Bloom filter (1e6)"
+    )
+    if llm_budget:  # (run has it with the other summarizer flags)
+        g.add_argument(
+            "--llm-max-input-tokens",
+            type=int,
+            metavar="N",
+            help="the summarizers' input budget: docs carry 6 characters per token of it",
+        )
+
+
 def _worker(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("worker")
     g.add_argument("--concurrency", type=int, metavar="C", help="pages in flight (default 64)")
@@ -138,10 +166,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out"), metavar="DIR")
     p.add_argument("--demo", action="store_true", help="serve and crawl a local demo site")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--no-summarize", action="store_true", help="skip the summarizer stage")
     p.add_argument("--llm-concurrency", type=int, metavar="C", help="LLM calls in flight")
     _common(p, redis_required=False)
     _scope(p)
+    _memory(p, llm_budget=False)
     _worker(p)
     _llm(p)
 
@@ -151,6 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sitemap", action="append", default=[], metavar="URL")
     _common(p, redis_required=True)
     _scope(p)
+    _memory(p, llm_budget=True)
 
     p = sub.add_parser("crawl", help="run a crawl worker")
     p.add_argument("--drain", action="store_true", help="exit 0 once nothing is pending")
@@ -230,6 +259,11 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         max_pages=a.get("max_pages"),
         max_domain_pages=a.get("max_domain_pages"),
         obey_robots=False if a.get("no_robots") else None,
+        summarize=False if a.get("no_summarize") else None,
+        max_docs_backlog=a.get("max_docs_backlog"),
+        seen=a.get("seen"),
+        seen_error=a.get("seen_error"),
+        seen_capacity=a.get("seen_capacity"),
     )
     fetch = given(max_body_bytes=a.get("max_body_bytes"), user_agent=a.get("user_agent"))
     crawler = given(concurrency=a.get("concurrency"), grace_s=a.get("grace"))
@@ -296,6 +330,7 @@ async def _produce(settings: Settings, args: argparse.Namespace) -> int:
             allow_domains=args.allow_domain,
             include=args.include,
             exclude=args.exclude,
+            doc_max_chars=doc_text_budget(settings.llm.max_input_tokens),
         )
         current = await frontier.init(spec)
         report = await produce(frontier, Admitter(frontier, current), lines)
@@ -406,7 +441,6 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             exclude=args.exclude,
             demo=args.demo,
             progress=not args.no_progress,
-            summarize=not args.no_summarize,
         )
         if args.demo:  # our own local site: private address allowed, politeness raised
             frontier = settings.frontier.model_copy(

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from common.docsqueue import DocsQueue
 from common.lifecycle import Shutdown
+from common.serde import doc_text_budget
 from common.settings import Settings
 from crawler.admission import Admitter
 from crawler.frontier import Frontier
@@ -38,7 +39,6 @@ class RunRequest:
     exclude: list[str]
     demo: bool = False
     progress: bool = True
-    summarize: bool = True
 
 
 @contextlib.asynccontextmanager
@@ -79,6 +79,7 @@ async def _crawl(
             allow_domains=req.allow_domains,
             include=req.include,
             exclude=req.exclude,
+            doc_max_chars=doc_text_budget(settings.llm.max_input_tokens),
         )
         spec = await frontier.init(spec)
         report = await produce(frontier, Admitter(frontier, spec), seeds)
@@ -91,7 +92,7 @@ async def _crawl(
                 crawl_runtime(settings, redis, frontier, shutdown)
             )
             summarizer = None
-            if req.summarize:  # (a ConfigError here must not leave a worker coroutine behind)
+            if spec.summarize:  # (a ConfigError here must not leave a worker coroutine behind)
                 summarizer = await stack.enter_async_context(
                     summarize_runtime(settings, redis, frontier.keys, shutdown)
                 )
@@ -109,10 +110,12 @@ async def _crawl(
                 await reporter
         if summarizer is not None and summarizer.worker.fatal is not None:
             raise summarizer.worker.fatal
-        return await _report(frontier, redis, req, shutdown)
+        return await _report(frontier, redis, req, shutdown, summarized=spec.summarize)
 
 
-async def _report(frontier: Frontier, redis: Redis, req: RunRequest, shutdown: Shutdown) -> int:
+async def _report(
+    frontier: Frontier, redis: Redis, req: RunRequest, shutdown: Shutdown, *, summarized: bool
+) -> int:
     path, n = await export_pages(frontier, req.out)
     stats = await frontier.stats(0)
     print(
@@ -121,7 +124,7 @@ async def _report(frontier: Frontier, redis: Redis, req: RunRequest, shutdown: S
         file=sys.stderr,
     )
     pending = stats.pending
-    if req.summarize:
+    if summarized:
         queue = DocsQueue(redis, frontier.keys)
         spath, sn = await export_summaries(queue, req.out)
         docs = await queue.stats()

@@ -91,12 +91,15 @@ async def _serve_with_gauges(
         snapshot.update(await redis_memory(redis))
         latest[:] = [snapshot]
 
-    async def health() -> bool:
+    async def health() -> tuple[bool, str]:
         try:
             await asyncio.wait_for(redis.ping(), 2)
         except Exception:
-            return False
-        return worker.healthy()
+            return False, "unhealthy: Redis does not answer"
+        paused = f" (paused: {worker.paused})" if worker.paused else ""
+        if worker.healthy():
+            return True, "ok" + paused
+        return False, "unhealthy: heartbeats do not reach Redis" + paused
 
     registry.register(SnapshotCollector(lambda: latest[0] if latest else {}))
     runner = await serve_metrics(registry, port, refresh, health)
@@ -173,6 +176,7 @@ async def crawl_runtime(
             metrics=metrics,
             shutdown=shutdown,
             max_text_chars=settings.fetch.max_text_chars,
+            doc_max_chars=spec.doc_max_chars if spec.summarize else 0,
         )
         if settings.metrics_port is not None:
             await _serve_with_gauges(

@@ -139,6 +139,9 @@ class SummarizeWorker(LeasedWorker[DocLease]):
     def on_in_flight(self, n: int) -> None:
         self._metrics.in_flight.set(n)
 
+    def on_paused(self, reason: str | None, previous: str | None) -> None:
+        self._metrics.paused.show(reason, previous)
+
     # -- one doc --------------------------------------------------------------------------
 
     async def handle(self, item: DocLease) -> None:

@@ -3,11 +3,23 @@
 -- Returns {count, wait_ms, domain1, entry1, domain2, entry2, ...}. When count is 0, wait_ms is
 -- how long until the earliest domain (or delayed retry) becomes ready, so callers sleep exactly
 -- that long instead of polling; -1 when no time is known: nothing is queued, or everything
--- queued waits for an in-flight slot (it becomes ready when some lease settles).
+-- queued waits for an in-flight slot (it becomes ready when some lease settles); -2 when the
+-- crawl is paused because the summarizer's backlog is full.
+--
+-- Backpressure: every page in flight may become one doc, so a claim never takes more URLs than
+-- max_docs_backlog - (docs waiting + docs in flight + pages in flight): the docs never exceed
+-- the bound, and crawling resumes as soon as the summarizers free room.
 local n = tonumber(ARGV[3])
 local worker = ARGV[4]
 local lease_ms = tonumber(ARGV[5]) or SPEC.lease_ms
 local deadline = NOW + lease_ms
+
+if SPEC.summarize and SPEC.max_docs_backlog > 0 then
+  local room = SPEC.max_docs_backlog - redis.call('LLEN', K_DOCS)
+    - redis.call('ZCARD', K_DOCS_INFLIGHT) - redis.call('ZCARD', K_INFLIGHT)
+  if room <= 0 then return {0, -2} end
+  if room < n then n = room end
+end
 
 -- Retries whose back-off has passed go back to the tail of their domain's list.
 local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', NOW, 'LIMIT', 0, 256)
@@ -32,13 +44,20 @@ for _ = 1, 4 do
       local entry = redis.call('LPOP', queue_key(d))
       if not entry then break end
       local fp = split_entry(entry)
-      st.tokens = st.tokens - 1
-      st.inflight = st.inflight + 1
-      redis.call('ZADD', K_INFLIGHT, deadline, fp)
-      redis.call('HSET', K_LEASES, fp, d .. '\t' .. worker .. '\t' .. entry)
-      out[#out + 1] = d
-      out[#out + 1] = entry
-      got = got + 1
+      if SPEC.seen == 'bloom' and redis.call('HEXISTS', K_LEASES, fp) == 1 then
+        -- A second copy of a URL in flight (Bloom mode admits a seed the filters had seen as a
+        -- link): it ends here, so that one fingerprint never holds two leases.
+        count('skipped')
+        count('skipped:duplicate')
+      else
+        st.tokens = st.tokens - 1
+        st.inflight = st.inflight + 1
+        redis.call('ZADD', K_INFLIGHT, deadline, fp)
+        redis.call('HSET', K_LEASES, fp, d .. '\t' .. worker .. '\t' .. entry)
+        out[#out + 1] = d
+        out[#out + 1] = entry
+        got = got + 1
+      end
     end
     save_domain(d, st)
     schedule(d, st)

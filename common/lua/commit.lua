@@ -5,7 +5,7 @@
 -- done while its links are lost. Returns {admit codes, settle results}.
 local worker = ARGV[3]
 local nseen = tonumber(ARGV[4])
-for j = 5, 4 + nseen do redis.call('SADD', K_SEEN, ARGV[j]) end
+for j = 5, 4 + nseen do seen_add(ARGV[j], false) end
 local codes, i = admit_batch(ARGV, 5 + nseen)
 local results = settle_batch(ARGV, i, worker)
 return {codes, results}

@@ -1,5 +1,7 @@
 -- Return docs whose summarizer died (lease expired) to the queue with attempts + 1, or fail
--- them (docs_failed:lease_expired, entry kept in docs-dead) after the crawl's max_attempts.
+-- them (docs_failed:lease_expired) after the crawl's max_attempts: a failed summary record goes
+-- to the summaries sink and docs-dead keeps "fp \t attempts \t reason \t url", not the text
+-- (nothing holds a doc's text once it is settled).
 -- ARGV[3] = the most to reap. Returns {requeued, dead}.
 local expired = redis.call('ZRANGEBYSCORE', K_DOCS_INFLIGHT, '-inf', NOW, 'LIMIT', 0,
   tonumber(ARGV[3]))
@@ -14,7 +16,12 @@ for _, fp in ipairs(expired) do
     attempts = attempts + 1
     count('docs_reaped')
     if attempts >= SPEC.max_attempts then
-      redis.call('RPUSH', K_DOCS_DEAD, fp .. '\t' .. attempts .. '\tlease_expired\t' .. doc)
+      local ok, parsed = pcall(cjson.decode, doc)
+      local url = ok and type(parsed) == 'table' and parsed.url or ''
+      local title = ok and type(parsed) == 'table' and parsed.title or nil
+      redis.call('RPUSH', K_DOCS_DEAD, fp .. '\t' .. attempts .. '\tlease_expired\t' .. url)
+      redis.call('HSET', K_SUMMARIES, fp, cjson.encode({url = url, title = title,
+        outcome = 'failed', reason = 'lease_expired', attempts = attempts}))
       count('docs_failed')
       count('docs_failed:lease_expired')
       dead = dead + 1

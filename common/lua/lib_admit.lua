@@ -1,6 +1,7 @@
 -- admit_batch(argv, i): admit a batch of canonical URLs described from argv[i] on:
 --   nrej, then nrej x (reason, count) rejected by the caller and counted on its behalf,
 --   then ncand, then ncand groups of 4: domain, fp, depth, payload.
+-- Depth-0 URLs (seeds) are checked against the exact seen set even in Bloom mode (lib_seen).
 -- Returns one code per URL (1 admitted, 0 duplicate, 2 max_depth, 3 max_pages,
 -- 4 max_domain_pages) and the index after the section.
 local function admit_batch(argv, i)
@@ -23,7 +24,7 @@ local function admit_batch(argv, i)
     local code = 1
     if SPEC.max_depth >= 0 and depth > SPEC.max_depth then
       code = 2
-    elseif redis.call('SISMEMBER', K_SEEN, fp) == 1 then
+    elseif seen_has(fp, depth == 0) then
       code = 0
     elseif SPEC.max_pages > 0 and admitted >= SPEC.max_pages then
       code = 3
@@ -32,7 +33,7 @@ local function admit_batch(argv, i)
       code = 4
     end
     if code == 1 then
-      redis.call('SADD', K_SEEN, fp)
+      seen_add(fp, depth == 0)
       redis.call('RPUSH', queue_key(d), fp .. '\t0\t' .. payload)
       redis.call('HINCRBY', domain_key(d), 'admitted', 1)
       admitted = admitted + 1
@@ -52,5 +53,6 @@ local function admit_batch(argv, i)
     redis.call('SADD', K_DOMAINS, d)
     schedule(d, load_domain(d))
   end
+  bloom_flush()
   return out, i
 end

@@ -27,6 +27,7 @@ local K_DOCS_LEASES = P .. 'docs-leases'
 local K_DOCS_DEAD = P .. 'docs-dead'
 local K_SUMMARIES = P .. 'summaries'
 local K_SUMMARY_CACHE = P .. 'summary-cache'
+local K_BLOOM = P .. 'seen-bloom'
 
 local function queue_key(d) return P .. 'q:' .. d end
 local function domain_key(d) return P .. 'd:' .. d end
@@ -42,12 +43,15 @@ local NOW = clock(ARGV[2])
 
 local SPEC = (function()
   local v = redis.call('HMGET', K_SPEC, 'rate', 'burst', 'cap', 'max_attempts', 'lease_ms',
-    'max_depth', 'max_pages', 'max_domain_pages')
+    'max_depth', 'max_pages', 'max_domain_pages', 'summarize', 'max_docs_backlog', 'seen',
+    'seen_error', 'seen_capacity')
   return {
     rate = tonumber(v[1]) or 2, burst = tonumber(v[2]) or 4, cap = tonumber(v[3]) or 4,
     max_attempts = tonumber(v[4]) or 3, lease_ms = tonumber(v[5]) or 60000,
     max_depth = tonumber(v[6]) or -1, max_pages = tonumber(v[7]) or 0,
-    max_domain_pages = tonumber(v[8]) or 0,
+    max_domain_pages = tonumber(v[8]) or 0, summarize = v[9] ~= '0',
+    max_docs_backlog = tonumber(v[10]) or 0, seen = v[11] or 'set',
+    seen_error = tonumber(v[12]) or 1e-6, seen_capacity = tonumber(v[13]) or 1000000,
   }
 end)()
 

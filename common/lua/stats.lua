@@ -1,7 +1,8 @@
 -- One atomic snapshot of the crawl's counters and structures, so that the outcome equation
 -- (admitted = done + failed + skipped + pending) can be checked at any moment.
 -- ARGV[3] = how many top domains (by queue length) to list.
--- Returns {counts-flat, queued, delayed, inflight, ready, ready_now, dead, domains, top-flat}.
+-- Returns {counts-flat, queued, delayed, inflight, ready, ready_now, dead, domains, top-flat,
+-- bloom-meta-flat}.
 local top_n = tonumber(ARGV[3])
 local queued = 0
 local top = {}
@@ -26,4 +27,5 @@ return {
   redis.call('LLEN', K_DEAD),
   redis.call('SCARD', K_DOMAINS),
   top_flat,
+  redis.call('HGETALL', K_BLOOM),
 }
