@@ -15,7 +15,14 @@ from redis.asyncio import Redis
 
 from common.errors import ConfigError, StoreFull, StoreUnavailable
 
-__all__ = ["EMBEDDED", "hash_items", "open_store", "redact_url", "translate_errors"]
+__all__ = [
+    "EMBEDDED",
+    "hash_items",
+    "open_store",
+    "redact_url",
+    "redis_memory",
+    "translate_errors",
+]
 
 EMBEDDED = "embedded"
 # States a server passes through (failover, restart, memory pressure): retry later. redis-py
@@ -121,3 +128,20 @@ async def hash_items(redis: Redis, key: str, batch: int = 1000) -> AsyncIterator
             yield str(field), str(value)
         if cursor == 0:
             return
+
+
+async def redis_memory(redis: Redis) -> dict[str, float]:
+    """Redis' used memory and its maxmemory (0 = no limit); empty where INFO lacks them."""
+    try:
+        info = await redis.info("memory")
+    except Exception:
+        return {}
+    out: dict[str, float] = {}
+    for field, name in (
+        ("used_memory", "redis_used_memory_bytes"),
+        ("maxmemory", "redis_maxmemory_bytes"),
+    ):
+        value = info.get(field)
+        if isinstance(value, int | float):
+            out[name] = float(value)
+    return out

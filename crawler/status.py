@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from common.docsqueue import DocsQueue
 from common.heartbeat import Heartbeats
 from crawler.frontier import Frontier
+from crawler.spec import CrawlSpec
 
-__all__ = ["crawl_status", "render_status"]
+__all__ = ["crawl_status", "memory_lines", "render_status"]
 
 _STALE_S = 30.0
 
 
 async def crawl_status(
-    frontier: Frontier, docs: DocsQueue, heartbeats: Heartbeats, top: int = 10
+    frontier: Frontier,
+    docs: DocsQueue,
+    heartbeats: Heartbeats,
+    top: int = 10,
+    memory: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-ready dict: the outcome equations, queues, reasons, LLM accounting, workers."""
+    """A JSON-ready dict: the outcome equations, queues, reasons, LLM accounting, workers.
+
+    ``memory`` is common.store.redis_memory's answer (used and max bytes), if known."""
     stats = await frontier.stats(top)
     d = await docs.stats()
+    spec = await frontier.spec()
     prompt, completion = d.per_model("prompt_tokens"), d.per_model("completion_tokens")
     cost = d.per_model("cost_micro_usd")
     now = time.time()
@@ -78,6 +88,29 @@ async def crawl_status(
             for model in sorted(set(prompt) | set(completion))
         },
         "workers": sorted(workers, key=lambda w: w["id"]),
+        "backpressure": _backpressure(spec, d.pending + stats.in_flight, memory or {}, workers),
+        "seen": {
+            "mode": spec.seen if spec else "set",
+            "bloom": None if stats.bloom is None else dataclasses.asdict(stats.bloom),
+        },
+    }
+
+
+def _backpressure(
+    spec: CrawlSpec | None, backlog: int, memory: dict[str, float], workers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Why the crawl may be waiting: the docs backlog at its bound, or a full Redis."""
+    bound = spec.max_docs_backlog if spec and spec.summarize else 0
+    used = int(memory.get("redis_used_memory_bytes", 0))
+    limit = int(memory.get("redis_maxmemory_bytes", 0))
+    return {
+        "docs_backlog": backlog,  # docs waiting + docs in flight + pages in flight
+        "max_docs_backlog": bound,
+        "paused_on_backlog": bool(bound) and backlog >= bound,
+        "redis_used_memory": used,
+        "redis_maxmemory": limit,
+        "store_full": (limit > 0 and used >= limit)
+        or any(w.get("paused") == "store_full" for w in workers if w["alive"]),
     }
 
 
@@ -116,11 +149,43 @@ def render_status(status: dict[str, Any]) -> str:
             f"  llm {model}: prompt tokens {use['prompt_tokens']}, completion tokens"
             f" {use['completion_tokens']}, estimated cost ${use['cost_usd']:.4f}"
         )
+    lines += memory_lines(status)
     alive = [w for w in status["workers"] if w["alive"]]
     lines.append(f"  workers alive: {len(alive)}")
     for w in alive:
         lines.append(
             f"    {w['id']}  in flight {w.get('in_flight', 0)}  done {w.get('done', 0)}"
             f"  failed {w.get('failed', 0)}  beat {w['age_s']}s ago"
+            + (f"  PAUSED ({w['paused']})" if w.get("paused") else "")
         )
     return "\n".join(lines)
+
+
+def memory_lines(status: Mapping[str, Any]) -> list[str]:
+    """Why the crawl waits (backlog bound, full Redis) and the Bloom filters' state, if any."""
+    lines: list[str] = []
+    bp = status.get("backpressure")
+    if not bp:
+        return lines
+    if bp["paused_on_backlog"]:
+        lines.append(
+            f"  PAUSED: the docs backlog is at its bound ({bp['docs_backlog']} of"
+            f" {bp['max_docs_backlog']}): crawlers wait for the summarizers"
+        )
+    if bp["store_full"]:
+        mb = 1024 * 1024
+        lines.append(
+            f"  WAITING: Redis is full (used {bp['redis_used_memory'] / mb:.1f} MB of maxmemory"
+            f" {bp['redis_maxmemory'] / mb:.1f} MB) and refuses writes: workers retry until"
+            " memory is freed or maxmemory raised"
+        )
+    bloom = status.get("seen", {}).get("bloom")
+    if bloom is not None:
+        size = bloom["bits"] / 8
+        lines.append(
+            f"  seen: Bloom filters, {bloom['urls']} URLs in {bloom['filters']} filter(s),"
+            f" {size / 1024 / 1024:.1f} MB ({size / max(1, bloom['urls']):.1f} B/URL);"
+            " new URLs dropped as false positives (estimate):"
+            f" {bloom['false_positives_est']:.2f}"
+        )
+    return lines

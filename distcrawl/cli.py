@@ -28,7 +28,7 @@ from common.lifecycle import Shutdown, run
 from common.logging import configure_logging
 from common.serde import doc_text_budget
 from common.settings import Settings, build_settings
-from common.store import EMBEDDED
+from common.store import EMBEDDED, redis_memory
 from common.urls import canonicalize
 from crawler.admission import Admitter
 from crawler.produce import build_spec, fetch_sitemap_urls, produce, read_seed_lines
@@ -392,7 +392,10 @@ async def _summarize(settings: Settings, args: argparse.Namespace) -> int:
 async def _status(settings: Settings, args: argparse.Namespace) -> int:
     async with store_session(settings) as (redis, frontier):
         status = await crawl_status(
-            frontier, DocsQueue(redis, frontier.keys), Heartbeats(redis, frontier.keys)
+            frontier,
+            DocsQueue(redis, frontier.keys),
+            Heartbeats(redis, frontier.keys),
+            memory=await redis_memory(redis),
         )
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     return 0

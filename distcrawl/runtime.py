@@ -20,7 +20,7 @@ from common.lifecycle import Shutdown
 from common.metrics import CrawlerMetrics, SnapshotCollector, SummarizerMetrics, serve_metrics
 from common.scripts import ScriptRunner
 from common.settings import Settings
-from common.store import open_store
+from common.store import open_store, redis_memory
 from crawler.admission import Admitter
 from crawler.fetch import Fetcher
 from crawler.frontier import Frontier, FrontierStats
@@ -104,23 +104,6 @@ async def _serve_with_gauges(
     registry.register(SnapshotCollector(lambda: latest[0] if latest else {}))
     runner = await serve_metrics(registry, port, refresh, health)
     stack.push_async_callback(runner.cleanup)
-
-
-async def redis_memory(redis: Redis) -> dict[str, float]:
-    """Redis' used memory and its maxmemory (0 = no limit); empty where INFO lacks them."""
-    try:
-        info = await redis.info("memory")
-    except Exception:
-        return {}
-    out: dict[str, float] = {}
-    for field, name in (
-        ("used_memory", "redis_used_memory_bytes"),
-        ("maxmemory", "redis_maxmemory_bytes"),
-    ):
-        value = info.get(field)
-        if isinstance(value, int | float):
-            out[name] = float(value)
-    return out
 
 
 @dataclass

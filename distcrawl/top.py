@@ -37,7 +37,8 @@ from common.errors import ConfigError
 from common.heartbeat import Heartbeats
 from common.lifecycle import Shutdown
 from common.settings import Settings
-from crawler.status import crawl_status
+from common.store import redis_memory
+from crawler.status import crawl_status, memory_lines
 from distcrawl.runtime import store_session
 
 __all__ = ["NO_RATE", "STALE_AFTER_S", "Rates", "render_top", "run_top"]
@@ -151,6 +152,7 @@ def _crawl_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
     ):
         if status.get(key):
             lines.append(Text.assemble((f"{title}: ", "dim"), _reasons(status[key])))
+    lines += [Text(line.strip(), style="bold yellow") for line in memory_lines(status)]
     return Panel(
         Group(*lines), title=f"crawl {status['crawl']}", title_align="left", border_style="blue"
     )
@@ -302,7 +304,7 @@ async def run_top(
     stale_after_s = 3 * settings.crawler.heartbeat_s
     async with store_session(settings) as (redis, frontier):
         docs, beats = DocsQueue(redis, frontier.keys), Heartbeats(redis, frontier.keys)
-        status = await crawl_status(frontier, docs, beats)
+        status = await crawl_status(frontier, docs, beats, memory=await redis_memory(redis))
         at = time.monotonic()
         if once:
             console.print(render_top(status, None, stale_after_s=stale_after_s))
@@ -321,7 +323,7 @@ async def run_top(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(shutdown.stop.wait(), interval_s)
                     break
-                new = await crawl_status(frontier, docs, beats)
+                new = await crawl_status(frontier, docs, beats, memory=await redis_memory(redis))
                 now = time.monotonic()
                 rates = Rates.from_samples(status, new, now - at) if now > at else None
                 status, at = new, now
