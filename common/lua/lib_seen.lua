@@ -4,7 +4,7 @@
 -- RedisBloom module). Filter i holds up to seen_capacity * 2^i URLs at an error rate of
 -- seen_error / 2^(i+1), so the error of the whole series stays under seen_error however many
 -- filters it grows (RedisBloom's scaling, expansion 2, tightening 1/2). A filter is m bits in
--- strings of at most BLOOM_CHUNK_BITS (far below Redis' 512 MB limit), allocated in full when
+-- strings of at most BLOOM_CHUNK_BITS (64 MiB: far below Redis' 512 MB limit), allocated in full when
 -- the filter is created. The k bit positions come from the fingerprint's two 32-bit halves
 -- (Kirsch-Mitzenmacher double hashing). Meta (hash K_BLOOM): "filters", and per filter i
 -- "m:i", "k:i", "cap:i", "n:i" (URLs added), "ones:i" (bits set); "fp_est" is the expected
@@ -13,8 +13,8 @@
 --
 -- Depth-0 URLs (seeds, sitemap entries) are never judged by the filters alone: the exact set
 -- holds them, and one that is not in it is admitted whatever the filters say.
-local BLOOM_CHUNK_BITS = 134217728 -- 2^27 bits = 16 MiB per string
-local LN2SQ = math.log(2) ^ 2
+local BLOOM_CHUNK_BITS = 536870912 -- 2^29 bits = 64 MiB per string
+local BLOOM_MAX_K = 11
 local bloom = nil -- loaded on first use: {filters = {{m, k, cap, n, ones}, ...}}
 local bloom_fp_est = 0
 
@@ -23,8 +23,10 @@ local function bloom_chunk(i, c) return K_BLOOM .. ':' .. i .. ':' .. c end
 local function bloom_create(i)
   local cap = SPEC.seen_capacity * 2 ^ i
   local p = SPEC.seen_error / 2 ^ (i + 1)
-  local m = math.ceil(cap * -math.log(p) / LN2SQ)
-  local k = math.max(1, math.ceil(-math.log(p) / math.log(2)))
+  -- k at most BLOOM_MAX_K (each probe is a bit set or read in Redis); m sized for that k:
+  -- p = (1 - e^(-k n / m))^k. At 1e-6 that is 4.4 bytes per URL instead of 3.8 with k = 21.
+  local k = math.min(BLOOM_MAX_K, math.max(1, math.ceil(-math.log(p) / math.log(2))))
+  local m = math.ceil(-k * cap / math.log(1 - p ^ (1 / k)))
   local f = {m = m, k = k, cap = cap, n = 0, ones = 0}
   -- Preallocate every chunk by setting its last bit to 0 (the whole string is allocated).
   local chunks = math.ceil(m / BLOOM_CHUNK_BITS)
@@ -58,24 +60,57 @@ local function bloom_hashes(fp)
   return h1, h2
 end
 
-local function bloom_bit(f, j, h1, h2)
-  local b = (h1 + j * h2) % f.m
-  return math.floor(b / BLOOM_CHUNK_BITS), b % BLOOM_CHUNK_BITS
+-- The k bit positions of fp in filter f (absolute bit numbers).
+local function bloom_offsets(f, h1, h2)
+  local offs, m = {}, f.m
+  for j = 1, f.k do offs[j] = (h1 + (j - 1) * h2) % m end
+  return offs
 end
+
+-- Read (op "GET") or set (op "SET") the bits at offs of filter i; returns the bits' values
+-- (old values for SET). A filter in one string (up to BLOOM_CHUNK_BITS: most of them) takes
+-- one BITFIELD call for all k bits, a split one one call per bit.
+local function bloom_bits(i, f, offs, op)
+  local n = #offs
+  if f.m <= BLOOM_CHUNK_BITS then
+    local args, w = {}, (op == 'SET') and 4 or 3
+    for j = 1, n do
+      local at = (j - 1) * w
+      args[at + 1], args[at + 2], args[at + 3] = op, 'u1', offs[j]
+      if w == 4 then args[at + 4] = 1 end
+    end
+    return redis.call('BITFIELD', bloom_chunk(i, 0), unpack(args))
+  end
+  local out = {}
+  for j = 1, n do
+    local key = bloom_chunk(i, math.floor(offs[j] / BLOOM_CHUNK_BITS))
+    local off = offs[j] % BLOOM_CHUNK_BITS
+    if op == 'SET' then
+      out[j] = redis.call('SETBIT', key, off, 1)
+    else
+      out[j] = redis.call('GETBIT', key, off)
+    end
+  end
+  return out
+end
+
+-- The last filter's unset bits of the last fp asked about: bloom_add of that fp (the usual
+-- sequence: has, then add) sets only those, at half fill half the writes.
+local last_fp, last_filter, last_unset = nil, nil, nil
 
 local function bloom_has(fp)
   bloom_load()
   local h1, h2 = bloom_hashes(fp)
+  local nf = #bloom.filters
   for i, f in ipairs(bloom.filters) do
-    local all = true
-    for j = 0, f.k - 1 do
-      local c, off = bloom_bit(f, j, h1, h2)
-      if redis.call('GETBIT', bloom_chunk(i - 1, c), off) == 0 then
-        all = false
-        break
-      end
+    local offs = bloom_offsets(f, h1, h2)
+    local bits = bloom_bits(i - 1, f, offs, 'GET')
+    local unset = {}
+    for j = 1, #bits do
+      if bits[j] == 0 then unset[#unset + 1] = offs[j] end
     end
-    if all then return true end
+    if #unset == 0 then return true end
+    if i == nf then last_fp, last_filter, last_unset = fp, i, unset end
   end
   return false
 end
@@ -97,17 +132,31 @@ local function bloom_add(fp)
   end
   local p = bloom_error_now()
   bloom_fp_est = bloom_fp_est + p / (1 - p)
-  local h1, h2 = bloom_hashes(fp)
-  for j = 0, f.k - 1 do
-    local c, off = bloom_bit(f, j, h1, h2)
-    if redis.call('SETBIT', bloom_chunk(i, c), off, 1) == 0 then f.ones = f.ones + 1 end
+  local offs
+  if last_fp == fp and last_filter == i + 1 then
+    offs = last_unset
+  else
+    offs = bloom_offsets(f, bloom_hashes(fp))
   end
+  last_fp = nil
+  local turned = 0
+  for _, old in ipairs(bloom_bits(i, f, offs, 'SET')) do
+    if old == 0 then turned = turned + 1 end
+  end
+  f.ones = f.ones + turned
   f.n = f.n + 1
-  redis.call('HSET', K_BLOOM, 'n:' .. i, f.n, 'ones:' .. i, f.ones)
+  f.dirty = true
 end
 
--- Write what this script added to the false-positive estimate (once per script call).
+-- Write what this script changed: the filters' counts and the false-positive estimate.
 local function bloom_flush()
+  if bloom == nil then return end
+  for i, f in ipairs(bloom.filters) do
+    if f.dirty then
+      redis.call('HSET', K_BLOOM, 'n:' .. (i - 1), f.n, 'ones:' .. (i - 1), f.ones)
+      f.dirty = false
+    end
+  end
   if bloom_fp_est > 0 then
     redis.call('HINCRBYFLOAT', K_BLOOM, 'fp_est', tostring(bloom_fp_est))
     bloom_fp_est = 0
