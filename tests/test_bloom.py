@@ -48,7 +48,8 @@ async def test_links_are_deduped_and_seeds_are_exact(store: Redis, crawl_keys: C
     first = await admitter.admit(urls, depth=1)
     again = await admitter.admit(urls, depth=1)
     assert len(first.admitted) == 300
-    assert again.admitted == [] and again.rejected["duplicate"] == 300
+    assert again.admitted == []
+    assert again.rejected["duplicate"] == 300
     # A seed the filters have seen (found as a link before) is still admitted: a false positive
     # must never drop a seed, and the exact set cannot tell the two apart. (A producer has an
     # Admitter of its own: its local cache has not seen the crawlers' links.)
@@ -57,7 +58,8 @@ async def test_links_are_deduped_and_seeds_are_exact(store: Redis, crawl_keys: C
     assert seeds.admitted == [urls[0]]
     stats = await frontier.stats()
     assert stats.count("seen_exact_rescued") == 1
-    assert stats.bloom is not None and stats.bloom.urls == 300
+    assert stats.bloom is not None
+    assert stats.bloom.urls == 300
     # Its second copy never holds a second lease: while the first is leased, it is skipped.
     claim = await frontier.claim("w", 300)
     assert len(claim.leases) == 300
@@ -104,7 +106,8 @@ async def test_memory_per_url_at_the_default_error(
         for key in chunks:
             used += int(await server_store.memory_usage(key) or 0)
         stats = await frontier.stats(0)
-        assert stats.bloom is not None and stats.bloom.urls == n - false_positives
+        assert stats.bloom is not None
+        assert stats.bloom.urls == n - false_positives
         print(
             f"\nBloom seen set at 1e-6: {used / n:.2f} bytes per URL for {n:,} URLs "
             f"({len(chunks)} string(s), {used / 1024 / 1024:.1f} MB)"
