@@ -134,7 +134,8 @@ class LeasedWorker(abc.ABC, Generic[L]):
         if reason is None:
             log.info("worker_resumed", worker=self.worker_id, was=previous)
         else:
-            log.warning("worker_paused", worker=self.worker_id, reason=reason)
+            level = log.warning if reason == "store_full" else log.info
+            level("worker_paused", worker=self.worker_id, reason=reason)
         self.on_paused(reason, previous)
 
     # -- the loop -------------------------------------------------------------------------
@@ -319,6 +320,7 @@ class LeasedWorker(abc.ABC, Generic[L]):
             "started": round(self._started, 3),
             "last": round(time.time(), 3),
             "in_flight": len(self._tasks),
+            "paused": self.paused,
             **self.beat_fields(),
         }
         await self.beat(self.worker_id, json.dumps(beat))

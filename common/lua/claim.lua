@@ -8,7 +8,7 @@
 --
 -- Backpressure: every page in flight may become one doc, so a claim never takes more URLs than
 -- max_docs_backlog - (docs waiting + docs in flight + pages in flight): the docs never exceed
--- the bound, and crawling resumes as soon as the summarizers free room.
+-- the bound, and crawling resumes once the summarizers have freed a tenth of it.
 local n = tonumber(ARGV[3])
 local worker = ARGV[4]
 local lease_ms = tonumber(ARGV[5]) or SPEC.lease_ms
@@ -17,7 +17,9 @@ local deadline = NOW + lease_ms
 if SPEC.summarize and SPEC.max_docs_backlog > 0 then
   local room = SPEC.max_docs_backlog - redis.call('LLEN', K_DOCS)
     - redis.call('ZCARD', K_DOCS_INFLIGHT) - redis.call('ZCARD', K_INFLIGHT)
-  if room <= 0 then return {0, -2} end
+  -- (resume only once a tenth of the bound is free: claims then come in batches instead of
+  -- one URL per summarized doc)
+  if room < math.max(1, math.floor(SPEC.max_docs_backlog / 10)) then return {0, -2} end
   if room < n then n = room end
 end
 
