@@ -17,8 +17,10 @@ from common.heartbeat import Heartbeats
 from common.keys import CrawlKeys
 from common.leasedworker import LeasedWorker, WorkerTiming
 from common.lifecycle import Shutdown
+from common.logging import get_logger
 from common.metrics import CrawlerMetrics, SnapshotCollector, SummarizerMetrics, serve_metrics
 from common.scripts import ScriptRunner
+from common.serde import doc_text_budget
 from common.settings import Settings
 from common.store import open_store, redis_memory
 from crawler.admission import Admitter
@@ -43,6 +45,8 @@ __all__ = [
     "store_session",
     "summarize_runtime",
 ]
+
+log = get_logger(__name__)
 
 
 @contextlib.asynccontextmanager
@@ -214,6 +218,14 @@ async def summarize_runtime(
     settings: Settings, redis: Redis, keys: CrawlKeys, shutdown: Shutdown
 ) -> AsyncIterator[SummarizeRuntime]:
     llm = settings.llm
+    spec = await Frontier(redis, keys).spec()
+    if spec is not None and spec.doc_max_chars < doc_text_budget(llm.max_input_tokens):
+        log.warning(
+            "docs_shorter_than_budget",
+            doc_max_chars=spec.doc_max_chars,
+            max_input_tokens=llm.max_input_tokens,
+            hint="the crawl's producer set a smaller --llm-max-input-tokens",
+        )
     metrics = SummarizerMetrics()
     scripts = ScriptRunner(redis)
     queue = DocsQueue(redis, keys, scripts)
