@@ -8,7 +8,7 @@ SEEDS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck bench-frontier bench-crawl bench-llm system-deps deploy-tools clean
+.PHONY: run test lint typecheck bench-frontier bench-crawl bench-memory bench-llm system-deps deploy-tools clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -49,6 +49,10 @@ bench-frontier: $(STAMP) system-deps
 bench-crawl: $(STAMP) system-deps
 	@command -v nginx >/dev/null 2>&1 || bash .ci/system-deps.sh nginx-light
 	$(PY) -m bench.crawl
+
+## bench-memory: Redis bytes per crawled page, exact vs Bloom seen set, with and without a lagging summarizer
+bench-memory: $(STAMP) system-deps
+	$(PY) -m bench.memory
 
 bench-llm: $(STAMP) system-deps
 	$(PY) -m bench.llm

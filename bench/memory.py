@@ -170,6 +170,8 @@ def main() -> None:
         Case(f"exact set, lagging LLM, {n}/host", "set", n, summarize=True),
         Case(f"Bloom, lagging LLM, {n}/host", "bloom", n, summarize=True),
     ]
+    if args.quick:  # one case of each kind
+        cases = [cases[0], cases[1], cases[3]]
     mock = _spawn(
         ["-m", "tests.mock_llm", "--port", "0", "--api-key", "sk-bench", "--latency", "0.05"]
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.frontier import HEADER
+from bench.memory import HEADER as HEADER_MEMORY
 from tests.helpers import run_quick_bench
 
 
@@ -24,3 +25,15 @@ def test_frontier_bench_quick() -> None:
         for batch in ("1", "16")
     ], output
     assert proc.stdout.count("n/a (in-process store)") == 2, output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_memory_bench_quick() -> None:
+    proc, output = run_quick_bench("bench.memory", timeout=150)
+    assert proc.returncode == 0, output
+    assert HEADER_MEMORY in proc.stdout, output
+    rows = [line for line in proc.stdout.splitlines() if "(" in line and "s)" in line]
+    assert len(rows) == 3, output
+    for row in rows:
+        assert int(row.split()[-7].replace(",", "")) > 100, row  # pages crawled
