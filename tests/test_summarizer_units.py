@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from common.docsqueue import CacheWrite, DocOp, DocResult, DocsQueue
 from common.errors import ConfigError
 from common.keys import CrawlKeys
+from common.serde import encode_doc
 from common.settings import LLMSettings
 from summarizer.budget import token_counter
 from summarizer.cache import SummaryCache
@@ -154,3 +155,32 @@ async def test_a_deferred_cache_write_lands_with_the_settle_even_when_stale(
     assert await queue.settle("w", [op]) == [DocResult.STALE]
     assert await cache.get("k3") == "the summary"
     assert not await store.exists(crawl_keys.summary_lock("k3"))
+
+
+async def test_a_dead_doc_keeps_no_text(store: Redis, crawl_keys: CrawlKeys) -> None:
+    """After its last attempt a doc is failed (lease_expired) with a summary record, and no key
+    of the crawl keeps its text: docs-dead holds fp, attempts, reason and URL only."""
+    clock = FakeClock()
+    queue = DocsQueue(store, crawl_keys, clock=clock)
+    [doc] = make_docs(1, text="a sentence of page text. " * 200)
+    await feed_docs(store, crawl_keys, [doc])
+    for _ in range(3):  # the crawl's max_attempts (3 by default)
+        assert len(await queue.claim("w", 1, lease_s=5)) == 1
+        clock.advance(5_000)
+        await queue.reap()
+    stats = await queue.stats()
+    assert (stats.failed, stats.pending, stats.dead, stats.balanced) == (1, 0, 1, True)
+    assert await store.lrange(crawl_keys.docs_dead, 0, -1) == [
+        f"{doc.fp}\t3\tlease_expired\t{doc.url}"
+    ]
+    record = json.loads(await store.hget(crawl_keys.summaries, doc.fp) or "{}")
+    assert (record["url"], record["outcome"], record["reason"]) == (
+        doc.url,
+        "failed",
+        "lease_expired",
+    )
+    packed = json.loads(encode_doc(doc))["tz"][:40].encode()  # the text as it was queued
+    for key in [k async for k in store.scan_iter(match=crawl_keys.prefix + "*")]:
+        dump = await store.dump(key) or b""
+        assert packed not in dump, key
+        assert b"a sentence of page text" not in dump, key
