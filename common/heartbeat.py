@@ -5,9 +5,18 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
+from common.settings import CrawlerSettings
 from common.store import translate_errors
 
-__all__ = ["Heartbeats"]
+__all__ = ["DEFAULT_HEARTBEAT_S", "Heartbeats", "is_stale"]
+
+DEFAULT_HEARTBEAT_S: float = CrawlerSettings.model_fields["heartbeat_s"].default
+
+
+def is_stale(age_s: float, heartbeat_s: float = DEFAULT_HEARTBEAT_S) -> bool:
+    """The one definition of a stale worker (status, top and /healthz use it): its last beat
+    is older than three heartbeat periods plus 5 s of slack for a busy event loop."""
+    return age_s > 3 * heartbeat_s + 5.0
 
 
 class Heartbeats:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
 from common.errors import StoreFull, StoreUnavailable
+from common.heartbeat import is_stale
 from common.lifecycle import Shutdown
 from common.logging import get_logger
 
@@ -321,6 +322,7 @@ class LeasedWorker(abc.ABC, Generic[L]):
             "last": round(time.time(), 3),
             "in_flight": len(self._tasks),
             "paused": self.paused,
+            "every": self.timing.heartbeat_s,
             **self.beat_fields(),
         }
         await self.beat(self.worker_id, json.dumps(beat))
@@ -330,4 +332,4 @@ class LeasedWorker(abc.ABC, Generic[L]):
         """True while heartbeats reach Redis: the last one is under three periods old (a worker
         that has not beaten yet counts from its start)."""
         last = self._last_beat if self._last_beat is not None else self._started_monotonic
-        return time.monotonic() - last < 3 * self.timing.heartbeat_s + 5
+        return not is_stale(time.monotonic() - last, self.timing.heartbeat_s)

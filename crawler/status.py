@@ -9,13 +9,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from common.docsqueue import DocsQueue
-from common.heartbeat import Heartbeats
+from common.heartbeat import DEFAULT_HEARTBEAT_S, Heartbeats, is_stale
 from crawler.frontier import Frontier
 from crawler.spec import CrawlSpec
 
 __all__ = ["crawl_status", "memory_lines", "render_status"]
-
-_STALE_S = 30.0
 
 
 async def crawl_status(
@@ -41,7 +39,8 @@ async def crawl_status(
         except ValueError:
             continue
         age = now - float(beat.get("last", 0))
-        workers.append({"id": worker_id, "age_s": round(age, 1), "alive": age < _STALE_S, **beat})
+        alive = not is_stale(age, float(beat.get("every", DEFAULT_HEARTBEAT_S)))
+        workers.append({"id": worker_id, "age_s": round(age, 1), "alive": alive, **beat})
     return {
         "crawl": frontier.keys.crawl,
         "admitted": stats.admitted,

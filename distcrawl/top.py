@@ -41,13 +41,12 @@ from common.store import redis_memory
 from crawler.status import crawl_status, memory_lines
 from distcrawl.runtime import store_session
 
-__all__ = ["NO_RATE", "STALE_AFTER_S", "Rates", "render_top", "run_top"]
+__all__ = ["NO_RATE", "Rates", "render_top", "run_top"]
 
 NO_RATE = "–"  # shown for rates until two samples exist
-STALE_AFTER_S = 3 * 5.0  # three default heartbeat periods
 # heartbeat fields every worker writes (or crawl_status adds): the rest are the worker's counters
 _BEAT_FIELDS = frozenset(
-    {"id", "role", "host", "pid", "started", "last", "in_flight", "age_s", "alive"}
+    {"id", "role", "host", "pid", "started", "last", "in_flight", "age_s", "alive", "every"}
 )
 
 
@@ -237,8 +236,9 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def _workers_table(workers: list[Mapping[str, Any]], stale_after_s: float) -> Table:
-    stale = [w for w in workers if float(w.get("age_s", 0)) > stale_after_s]
+def _workers_table(workers: list[Mapping[str, Any]]) -> Table:
+    # "alive" is crawl_status's verdict (common.heartbeat.is_stale): status and top agree.
+    stale = [w for w in workers if not w.get("alive", True)]
     title = f"workers {len(workers)}" + (f" ({len(stale)} stale)" if stale else "")
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=True)
     for name in ("id", "role", "host"):
@@ -250,7 +250,7 @@ def _workers_table(workers: list[Mapping[str, Any]], stale_after_s: float) -> Ta
         table.add_row("[dim]no worker heartbeats", *[""] * 7)
     for w in workers:
         age = float(w.get("age_s", 0))
-        is_stale = age > stale_after_s
+        is_stale = not w.get("alive", True)
         up = float(w.get("last", 0)) - float(w.get("started", 0))
         table.add_row(
             str(w.get("id", "?")),
@@ -266,17 +266,13 @@ def _workers_table(workers: list[Mapping[str, Any]], stale_after_s: float) -> Ta
     return table
 
 
-def render_top(
-    status: Mapping[str, Any], rates: Rates | None, *, stale_after_s: float = STALE_AFTER_S
-) -> RenderableType:
+def render_top(status: Mapping[str, Any], rates: Rates | None) -> RenderableType:
     """One frame from a crawl_status dict; ``rates`` is None until two samples exist."""
     middle = Table.grid(expand=True, padding=(0, 1))
     for ratio in (1, 1, 2):
         middle.add_column(ratio=ratio)
     middle.add_row(_frontier_panel(status), _docs_panel(status, rates), _llm_panel(status, rates))
-    return Group(
-        _crawl_panel(status, rates), middle, _workers_table(list(status["workers"]), stale_after_s)
-    )
+    return Group(_crawl_panel(status, rates), middle, _workers_table(list(status["workers"])))
 
 
 @contextlib.contextmanager
@@ -301,19 +297,18 @@ async def run_top(
     if not interval_s > 0:
         raise ConfigError(f"--interval must be > 0 (got {interval_s})")
     console = console if console is not None else Console()
-    stale_after_s = 3 * settings.crawler.heartbeat_s
     async with store_session(settings) as (redis, frontier):
         docs, beats = DocsQueue(redis, frontier.keys), Heartbeats(redis, frontier.keys)
         status = await crawl_status(frontier, docs, beats, memory=await redis_memory(redis))
         at = time.monotonic()
         if once:
-            console.print(render_top(status, None, stale_after_s=stale_after_s))
+            console.print(render_top(status, None))
             return 0
         shutdown = Shutdown()
         with (
             _signals(shutdown),
             Live(
-                render_top(status, None, stale_after_s=stale_after_s),
+                render_top(status, None),
                 console=console,
                 auto_refresh=False,
                 transient=False,
@@ -327,5 +322,5 @@ async def run_top(
                 now = time.monotonic()
                 rates = Rates.from_samples(status, new, now - at) if now > at else None
                 status, at = new, now
-                live.update(render_top(status, rates, stale_after_s=stale_after_s), refresh=True)
+                live.update(render_top(status, rates), refresh=True)
     return 0

@@ -20,12 +20,14 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 
 import distcrawl.top as top
+from common.docsqueue import DocsQueue
 from common.errors import ConfigError, StoreUnavailable
-from common.heartbeat import Heartbeats
+from common.heartbeat import Heartbeats, is_stale
 from common.keys import CrawlKeys
 from common.settings import Settings, build_settings
 from crawler.frontier import Frontier, Outcome
 from crawler.spec import CrawlSpec
+from crawler.status import crawl_status
 from distcrawl.top import NO_RATE, Rates, render_top, run_top
 from tests.helpers import feed_docs, make_docs, make_frontier
 from tests.redis_server import RedisServer
@@ -194,8 +196,10 @@ def test_workers_table_flags_stale_beats_and_shows_counters() -> None:
     assert re.search(r"\bh1\s+11\s+6\s+5m00s\b", fresh)  # host, pid, in flight, uptime
     assert "done=517" in fresh
     assert "summarized=901" in stale
-    # the threshold is a parameter: at 60 s nothing is stale
-    relaxed = _text(render_top(_status(), None, stale_after_s=60.0))
+    # the verdict is crawl_status's "alive" (common.heartbeat.is_stale), not top's own
+    status = _status()
+    status["workers"][1]["alive"] = True
+    relaxed = _text(render_top(status, None))
     assert "STALE" not in relaxed
     assert "stale)" not in relaxed
 
@@ -358,9 +362,9 @@ def _record_frames(monkeypatch: pytest.MonkeyPatch) -> Frames:
     frames: Frames = []
     real = top.render_top
 
-    def recording(status: Any, rates: Rates | None, *, stale_after_s: float) -> RenderableType:
+    def recording(status: Any, rates: Rates | None) -> RenderableType:
         frames.append((status, rates, time.monotonic()))
-        return real(status, rates, stale_after_s=stale_after_s)
+        return real(status, rates)
 
     monkeypatch.setattr(top, "render_top", recording)
     return frames
@@ -438,3 +442,36 @@ async def test_live_stops_cleanly_when_cancelled(
     assert frames[0][1] is None
     assert frames[2][1] is not None
     assert "crawl:testhost:4242:aaaaaa" in console.export_text()
+
+
+async def test_status_and_top_call_the_same_workers_stale(
+    server_store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    """One definition (common.heartbeat.is_stale): three beat periods plus 5 s. Beats just
+    either side of it, with a 1 s period and with the default (5 s), get the same verdict from
+    `status` and `top`."""
+    frontier = Frontier(server_store, crawl_keys)
+    await frontier.init(CrawlSpec())
+    beats = Heartbeats(server_store, crawl_keys)
+    now = time.time()
+    ages = {"fast-fresh": (7.0, 1.0), "fast-stale": (9.0, 1.0), "fresh": (19.0, None),
+            "stale": (21.0, None)}  # fmt: skip
+    for name, (age, every) in ages.items():
+        beat: dict[str, Any] = {"role": "crawl", "last": now - age}
+        if every is not None:
+            beat["every"] = every
+        await beats.beat(f"crawl:{name}", json.dumps(beat))
+    status = await crawl_status(frontier, DocsQueue(server_store, crawl_keys), beats)
+    verdicts = {w["id"]: w["alive"] for w in status["workers"]}
+    assert verdicts == {
+        "crawl:fast-fresh": True,
+        "crawl:fast-stale": False,
+        "crawl:fresh": True,
+        "crawl:stale": False,
+    }
+    text = _text(render_top(status, None))
+    for worker_id, alive in verdicts.items():
+        assert ("STALE" in _line_with(text, worker_id)) is not alive, worker_id
+    assert "workers 4 (2 stale)" in text
+    assert is_stale(9.0, 1.0)
+    assert not is_stale(7.0, 1.0)
