@@ -41,10 +41,10 @@ from redis.asyncio import Redis
 from common.errors import DistcrawlError
 from common.keys import CrawlKeys
 from common.scripts import SCRIPT_NAMES, script_source
+from common.spec import CrawlSpec
 from common.store import EMBEDDED, open_store
 from crawler.admission import Admitter
 from crawler.frontier import Frontier, Outcome, SettleOp, SettleResult
-from crawler.spec import CrawlSpec
 
 try:
     import uvloop

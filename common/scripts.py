@@ -7,6 +7,7 @@ EVALSHA and reloads the source on NOSCRIPT (after a Redis restart or SCRIPT FLUS
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
@@ -16,9 +17,16 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from common.keys import CrawlKeys
+from common.spec import CrawlSpec
 from common.store import translate_errors
 
-__all__ = ["SCRIPT_NAMES", "CrawlScripts", "ScriptRunner", "script_source"]
+__all__ = [
+    "SCRIPT_NAMES",
+    "CrawlScripts",
+    "ScriptRunner",
+    "script_source",
+    "spec_defaults_header",
+]
 
 # Each script is the prelude, the function libraries it uses, then its own file.
 _LIBRARIES: dict[str, tuple[str, ...]] = {
@@ -46,14 +54,25 @@ SCRIPT_NAMES = (
 )
 
 
+def spec_defaults_header() -> str:
+    """Lua source declaring SPEC_DEFAULTS: the spec fields Lua reads, with CrawlSpec's
+    defaults (generated, so that no default is written twice)."""
+    fields = CrawlSpec().lua_fields()
+    body = ", ".join(f"{name} = {json.dumps(value)}" for name, value in fields.items())
+    return f"local SPEC_DEFAULTS = {{{body}}}"
+
+
 @cache
 def script_source(name: str) -> str:
-    """The full source of one script, as sent to Redis."""
+    """The full source of one script, as sent to Redis: the generated header, the prelude, the
+    function libraries it uses, then its own file."""
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     lua = resources.files("common") / "lua"
     parts = ["prelude", *_LIBRARIES.get(name, ()), name]
-    return "\n".join((lua / f"{part}.lua").read_text() for part in parts)
+    return "\n".join(
+        [spec_defaults_header(), *((lua / f"{part}.lua").read_text() for part in parts)]
+    )
 
 
 class ScriptRunner:

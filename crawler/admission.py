@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 from common.errors import InvalidUrl
 from common.serde import UrlEntry, encode_url_entry
+from common.spec import CrawlSpec
 from common.urls import ParamFilter, canonicalize, fingerprint, netloc_of
 from crawler.frontier import AdmitCode, Candidate, Frontier
 from crawler.scope import Scope
-from crawler.spec import CrawlSpec
 
 __all__ = ["AdmitReport", "Admitter", "Prepared", "RecentCache"]
 

@@ -16,8 +16,8 @@ from common.errors import PermanentError
 from common.keys import CrawlKeys
 from common.scripts import CrawlScripts, ScriptRunner
 from common.serde import UrlEntry, decode_url_entry
+from common.spec import CrawlSpec, decode_spec, encode_spec
 from common.store import hash_items, translate_errors
-from crawler.spec import CrawlSpec, decode_spec, encode_spec
 
 __all__ = [
     "AdmitCode",

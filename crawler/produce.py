@@ -17,10 +17,10 @@ import aiohttp
 from common.errors import ConfigError, InvalidUrl
 from common.logging import get_logger
 from common.settings import FrontierDefaults
+from common.spec import CrawlSpec
 from common.urls import DEFAULT_TRACKING_PARAMS, canonicalize, host_of
 from crawler.admission import AdmitReport, Admitter
 from crawler.frontier import Frontier
-from crawler.spec import CrawlSpec
 
 __all__ = [
     "ProduceReport",

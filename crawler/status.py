@@ -10,8 +10,8 @@ from typing import Any
 
 from common.docsqueue import DocsQueue
 from common.heartbeat import DEFAULT_HEARTBEAT_S, Heartbeats, is_stale
+from common.spec import CrawlSpec
 from crawler.frontier import Frontier
-from crawler.spec import CrawlSpec
 
 __all__ = ["crawl_status", "memory_lines", "render_status"]
 

@@ -22,12 +22,12 @@ from common.metrics import CrawlerMetrics, SnapshotCollector, SummarizerMetrics,
 from common.scripts import ScriptRunner
 from common.serde import doc_text_budget
 from common.settings import Settings
+from common.spec import CrawlSpec
 from common.store import open_store, redis_memory
 from crawler.admission import Admitter
 from crawler.fetch import Fetcher
 from crawler.frontier import Frontier, FrontierStats
 from crawler.robots import RobotsCache
-from crawler.spec import CrawlSpec
 from crawler.worker import CrawlWorker
 from summarizer.cache import SummaryCache
 from summarizer.engines import CallableEngine, Engine, ExtractiveEngine

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
+from common.spec import CrawlSpec
 from crawler.admission import Admitter
 from crawler.frontier import Frontier, FrontierStats
-from crawler.spec import CrawlSpec
 
 
 @dataclass

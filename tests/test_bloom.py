@@ -10,9 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
+from common.spec import CrawlSpec
 from crawler.admission import Admitter
 from crawler.frontier import AdmitCode, Candidate, Frontier, Outcome
-from crawler.spec import CrawlSpec
 from tests.helpers import FakeClock, assert_balanced, make_frontier
 
 

@@ -7,8 +7,8 @@ import random
 from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
+from common.spec import CrawlSpec
 from crawler.frontier import Outcome, SettleOp, SettleResult
-from crawler.spec import CrawlSpec
 from tests.helpers import FakeClock, assert_balanced, make_frontier
 
 

@@ -14,8 +14,8 @@ import pytest
 from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
+from common.spec import CrawlSpec, DomainPolicy
 from crawler.frontier import Outcome
-from crawler.spec import CrawlSpec, DomainPolicy
 from tests.helpers import FakeClock, assert_balanced, make_frontier
 from tests.redis_server import RedisServer
 

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
 from common.serde import UrlEntry, encode_url_entry
+from common.spec import CrawlSpec
 from crawler.frontier import (
     AdmitCode,
     Candidate,
@@ -38,7 +39,6 @@ from crawler.frontier import (
     SettleOp,
     SettleResult,
 )
-from crawler.spec import CrawlSpec
 from tests.helpers import FakeClock, assert_balanced, make_frontier
 
 DOMAINS = ("a.test", "b.test", "c.test")

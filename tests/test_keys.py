@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from common.errors import ConfigError
 from common.keys import CrawlKeys
-from crawler.frontier import Outcome
-from crawler.spec import CrawlSpec
+from common.scripts import script_source
+from common.spec import CrawlSpec
+from crawler.frontier import Frontier, Outcome
 from tests.helpers import FakeClock, make_frontier
 
 
@@ -53,3 +56,26 @@ async def test_scripts_only_write_keys_that_crawlkeys_names(
     present = {k async for k in store.scan_iter(match=crawl_keys.prefix + "*")}
     assert present, "the scripts wrote nothing"
     assert present <= expected, present - expected
+
+
+async def test_lua_sees_the_python_spec_defaults(store: Redis, crawl_keys: CrawlKeys) -> None:
+    """With no spec written, the SPEC table every script builds equals CrawlSpec()'s fields;
+    with one written, it equals that spec's."""
+    prelude = script_source("stats").split("-- One atomic snapshot")[0]
+    probe = prelude + "\nreturn cjson.encode(SPEC)"
+
+    async def seen_by_lua() -> dict[str, object]:
+        raw = await store.eval(probe, 1, crawl_keys.spec, crawl_keys.prefix, "")
+        return dict(json.loads(str(raw)))
+
+    def expected(spec: CrawlSpec) -> dict[str, object]:
+        fields = spec.lua_fields()
+        out: dict[str, object] = {k: float(v) for k, v in fields.items() if k != "seen"}
+        out["summarize"] = spec.summarize
+        out["seen"] = spec.seen
+        return out
+
+    assert await seen_by_lua() == expected(CrawlSpec())
+    custom = CrawlSpec(rate=0.5, lease_s=7, max_attempts=9, summarize=False, seen="bloom")
+    await Frontier(store, crawl_keys).init(custom)
+    assert await seen_by_lua() == expected(custom)

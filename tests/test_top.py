@@ -25,8 +25,8 @@ from common.errors import ConfigError, StoreUnavailable
 from common.heartbeat import Heartbeats, is_stale
 from common.keys import CrawlKeys
 from common.settings import Settings, build_settings
+from common.spec import CrawlSpec
 from crawler.frontier import Frontier, Outcome
-from crawler.spec import CrawlSpec
 from crawler.status import crawl_status
 from distcrawl.top import NO_RATE, Rates, render_top, run_top
 from tests.helpers import feed_docs, make_docs, make_frontier

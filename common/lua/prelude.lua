@@ -41,18 +41,19 @@ end
 
 local NOW = clock(ARGV[2])
 
+-- The spec's fields (the names and defaults of SPEC_DEFAULTS, generated from CrawlSpec by
+-- common/scripts.py), falling back to the defaults where a crawl has no spec written.
 local SPEC = (function()
-  local v = redis.call('HMGET', K_SPEC, 'rate', 'burst', 'cap', 'max_attempts', 'lease_ms',
-    'max_depth', 'max_pages', 'max_domain_pages', 'summarize', 'max_docs_backlog', 'seen',
-    'seen_error', 'seen_capacity')
-  return {
-    rate = tonumber(v[1]) or 2, burst = tonumber(v[2]) or 4, cap = tonumber(v[3]) or 4,
-    max_attempts = tonumber(v[4]) or 3, lease_ms = tonumber(v[5]) or 60000,
-    max_depth = tonumber(v[6]) or -1, max_pages = tonumber(v[7]) or 0,
-    max_domain_pages = tonumber(v[8]) or 0, summarize = v[9] ~= '0',
-    max_docs_backlog = tonumber(v[10]) or 0, seen = v[11] or 'set',
-    seen_error = tonumber(v[12]) or 1e-6, seen_capacity = tonumber(v[13]) or 1000000,
-  }
+  local names = {}
+  for name, _ in pairs(SPEC_DEFAULTS) do names[#names + 1] = name end
+  local v = redis.call('HMGET', K_SPEC, unpack(names))
+  local raw = {}
+  for i, name in ipairs(names) do raw[name] = v[i] or SPEC_DEFAULTS[name] end
+  local spec = {}
+  for _, name in ipairs(names) do spec[name] = tonumber(raw[name]) end
+  spec.summarize = raw.summarize ~= '0'
+  spec.seen = raw.seen
+  return spec
 end)()
 
 local function split_entry(e)
