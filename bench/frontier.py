@@ -54,7 +54,7 @@ except ImportError:  # pragma: no cover - uvloop is a dependency on every platfo
 T = TypeVar("T")
 
 DOMAINS = 50
-SPEC = CrawlSpec(rate=1e6, burst=1_000_000, inflight_per_domain=10_000)
+SPEC = CrawlSpec(rate=1e6, burst=1_000_000, per_domain_inflight=10_000)
 BATCHES = (1, 16)
 PROCS = (1, 4)
 ADMIT_CHUNK = 1000
@@ -397,7 +397,7 @@ def bench(url: str, n_server: int, n_embedded: int) -> list[Cell]:
     print(machine_line(run(server_version(url))))
     print(
         f"workload: {DOMAINS} domains, politeness out of the way (rate={SPEC.rate:g}/s, "
-        f"burst={SPEC.burst}, in-flight cap={SPEC.inflight_per_domain}); "
+        f"burst={SPEC.burst}, in-flight cap={SPEC.per_domain_inflight}); "
         f"redis N={n_server}, embedded N={n_embedded}; one claim + one settle call per batch"
     )
     print()

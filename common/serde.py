@@ -12,6 +12,7 @@ import zstandard
 from common.errors import PermanentError
 
 __all__ = [
+    "DEFAULT_LLM_INPUT_TOKENS",
     "DOC_VERSION",
     "URL_ENTRY_VERSION",
     "Doc",
@@ -77,6 +78,8 @@ DOC_COMPRESS_OVER = 1024
 # at 4 characters per token, and English runs at 4-4.5 with tiktoken, so 6 leaves a margin
 # (languages with fewer characters per token only need less).
 DOC_CHARS_PER_TOKEN = 6
+# The summarizer's default input budget (LLMSettings.max_input_tokens).
+DEFAULT_LLM_INPUT_TOKENS = 3000
 
 
 def doc_text_budget(max_input_tokens: int) -> int:

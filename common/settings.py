@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigError
 from common.keys import validate_crawl_name
+from common.serde import DEFAULT_LLM_INPUT_TOKENS
+from common.spec import CrawlSpec
 
 __all__ = [
     "CrawlerSettings",
@@ -30,25 +40,36 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FrontierDefaults(_Section):
-    """Politeness and scope defaults a producer writes into a new crawl's spec."""
+_SPEC = CrawlSpec()
 
-    rate: float = Field(2.0, gt=0, description="requests per second per domain, all workers")
-    burst: int = Field(4, ge=1)
-    per_domain_inflight: int = Field(4, ge=1)
-    max_attempts: int = Field(3, ge=1)
-    lease_s: float = Field(120.0, gt=0)
-    max_depth: int = Field(-1, ge=-1)
-    max_pages: int = Field(0, ge=0)
-    max_domain_pages: int = Field(0, ge=0)
-    obey_robots: bool = True
-    summarize: bool = True
-    max_docs_backlog: int = Field(
-        5000, ge=1, description="docs waiting for or in the summarizer before crawlers pause"
-    )
-    seen: Literal["set", "bloom"] = "set"
-    seen_error: float = Field(1e-6, gt=0, lt=0.5, description="Bloom false-positive rate")
-    seen_capacity: int = Field(1_000_000, ge=1000, description="URLs in the first Bloom filter")
+
+class FrontierDefaults(_Section):
+    """Politeness, scope and memory defaults a producer writes into a new crawl's spec.
+
+    The defaults are CrawlSpec's and so is the validation (one definition: common/spec.py)."""
+
+    rate: float = _SPEC.rate
+    burst: int = _SPEC.burst
+    per_domain_inflight: int = _SPEC.per_domain_inflight
+    max_attempts: int = _SPEC.max_attempts
+    lease_s: float = _SPEC.lease_s
+    max_depth: int = _SPEC.max_depth
+    max_pages: int = _SPEC.max_pages
+    max_domain_pages: int = _SPEC.max_domain_pages
+    obey_robots: bool = _SPEC.obey_robots
+    summarize: bool = _SPEC.summarize
+    max_docs_backlog: int = _SPEC.max_docs_backlog
+    seen: Literal["set", "bloom"] = _SPEC.seen
+    seen_error: float = _SPEC.seen_error
+    seen_capacity: int = _SPEC.seen_capacity
+
+    @model_validator(mode="after")
+    def _valid_spec(self) -> FrontierDefaults:
+        try:
+            CrawlSpec(**self.model_dump())
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
 
 
 class FetchSettings(_Section):
@@ -103,7 +124,7 @@ class LLMSettings(_Section):
     max_rate_limited: int = Field(
         24, ge=1, le=1000, description="429 answers before a doc fails (they pace, not fail)"
     )
-    max_input_tokens: int = Field(3000, ge=50)
+    max_input_tokens: int = Field(DEFAULT_LLM_INPUT_TOKENS, ge=50)
     max_output_tokens: int = Field(256, ge=1)
     prompt: str = (
         "Summarize the web page below in 2-3 sentences for a search index.\n"

@@ -11,7 +11,7 @@ from typing import Literal
 import msgspec
 
 from common.errors import ConfigError
-from common.serde import decode_versioned
+from common.serde import DEFAULT_LLM_INPUT_TOKENS, decode_versioned, doc_text_budget
 from common.urls import DEFAULT_TRACKING_PARAMS
 
 __all__ = ["SPEC_VERSION", "CrawlSpec", "DomainPolicy", "decode_spec", "encode_spec"]
@@ -24,7 +24,7 @@ class DomainPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     rate: float | None = None
     burst: int | None = None
-    inflight: int | None = None
+    per_domain_inflight: int | None = None
 
 
 class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -40,7 +40,7 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     max_domain_pages: int = 0  # 0: unlimited
     rate: float = 2.0  # requests per second per domain, across all workers
     burst: int = 4
-    inflight_per_domain: int = 4
+    per_domain_inflight: int = 4
     max_attempts: int = 3
     lease_s: float = 120.0
     obey_robots: bool = True
@@ -49,7 +49,7 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # (or be in) the summarizer before crawlers pause, and the most text one doc carries.
     summarize: bool = True
     max_docs_backlog: int = 5000
-    doc_max_chars: int = 18_000
+    doc_max_chars: int = doc_text_budget(DEFAULT_LLM_INPUT_TOKENS)
     # The seen set: "set" (exact) or "bloom" (scalable Bloom filters: error, first capacity).
     seen: Literal["set", "bloom"] = "set"
     seen_error: float = 1e-6
@@ -62,8 +62,8 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             problems.append(f"rate must be > 0 (got {self.rate})")
         if self.burst < 1:
             problems.append(f"burst must be >= 1 (got {self.burst})")
-        if self.inflight_per_domain < 1:
-            problems.append(f"per-domain in-flight must be >= 1 (got {self.inflight_per_domain})")
+        if self.per_domain_inflight < 1:
+            problems.append(f"per-domain in-flight must be >= 1 (got {self.per_domain_inflight})")
         if self.max_attempts < 1:
             problems.append(f"max attempts must be >= 1 (got {self.max_attempts})")
         if not self.lease_s > 0:
@@ -86,7 +86,7 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return {
             "rate": repr(float(self.rate)),
             "burst": str(self.burst),
-            "cap": str(self.inflight_per_domain),
+            "per_domain_inflight": str(self.per_domain_inflight),
             "max_attempts": str(self.max_attempts),
             "lease_ms": str(int(self.lease_s * 1000)),
             "max_depth": str(self.max_depth),

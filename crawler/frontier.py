@@ -287,7 +287,7 @@ class Frontier:
         current = decode_spec(str(raw))
         if current == spec:
             for domain, policy in spec.domains.items():
-                await self.set_policy(domain, policy.rate, policy.burst, policy.inflight)
+                await self.set_policy(domain, policy.rate, policy.burst, policy.per_domain_inflight)
         return current
 
     async def spec(self) -> CrawlSpec | None:
@@ -417,9 +417,10 @@ class Frontier:
         domain: str,
         rate: float | None = None,
         burst: int | None = None,
-        inflight: int | None = None,
+        per_domain_inflight: int | None = None,
     ) -> None:
-        value = ",".join("" if v is None else str(v) for v in (rate, burst, inflight))
+        values = (rate, burst, per_domain_inflight)
+        value = ",".join("" if v is None else str(v) for v in values)
         await self._run("domain", [domain, "policy", value])
 
     async def set_delay(self, domain: str, seconds: float) -> None:

@@ -82,7 +82,7 @@ def build_spec(
     allow_domains: list[str] | None = None,
     include: list[str] | None = None,
     exclude: list[str] | None = None,
-    doc_max_chars: int = 18_000,
+    doc_max_chars: int,
 ) -> CrawlSpec:
     """The spec for a new crawl; allowed domains default to the seeds' hosts.
 
@@ -103,21 +103,8 @@ def build_spec(
         include=include or [],
         exclude=exclude or [],
         strip_params=list(DEFAULT_TRACKING_PARAMS),
-        max_depth=defaults.max_depth,
-        max_pages=defaults.max_pages,
-        max_domain_pages=defaults.max_domain_pages,
-        rate=defaults.rate,
-        burst=defaults.burst,
-        inflight_per_domain=defaults.per_domain_inflight,
-        max_attempts=defaults.max_attempts,
-        lease_s=defaults.lease_s,
-        obey_robots=defaults.obey_robots,
-        summarize=defaults.summarize,
-        max_docs_backlog=defaults.max_docs_backlog,
         doc_max_chars=doc_max_chars,
-        seen=defaults.seen,
-        seen_error=defaults.seen_error,
-        seen_capacity=defaults.seen_capacity,
+        **defaults.model_dump(),
     )
 
 

@@ -42,7 +42,7 @@ async def _drop(redis: Redis, keys: CrawlKeys) -> None:
 
 async def test_links_are_deduped_and_seeds_are_exact(store: Redis, crawl_keys: CrawlKeys) -> None:
     clock = FakeClock()
-    spec = CrawlSpec(seen="bloom", seen_capacity=1000, burst=1000, inflight_per_domain=1000)
+    spec = CrawlSpec(seen="bloom", seen_capacity=1000, burst=1000, per_domain_inflight=1000)
     frontier, admitter = await make_frontier(store, crawl_keys, spec, clock)
     urls = [f"http://a.test/{i}" for i in range(300)]
     first = await admitter.admit(urls, depth=1)

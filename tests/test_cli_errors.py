@@ -53,8 +53,8 @@ def test_unknown_flag() -> None:
 @pytest.mark.parametrize(
     ("flag", "value", "needle"),
     [
-        ("--rate", "-1", "frontier.rate"),
-        ("--burst", "0", "frontier.burst"),
+        ("--rate", "-1", "rate must be > 0"),
+        ("--burst", "0", "burst must be >= 1"),
         ("--concurrency", "0", "crawler.concurrency"),
         ("--rate", "fast", "invalid float"),
     ],

@@ -58,7 +58,7 @@ async def test_path_case_is_kept_apart(store: Redis, crawl_keys: CrawlKeys) -> N
 async def test_fifo_per_domain_and_lease_fields(store: Redis, crawl_keys: CrawlKeys) -> None:
     clock = FakeClock()
     frontier, admitter = await make_frontier(
-        store, crawl_keys, CrawlSpec(rate=100, burst=10, inflight_per_domain=10), clock
+        store, crawl_keys, CrawlSpec(rate=100, burst=10, per_domain_inflight=10), clock
     )
     await admitter.admit([f"http://a.test/{i}" for i in range(5)], depth=2, parent="http://p/")
     claim = await frontier.claim("w1", 3)
@@ -72,7 +72,7 @@ async def test_fifo_per_domain_and_lease_fields(store: Redis, crawl_keys: CrawlK
 async def test_settle_outcomes_and_stale_acks(store: Redis, crawl_keys: CrawlKeys) -> None:
     clock = FakeClock()
     frontier, admitter = await make_frontier(
-        store, crawl_keys, CrawlSpec(rate=100, burst=10, inflight_per_domain=10), clock
+        store, crawl_keys, CrawlSpec(rate=100, burst=10, per_domain_inflight=10), clock
     )
     await admitter.admit([f"http://a.test/{i}" for i in range(4)], depth=0)
     a, b, c, d = (await frontier.claim("w1", 4)).leases
@@ -137,7 +137,7 @@ async def test_release_returns_lease_untouched_to_the_head(
 async def test_backoff_and_crawl_delay(store: Redis, crawl_keys: CrawlKeys) -> None:
     clock = FakeClock()
     frontier, admitter = await make_frontier(
-        store, crawl_keys, CrawlSpec(rate=100, burst=10, inflight_per_domain=10), clock
+        store, crawl_keys, CrawlSpec(rate=100, burst=10, per_domain_inflight=10), clock
     )
     await admitter.admit([f"http://a.test/{i}" for i in range(10)], depth=0)
     await frontier.back_off("a.test", 30)
@@ -161,7 +161,7 @@ async def test_backoff_and_crawl_delay(store: Redis, crawl_keys: CrawlKeys) -> N
 async def test_retry_after_pushes_the_whole_domain(store: Redis, crawl_keys: CrawlKeys) -> None:
     clock = FakeClock()
     frontier, admitter = await make_frontier(
-        store, crawl_keys, CrawlSpec(rate=100, burst=10, inflight_per_domain=10), clock
+        store, crawl_keys, CrawlSpec(rate=100, burst=10, per_domain_inflight=10), clock
     )
     await admitter.admit([f"http://a.test/{i}" for i in range(3)], depth=0)
     lease = (await frontier.claim("w", 1)).leases[0]

@@ -36,7 +36,7 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
 async def test_rate_holds_across_three_processes(
     server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys
 ) -> None:
-    spec = CrawlSpec(rate=5, burst=1, inflight_per_domain=100)
+    spec = CrawlSpec(rate=5, burst=1, per_domain_inflight=100)
     _, admitter = await make_frontier(server_store, crawl_keys, spec)
     await admitter.admit([f"http://slow.test/{i}" for i in range(500)], depth=0)
     start = time.time() + 1.5  # let the three interpreters start first
@@ -83,7 +83,7 @@ async def test_in_flight_cap_holds_under_fifty_claimers(
     store: Redis, crawl_keys: CrawlKeys
 ) -> None:
     cap = 3
-    spec = CrawlSpec(rate=10_000, burst=1000, inflight_per_domain=cap)
+    spec = CrawlSpec(rate=10_000, burst=1000, per_domain_inflight=cap)
     frontier, admitter = await make_frontier(store, crawl_keys, spec)
     await admitter.admit([f"http://capped.test/{i}" for i in range(300)], depth=0)
     holding = 0
@@ -121,7 +121,7 @@ async def test_in_flight_cap_holds_under_fifty_claimers(
 async def test_sigkilled_claimer_loses_nothing(
     server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys
 ) -> None:
-    spec = CrawlSpec(rate=10_000, burst=1000, inflight_per_domain=1000, lease_s=0.5, max_attempts=2)
+    spec = CrawlSpec(rate=10_000, burst=1000, per_domain_inflight=1000, lease_s=0.5, max_attempts=2)
     frontier, admitter = await make_frontier(server_store, crawl_keys, spec)
     await admitter.admit([f"http://k{i % 5}.test/{i}" for i in range(100)], depth=0)
 

@@ -55,7 +55,7 @@ CLAIM_GAP_MS = 1000  # >= BURST / RATE: the bucket is full again before every cl
 SPEC = CrawlSpec(
     rate=RATE,
     burst=BURST,
-    inflight_per_domain=CAP,
+    per_domain_inflight=CAP,
     max_attempts=MAX_ATTEMPTS,
     lease_s=LEASE_MS / 1000,
     max_pages=MAX_PAGES,

@@ -244,7 +244,7 @@ async def _seed(redis: Redis, keys: CrawlKeys) -> tuple[Frontier, str]:
     LLM accounting for one model; a fresh crawl heartbeat and a stale summarizer one.
     Returns the frontier and the fingerprint of the URL in flight (leased to "w1")."""
     frontier, admitter = await make_frontier(
-        redis, keys, CrawlSpec(rate=100, burst=10, inflight_per_domain=10)
+        redis, keys, CrawlSpec(rate=100, burst=10, per_domain_inflight=10)
     )
     await admitter.admit(
         [f"http://a.test/{i}" for i in range(3)] + [f"http://b.test/{i}" for i in range(2)], depth=0

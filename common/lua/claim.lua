@@ -42,7 +42,7 @@ for _ = 1, 4 do
     if got >= n then break end
     local st = load_domain(d)
     refill(st)
-    while got < n and st.tokens >= 1 and st.inflight < st.cap and NOW >= st['until'] do
+    while got < n and st.tokens >= 1 and st.inflight < st.per_domain_inflight and NOW >= st['until'] do
       local entry = redis.call('LPOP', queue_key(d))
       if not entry then break end
       local fp = split_entry(entry)

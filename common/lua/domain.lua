@@ -1,14 +1,16 @@
 -- Change one domain's politeness. ARGV[3] = domain, ARGV[4] = op, ARGV[5] = value.
---   policy   value "rate,burst,cap" (empty parts keep the current value)
+--   policy   value "rate,burst,per_domain_inflight" (empty parts keep the current value)
 --   delay    robots.txt Crawl-delay in seconds: rate becomes at most 1/delay, burst 1
 --   backoff  push the domain's next fetch at least value ms into the future
 local d, op, value = ARGV[3], ARGV[4], ARGV[5]
 local key = domain_key(d)
 if op == 'policy' then
-  local rate, burst, cap = string.match(value, '^([^,]*),([^,]*),([^,]*)$')
+  local rate, burst, per_domain_inflight = string.match(value, '^([^,]*),([^,]*),([^,]*)$')
   if rate ~= '' then redis.call('HSET', key, 'rate', rate) end
   if burst ~= '' then redis.call('HSET', key, 'burst', burst) end
-  if cap ~= '' then redis.call('HSET', key, 'cap', cap) end
+  if per_domain_inflight ~= '' then
+    redis.call('HSET', key, 'per_domain_inflight', per_domain_inflight)
+  end
 elseif op == 'delay' then
   local delay = tonumber(value)
   if delay > 0 then

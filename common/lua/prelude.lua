@@ -79,10 +79,11 @@ end
 -- Domain state: bucket (tokens, ts), in-flight count, back-off deadline, and the overrides.
 local function load_domain(d)
   local v = redis.call('HMGET', domain_key(d), 'tokens', 'ts', 'inflight', 'until',
-    'rate', 'burst', 'cap')
+    'rate', 'burst', 'per_domain_inflight')
   local st = {
     rate = tonumber(v[5]) or SPEC.rate, burst = tonumber(v[6]) or SPEC.burst,
-    cap = tonumber(v[7]) or SPEC.cap, inflight = tonumber(v[3]) or 0,
+    per_domain_inflight = tonumber(v[7]) or SPEC.per_domain_inflight,
+    inflight = tonumber(v[3]) or 0,
     ['until'] = tonumber(v[4]) or 0,
   }
   st.tokens = tonumber(v[1]) or st.burst
@@ -114,7 +115,7 @@ end
 -- Invariant kept by every script: a domain is in "ready" iff its list is non-empty and it is
 -- under its in-flight cap; its score is the time it may next be fetched.
 local function schedule(d, st)
-  if st.inflight < st.cap and redis.call('LLEN', queue_key(d)) > 0 then
+  if st.inflight < st.per_domain_inflight and redis.call('LLEN', queue_key(d)) > 0 then
     redis.call('ZADD', K_READY, next_ready(st), d)
   else
     redis.call('ZREM', K_READY, d)
