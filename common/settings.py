@@ -52,6 +52,7 @@ class FrontierDefaults(_Section):
     burst: int = _SPEC.burst
     per_domain_inflight: int = _SPEC.per_domain_inflight
     max_attempts: int = _SPEC.max_attempts
+    max_doc_leases: int = _SPEC.max_doc_leases
     lease_s: float = _SPEC.lease_s
     max_depth: int = _SPEC.max_depth
     max_pages: int = _SPEC.max_pages
@@ -120,7 +121,7 @@ class LLMSettings(_Section):
         description="direct: the AsyncOpenAI client's request on one aiohttp session; "
         "openai: through AsyncOpenAI.post (about twice the client CPU per call)",
     )
-    max_attempts: int = Field(6, ge=1, le=50, description="failed calls before a doc fails")
+    max_failed_calls: int = Field(6, ge=1, le=50, description="failed calls before a doc fails")
     max_rate_limited: int = Field(
         24, ge=1, le=1000, description="429 answers before a doc fails (they pace, not fail)"
     )

@@ -41,7 +41,8 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     rate: float = 2.0  # requests per second per domain, across all workers
     burst: int = 4
     per_domain_inflight: int = 4
-    max_attempts: int = 3
+    max_attempts: int = 3  # fetches of one URL (crawler deaths included) before it fails
+    max_doc_leases: int = 3  # summarizer deaths holding one doc before it fails
     lease_s: float = 120.0
     obey_robots: bool = True
     domains: dict[str, DomainPolicy] = msgspec.field(default_factory=dict)
@@ -57,27 +58,30 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     v: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
-        problems = []
-        if not self.rate > 0:
-            problems.append(f"rate must be > 0 (got {self.rate})")
-        if self.burst < 1:
-            problems.append(f"burst must be >= 1 (got {self.burst})")
-        if self.per_domain_inflight < 1:
-            problems.append(f"per-domain in-flight must be >= 1 (got {self.per_domain_inflight})")
-        if self.max_attempts < 1:
-            problems.append(f"max attempts must be >= 1 (got {self.max_attempts})")
-        if not self.lease_s > 0:
-            problems.append(f"lease must be > 0 s (got {self.lease_s})")
-        if self.max_depth < -1 or self.max_pages < 0 or self.max_domain_pages < 0:
-            problems.append("max depth/pages must be >= 0")
-        if self.max_docs_backlog < 1:
-            problems.append(f"max docs backlog must be >= 1 (got {self.max_docs_backlog})")
-        if self.doc_max_chars < 100:
-            problems.append(f"doc max chars must be >= 100 (got {self.doc_max_chars})")
-        if not 0 < self.seen_error < 0.5:
-            problems.append(f"seen error must be in (0, 0.5) (got {self.seen_error})")
-        if self.seen_capacity < 1000:
-            problems.append(f"seen capacity must be >= 1000 (got {self.seen_capacity})")
+        # (field, lowest allowed, whether the lowest itself is allowed)
+        floors = (
+            ("rate", 0, False),
+            ("burst", 1, True),
+            ("per_domain_inflight", 1, True),
+            ("max_attempts", 1, True),
+            ("max_doc_leases", 1, True),
+            ("lease_s", 0, False),
+            ("max_depth", -1, True),
+            ("max_pages", 0, True),
+            ("max_domain_pages", 0, True),
+            ("max_docs_backlog", 1, True),
+            ("doc_max_chars", 100, True),
+            ("seen_error", 0, False),
+            ("seen_capacity", 1000, True),
+        )
+        problems = [
+            f"{name.replace('_', ' ')} must be {'>=' if inclusive else '>'} {low}"
+            f" (got {getattr(self, name)})"
+            for name, low, inclusive in floors
+            if not (getattr(self, name) >= low if inclusive else getattr(self, name) > low)
+        ]
+        if self.seen_error >= 0.5:
+            problems.append(f"seen error must be < 0.5 (got {self.seen_error})")
         if problems:
             raise ConfigError("invalid crawl spec: " + "; ".join(problems))
 
@@ -88,6 +92,7 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             "burst": str(self.burst),
             "per_domain_inflight": str(self.per_domain_inflight),
             "max_attempts": str(self.max_attempts),
+            "max_doc_leases": str(self.max_doc_leases),
             "lease_ms": str(int(self.lease_s * 1000)),
             "max_depth": str(self.max_depth),
             "max_pages": str(self.max_pages),

@@ -107,7 +107,7 @@ class OpenAIEngine:
     async def summarize(self, request: Request) -> Summary:
         prompt, estimate = self.prompt_for(request)
         model = request.profile.model
-        # Two budgets: failures (5xx, timeouts, broken answers) are the doc's max_attempts; a 429
+        # Two budgets: failures (5xx, timeouts, broken answers) count to max_failed_calls; a 429
         # is the provider pacing us, not a fault of the call, and has its own larger budget, so
         # a rate-limit storm does not fail docs that a failing API would.
         failures = rate_limited = calls = 0
@@ -120,7 +120,10 @@ class OpenAIEngine:
                     rate_limited += 1
                 else:
                     failures += 1
-                if failures >= self._llm.max_attempts or rate_limited >= self._llm.max_rate_limited:
+                if (
+                    failures >= self._llm.max_failed_calls
+                    or rate_limited >= self._llm.max_rate_limited
+                ):
                     raise PermanentError(
                         f"gave up after {calls} calls ({failures} failed, {rate_limited} "
                         f"rate-limited): {exc}",

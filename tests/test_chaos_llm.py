@@ -95,7 +95,7 @@ async def test_broken_answers_fail_with_a_reason_then_recover(
         mock,
         "--concurrency",
         "4",
-        DISTCRAWL_LLM__MAX_ATTEMPTS="2",
+        DISTCRAWL_LLM__MAX_FAILED_CALLS="2",
         DISTCRAWL_LLM__TIMEOUT_S="1",
     )
     assert code == 0, err

@@ -196,12 +196,12 @@ async def test_a_proxy_from_the_environment_is_used(
 async def test_429s_and_failures_have_separate_budgets(
     mock: MockLLM, store: Redis, crawl_keys: CrawlKeys
 ) -> None:
-    """The engine's retries: a doc fails after max_attempts failed calls, or after
+    """The engine's retries: a doc fails after max_failed_calls failed calls, or after
     max_rate_limited 429s (the provider pacing), whichever budget runs out; never more calls."""
     llm = LLMSettings(
         base_url=mock.base_url,
         api_key=SecretStr(KEY),
-        max_attempts=2,
+        max_failed_calls=2,
         max_rate_limited=4,
         timeout_s=10,
     )
@@ -220,12 +220,12 @@ async def test_429s_and_failures_have_separate_budgets(
         with pytest.raises(PermanentError) as limited:
             await engine.summarize(request)
         assert limited.value.reason == "http_429"
-        assert mock.stats().by_status == {200: 1, 429: 4}  # four 429s, though max_attempts=2
+        assert mock.stats().by_status == {200: 1, 429: 4}  # four 429s, though max_failed_calls=2
         mock.reset()
         mock.configure(rpm=0, error_rate_5xx=1.0)
         with pytest.raises(PermanentError) as failing:
             await engine.summarize(request)
         assert failing.value.reason == "http_503"
-        assert mock.stats().by_status == {503: 2}  # max_attempts calls, no back-off after
+        assert mock.stats().by_status == {503: 2}  # max_failed_calls calls, no back-off after
     finally:
         await engine.aclose()

@@ -164,7 +164,7 @@ async def test_a_dead_doc_keeps_no_text(store: Redis, crawl_keys: CrawlKeys) -> 
     queue = DocsQueue(store, crawl_keys, clock=clock)
     [doc] = make_docs(1, text="a sentence of page text. " * 200)
     await feed_docs(store, crawl_keys, [doc])
-    for _ in range(3):  # the crawl's max_attempts (3 by default)
+    for _ in range(3):  # the crawl's max_doc_leases (3 by default)
         assert len(await queue.claim("w", 1, lease_s=5)) == 1
         clock.advance(5_000)
         await queue.reap()

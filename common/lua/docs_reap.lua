@@ -1,5 +1,5 @@
 -- Return docs whose summarizer died (lease expired) to the queue with attempts + 1, or fail
--- them (docs_failed:lease_expired) after the crawl's max_attempts: a failed summary record goes
+-- them (docs_failed:lease_expired) after the crawl's max_doc_leases: a failed summary record goes
 -- to the summaries sink and docs-dead keeps "fp \t attempts \t reason \t url", not the text
 -- (nothing holds a doc's text once it is settled).
 -- ARGV[3] = the most to reap. Returns {requeued, dead}.
@@ -15,7 +15,7 @@ for _, fp in ipairs(expired) do
     local _, attempts, doc = split_entry(entry)
     attempts = attempts + 1
     count('docs_reaped')
-    if attempts >= SPEC.max_attempts then
+    if attempts >= SPEC.max_doc_leases then
       local ok, parsed = pcall(cjson.decode, doc)
       local url = ok and type(parsed) == 'table' and parsed.url or ''
       local title = ok and type(parsed) == 'table' and parsed.title or nil
