@@ -5,12 +5,12 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
-from common.settings import CrawlerSettings
+from common.settings import WorkerSettings
 from common.store import translate_errors
 
 __all__ = ["DEFAULT_HEARTBEAT_S", "Heartbeats", "is_stale"]
 
-DEFAULT_HEARTBEAT_S: float = CrawlerSettings.model_fields["heartbeat_s"].default
+DEFAULT_HEARTBEAT_S: float = WorkerSettings.model_fields["heartbeat_s"].default
 
 
 def is_stale(age_s: float, heartbeat_s: float = DEFAULT_HEARTBEAT_S) -> bool:

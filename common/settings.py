@@ -32,6 +32,7 @@ __all__ = [
     "FrontierDefaults",
     "LLMSettings",
     "Settings",
+    "WorkerSettings",
     "build_settings",
 ]
 
@@ -88,11 +89,16 @@ class FetchSettings(_Section):
     robots_ttl_s: int = Field(3600, ge=0)
 
 
-class CrawlerSettings(_Section):
-    concurrency: int = Field(64, ge=1, le=10_000)
+class WorkerSettings(_Section):
+    """What every worker (crawl and summarize) shares: drain grace, reaping, heartbeats."""
+
     grace_s: float = Field(10.0, ge=0)
     reap_interval_s: float = Field(5.0, gt=0)
     heartbeat_s: float = Field(5.0, gt=0)
+
+
+class CrawlerSettings(_Section):
+    concurrency: int = Field(64, ge=1, le=10_000)
     claim_batch: int = Field(8, ge=1, le=256)
 
 
@@ -158,6 +164,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, ge=0, le=65535)
     frontier: FrontierDefaults = FrontierDefaults()
     fetch: FetchSettings = FetchSettings()
+    worker: WorkerSettings = WorkerSettings()
     crawler: CrawlerSettings = CrawlerSettings()
     llm: LLMSettings = LLMSettings()
 

@@ -153,7 +153,7 @@ run_cli produce "http://127.0.0.1:$SPORT/" --rate 20 --burst 20 --per-domain-inf
 say "starting a crawler container"
 CID="$(pm run -d --network host "${ULIMIT_ARGS[@]}" --read-only --tmpfs /tmp \
   -e "DISTCRAWL_REDIS=$REDIS_URL" -e "DISTCRAWL_CRAWL=$CRAWL" -e DISTCRAWL_ALLOW_PRIVATE=1 \
-  -e "DISTCRAWL_METRICS_PORT=$MPORT" -e "DISTCRAWL_CRAWLER__GRACE_S=$GRACE" \
+  -e "DISTCRAWL_METRICS_PORT=$MPORT" -e "DISTCRAWL_WORKER__GRACE_S=$GRACE" \
   -e DISTCRAWL_CRAWLER__CONCURRENCY=8 "$IMAGE" crawl 2>>"$WORK/podman.log")" ||
   { cat "$WORK/podman.log" >&2; die "the crawler container did not start"; }
 

@@ -266,7 +266,8 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         seen_capacity=a.get("seen_capacity"),
     )
     fetch = given(max_body_bytes=a.get("max_body_bytes"), user_agent=a.get("user_agent"))
-    crawler = given(concurrency=a.get("concurrency"), grace_s=a.get("grace"))
+    crawler = given(concurrency=a.get("concurrency"))
+    worker = given(grace_s=a.get("grace"))
     llm = given(
         summarizer=a.get("summarizer"),
         base_url=a.get("llm_base_url") or env.get("OPENAI_BASE_URL"),
@@ -290,7 +291,13 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     )
     sections = {
         k: v
-        for k, v in (("frontier", frontier), ("fetch", fetch), ("crawler", crawler), ("llm", llm))
+        for k, v in (
+            ("frontier", frontier),
+            ("fetch", fetch),
+            ("worker", worker),
+            ("crawler", crawler),
+            ("llm", llm),
+        )
         if v
     }
     return build_settings(**top, **sections)

@@ -144,11 +144,11 @@ async def crawl_runtime(
                 settings.fetch.user_agent,
                 settings.fetch.robots_ttl_s,
             )
-        c = settings.crawler
+        c, w = settings.crawler, settings.worker
         timing = WorkerTiming(
-            grace_s=c.grace_s,
-            reap_interval_s=c.reap_interval_s,
-            heartbeat_s=c.heartbeat_s,
+            grace_s=w.grace_s,
+            reap_interval_s=w.reap_interval_s,
+            heartbeat_s=w.heartbeat_s,
             lease_s=spec.lease_s,
             claim_batch=c.claim_batch,
         )
@@ -239,11 +239,11 @@ async def summarize_runtime(
     )
     adaptive = AdaptiveLimit(llm.concurrency)
     engine = build_engine(settings, rate, adaptive, metrics)
-    c = settings.crawler
+    w = settings.worker
     timing = WorkerTiming(
-        grace_s=c.grace_s,
-        reap_interval_s=c.reap_interval_s,
-        heartbeat_s=c.heartbeat_s,
+        grace_s=w.grace_s,
+        reap_interval_s=w.reap_interval_s,
+        heartbeat_s=w.heartbeat_s,
         lease_s=llm.lease_s,
         claim_batch=min(64, llm.concurrency),
     )

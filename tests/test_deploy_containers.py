@@ -157,7 +157,7 @@ def check_grace(cfg: Json) -> None:
     """Docker waits longer than the worker's own drain grace before it SIGKILLs."""
     for name in WORKERS:
         svc = cfg["services"][name]
-        grace = float(svc["environment"].get("DISTCRAWL_CRAWLER__GRACE_S") or DEFAULT_GRACE_S)
+        grace = float(svc["environment"].get("DISTCRAWL_WORKER__GRACE_S") or DEFAULT_GRACE_S)
         stop = parse_duration(svc.get("stop_grace_period", "10s"))
         assert stop > grace, f"{name}: stop_grace_period {stop}s <= worker grace {grace}s"
         assert svc.get("stop_signal", "SIGTERM") == "SIGTERM", name
@@ -465,7 +465,7 @@ def _config(docs: list[Json]) -> dict[str, str]:
 
 
 def check_k8s_workers(docs: list[Json]) -> None:
-    grace = float(_config(docs).get("DISTCRAWL_CRAWLER__GRACE_S", DEFAULT_GRACE_S))
+    grace = float(_config(docs).get("DISTCRAWL_WORKER__GRACE_S", DEFAULT_GRACE_S))
     assert _config(docs).get("DISTCRAWL_METRICS_PORT") == "9400"
     deployments = _by_kind(docs, "Deployment")
     for name in WORKERS:

@@ -26,9 +26,9 @@ from tests.redis_server import RedisServer, free_port
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 FAST = {
-    "DISTCRAWL_CRAWLER__REAP_INTERVAL_S": "1",
-    "DISTCRAWL_CRAWLER__HEARTBEAT_S": "1",
-    "DISTCRAWL_CRAWLER__GRACE_S": "3",
+    "DISTCRAWL_WORKER__REAP_INTERVAL_S": "1",
+    "DISTCRAWL_WORKER__HEARTBEAT_S": "1",
+    "DISTCRAWL_WORKER__GRACE_S": "3",
     "DISTCRAWL_LOG_FORMAT": "json",
 }
 

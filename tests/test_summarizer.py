@@ -117,7 +117,7 @@ async def test_sigkilled_summarizer_docs_are_reaped_by_the_others(
 ) -> None:
     mock = mock_factory("--api-key", API_KEY, "--latency", "0.5")
     await feed_docs(server_store, crawl_keys, make_docs(200))
-    env = _env(mock, DISTCRAWL_LLM__LEASE_S="3", DISTCRAWL_CRAWLER__REAP_INTERVAL_S="1")
+    env = _env(mock, DISTCRAWL_LLM__LEASE_S="3", DISTCRAWL_WORKER__REAP_INTERVAL_S="1")
     victim = spawn_cli(
         "summarize", *_store(redis_server, crawl_keys), "--concurrency", "32", env=env
     )
