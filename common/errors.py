@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ClassifiedError",
     "ConfigError",
     "DistcrawlError",
     "InvalidUrl",
@@ -11,6 +12,7 @@ __all__ = [
     "StoreFull",
     "StoreUnavailable",
     "find_cause",
+    "status_class",
 ]
 
 
@@ -34,21 +36,47 @@ class InvalidUrl(DistcrawlError):
     """A URL that cannot be crawled (bad syntax, unsupported scheme, no host)."""
 
 
-class RetryableError(DistcrawlError):
-    """A failure that may pass: try again later, no sooner than ``retry_after_s`` if given."""
+def status_class(status: int | None) -> str:
+    """``2xx``..``5xx`` for an HTTP status, ``error`` when there was no response."""
+    return f"{status // 100}xx" if status is not None and 100 <= status < 600 else "error"
 
-    def __init__(self, message: str, *, reason: str, retry_after_s: float | None = None) -> None:
+
+class ClassifiedError(DistcrawlError):
+    """A failure with what its handlers need: a short ``reason`` (counts, metrics, records),
+    the HTTP ``status`` if there was a response, and whether the whole domain should back off
+    (the host is struggling, not just this URL)."""
+
+    def __init__(
+        self, message: str, *, reason: str, status: int | None = None, domain_backoff: bool = False
+    ) -> None:
         super().__init__(message)
         self.reason = reason
+        self.status = status
+        self.domain_backoff = domain_backoff
+
+    @property
+    def status_class(self) -> str:
+        return status_class(self.status)
+
+
+class RetryableError(ClassifiedError):
+    """A failure that may pass: try again later, no sooner than ``retry_after_s`` if given."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        retry_after_s: float | None = None,
+        status: int | None = None,
+        domain_backoff: bool = False,
+    ) -> None:
+        super().__init__(message, reason=reason, status=status, domain_backoff=domain_backoff)
         self.retry_after_s = retry_after_s
 
 
-class PermanentError(DistcrawlError):
+class PermanentError(ClassifiedError):
     """A failure that will not pass by retrying (404, bad content, unknown payload version)."""
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def find_cause(

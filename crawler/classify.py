@@ -18,7 +18,6 @@ __all__ = [
     "BlockedAddress",
     "SkipPage",
     "check_status",
-    "status_class",
     "translate_exception",
 ]
 
@@ -31,21 +30,21 @@ class BlockedAddress(OSError):
     """The host resolves to an address the crawler may not fetch (SSRF guard)."""
 
 
-def status_class(status: int | None) -> str:
-    """``2xx``..``5xx`` for an HTTP status, ``error`` when there was no response."""
-    return f"{status // 100}xx" if status and 100 <= status < 600 else "error"
-
-
 def check_status(status: int, retry_after: str | None) -> None:
-    """Raise for a status that is not a success: 429/5xx/408 retry, other 4xx are final."""
+    """Raise for a status that is not a success: 429/5xx/408 retry, other 4xx are final; 429
+    and 503 say the host is overloaded, so its whole domain backs off."""
     if 200 <= status < 300:
         return
     reason = f"http_{status}"
     if status in (408, 425, 429) or 500 <= status < 600:
         raise RetryableError(
-            f"HTTP {status}", reason=reason, retry_after_s=parse_retry_after(retry_after)
+            f"HTTP {status}",
+            reason=reason,
+            retry_after_s=parse_retry_after(retry_after),
+            status=status,
+            domain_backoff=status in (429, 503),
         )
-    raise PermanentError(f"HTTP {status}", reason=reason)
+    raise PermanentError(f"HTTP {status}", reason=reason, status=status)
 
 
 def translate_exception(exc: BaseException) -> DistcrawlError:
@@ -56,15 +55,20 @@ def translate_exception(exc: BaseException) -> DistcrawlError:
     if blocked is not None:
         return SkipPage(str(blocked), reason="blocked_address")
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return RetryableError(f"timed out: {exc}", reason="timeout")
+        return RetryableError(f"timed out: {exc}", reason="timeout", domain_backoff=True)
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return RetryableError(f"DNS lookup failed: {exc}", reason="dns_error")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientConnectorSSLError):
+        # An untrusted or broken certificate does not heal by retrying.
+        return PermanentError(f"TLS failed: {exc}", reason="tls_error")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return RetryableError(f"cannot connect: {exc}", reason="connect_error")
+        return RetryableError(f"cannot connect: {exc}", reason="connect_error", domain_backoff=True)
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return RetryableError(f"broken body: {exc}", reason="bad_body")
+        return RetryableError(f"broken body: {exc}", reason="bad_body", domain_backoff=True)
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | OSError):
-        return RetryableError(f"connection lost: {exc}", reason="connection_reset")
+        return RetryableError(
+            f"connection lost: {exc}", reason="connection_reset", domain_backoff=True
+        )
     if isinstance(exc, aiohttp.InvalidURL):
         return PermanentError(f"invalid URL: {exc}", reason="invalid_url")
     if isinstance(exc, aiohttp.ClientResponseError):

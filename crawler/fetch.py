@@ -248,5 +248,7 @@ class Fetcher:
                     chunks.append(out)
                     size += len(out)
         except zlib.error as exc:
-            raise RetryableError(f"broken compressed body: {exc}", reason="bad_body") from exc
+            raise RetryableError(
+                f"broken compressed body: {exc}", reason="bad_body", domain_backoff=True
+            ) from exc
         return b"".join(chunks), False

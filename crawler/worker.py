@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from common.backoff import backoff_s
-from common.errors import PermanentError, RetryableError, StoreUnavailable
+from common.errors import PermanentError, RetryableError, StoreUnavailable, status_class
 from common.heartbeat import Heartbeats
 from common.leasedworker import LeasedWorker, WorkerTiming
 from common.lifecycle import Shutdown
@@ -26,7 +26,7 @@ from common.metrics import CrawlerMetrics
 from common.serde import Doc, encode_doc
 from common.urls import fingerprint
 from crawler.admission import AdmitReport, Admitter
-from crawler.classify import SkipPage, status_class
+from crawler.classify import SkipPage
 from crawler.committer import Committer
 from crawler.fetch import Fetcher, FetchResult
 from crawler.frontier import Frontier, Lease, Outcome, SettleOp, SettleResult
@@ -37,17 +37,6 @@ from crawler.robots import RobotsCache
 __all__ = ["CrawlWorker", "WorkerStats"]
 
 log = get_logger(__name__)
-# Failures that say "this host is struggling": the whole domain waits, not just the URL.
-_BACK_OFF_DOMAIN = frozenset(
-    {
-        "http_429",
-        "http_503",
-        "timeout",
-        "connect_error",
-        "connection_reset",
-        "bad_body",
-    }
-)
 
 
 @dataclass(slots=True)
@@ -165,7 +154,9 @@ class CrawlWorker(LeasedWorker[Lease]):
             commit = _Commit(SettleOp.release(item.fp))
         except Exception as exc:  # a bug on one page must not kill the worker
             log.exception("page_crashed", url=item.url, error=repr(exc))
-            commit = _Commit(self._retry_op(item, "internal_error", None))
+            commit = _Commit(
+                self._retry_op(item, RetryableError(repr(exc), reason="internal_error"))
+            )
         await self._commit(item, commit)
 
     async def _process(self, lease: Lease) -> _Commit:
@@ -180,12 +171,14 @@ class CrawlWorker(LeasedWorker[Lease]):
             with self._metrics.fetch_seconds.time():
                 result = await self._fetcher.fetch(lease.url)
         except RetryableError as exc:
-            self._metrics.fetches.labels(_status_of(exc)).inc()
-            return _Commit(self._retry_op(lease, exc.reason, exc.retry_after_s))
+            self._metrics.fetches.labels(exc.status_class).inc()
+            return _Commit(self._retry_op(lease, exc))
         except SkipPage as exc:
             return _Commit(self._final(lease, Outcome.SKIPPED, exc.reason))
         except PermanentError as exc:
-            self._metrics.fetches.labels(_status_of(exc)).inc()
+            self._metrics.fetches.labels(exc.status_class).inc()
+            if exc.reason == "tls_error":
+                log.warning("tls_error", url=lease.url, error=str(exc))
             return _Commit(self._final(lease, Outcome.FAILED, exc.reason))
         self._metrics.fetches.labels(status_class(result.status)).inc()
         self._metrics.fetch_bytes.inc(len(result.body))
@@ -250,9 +243,10 @@ class CrawlWorker(LeasedWorker[Lease]):
         )
         return SettleOp.ack(lease.fp, outcome, reason, encode_record(record), attempt=lease.attempt)
 
-    def _retry_op(self, lease: Lease, reason: str, retry_after_s: float | None) -> SettleOp:
+    def _retry_op(self, lease: Lease, exc: RetryableError) -> SettleOp:
+        reason, retry_after_s = exc.reason, exc.retry_after_s
         delay = backoff_s(lease.attempt, base_s=2.0, cap_s=300.0)
-        domain_wait = retry_after_s or (delay if reason in _BACK_OFF_DOMAIN else 0.0)
+        domain_wait = retry_after_s or (delay if exc.domain_backoff else 0.0)
         self._metrics.retries.labels(reason).inc()
         record = PageRecord(
             url=lease.url,
@@ -302,10 +296,3 @@ class CrawlWorker(LeasedWorker[Lease]):
         else:
             self._metrics.pages.labels(op.outcome).inc()
             setattr(self.stats, op.outcome, getattr(self.stats, op.outcome) + 1)
-
-
-def _status_of(exc: Exception) -> str:
-    reason = getattr(exc, "reason", "")
-    if isinstance(reason, str) and reason.startswith("http_") and reason[5:].isdigit():
-        return status_class(int(reason[5:]))
-    return "error"

@@ -19,7 +19,7 @@ import msgspec
 import openai
 
 from common.backoff import backoff_s
-from common.errors import ConfigError, PermanentError, RetryableError
+from common.errors import ClassifiedError, ConfigError, PermanentError, RetryableError
 from common.logging import get_logger
 from common.settings import LLMSettings
 from summarizer.budget import token_counter
@@ -156,7 +156,7 @@ class OpenAIEngine:
                 content = _content(resp)
             except Exception as exc:
                 err = translate_openai_error(exc)
-                outcome = getattr(err, "reason", type(err).__name__)
+                outcome = err.reason if isinstance(err, ClassifiedError) else type(err).__name__
                 self._observe(outcome, time.monotonic() - started, model, 0, 0)
                 raise err from exc
         latency = time.monotonic() - started

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import ssl
 import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from common.errors import RetryableError
+from common.errors import PermanentError, RetryableError
 from common.settings import FetchSettings
-from crawler.classify import SkipPage
+from crawler.classify import SkipPage, check_status
 from crawler.fetch import Fetcher, FetchResult, decode_body
 
 KB = 1024
@@ -105,3 +108,53 @@ async def test_private_addresses_are_refused_by_default(server: str) -> None:
 )
 def test_charsets(body: bytes, charset: str | None, text: str) -> None:
     assert text in decode_body(body, charset)
+
+
+@pytest.fixture
+async def https_server(tmp_path: Path) -> AsyncIterator[str]:
+    """An HTTPS server whose certificate no trust store knows (a fresh self-signed one)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    openssl = await asyncio.create_subprocess_exec(
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await openssl.wait() == 0
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(body=PAGE, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    assert site._server is not None
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    yield f"https://127.0.0.1:{port}/"
+    await runner.cleanup()
+
+
+async def test_an_untrusted_certificate_is_a_final_tls_error(https_server: str) -> None:
+    with pytest.raises(PermanentError) as caught:
+        await _fetch(https_server)
+    assert caught.value.reason == "tls_error"
+    assert not isinstance(caught.value, RetryableError)
+    assert "certificate" in str(caught.value).lower()
+
+
+def test_failures_carry_their_status_class_and_domain_backoff() -> None:
+    with pytest.raises(RetryableError) as caught:
+        check_status(503, "7")
+    assert (caught.value.reason, caught.value.status_class) == ("http_503", "5xx")
+    assert caught.value.domain_backoff
+    assert caught.value.retry_after_s == 7
+    with pytest.raises(RetryableError) as caught:
+        check_status(500, None)
+    assert not caught.value.domain_backoff  # one broken page, not an overloaded host
+    with pytest.raises(PermanentError) as final:
+        check_status(404, None)
+    assert (final.value.reason, final.value.status_class) == ("http_404", "4xx")
