@@ -114,16 +114,18 @@ def parse_html(html: str, max_text_chars: int) -> ParsedPage:
     """Parse a page; never raises on malformed markup."""
     tree = LexborHTMLParser(flatten_deep_nesting(html))
     page = ParsedPage()
-    title = tree.css_first("title")
+    head = _head_nodes(tree)
+    title = head.get("title")
     if title is not None:
         page.title = _clean(title.text())[:1000]
-    page.description = (_attr(tree.css_first('meta[name="description" i]'), "content") or "")[:2000]
-    page.canonical = _attr(tree.css_first('link[rel="canonical" i]'), "href")
+    page.description = (_attr(head.get("meta:description"), "content") or "")[:2000]
+    page.canonical = _attr(head.get("link:canonical"), "href")
     page.lang = _attr(tree.css_first("html"), "lang")
-    page.base_href = _attr(tree.css_first("base[href]"), "href")
-    robots = (_attr(tree.css_first('meta[name="robots" i]'), "content") or "").lower()
+    page.base_href = _attr(head.get("base"), "href")
+    robots = (_attr(head.get("meta:robots"), "content") or "").lower()
     page.noindex = "noindex" in robots or "none" in robots
     page.nofollow = "nofollow" in robots or "none" in robots
+    links = page.links
     for node in tree.css("a[href], area[href]"):
         href = node.attributes.get("href")
         if not href:
@@ -132,12 +134,29 @@ def parse_html(html: str, max_text_chars: int) -> ParsedPage:
         if not href or href.lower().startswith(_SKIP_HREF):
             page.skipped_links += 1
             continue
-        page.links.append(href)
+        links.append(href)
     tree.strip_tags(_BOILERPLATE)
     body = tree.body
     raw = body.text(separator=" ", strip=True, skip_empty=True) if body is not None else ""
     page.text, page.text_chars = _capped_text(raw, max_text_chars)
     return page
+
+
+def _head_nodes(tree: LexborHTMLParser) -> dict[str, LexborNode]:
+    """The first ``title``, ``base[href]``, ``meta`` by name and ``link`` by rel, keyed
+    "title", "base", "meta:<name>", "link:<rel>" (lower case): one walk of the tree instead of
+    one per selector."""
+    found: dict[str, LexborNode] = {}
+    for node in tree.css("title, base[href], meta[name], link[rel]"):
+        tag = node.tag
+        if tag == "title" or tag == "base":
+            key = tag
+        else:
+            value = node.attributes.get("name" if tag == "meta" else "rel") or ""
+            key = f"{tag}:{value.lower()}"
+        if key not in found:
+            found[key] = node
+    return found
 
 
 def _capped_text(raw: str, cap: int) -> tuple[str, int]:
