@@ -110,9 +110,11 @@ def flatten_deep_nesting(html: str) -> str:
     return _TAG.sub(keep, html)
 
 
-def parse_html(html: str, max_text_chars: int) -> ParsedPage:
-    """Parse a page; never raises on malformed markup."""
-    tree = LexborHTMLParser(flatten_deep_nesting(html))
+def parse_html(html: str | bytes, max_text_chars: int) -> ParsedPage:
+    """Parse a page (text, or bytes in UTF-8); never raises on malformed markup."""
+    if isinstance(html, bytes) and html.count(b"<") >= _CHECK_ABOVE_TAGS:
+        html = html.decode("utf-8", errors="replace")  # flattening works on text
+    tree = LexborHTMLParser(html if isinstance(html, bytes) else flatten_deep_nesting(html))
     page = ParsedPage()
     head = _head_nodes(tree)
     title = head.get("title")

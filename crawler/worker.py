@@ -177,7 +177,7 @@ class CrawlWorker(LeasedWorker[Lease]):
             return _Commit(self._final(lease, Outcome.FAILED, exc.reason))
         self._metrics.fetches.labels(status_class(result.status)).inc()
         self._metrics.fetch_bytes.inc(len(result.body))
-        page = parse_html(result.text(), self._max_text)
+        page = parse_html(result.markup(), self._max_text)
         self._metrics.pages_parsed.inc()
         return self._done(lease, result, page, started)
 
