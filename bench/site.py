@@ -3,7 +3,10 @@
     python -m bench.site --addresses 127.0.0.11,127.0.0.12 --pages 3000
 
 Prints ``ready <port>``. Page ``i`` of a host links to page ``i+1`` (so everything is reachable
-from ``/p/0.html``) and to 54 random pages across all hosts.
+from ``/p/0.html``) and to 54 random pages across all hosts. The markup looks like what sites
+serve: text wrapped and indented in the source, a few non-ASCII characters, and links to the
+same host in the usual relative forms (``j.html``, ``./j.html``, ``../p/j.html``, ``/p/j.html``)
+next to absolute links to the other hosts.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import textwrap
 
 from aiohttp import web
 
@@ -18,7 +22,8 @@ from common.lifecycle import Shutdown
 
 _TEXT = (
     "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega crawler frontier "
-    "redis queue token bucket lease worker parser anchor canonical harbor river valley forest"
+    "redis queue token bucket lease worker parser anchor canonical harbor river valley forest "
+    "café naïve résumé — “quoted” déjà"
 )
 WORDS = _TEXT.split()
 LINKS = 55
@@ -27,31 +32,45 @@ PAGE_BYTES = 40_000
 
 _POOL_RNG = random.Random(42)
 PARAGRAPHS = [
-    "<p>" + " ".join(_POOL_RNG.choice(WORDS) for _ in range(60)) + ".</p>" for _ in range(400)
+    "\n      <p>\n"
+    + textwrap.fill(
+        " ".join(_POOL_RNG.choice(WORDS) for _ in range(60)) + ".",
+        width=90,
+        initial_indent="        ",
+        subsequent_indent="        ",
+    )
+    + "\n      </p>"
+    for _ in range(400)
 ]
+# How a link to page j of the same host is written on a page under /p/ (all resolve to /p/j).
+_LOCAL_FORMS = ("{j}.html", "./{j}.html", "../p/{j}.html", "/p/{j}.html")
 
 
 def render(host: str, hosts: list[str], i: int, pages: int) -> bytes:
     rng = random.Random(f"{host}:{i}")
-    links = [f"/p/{(i + 1) % pages}.html"]
-    for _ in range(LINKS - 1):
+    links = [f"{(i + 1) % pages}.html"]
+    for n in range(LINKS - 1):
         other = rng.choice(hosts)
         j = rng.randrange(pages)
-        links.append(f"/p/{j}.html" if other == host else f"http://{other}/p/{j}.html")
-    anchors = "".join(f'<li><a href="{u}">link {n}</a></li>' for n, u in enumerate(links))
+        form = _LOCAL_FORMS[n % len(_LOCAL_FORMS)]
+        links.append(form.format(j=j) if other == host else f"http://{other}/p/{j}.html")
+    anchors = "".join(f'\n        <li><a href="{u}">link {n}</a></li>' for n, u in enumerate(links))
     head = (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Bench {i}</title>"
         f'<meta name="description" content="bench page {i}"></head><body>'
-        f"<nav><a href=/>home</a></nav><main><h1>Page {i}</h1>"
+        f"\n    <nav><a href=/>home</a></nav>\n    <main>\n      <h1>Page {i}</h1>"
     )
-    tail = f"<ul>{anchors}</ul></main><footer>bench</footer></body></html>"
+    tail = (
+        f"\n      <ul>{anchors}\n      </ul>\n    </main>"
+        "\n    <footer>bench</footer>\n  </body>\n</html>\n"
+    )
     paras: list[str] = []
     size = len(head) + len(tail)
     while size < PAGE_BYTES:
         para = rng.choice(PARAGRAPHS)
         paras.append(para)
         size += len(para)
-    return (head + "".join(paras) + tail).encode()
+    return (head + "".join(paras) + tail).encode()  # utf-8: ~40 KB
 
 
 async def serve(addresses: list[str], pages: int) -> None:

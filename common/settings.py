@@ -80,7 +80,6 @@ class FetchSettings(_Section):
     total_timeout_s: float = Field(60.0, gt=0)
     max_redirects: int = Field(5, ge=0, le=30)
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
-    max_text_chars: int = Field(50_000, ge=100)
     connections: int = Field(256, ge=1, description="connector total limit")
     connections_per_host: int = Field(16, ge=1)
     dns_cache_s: int = Field(300, ge=0)

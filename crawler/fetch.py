@@ -44,6 +44,20 @@ class FetchResult:
     def text(self) -> str:
         return decode_body(self.body, self.charset)
 
+    def markup(self) -> str | bytes:
+        """The body for the HTML parser: the bytes themselves when they are declared UTF-8
+        (lexbor decodes UTF-8 as ``decode_body`` would, invalid bytes becoming U+FFFD, and is
+        spared a decode here and an encode back in selectolax), else ``text()``."""
+        if self.body.startswith(_BOM_PREFIXES):
+            return self.text()
+        declared = self.charset
+        if not declared:
+            sniffed = _META_CHARSET.search(self.body[:4096])
+            declared = sniffed.group(1).decode("ascii", "replace") if sniffed else None
+        if declared is not None and declared.lower() in ("utf-8", "utf8"):
+            return self.body
+        return self.text()
+
 
 class _Identity:
     """The no-op twin of zlib's decompressobj, for uncompressed bodies."""
@@ -94,6 +108,9 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
+
+
+_BOM_PREFIXES = tuple(bom for bom, _ in _BOMS)
 
 
 def decode_body(body: bytes, charset: str | None) -> str:

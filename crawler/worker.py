@@ -74,7 +74,6 @@ class CrawlWorker(LeasedWorker[Lease]):
         robots: RobotsCache | None,
         metrics: CrawlerMetrics,
         shutdown: Shutdown,
-        max_text_chars: int,
         doc_max_chars: int,
         worker_id: str | None = None,
     ) -> None:
@@ -87,7 +86,6 @@ class CrawlWorker(LeasedWorker[Lease]):
         self._fetcher = fetcher
         self._robots = robots
         self._metrics = metrics
-        self._max_text = max_text_chars
         self._doc_max_chars = doc_max_chars  # 0: the crawl is not summarized, no docs
         self.stats = WorkerStats()
         self._committer = Committer(frontier, admitter, self.worker_id, self._admitted)
@@ -182,7 +180,9 @@ class CrawlWorker(LeasedWorker[Lease]):
             return _Commit(self._final(lease, Outcome.FAILED, exc.reason))
         self._metrics.fetches.labels(status_class(result.status)).inc()
         self._metrics.fetch_bytes.inc(len(result.body))
-        page = parse_html(result.text(), self._max_text)
+        # The text only feeds the doc: clean no more of it than a doc carries (1 character
+        # when the crawl is not summarized; text_chars still counts all of it).
+        page = parse_html(result.markup(), self._doc_max_chars or 1)
         self._metrics.pages_parsed.inc()
         return self._done(lease, result, page, started)
 
@@ -200,7 +200,7 @@ class CrawlWorker(LeasedWorker[Lease]):
             bytes=len(result.body),
             truncated=result.truncated,
             links=len(page.links),
-            text_chars=len(page.text),
+            text_chars=page.text_chars,
             fetched_at=round(started, 3),
             elapsed_ms=round(result.elapsed_ms, 1),
             attempts=lease.attempt,
@@ -213,7 +213,7 @@ class CrawlWorker(LeasedWorker[Lease]):
                     url=lease.url,
                     fp=lease.fp,
                     title=page.title,
-                    text=page.text[: self._doc_max_chars],
+                    text=page.text,
                     lang=page.lang,
                     fetched_at=round(started, 3),
                 )

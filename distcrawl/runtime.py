@@ -162,7 +162,6 @@ async def crawl_runtime(
             robots=robots,
             metrics=metrics,
             shutdown=shutdown,
-            max_text_chars=settings.fetch.max_text_chars,
             doc_max_chars=spec.doc_max_chars if spec.summarize else 0,
         )
         if settings.metrics_port is not None:

@@ -1,9 +1,10 @@
-"""The frontier benchmark runs end to end at smoke-test sizes. No speed is asserted."""
+"""The frontier and crawl benchmarks run end to end at smoke-test sizes. No speed is asserted."""
 
 from __future__ import annotations
 
 import pytest
 
+from bench.crawl import HEADER as CRAWL_HEADER
 from bench.frontier import HEADER
 from bench.memory import HEADER as HEADER_MEMORY
 from tests.helpers import run_quick_bench
@@ -37,3 +38,19 @@ def test_memory_bench_quick() -> None:
     assert len(rows) == 3, output
     for row in rows:
         assert int(row.split()[-7].replace(",", "")) > 100, row  # pages crawled
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_crawl_bench_quick() -> None:
+    """Both crawlers get every page of the small site, and the table has its three rows."""
+    proc, output = run_quick_bench("bench.crawl", timeout=150)
+    assert proc.returncode == 0, output
+    assert CRAWL_HEADER in proc.stdout, output
+    assert "FAILED" not in output, output
+    rows = [line.split(" | ")[0] for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "| careful loop",
+        "| distcrawl crawl, 1 process",
+        "| distcrawl crawl, 2 processes",
+    ], output

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from common.errors import InvalidUrl
 from common.urls import (
     MAX_URL_LENGTH,
+    LinkResolver,
     ParamFilter,
     canonicalize,
     fingerprint,
@@ -152,3 +153,43 @@ def test_urls_over_the_length_limit_are_refused(base: str | None, path: str) -> 
     with pytest.raises(InvalidUrl, match="longer than"):
         canonicalize(url, base)
     assert len(canonicalize("http://example.org/" + "y" * 2_000, base)) < MAX_URL_LENGTH
+
+
+_segment = st.one_of(
+    st.sampled_from(["a", "p", "x.html", ".", "..", "", "B", "%41", "é", "q?x=1", "f#g", "c:d"]),
+    st.text("ab./:?#%é ", max_size=4),
+)
+_href = st.builds(
+    lambda lead, parts: lead + "/".join(parts),
+    st.sampled_from(
+        ["", "/", "./", "../", "../../", "//h.org/", "http://a.com/", "HTTP://A.com:80/"]
+    ),
+    st.lists(_segment, max_size=4),
+)
+_base = st.one_of(
+    _url,
+    st.sampled_from(
+        [
+            "http://a.com",
+            "http://a.com/p/3.html",
+            "http://a.com:8080/x/y/",
+            "http://a.com?q=1/2",
+            "http://a.com/p#f/x",
+            "http://a.com/a/./b",
+            "http://a.com//p/x",
+        ]
+    ),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_base, _href)
+def test_link_resolver_agrees_with_canonicalize(base: str, href: str) -> None:
+    """The per-page resolver (base split once, string fast paths) changes nothing."""
+    try:
+        expected = canonicalize(href, base)
+    except InvalidUrl:
+        with pytest.raises(InvalidUrl):
+            LinkResolver(base).canonicalize(href)
+        return
+    assert LinkResolver(base).canonicalize(href) == expected
