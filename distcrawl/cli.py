@@ -59,7 +59,7 @@ def _common(p: argparse.ArgumentParser, *, redis_required: bool) -> None:
         "--redis",
         metavar="URL",
         help="redis://[user:pass@]host:port/db or rediss://"
-        + ("" if redis_required else " (default: the embedded in-process store)"),
+        + ("" if redis_required else " (default: the embedded store, a private server)"),
     )
     g.add_argument("--crawl", metavar="NAME", help="crawl name (default: 'default')")
     o = p.add_argument_group("logging")
@@ -140,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-summarize", action="store_true", help="skip the summarizer stage")
     p.add_argument("--llm-concurrency", type=int, metavar="C", help="LLM calls in flight")
+    p.add_argument("--fresh", action="store_true", help="delete DIR/.store first: start over")
     _common(p, redis_required=False)
     _scope(p)
     _worker(p)
@@ -276,7 +277,7 @@ def _need_server(settings: Settings, command: str) -> None:
     if settings.redis == EMBEDDED:
         raise ConfigError(
             f"`distcrawl {command}` needs --redis URL (or DISTCRAWL_REDIS): "
-            "the embedded store lives inside a single `distcrawl run` process"
+            "the embedded store is private to one `distcrawl run` process"
         )
 
 
@@ -407,6 +408,7 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             demo=args.demo,
             progress=not args.no_progress,
             summarize=not args.no_summarize,
+            fresh=args.fresh or args.demo,  # the demo site is new (another port) every run
         )
         if args.demo:  # our own local site: private address allowed, politeness raised
             frontier = settings.frontier.model_copy(

@@ -1,7 +1,9 @@
 """`distcrawl run`: producer, crawler (and summarizer) in one process.
 
-On the embedded store by default, so it needs no server; given ``--redis`` it runs the same code
-against a shared Redis. Ends by writing the output folder.
+On the embedded store by default: a private server this process starts, with its data in
+``DIR/.store`` (``--out DIR``), so the user needs no server, and a run that stopped (Ctrl-C,
+SIGKILL, power loss) resumes when run again on the same DIR. Given ``--redis`` it runs the same
+code against a shared Redis. Ends by writing the output folder.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from common.docsqueue import DocsQueue
+from common.errors import ConfigError
 from common.lifecycle import Shutdown
+from common.private_server import private_server
 from common.settings import Settings
+from common.store import EMBEDDED
 from crawler.admission import Admitter
 from crawler.frontier import Frontier
 from crawler.produce import SeedLine, build_spec, produce
@@ -26,7 +31,9 @@ from distcrawl.export import export_pages, export_summaries
 from distcrawl.progress import show_progress
 from distcrawl.runtime import crawl_runtime, store_session, summarize_runtime
 
-__all__ = ["RunRequest", "run_all"]
+__all__ = ["STORE_DIR", "RunRequest", "run_all"]
+
+STORE_DIR = ".store"  # under --out: the embedded store's data, pidfile, socket and log
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class RunRequest:
     demo: bool = False
     progress: bool = True
     summarize: bool = True
+    fresh: bool = False
 
 
 @contextlib.asynccontextmanager
@@ -58,21 +66,65 @@ async def _demo_site(enabled: bool) -> AsyncIterator[list[str]]:
         await server.stop()
 
 
+@contextlib.asynccontextmanager
+async def _store(settings: Settings, req: RunRequest) -> AsyncIterator[Settings]:
+    """``settings`` pointing at the store: the private server on ``DIR/.store`` unless
+    ``--redis`` named one."""
+    if settings.redis != EMBEDDED:
+        if req.fresh:
+            raise ConfigError(
+                "--fresh deletes the embedded store under --out; with --redis, "
+                "start a new crawl with --crawl NAME instead"
+            )
+        yield settings
+        return
+    async with private_server(req.out / STORE_DIR, settings.embedded, fresh=req.fresh) as url:
+        yield settings.model_copy(update={"redis": url})
+
+
 async def run_all(settings: Settings, req: RunRequest) -> int:
     shutdown = Shutdown()
     shutdown.install()
     try:
-        async with _demo_site(req.demo) as demo_seeds:
+        async with _demo_site(req.demo) as demo_seeds, _store(settings, req) as store_settings:
             seeds = req.seeds + [SeedLine("demo", i, u) for i, u in enumerate(demo_seeds, 1)]
-            return await _crawl(settings, req, seeds, shutdown)
+            private = settings.redis == EMBEDDED
+            return await _crawl(store_settings, req, seeds, shutdown, private=private)
     finally:
         shutdown.uninstall()
 
 
+async def _resume(redis: Redis, frontier: Frontier, req: RunRequest) -> None:
+    """The private store has no other workers: every lease in it is a dead run's. Return them
+    now (attempts + 1, as the reaper would after lease_s) and say where the crawl stands."""
+    returned = 0
+    queues: list[Frontier | DocsQueue] = [frontier, DocsQueue(redis, frontier.keys)]
+    for queue in queues:
+        while True:
+            requeued, dead = await queue.reap(1000, every_lease=True)
+            returned += requeued + dead
+            if requeued + dead < 1000:
+                break
+    stats = await frontier.stats(0)
+    print(
+        f"resuming the crawl in {req.out / STORE_DIR}: done {stats.done}, failed {stats.failed}, "
+        f"skipped {stats.skipped}, pending {stats.pending} ({returned} leases of the previous "
+        "run returned)",
+        file=sys.stderr,
+    )
+
+
 async def _crawl(
-    settings: Settings, req: RunRequest, seeds: list[SeedLine], shutdown: Shutdown
+    settings: Settings,
+    req: RunRequest,
+    seeds: list[SeedLine],
+    shutdown: Shutdown,
+    *,
+    private: bool,
 ) -> int:
     async with store_session(settings) as (redis, frontier):
+        if private and await frontier.spec() is not None:
+            await _resume(redis, frontier, req)
         spec = build_spec(
             settings.frontier,
             [s.text for s in seeds],
@@ -85,7 +137,7 @@ async def _crawl(
         for error in report.errors:
             print(f"distcrawl: skipped seed {error}", file=sys.stderr)
         if await frontier.pending() == 0 and report.admitted == 0:
-            print("distcrawl: nothing to crawl (no valid new seed)", file=sys.stderr)
+            print("distcrawl: nothing (new) to crawl", file=sys.stderr)
         async with contextlib.AsyncExitStack() as stack:
             crawl = await stack.enter_async_context(
                 crawl_runtime(settings, redis, frontier, shutdown)
