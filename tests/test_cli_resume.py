@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +26,7 @@ from common.private_server import private_server
 from common.settings import EmbeddedSettings
 from common.store import open_store
 from crawler.frontier import Frontier
-from tests.helpers import SiteProcess, assert_no_traceback, cli, read_pages, spawn_cli
+from tests.helpers import ROOT, SiteProcess, assert_no_traceback, cli, read_pages, spawn_cli
 
 ADDRESSES = "127.0.0.1,127.0.0.2,127.0.0.3"
 CONCURRENCY = 8
@@ -227,3 +230,39 @@ def test_fresh_with_a_shared_redis_is_refused(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert "--fresh deletes the embedded store" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ctrl_c_drains_into_the_store_and_the_next_run_finishes(
+    site_factory: Callable[..., SiteProcess], tmp_path: Path
+) -> None:
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: the server is in its
+    own session, so it outlives `run`'s drain (leases released, partial export) and stops."""
+    site = site_factory("--pages", "150", "--page-delay", "0.2")
+    expected = _pages(site, 150)
+    out = tmp_path / "out"
+    seed = f"http://{site.hosts[0]}/"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "distcrawl.cli", "run", seed, "--out", str(out), *SLOW],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a shell job
+    )
+    _wait_for(lambda: len(site.requests()) >= 30, 120, "the first run to fetch 30 pages")
+    os.killpg(first.pid, signal.SIGINT)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert_no_traceback(err)
+    partial = read_pages(out)
+    assert 0 < len(partial) < len(expected)
+
+    second = cli("run", seed, "--out", str(out), *SLOW, timeout=180)
+    assert second.returncode == 0, second.stderr
+    assert f"done {len(partial)}, " in second.stderr
+    assert "(0 leases of the previous run returned)" in second.stderr  # it released them
+    _check_once_each(out, expected)
+    hits = _settled_hits(site)
+    assert all(hits[u] == 1 for u in expected)  # nothing fetched twice after a clean stop
