@@ -30,7 +30,7 @@ from common.errors import ConfigError, StoreUnavailable
 from common.logging import get_logger
 from common.settings import EmbeddedSettings
 
-__all__ = ["find_binary", "private_server", "stop_leftover"]
+__all__ = ["die_with_parent", "find_binary", "private_server", "stop_leftover"]
 
 log = get_logger(__name__)
 
@@ -145,7 +145,7 @@ async def stop_leftover(data: Path, timeout_s: float) -> bool:
     return True
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec function that makes the child get SIGTERM when we die (Linux only)."""
     if sys.platform != "linux":
         return None
@@ -268,7 +268,7 @@ async def private_server(
                     # its own session: a Ctrl-C at the terminal is for `run`, which then drains
                     # (releasing its leases in this store) before it stops the server
                     start_new_session=True,
-                    preexec_fn=_die_with_parent(),
+                    preexec_fn=die_with_parent(),
                 )
             except OSError as exc:
                 raise ConfigError(f"embedded store: cannot execute {binary}: {exc}") from exc

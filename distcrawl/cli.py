@@ -141,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-summarize", action="store_true", help="skip the summarizer stage")
     p.add_argument("--llm-concurrency", type=int, metavar="C", help="LLM calls in flight")
     p.add_argument("--fresh", action="store_true", help="delete DIR/.store first: start over")
+    p.add_argument("--processes", type=int, default=1, metavar="N", help="crawl processes (1)")
     _common(p, redis_required=False)
     _scope(p)
     _worker(p)
@@ -399,6 +400,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "run":
         if not args.seeds and not args.file and not args.demo:
             raise ConfigError("give at least one SEED, --file F, or --demo")
+        if args.processes < 1:
+            raise ConfigError(f"--processes must be >= 1 (got {args.processes})")
         request = RunRequest(
             seeds=list(read_seed_lines(args.seeds, args.file)),
             out=args.out,
@@ -409,6 +412,7 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             summarize=not args.no_summarize,
             fresh=args.fresh or args.demo,  # the demo site is new (another port) every run
+            processes=args.processes,
         )
         if args.demo:  # our own local site: private address allowed, politeness raised
             frontier = settings.frontier.model_copy(

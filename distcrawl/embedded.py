@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -26,6 +27,7 @@ from common.store import EMBEDDED
 from crawler.admission import Admitter
 from crawler.frontier import Frontier
 from crawler.produce import SeedLine, build_spec, produce
+from distcrawl.crawlprocs import run_crawl_processes
 from distcrawl.demosite import DemoSite, SiteServer
 from distcrawl.export import export_pages, export_summaries
 from distcrawl.progress import show_progress
@@ -47,6 +49,7 @@ class RunRequest:
     progress: bool = True
     summarize: bool = True
     fresh: bool = False
+    processes: int = 1  # crawl processes: this one and processes - 1 `crawl --drain` children
 
 
 @contextlib.asynccontextmanager
@@ -147,21 +150,27 @@ async def _crawl(
                 summarizer = await stack.enter_async_context(
                     summarize_runtime(settings, redis, frontier.keys, shutdown)
                 )
-            workers = [crawl.worker.run(drain=True)]
+            workers: list[Coroutine[Any, Any, Any]] = [crawl.worker.run(drain=True)]
             if summarizer is not None:
                 workers.append(summarizer.worker.run(drain=True))
+            if req.processes > 1:
+                workers.append(run_crawl_processes(settings, req.processes - 1, shutdown))
             done = asyncio.Event()
             reporter = asyncio.create_task(
                 show_progress(frontier, done, interactive=req.progress and sys.stderr.isatty())
             )
             try:
-                await asyncio.gather(*workers)
+                results = await asyncio.gather(*workers)
             finally:
                 done.set()
                 await reporter
         if summarizer is not None and summarizer.worker.fatal is not None:
             raise summarizer.worker.fatal
-        return await _report(frontier, redis, req, shutdown)
+        failed = [code for code in results[-1] if code != 0] if req.processes > 1 else []
+        if failed:
+            print(f"distcrawl: {len(failed)} crawl processes failed: {failed}", file=sys.stderr)
+        code = await _report(frontier, redis, req, shutdown)
+        return code or (1 if failed else 0)
 
 
 async def _report(frontier: Frontier, redis: Redis, req: RunRequest, shutdown: Shutdown) -> int:

@@ -266,3 +266,42 @@ def test_ctrl_c_drains_into_the_store_and_the_next_run_finishes(
     _check_once_each(out, expected)
     hits = _settled_hits(site)
     assert all(hits[u] == 1 for u in expected)  # nothing fetched twice after a clean stop
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_three_crawl_processes_share_the_store_and_stop_with_run(
+    site_factory: Callable[..., SiteProcess], tmp_path: Path
+) -> None:
+    """`run --processes 3`: two `crawl` children on run's private server. SIGTERM to `run`
+    alone reaches them too (all drain and release); the next run finishes the crawl."""
+    site = site_factory("--addresses", ADDRESSES, "--pages", "100", "--page-delay", "0.1")
+    expected = _pages(site, 100)
+    out = tmp_path / "out"
+    seeds = [f"http://{h}/" for h in site.hosts]
+    args = ["run", *seeds, "--out", str(out), *SLOW, "--processes", "3"]
+
+    first = spawn_cli(*args)
+    assert first.stderr is not None
+    started: list[str] = []
+    while len(started) < 3:  # this process's crawl worker and its two children's
+        line = first.stderr.readline()
+        assert line, "run ended before three crawl workers started"
+        started += [line] if "worker_started worker=crawl:" in line else []
+    _wait_for(lambda: len(site.requests()) >= 30, 120, "the first run to fetch 30 pages")
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert_no_traceback(err)
+    assert err.count("crawl worker finished:") == 2, err  # both children drained
+
+    second = cli(*args, timeout=180)
+    assert second.returncode == 0, second.stderr
+    assert_no_traceback(second.stderr)
+    assert "(0 leases of the previous run returned)" in second.stderr
+    children = re.findall(r"crawl worker finished: done (\d+)", second.stderr)
+    assert len(children) == 2, second.stderr
+    assert all(int(n) > 0 for n in children), second.stderr  # they shared the work
+    _check_once_each(out, expected)
+    hits = _settled_hits(site)
+    assert all(hits[u] == 1 for u in expected)
