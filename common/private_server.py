@@ -277,9 +277,9 @@ async def private_server(
         except BaseException:
             await asyncio.shield(_stop(proc, settings.stop_timeout_s))
             raise
-        log.info("embedded_store_started", pid=proc.pid, url=url, binary=str(binary))
+        log.debug("embedded_store_started", pid=proc.pid, url=url, binary=str(binary))
         try:
             yield url
         finally:
             await asyncio.shield(_stop(proc, settings.stop_timeout_s))
-            log.info("embedded_store_stopped", pid=proc.pid, code=proc.returncode)
+            log.debug("embedded_store_stopped", pid=proc.pid, code=proc.returncode)

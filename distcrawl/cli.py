@@ -33,7 +33,7 @@ from crawler.admission import Admitter
 from crawler.produce import build_spec, fetch_sitemap_urls, produce, read_seed_lines
 from crawler.status import crawl_status, render_status
 from distcrawl import __version__
-from distcrawl.embedded import RunRequest, run_all
+from distcrawl.embedded import STORE_DIR, RunRequest, run_all
 from distcrawl.export import export_pages, export_summaries
 from distcrawl.runtime import crawl_runtime, store_session, summarize_runtime
 from distcrawl.top import run_top
@@ -398,7 +398,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
     if args.command in ("run", "produce"):
         _check_argv_seeds(args.seeds)
     if args.command == "run":
-        if not args.seeds and not args.file and not args.demo:
+        resumable = settings.redis == EMBEDDED and (args.out / STORE_DIR).is_dir()
+        if not args.seeds and not args.file and not args.demo and not resumable:
             raise ConfigError("give at least one SEED, --file F, or --demo")
         if args.processes < 1:
             raise ConfigError(f"--processes must be >= 1 (got {args.processes})")
@@ -411,7 +412,7 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             demo=args.demo,
             progress=not args.no_progress,
             summarize=not args.no_summarize,
-            fresh=args.fresh or args.demo,  # the demo site is new (another port) every run
+            fresh=args.fresh,
             processes=args.processes,
         )
         if args.demo:  # our own local site: private address allowed, politeness raised

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Coroutine
+import tempfile
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from common.docsqueue import DocsQueue
@@ -27,6 +29,7 @@ from common.store import EMBEDDED
 from crawler.admission import Admitter
 from crawler.frontier import Frontier
 from crawler.produce import SeedLine, build_spec, produce
+from crawler.spec import CrawlSpec
 from distcrawl.crawlprocs import run_crawl_processes
 from distcrawl.demosite import DemoSite, SiteServer
 from distcrawl.export import export_pages, export_summaries
@@ -81,8 +84,20 @@ async def _store(settings: Settings, req: RunRequest) -> AsyncIterator[Settings]
             )
         yield settings
         return
-    async with private_server(req.out / STORE_DIR, settings.embedded, fresh=req.fresh) as url:
-        yield settings.model_copy(update={"redis": url})
+    with _store_dir(req) as data:
+        async with private_server(data, settings.embedded, fresh=req.fresh) as url:
+            yield settings.model_copy(update={"redis": url})
+
+
+@contextlib.contextmanager
+def _store_dir(req: RunRequest) -> Iterator[Path]:
+    """``DIR/.store``; for --demo a temporary one, as its site is new (another port) every run:
+    nothing there to resume, and DIR stays free for a real crawl."""
+    if not req.demo:
+        yield req.out / STORE_DIR
+        return
+    with tempfile.TemporaryDirectory(prefix="distcrawl-demo-") as tmp:
+        yield Path(tmp)
 
 
 async def run_all(settings: Settings, req: RunRequest) -> int:
@@ -117,6 +132,20 @@ async def _resume(redis: Redis, frontier: Frontier, req: RunRequest) -> None:
     )
 
 
+def _check_same_crawl(stored: CrawlSpec, asked: CrawlSpec, out: Path) -> None:
+    """A DIR holds one crawl: seeds and flags given again must ask for that one (new seeds in
+    its domains are welcome), or the first run's scope would silently apply to other seeds."""
+    same = msgspec.structs.replace(
+        asked, seeds=stored.seeds, allowed_domains=stored.allowed_domains
+    ) == stored and set(asked.allowed_domains) == set(stored.allowed_domains)
+    if not same:
+        domains = ", ".join(stored.allowed_domains) or "any"
+        raise ConfigError(
+            f"{out} holds another crawl (allowed domains: {domains}; rate {stored.rate}/s): "
+            "give its seeds and flags again, or no seed, to resume it; --fresh to start over"
+        )
+
+
 async def _crawl(
     settings: Settings,
     req: RunRequest,
@@ -126,8 +155,7 @@ async def _crawl(
     private: bool,
 ) -> int:
     async with store_session(settings) as (redis, frontier):
-        if private and await frontier.spec() is not None:
-            await _resume(redis, frontier, req)
+        stored = await frontier.spec() if private else None
         spec = build_spec(
             settings.frontier,
             [s.text for s in seeds],
@@ -135,6 +163,10 @@ async def _crawl(
             include=req.include,
             exclude=req.exclude,
         )
+        if stored is not None:
+            if seeds:
+                _check_same_crawl(stored, spec, req.out)
+            await _resume(redis, frontier, req)
         spec = await frontier.init(spec)
         report = await produce(frontier, Admitter(frontier, spec), seeds)
         for error in report.errors:

@@ -183,6 +183,17 @@ def test_rerun_on_a_finished_dir_fetches_nothing_and_fresh_starts_over(
     _check_once_each(out, expected)
     assert all(site.hits()[u] == 1 for u in expected)  # nothing fetched twice
 
+    # another crawl's seeds would run under this one's scope: refused, with the way out
+    other = cli("run", "http://127.0.0.9:9/", "--out", str(out), *fast)
+    assert other.returncode == 2, other.stderr
+    assert other.stderr.startswith("distcrawl: error: ")
+    assert "holds another crawl" in other.stderr
+    assert "--fresh" in other.stderr
+    seedless = cli("run", "--out", str(out), *fast)  # resuming needs no seed
+    assert seedless.returncode == 0, seedless.stderr
+    assert "resuming the crawl" in seedless.stderr
+    _check_once_each(out, expected)
+
     fresh = cli("run", seed, "--out", str(out), "--fresh", *fast)
     assert fresh.returncode == 0, fresh.stderr
     assert_no_traceback(fresh.stderr)
@@ -305,3 +316,13 @@ def test_three_crawl_processes_share_the_store_and_stop_with_run(
     _check_once_each(out, expected)
     hits = _settled_hits(site)
     assert all(hits[u] == 1 for u in expected)
+
+
+def test_the_demo_keeps_its_store_out_of_dir(tmp_path: Path) -> None:
+    """Its site is new every run: nothing to resume, and DIR stays free for a real crawl."""
+    out = tmp_path / "out"
+    proc = cli("run", "--demo", "--out", str(out), "--no-progress", "--rate", "200")
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_pages(out)) == 61
+    assert not (out / ".store").exists()
+    assert "resuming" not in proc.stderr
