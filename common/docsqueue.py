@@ -146,8 +146,10 @@ class DocsQueue:
             return 0
         return int(str(await self._run("docs_renew", [worker, int(lease_s * 1000), *fps])))
 
-    async def reap(self, limit: int = 1000) -> tuple[int, int]:
-        res = await self._run("docs_reap", [limit])
+    async def reap(self, limit: int = 1000, *, every_lease: bool = False) -> tuple[int, int]:
+        """Return expired leases to the queue; (requeued, failed). ``every_lease``: expired or
+        not, for a store whose lease holders are all known dead."""
+        res = await self._run("docs_reap", [limit, "+inf"] if every_lease else [limit])
         assert isinstance(res, list)
         return int(res[0]), int(res[1])
 

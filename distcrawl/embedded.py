@@ -1,7 +1,9 @@
 """`distcrawl run`: producer, crawler (and summarizer) in one process.
 
-On the embedded store by default, so it needs no server; given ``--redis`` it runs the same code
-against a shared Redis. Ends by writing the output folder.
+On the embedded store by default: a private server this process starts, with its data in
+``DIR/.store`` (``--out DIR``), so the user needs no server, and a run that stopped (Ctrl-C,
+SIGKILL, power loss) resumes when run again on the same DIR. Given ``--redis`` it runs the same
+code against a shared Redis. Ends by writing the output folder.
 """
 
 from __future__ import annotations
@@ -9,25 +11,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from common.docsqueue import DocsQueue
+from common.errors import ConfigError
 from common.lifecycle import Shutdown
+from common.private_server import private_server
 from common.serde import doc_text_budget
 from common.settings import Settings
+from common.spec import CrawlSpec
+from common.store import EMBEDDED
 from crawler.admission import Admitter
 from crawler.frontier import Frontier
 from crawler.produce import SeedLine, build_spec, produce
+from distcrawl.crawlprocs import run_crawl_processes
 from distcrawl.demosite import DemoSite, SiteServer
 from distcrawl.export import export_pages, export_summaries
 from distcrawl.progress import show_progress
 from distcrawl.runtime import crawl_runtime, store_session, summarize_runtime
 
-__all__ = ["RunRequest", "run_all"]
+__all__ = ["STORE_DIR", "RunRequest", "run_all"]
+
+STORE_DIR = ".store"  # under --out: the embedded store's data, pidfile, socket and log
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,8 @@ class RunRequest:
     exclude: list[str]
     demo: bool = False
     progress: bool = True
+    fresh: bool = False
+    processes: int = 1  # crawl processes: this one and processes - 1 `crawl --drain` children
 
 
 @contextlib.asynccontextmanager
@@ -58,21 +72,90 @@ async def _demo_site(enabled: bool) -> AsyncIterator[list[str]]:
         await server.stop()
 
 
+@contextlib.asynccontextmanager
+async def _store(settings: Settings, req: RunRequest) -> AsyncIterator[Settings]:
+    """``settings`` pointing at the store: the private server on ``DIR/.store`` unless
+    ``--redis`` named one."""
+    if settings.redis != EMBEDDED:
+        if req.fresh:
+            raise ConfigError(
+                "--fresh deletes the embedded store under --out; with --redis, "
+                "start a new crawl with --crawl NAME instead"
+            )
+        yield settings
+        return
+    with _store_dir(req) as data:
+        async with private_server(data, settings.embedded, fresh=req.fresh) as url:
+            yield settings.model_copy(update={"redis": url})
+
+
+@contextlib.contextmanager
+def _store_dir(req: RunRequest) -> Iterator[Path]:
+    """``DIR/.store``; for --demo a temporary one, as its site is new (another port) every run:
+    nothing there to resume, and DIR stays free for a real crawl."""
+    if not req.demo:
+        yield req.out / STORE_DIR
+        return
+    with tempfile.TemporaryDirectory(prefix="distcrawl-demo-") as tmp:
+        yield Path(tmp)
+
+
 async def run_all(settings: Settings, req: RunRequest) -> int:
     shutdown = Shutdown()
     shutdown.install()
     try:
-        async with _demo_site(req.demo) as demo_seeds:
+        async with _demo_site(req.demo) as demo_seeds, _store(settings, req) as store_settings:
             seeds = req.seeds + [SeedLine("demo", i, u) for i, u in enumerate(demo_seeds, 1)]
-            return await _crawl(settings, req, seeds, shutdown)
+            private = settings.redis == EMBEDDED
+            return await _crawl(store_settings, req, seeds, shutdown, private=private)
     finally:
         shutdown.uninstall()
 
 
+async def _resume(redis: Redis, frontier: Frontier, req: RunRequest) -> None:
+    """The private store has no other workers: every lease in it is a dead run's. Return them
+    now (attempts + 1, as the reaper would after lease_s) and say where the crawl stands."""
+    returned = 0
+    queues: list[Frontier | DocsQueue] = [frontier, DocsQueue(redis, frontier.keys)]
+    for queue in queues:
+        while True:
+            requeued, dead = await queue.reap(1000, every_lease=True)
+            returned += requeued + dead
+            if requeued + dead < 1000:
+                break
+    stats = await frontier.stats(0)
+    print(
+        f"resuming the crawl in {req.out / STORE_DIR}: done {stats.done}, failed {stats.failed}, "
+        f"skipped {stats.skipped}, pending {stats.pending} ({returned} leases of the previous "
+        "run returned)",
+        file=sys.stderr,
+    )
+
+
+def _check_same_crawl(stored: CrawlSpec, asked: CrawlSpec, out: Path) -> None:
+    """A DIR holds one crawl: seeds and flags given again must ask for that one (new seeds in
+    its domains are welcome), or the first run's scope would silently apply to other seeds."""
+    same = msgspec.structs.replace(
+        asked, seeds=stored.seeds, allowed_domains=stored.allowed_domains
+    ) == stored and set(asked.allowed_domains) == set(stored.allowed_domains)
+    if not same:
+        domains = ", ".join(stored.allowed_domains) or "any"
+        raise ConfigError(
+            f"{out} holds another crawl (allowed domains: {domains}; rate {stored.rate}/s): "
+            "give its seeds and flags again, or no seed, to resume it; --fresh to start over"
+        )
+
+
 async def _crawl(
-    settings: Settings, req: RunRequest, seeds: list[SeedLine], shutdown: Shutdown
+    settings: Settings,
+    req: RunRequest,
+    seeds: list[SeedLine],
+    shutdown: Shutdown,
+    *,
+    private: bool,
 ) -> int:
     async with store_session(settings) as (redis, frontier):
+        stored = await frontier.spec() if private else None
         spec = build_spec(
             settings.frontier,
             [s.text for s in seeds],
@@ -81,12 +164,16 @@ async def _crawl(
             exclude=req.exclude,
             doc_max_chars=doc_text_budget(settings.llm.max_input_tokens),
         )
+        if stored is not None:
+            if seeds:
+                _check_same_crawl(stored, spec, req.out)
+            await _resume(redis, frontier, req)
         spec = await frontier.init(spec)
         report = await produce(frontier, Admitter(frontier, spec), seeds)
         for error in report.errors:
             print(f"distcrawl: skipped seed {error}", file=sys.stderr)
         if await frontier.pending() == 0 and report.admitted == 0:
-            print("distcrawl: nothing to crawl (no valid new seed)", file=sys.stderr)
+            print("distcrawl: nothing (new) to crawl", file=sys.stderr)
         async with contextlib.AsyncExitStack() as stack:
             crawl = await stack.enter_async_context(
                 crawl_runtime(settings, redis, frontier, shutdown)
@@ -96,21 +183,27 @@ async def _crawl(
                 summarizer = await stack.enter_async_context(
                     summarize_runtime(settings, redis, frontier.keys, shutdown)
                 )
-            workers = [crawl.worker.run(drain=True)]
+            workers: list[Coroutine[Any, Any, Any]] = [crawl.worker.run(drain=True)]
             if summarizer is not None:
                 workers.append(summarizer.worker.run(drain=True))
+            if req.processes > 1:
+                workers.append(run_crawl_processes(settings, req.processes - 1, shutdown))
             done = asyncio.Event()
             reporter = asyncio.create_task(
                 show_progress(frontier, done, interactive=req.progress and sys.stderr.isatty())
             )
             try:
-                await asyncio.gather(*workers)
+                results = await asyncio.gather(*workers)
             finally:
                 done.set()
                 await reporter
         if summarizer is not None and summarizer.worker.fatal is not None:
             raise summarizer.worker.fatal
-        return await _report(frontier, redis, req, shutdown, summarized=spec.summarize)
+        failed = [code for code in results[-1] if code != 0] if req.processes > 1 else []
+        if failed:
+            print(f"distcrawl: {len(failed)} crawl processes failed: {failed}", file=sys.stderr)
+        code = await _report(frontier, redis, req, shutdown, summarized=spec.summarize)
+        return code or (1 if failed else 0)
 
 
 async def _report(

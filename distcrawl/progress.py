@@ -45,13 +45,15 @@ async def show_progress(frontier: Frontier, stop: asyncio.Event, *, interactive:
     # they overwrite the bar
     restore = _route_logs_to(sys.stderr) if progress else []
     task = progress.add_task("", total=None) if progress else None
+    done_before: int | None = None  # a resumed crawl's pages count, not this run's rate
     try:
         while True:
             finished = stop.is_set()
             with contextlib.suppress(StoreUnavailable):
                 stats = await frontier.stats(0)
                 settled = stats.done + stats.failed + stats.skipped
-                rate = stats.done / max(1e-6, time.monotonic() - start)
+                done_before = stats.done if done_before is None else done_before
+                rate = (stats.done - done_before) / max(1e-6, time.monotonic() - start)
                 if progress is not None and task is not None:
                     progress.update(
                         task,

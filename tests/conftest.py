@@ -1,4 +1,5 @@
-"""Shared fixtures: one real redis-server per session, the embedded store, a crawl id per test."""
+"""Shared fixtures: one real redis-server and one embedded store (the private Valkey server
+`distcrawl run` starts) per session, a crawl id per test."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
-from common.store import EMBEDDED, open_store
+from common.private_server import private_server
+from common.settings import EmbeddedSettings
+from common.store import open_store
 from tests.helpers import SiteProcess
 from tests.redis_server import RedisServer
 
@@ -34,10 +38,20 @@ def crawl_keys() -> CrawlKeys:
     return CrawlKeys(f"t{uuid.uuid4().hex[:12]}")
 
 
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """The embedded store's server, started as `distcrawl run` starts it (on the session's
+    loop, which owns the child process until the session ends)."""
+    async with private_server(tmp_path_factory.mktemp("embedded"), EmbeddedSettings()) as url:
+        yield url
+
+
 @pytest.fixture(params=["server", "embedded"])
-async def store(request: pytest.FixtureRequest, redis_server: RedisServer) -> AsyncIterator[Redis]:
-    """The real redis-server and the embedded store: queue tests run against both."""
-    url = redis_server.url if request.param == "server" else EMBEDDED
+async def store(
+    request: pytest.FixtureRequest, redis_server: RedisServer, embedded_url: str
+) -> AsyncIterator[Redis]:
+    """The real redis-server and the embedded store's server: queue tests run against both."""
+    url = redis_server.url if request.param == "server" else embedded_url
     client = await open_store(url)
     yield client
     await client.aclose()

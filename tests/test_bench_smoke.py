@@ -25,7 +25,6 @@ def test_frontier_bench_quick() -> None:
         for procs in ("1", "4")
         for batch in ("1", "16")
     ], output
-    assert proc.stdout.count("n/a (in-process store)") == 2, output
 
 
 @pytest.mark.slow

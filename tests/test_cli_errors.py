@@ -112,10 +112,12 @@ def test_wrong_redis_password_is_a_config_error(tmp_path: Path) -> None:
     ],
     ids=["no-scheme", "ftp", "openai-env-no-host"],
 )
-def test_a_bad_llm_base_url_stops_before_any_work(env: dict[str, str]) -> None:
+def test_a_bad_llm_base_url_stops_before_any_work(env: dict[str, str], tmp_path: Path) -> None:
     proc = cli(
         "run",
         f"http://127.0.0.1:{free_port()}/",
+        "--out",
+        str(tmp_path / "out"),
         "--no-progress",
         env={"OPENAI_API_KEY": "sk-test-key", **env},
     )

@@ -247,3 +247,30 @@ async def test_a_dead_letter_without_reason_counts_no_empty_reason(
     lease = (await frontier.claim("w", 1)).leases[0]
     assert await frontier.retry("w", lease.fp, "") is SettleResult.DEAD
     assert "failed:" not in (await frontier.stats()).counts
+
+
+async def test_reap_every_lease_returns_live_leases_and_keeps_the_domain_ready(
+    store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    """What `run` does on its own store when it starts: the previous process is dead, so its
+    leases go back at once, not after lease_s; the domain's schedule keeps the real clock."""
+    clock = FakeClock()
+    frontier, admitter = await make_frontier(store, crawl_keys, CrawlSpec(lease_s=600), clock)
+    await admitter.admit([f"http://a.test/{i}" for i in range(3)], depth=0)
+    held = (await frontier.claim("dead", 2)).leases
+    assert len(held) == 2
+    assert await frontier.reap() == (0, 0)  # not expired
+    assert await frontier.reap(1, every_lease=True) == (1, 0)  # the limit holds
+    assert await frontier.reap(every_lease=True) == (1, 0)
+    assert await frontier.reap(every_lease=True) == (0, 0)
+    clock.advance(1_000)
+    again = (await frontier.claim("new", 3)).leases
+    held_fps = {lease.fp for lease in held}
+    assert sorted((lease.fp in held_fps, lease.attempt) for lease in again) == [
+        (False, 1),
+        (True, 2),
+        (True, 2),
+    ]
+    stats = await frontier.stats()
+    assert (stats.in_flight, stats.pending) == (3, 3)
+    assert_balanced(stats)

@@ -184,3 +184,15 @@ async def test_a_dead_doc_keeps_no_text(store: Redis, crawl_keys: CrawlKeys) -> 
         dump = await store.dump(key) or b""
         assert packed not in dump, key
         assert b"a sentence of page text" not in dump, key
+
+
+async def test_reap_every_doc_lease_returns_live_leases(
+    store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    queue = DocsQueue(store, crawl_keys, clock=FakeClock())
+    await feed_docs(store, crawl_keys, make_docs(2))
+    assert len(await queue.claim("dead", 2, lease_s=600)) == 2
+    assert await queue.reap() == (0, 0)
+    assert await queue.reap(every_lease=True) == (2, 0)
+    again = await queue.claim("new", 2, lease_s=600)
+    assert [doc.attempt for doc in again] == [2, 2]

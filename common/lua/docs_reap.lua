@@ -2,8 +2,10 @@
 -- them (docs_failed:lease_expired) after the crawl's max_doc_leases: a failed summary record goes
 -- to the summaries sink and docs-dead keeps "fp \t attempts \t reason \t url", not the text
 -- (nothing holds a doc's text once it is settled).
--- ARGV[3] = the most to reap. Returns {requeued, dead}.
-local expired = redis.call('ZRANGEBYSCORE', K_DOCS_INFLIGHT, '-inf', NOW, 'LIMIT', 0,
+-- ARGV[3] = the most to reap; ARGV[4], if given, replaces NOW as the cut-off ('+inf': every
+-- lease, for a store whose holders are all known dead). Returns {requeued, dead}.
+local due = (ARGV[4] ~= nil and ARGV[4] ~= '') and ARGV[4] or NOW
+local expired = redis.call('ZRANGEBYSCORE', K_DOCS_INFLIGHT, '-inf', due, 'LIMIT', 0,
   tonumber(ARGV[3]))
 local requeued, dead = 0, 0
 for _, fp in ipairs(expired) do

@@ -1,8 +1,10 @@
 -- Return expired leases (their worker died or hung) to their queues with attempts + 1, or to
--- the dead-letter list after max_attempts. ARGV[3] = the most to reap in this call.
--- Returns {requeued, dead}.
+-- the dead-letter list after max_attempts. ARGV[3] = the most to reap in this call; ARGV[4],
+-- if given, replaces NOW as the cut-off ('+inf': every lease, for a store whose holders are all
+-- known dead). Returns {requeued, dead}.
 local limit = tonumber(ARGV[3])
-local expired = redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', NOW, 'LIMIT', 0, limit)
+local due = (ARGV[4] ~= nil and ARGV[4] ~= '') and ARGV[4] or NOW
+local expired = redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', due, 'LIMIT', 0, limit)
 local requeued, dead = 0, 0
 for _, fp in ipairs(expired) do
   local lease = redis.call('HGET', K_LEASES, fp)
