@@ -28,6 +28,8 @@ PAGES_PER_HOST = 500  # + 4 roots = 2,004 pages
 HITS = 8
 FAST_LEASES = {
     "DISTCRAWL_FRONTIER__LEASE_S": "4",
+    # Like --max-attempts 10 below, for docs: a doc may lose its summarizer 8 times here.
+    "DISTCRAWL_FRONTIER__MAX_DOC_LEASES": "10",
     "DISTCRAWL_LLM__LEASE_S": "4",
     "DISTCRAWL_WORKER__REAP_INTERVAL_S": "1",
     "DISTCRAWL_WORKER__HEARTBEAT_S": "1",
