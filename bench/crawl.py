@@ -115,6 +115,10 @@ def run_distcrawl(
             "1000000",
             "--per-domain-inflight",
             str(per_host * processes),
+            # Docs are built and queued as in a real crawl, but no summarizer runs here: a
+            # bound the crawl never reaches keeps the backpressure pause out of the way.
+            "--max-docs-backlog",
+            "1000000000",
         ],
         cwd=ROOT,
         capture_output=True,
