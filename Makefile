@@ -33,7 +33,7 @@ run: $(STAMP)
 
 ## test: lint, type-check and the whole test suite (slow and chaos tests included)
 test: $(STAMP) system-deps deploy-tools lint typecheck
-	$(PY) -m pytest $(PYTEST_ARGS)
+	DISTCRAWL_TEST_TOOLS=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

@@ -114,8 +114,8 @@ class LeasedWorker(abc.ABC, Generic[L]):
     @abc.abstractmethod
     async def forget(self, worker_id: str) -> None: ...
 
-    def extra_tasks(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
-        """More background loops; they must return once ``stop`` is set."""
+    def extra_tasks(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:  # noqa: ARG002
+        """More background loops; they must return once ``stop`` is set (none by default)."""
         return []
 
     def beat_fields(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The frontier's Lua scripts: loaded from ``common/lua/*.lua`` once per client, run by EVALSHA.
+"""The Lua scripts (frontier, docs queue, LLM buckets): loaded once per client, run by EVALSHA.
 
 Each script is the shared prelude, the function libraries it uses (``lib_*.lua``), then its own
 file. redis-py's Script object sends

@@ -1,6 +1,6 @@
 """Fetching one URL: redirects followed by hand, a content-type gate, a capped streaming read.
 
-One ``aiohttp.ClientSession`` per process, opened by ``Fetcher.open`` in the worker's exit
+One ``aiohttp.ClientSession`` per process, opened by ``Fetcher.open_session`` in the worker's exit
 stack. The connector is tuned on purpose: a total and a per-host connection limit (the per-domain
 politeness lives in Redis; this bounds sockets), a DNS cache, keep-alive.
 """
@@ -11,7 +11,6 @@ import codecs
 import re
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -149,13 +148,11 @@ class Fetcher:
         session: aiohttp.ClientSession,
         *,
         allow_private: bool,
-        on_redirect: Callable[[str], None] | None = None,
     ) -> None:
         self._s = settings
         self._session = session
         self._allow_private = allow_private
         self._types = tuple(t.lower() for t in settings.content_types)
-        self._on_redirect = on_redirect
 
     @staticmethod
     def open_session(settings: FetchSettings, *, allow_private: bool) -> aiohttp.ClientSession:
@@ -238,8 +235,6 @@ class Fetcher:
         if target == current or target in hops:
             raise PermanentError(f"redirect loop at {target}", reason="redirect_loop")
         hops.append(target)
-        if self._on_redirect is not None:
-            self._on_redirect(target)
         return target
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:

@@ -396,12 +396,6 @@ class Frontier:
         assert isinstance(res, list)
         return int(res[0]), int(res[1])
 
-    async def mark_seen(self, fps: Sequence[str]) -> None:
-        """Mark URLs as seen without queueing them (redirect hops already fetched)."""
-        if fps:
-            async with translate_errors():
-                await self._redis.sadd(self.keys.seen, *fps)
-
     async def pending(self) -> int:
         """admitted - done - failed - skipped, from the counters alone (one cheap call)."""
         async with translate_errors():

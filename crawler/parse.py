@@ -31,13 +31,11 @@ _SKIP_HREF = ("#", "javascript:", "mailto:", "tel:", "data:", "sms:", "ftp:", "f
 class ParsedPage:
     title: str = ""
     description: str = ""
-    canonical: str | None = None
     lang: str | None = None
     base_href: str | None = None
     noindex: bool = False
     nofollow: bool = False
     links: list[str] = field(default_factory=list)
-    skipped_links: int = 0  # fragment-only, javascript:, mailto: ... (never crawlable)
     text: str = ""  # main text, whitespace collapsed, at most max_text_chars
     # Length of the whole main text: exact when it fitted under max_text_chars; above that the
     # text is cut before its whitespace is collapsed, and this is the length before collapsing.
@@ -121,7 +119,6 @@ def parse_html(html: str | bytes, max_text_chars: int) -> ParsedPage:
     if title is not None:
         page.title = _clean(title.text())[:1000]
     page.description = (_attr(head.get("meta:description"), "content") or "")[:2000]
-    page.canonical = _attr(head.get("link:canonical"), "href")
     page.lang = _attr(tree.css_first("html"), "lang")
     page.base_href = _attr(head.get("base"), "href")
     robots = (_attr(head.get("meta:robots"), "content") or "").lower()
@@ -134,7 +131,6 @@ def parse_html(html: str | bytes, max_text_chars: int) -> ParsedPage:
             continue
         href = href.strip()
         if not href or href.lower().startswith(_SKIP_HREF):
-            page.skipped_links += 1
             continue
         links.append(href)
     tree.strip_tags(_BOILERPLATE)
@@ -145,17 +141,15 @@ def parse_html(html: str | bytes, max_text_chars: int) -> ParsedPage:
 
 
 def _head_nodes(tree: LexborHTMLParser) -> dict[str, LexborNode]:
-    """The first ``title``, ``base[href]``, ``meta`` by name and ``link`` by rel, keyed
-    "title", "base", "meta:<name>", "link:<rel>" (lower case): one walk of the tree instead of
-    one per selector."""
+    """The first ``title``, ``base[href]`` and ``meta`` by name, keyed "title", "base",
+    "meta:<name>" (lower case): one walk of the tree instead of one per selector."""
     found: dict[str, LexborNode] = {}
-    for node in tree.css("title, base[href], meta[name], link[rel]"):
+    for node in tree.css("title, base[href], meta[name]"):
         tag = node.tag
         if tag == "title" or tag == "base":
             key = tag
         else:
-            value = node.attributes.get("name" if tag == "meta" else "rel") or ""
-            key = f"{tag}:{value.lower()}"
+            key = f"meta:{(node.attributes.get('name') or '').lower()}"
         if key not in found:
             found[key] = node
     return found

@@ -20,7 +20,6 @@ from common.settings import FrontierDefaults
 from common.spec import CrawlSpec
 from common.urls import DEFAULT_TRACKING_PARAMS, canonicalize, host_of
 from crawler.admission import AdmitReport, Admitter
-from crawler.frontier import Frontier
 
 __all__ = [
     "ProduceReport",
@@ -109,7 +108,7 @@ def build_spec(
 
 
 async def produce(
-    frontier: Frontier, admitter: Admitter, lines: Iterable[SeedLine], batch: int = 1000
+    admitter: Admitter, lines: Iterable[SeedLine], batch: int = 1000
 ) -> ProduceReport:
     """Admit seed lines at depth 0; a bad line is reported with its place, the rest go in."""
     report = ProduceReport()

@@ -342,7 +342,7 @@ async def _produce(settings: Settings, args: argparse.Namespace) -> int:
             doc_max_chars=doc_text_budget(settings.llm.max_input_tokens),
         )
         current = await frontier.init(spec)
-        report = await produce(frontier, Admitter(frontier, current), lines)
+        report = await produce(Admitter(frontier, current), lines)
     asked = msgspec.structs.replace(
         spec,
         seeds=current.seeds,

@@ -169,7 +169,7 @@ async def _crawl(
                 _check_same_crawl(stored, spec, req.out)
             await _resume(redis, frontier, req)
         spec = await frontier.init(spec)
-        report = await produce(frontier, Admitter(frontier, spec), seeds)
+        report = await produce(Admitter(frontier, spec), seeds)
         for error in report.errors:
             print(f"distcrawl: skipped seed {error}", file=sys.stderr)
         if await frontier.pending() == 0 and report.admitted == 0:

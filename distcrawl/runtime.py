@@ -205,7 +205,7 @@ def build_engine(
     if kind != "openai":
         return CallableEngine(kind)
 
-    def observe(outcome: str, latency: float, model: str, ptok: int, ctok: int) -> None:
+    def observe(outcome: str, latency: float) -> None:
         metrics.requests.labels(outcome).inc()
         metrics.latency.observe(latency)
 

@@ -32,7 +32,7 @@ __all__ = ["CallObserver", "OpenAIEngine", "open_client", "resolve_api_key"]
 
 log = get_logger(__name__)
 # (outcome, latency_s, model, prompt_tokens, completion_tokens) for metrics
-CallObserver = Callable[[str, float, str, int, int], None]
+CallObserver = Callable[[str, float], None]  # (outcome: "ok" or a reason, latency s)
 
 
 def resolve_api_key(llm: LLMSettings) -> str | None:
@@ -157,7 +157,7 @@ class OpenAIEngine:
             except Exception as exc:
                 err = translate_openai_error(exc)
                 outcome = err.reason if isinstance(err, ClassifiedError) else type(err).__name__
-                self._observe(outcome, time.monotonic() - started, model, 0, 0)
+                self._observe(outcome, time.monotonic() - started)
                 raise err from exc
         latency = time.monotonic() - started
         usage = resp.usage
@@ -165,7 +165,7 @@ class OpenAIEngine:
         ctok = usage.completion_tokens if usage else 0
         self._adaptive.on_success(latency)
         await self._rate.correct(estimate, ptok + ctok if usage else estimate)
-        self._observe("ok", latency, model, ptok, ctok)
+        self._observe("ok", latency)
         return Summary(content, resp.model or model, ptok, ctok, attempt)
 
     async def _back_off(self, exc: RetryableError, attempt: int) -> None:

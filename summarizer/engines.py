@@ -54,7 +54,7 @@ class ExtractiveEngine:
     name = "extractive"
     calls_api = False
 
-    def cache_identity(self, request: Request) -> tuple[str, str]:
+    def cache_identity(self, request: Request) -> tuple[str, str]:  # noqa: ARG002 (one identity)
         return "extractive", ""
 
     async def summarize(self, request: Request) -> Summary:
@@ -94,7 +94,7 @@ class CallableEngine:
         self._fn = load_callable(path)
         self._is_async = inspect.iscoroutinefunction(self._fn)
 
-    def cache_identity(self, request: Request) -> tuple[str, str]:
+    def cache_identity(self, request: Request) -> tuple[str, str]:  # noqa: ARG002 (one identity)
         return self.name, ""
 
     async def summarize(self, request: Request) -> Summary:

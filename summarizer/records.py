@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["SummaryRecord", "decode_summary", "encode_summary"]
+__all__ = ["SummaryRecord", "encode_summary"]
 
 
 class SummaryRecord(msgspec.Struct, kw_only=True):
@@ -24,12 +24,7 @@ class SummaryRecord(msgspec.Struct, kw_only=True):
 
 
 _enc = msgspec.json.Encoder()
-_dec = msgspec.json.Decoder(SummaryRecord)
 
 
 def encode_summary(record: SummaryRecord) -> str:
     return _enc.encode(record).decode()
-
-
-def decode_summary(raw: str | bytes) -> SummaryRecord:
-    return _dec.decode(raw)

@@ -712,14 +712,14 @@ class MockLLM:
             return missing
         return web.json_response(self._model_json(model))
 
-    async def _get_stats(self, request: web.Request) -> web.StreamResponse:
+    async def _get_stats(self, _: web.Request) -> web.StreamResponse:
         return web.json_response(self._stats.to_json())
 
-    async def _post_reset(self, request: web.Request) -> web.StreamResponse:
+    async def _post_reset(self, _: web.Request) -> web.StreamResponse:
         self.reset()
         return web.json_response({"ok": True})
 
-    async def _get_config(self, request: web.Request) -> web.StreamResponse:
+    async def _get_config(self, _: web.Request) -> web.StreamResponse:
         return web.json_response(self.config.to_json())
 
     async def _post_config(self, request: web.Request) -> web.StreamResponse:
@@ -732,7 +732,7 @@ class MockLLM:
             return _bad_request(str(exc))
         return web.json_response(self.config.to_json())
 
-    async def _get_requests(self, request: web.Request) -> web.StreamResponse:
+    async def _get_requests(self, _: web.Request) -> web.StreamResponse:
         return web.json_response(self.requests())
 
 

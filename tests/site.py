@@ -89,7 +89,7 @@ class TestSite(SiteServer):
                 + "\n"
             )
 
-    def robots_txt(self, host: str) -> str:
+    def robots_txt(self, host: str) -> str:  # noqa: ARG002 (the same rules for every host)
         lines = ["User-agent: *", "Disallow: /private/"]
         if self.crawl_delay:
             lines.append(f"Crawl-delay: {self.crawl_delay}")
@@ -243,7 +243,7 @@ class TestSite(SiteServer):
             pass
         return resp
 
-    async def _gzip_bomb(self, request: web.Request) -> web.Response:
+    async def _gzip_bomb(self, _: web.Request) -> web.Response:
         return web.Response(
             body=_BOMB, headers={"Content-Type": "text/html", "Content-Encoding": "deflate"}
         )

@@ -11,7 +11,6 @@ import asyncio
 import json
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,7 +146,6 @@ async def test_429_storm_lowers_the_adaptive_limit_and_it_recovers(
     redis_server: RedisServer,
     crawl_keys: CrawlKeys,
     mocks: list[MockProcess],
-    tmp_path: Path,
 ) -> None:
     # 10 requests per 2 s window: a summarizer that starts at 16 in flight is far over it.
     mock = MockProcess(

@@ -65,7 +65,7 @@ def test_no_secret_in_any_output(site_factory: Callable[..., SiteProcess], tmp_p
             fleet.start("summarize")
             wait_for("both /metrics pages", lambda: all(_try_scrape(p) for p in ports.values()), 30)
             seen.extend(_scrape(p) for p in ports.values())
-            seen.append(_redis_dump(redis, url))  # heartbeats, spec, records: all of Redis
+            seen.append(_redis_dump(url))  # heartbeats, spec, records: all of Redis
             assert run("status", *store, "--json") == 0
             assert run("top", *store, "--once") == 0
             fleet.wait(timeout=120)
@@ -103,7 +103,7 @@ def _try_scrape(port: int) -> bool:
         return False
 
 
-def _redis_dump(redis: RedisServer, url: str) -> str:
+def _redis_dump(url: str) -> str:
     import redis as redis_py
 
     client: redis_py.Redis = redis_py.Redis.from_url(url, decode_responses=False)

@@ -24,7 +24,7 @@ import pytest
 from common.keys import CrawlKeys
 
 # The first test may run the cold install (about 30 s here, more on a slow mirror).
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.tools]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -231,7 +231,8 @@ COMPOSE_CHECKS: list[Callable[[Json], None]] = [
 ]
 
 
-def test_compose_config_is_valid_and_safe_to_scale(tools: Path) -> None:
+@pytest.mark.usefixtures("tools")
+def test_compose_config_is_valid_and_safe_to_scale() -> None:
     cfg = compose_config(DEPLOY / "compose.yaml")
     assert set(cfg["services"]) >= {
         "redis",
@@ -246,7 +247,8 @@ def test_compose_config_is_valid_and_safe_to_scale(tools: Path) -> None:
         check(cfg)
 
 
-def test_compose_host_port_on_a_scaled_service_is_caught(tools: Path, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("tools")
+def test_compose_host_port_on_a_scaled_service_is_caught(tmp_path: Path) -> None:
     text = (DEPLOY / "compose.yaml").read_text()
     anchor = '    command: ["crawl"]\n'
     assert anchor in text
@@ -257,7 +259,8 @@ def test_compose_host_port_on_a_scaled_service_is_caught(tools: Path, tmp_path: 
         check_workers_unpublished(cfg)
 
 
-def test_compose_invalid_file_is_rejected_by_compose(tools: Path, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("tools")
+def test_compose_invalid_file_is_rejected_by_compose(tmp_path: Path) -> None:
     broken = tmp_path / "compose.yaml"
     broken.write_text(
         (DEPLOY / "compose.yaml")
@@ -274,7 +277,8 @@ def _broken(cfg: Json, edit: Callable[[Json], None]) -> Json:
     return copy
 
 
-def test_compose_checkers_catch_broken_settings(tools: Path) -> None:
+@pytest.mark.usefixtures("tools")
+def test_compose_checkers_catch_broken_settings() -> None:
     cfg = compose_config(DEPLOY / "compose.yaml")
 
     def short_grace(c: Json) -> None:
@@ -322,11 +326,13 @@ def test_compose_checkers_catch_broken_settings(tools: Path) -> None:
 # ---- (b) hadolint, (e) Dockerfile structure -----------------------------------------------------
 
 
-def test_hadolint_passes(tools: Path) -> None:
+@pytest.mark.usefixtures("tools")
+def test_hadolint_passes() -> None:
     _ok(_run([str(BIN / "hadolint"), "--failure-threshold", "warning", str(DEPLOY / "Dockerfile")]))
 
 
-def test_hadolint_fails_a_bad_dockerfile(tools: Path, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("tools")
+def test_hadolint_fails_a_bad_dockerfile(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text(
         "FROM python:latest\nRUN apt-get update && apt-get install curl\nRUN pip install requests\n"

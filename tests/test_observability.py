@@ -34,6 +34,8 @@ import pytest
 from tests.helpers import ROOT, MockProcess, SiteProcess, cli, stop_process
 from tests.redis_server import RedisServer, free_port
 
+pytestmark = pytest.mark.tools
+
 PROM_DIR = ROOT / "deploy" / "prometheus"
 PROM_COMPOSE = PROM_DIR / "prometheus.yml"
 PROM_K8S = PROM_DIR / "prometheus-k8s.yml"
