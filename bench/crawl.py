@@ -27,7 +27,7 @@ from pathlib import Path
 import redis
 
 from bench.nginx_site import NginxSite, nginx_available
-from tests.redis_server import RedisServer, free_port
+from distcrawl.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

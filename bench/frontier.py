@@ -411,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.redis_url:
             cells = bench(args.redis_url, args.urls, args.embedded_urls)
         else:
-            from tests.redis_server import RedisServer
+            from distcrawl.redis_server import RedisServer
 
             with tempfile.TemporaryDirectory(prefix="distcrawl-bench-") as tmp:
                 server = RedisServer(Path(tmp))

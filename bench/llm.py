@@ -372,7 +372,7 @@ class Bench:
 
     def __init__(self, tmp: Path, redis_url: str, concurrency: int, n: int, log_level: str) -> None:
         from common.settings import LLMSettings
-        from tests.helpers import make_docs
+        from distcrawl.sample_docs import make_docs
 
         self.tmp = tmp
         self.redis_url = redis_url
@@ -537,7 +537,7 @@ def _measured(result: Result, mock: Mock, child: Child, base: Result | None) -> 
 async def _feed(url: str, keys: CrawlKeys, docs: list[Doc]) -> None:
     from redis.asyncio import Redis
 
-    from tests.helpers import feed_docs
+    from distcrawl.sample_docs import feed_docs
 
     client = Redis.from_url(url, decode_responses=True)
     try:
@@ -769,7 +769,7 @@ def _header(plan: Plan) -> None:
 
 
 def run_bench(plan: Plan) -> None:
-    from tests.redis_server import RedisServer
+    from distcrawl.redis_server import RedisServer
 
     _header(plan)
     ideal = plan.concurrency / plan.latency

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import redis
 
-from tests.redis_server import RedisServer
+from distcrawl.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

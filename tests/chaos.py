@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import ROOT, PeakRss, assert_no_traceback, cli
+from tests.processes import ROOT, PeakRss, assert_no_traceback, cli
 
 __all__ = ["FIGURES", "Figures", "Fleet", "Worker", "check_invariants", "wait_for"]
 

@@ -16,8 +16,8 @@ from common.keys import CrawlKeys
 from common.private_server import private_server
 from common.settings import EmbeddedSettings
 from common.store import open_store
-from tests.helpers import SiteProcess
-from tests.redis_server import RedisServer
+from distcrawl.redis_server import RedisServer
+from tests.processes import SiteProcess
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.llm import HEADER, HEADER2
-from tests.helpers import run_quick_bench
+from tests.processes import run_quick_bench
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 from bench.crawl import HEADER as CRAWL_HEADER
 from bench.frontier import HEADER
 from bench.memory import HEADER as HEADER_MEMORY
-from tests.helpers import run_quick_bench
+from tests.processes import run_quick_bench
 
 
 @pytest.mark.slow

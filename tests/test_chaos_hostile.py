@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from distcrawl.redis_server import RedisServer
 from tests.chaos import Fleet, check_invariants
-from tests.helpers import SiteProcess, cli, read_pages
-from tests.redis_server import RedisServer
+from tests.processes import SiteProcess, cli, read_pages
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(240)]
 

@@ -18,9 +18,10 @@ from redis.asyncio import Redis
 
 from common.docsqueue import DocsQueue
 from common.keys import CrawlKeys
+from distcrawl.redis_server import RedisServer, free_port
+from distcrawl.sample_docs import feed_docs, make_docs
 from tests.chaos import Figures
-from tests.helpers import MockProcess, assert_no_traceback, feed_docs, make_docs, spawn_cli
-from tests.redis_server import RedisServer, free_port
+from tests.processes import MockProcess, assert_no_traceback, spawn_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(180)]
 

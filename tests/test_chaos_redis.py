@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from distcrawl.redis_server import RedisServer, free_port
 from tests.chaos import Fleet, check_invariants, wait_for
-from tests.helpers import SiteProcess, cli
-from tests.redis_server import RedisServer, free_port
+from tests.processes import SiteProcess, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(300)]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from distcrawl.redis_server import RedisServer, free_port
 from tests.chaos import Fleet, wait_for
-from tests.helpers import MockProcess, SiteProcess, cli
-from tests.redis_server import RedisServer, free_port
+from tests.processes import MockProcess, SiteProcess, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(180)]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from distcrawl.redis_server import RedisServer
 from tests.chaos import Fleet, check_invariants
-from tests.helpers import MockProcess, SiteProcess, cli
-from tests.redis_server import RedisServer
+from tests.processes import MockProcess, SiteProcess, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(300)]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli
-from tests.redis_server import RedisServer, free_port
+from distcrawl.redis_server import RedisServer, free_port
+from tests.processes import cli
 
 
 def _one_line_error(proc_stderr: str) -> str:

@@ -26,7 +26,7 @@ from common.private_server import private_server
 from common.settings import EmbeddedSettings
 from common.store import open_store
 from crawler.frontier import Frontier
-from tests.helpers import ROOT, SiteProcess, assert_no_traceback, cli, read_pages, spawn_cli
+from tests.processes import ROOT, SiteProcess, assert_no_traceback, cli, read_pages, spawn_cli
 
 ADDRESSES = "127.0.0.1,127.0.0.2,127.0.0.3"
 CONCURRENCY = 8

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SiteProcess, assert_no_traceback, cli, read_pages, spawn_cli
-from tests.redis_server import RedisServer
+from distcrawl.redis_server import RedisServer
+from tests.processes import SiteProcess, assert_no_traceback, cli, read_pages, spawn_cli
 
 FAST = ["--rate", "500", "--burst", "100", "--per-domain-inflight", "16", "--allow-private"]
 ADDRESSES = "127.0.0.1,127.0.0.2,127.0.0.3"

@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from common.keys import CrawlKeys
 from common.spec import CrawlSpec, DomainPolicy
 from crawler.frontier import Outcome
+from distcrawl.redis_server import RedisServer
 from tests.helpers import FakeClock, assert_balanced, make_frontier
-from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,6 +20,7 @@ from common.errors import ConfigError, DistcrawlError, PermanentError, Retryable
 from common.keys import CrawlKeys
 from common.scripts import ScriptRunner
 from common.settings import LLMSettings
+from distcrawl.redis_server import free_port
 from summarizer.client import OpenAIEngine, _decode_completion, open_client
 from summarizer.engines import Request
 from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
@@ -27,7 +28,6 @@ from summarizer.profiles import Profile
 from summarizer.retry import translate_openai_error
 from summarizer.transport import ChatTransport
 from tests.mock_llm import MockLLM
-from tests.redis_server import free_port
 
 KEY = "sk-transport-0123456789"
 TRANSPORTS = ["direct", "openai"]

@@ -19,9 +19,9 @@ import pytest
 import redis
 
 from common.keys import CrawlKeys
+from distcrawl.redis_server import RedisServer, free_port
 from tests.chaos import Fleet, check_invariants, wait_for
-from tests.helpers import MockProcess, SiteProcess, cli
-from tests.redis_server import RedisServer, free_port
+from tests.processes import MockProcess, SiteProcess, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -13,8 +13,9 @@ import pytest
 from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
-from tests.helpers import MockProcess, SiteProcess, cli, feed_docs, make_docs, spawn_cli
-from tests.redis_server import RedisServer, free_port
+from distcrawl.redis_server import RedisServer, free_port
+from distcrawl.sample_docs import feed_docs, make_docs
+from tests.processes import MockProcess, SiteProcess, cli, spawn_cli
 
 
 def _scrape(port: int) -> dict[str, float]:

@@ -31,8 +31,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, MockProcess, SiteProcess, cli, stop_process
-from tests.redis_server import RedisServer, free_port
+from distcrawl.redis_server import RedisServer, free_port
+from tests.processes import ROOT, MockProcess, SiteProcess, cli, stop_process
 
 pytestmark = pytest.mark.tools
 

@@ -6,8 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import SiteProcess, assert_no_traceback, cli
-from tests.redis_server import RedisServer
+from distcrawl.redis_server import RedisServer
+from tests.processes import SiteProcess, assert_no_traceback, cli
 
 
 def _status(store: list[str]) -> dict[str, object]:

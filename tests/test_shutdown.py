@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SiteProcess, assert_no_traceback, cli, read_pages, spawn_cli
-from tests.redis_server import RedisServer
+from distcrawl.redis_server import RedisServer
+from tests.processes import SiteProcess, assert_no_traceback, cli, read_pages, spawn_cli
 
 
 @pytest.mark.slow

@@ -15,15 +15,9 @@ from redis.asyncio import Redis
 
 from common.docsqueue import DocsQueue
 from common.keys import CrawlKeys
-from tests.helpers import (
-    MockProcess,
-    assert_no_traceback,
-    cli,
-    feed_docs,
-    make_docs,
-    spawn_cli,
-)
-from tests.redis_server import RedisServer
+from distcrawl.redis_server import RedisServer
+from distcrawl.sample_docs import feed_docs, make_docs
+from tests.processes import MockProcess, assert_no_traceback, cli, spawn_cli
 
 API_KEY = "sk-test-0123456789abcdef"
 

@@ -14,11 +14,12 @@ from common.errors import ConfigError
 from common.keys import CrawlKeys
 from common.serde import encode_doc
 from common.settings import LLMSettings
+from distcrawl.sample_docs import feed_docs, make_docs
 from summarizer.budget import token_counter
 from summarizer.cache import SummaryCache
 from summarizer.cost import cost_usd
 from summarizer.profiles import Profiles
-from tests.helpers import FakeClock, feed_docs, make_docs
+from tests.helpers import FakeClock
 
 
 def test_truncation_keeps_the_beginning_on_a_word_boundary() -> None:

@@ -28,9 +28,10 @@ from common.settings import Settings, build_settings
 from common.spec import CrawlSpec
 from crawler.frontier import Frontier, Outcome
 from crawler.status import crawl_status
+from distcrawl.redis_server import RedisServer
+from distcrawl.sample_docs import feed_docs, make_docs
 from distcrawl.top import NO_RATE, Rates, render_top, run_top
-from tests.helpers import feed_docs, make_docs, make_frontier
-from tests.redis_server import RedisServer
+from tests.helpers import make_frontier
 
 # -- units: Rates and render_top -----------------------------------------------------------------
 

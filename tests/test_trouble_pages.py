@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, PeakRss, SiteProcess, assert_no_traceback, read_pages
+from tests.processes import ROOT, PeakRss, SiteProcess, assert_no_traceback, read_pages
 
 MB = 1024 * 1024
 

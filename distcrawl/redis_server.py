@@ -1,4 +1,4 @@
-"""Start and stop real redis-server processes for tests (no persistence unless asked)."""
+"""Throwaway redis-server processes for tests, benchmarks and local trials (not production)."""
 
 from __future__ import annotations
 

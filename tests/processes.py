@@ -1,0 +1,178 @@
+"""Processes tests start and read: the test site, the distcrawl CLI, the mock LLM, peak RSS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; always reaped, pipes closed."""
+    proc.terminate()
+    try:
+        proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
+class SiteProcess:
+    """A tests.site server in its own process, with its request log."""
+
+    def __init__(self, log: Path, *args: str) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.site", "--log", str(log), *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            self.proc.kill()
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"test site did not start: {line!r} {err}")
+        self.port = int(line.split()[1])
+        addresses = args[args.index("--addresses") + 1] if "--addresses" in args else "127.0.0.1"
+        self.hosts = [f"{a}:{self.port}" for a in addresses.split(",")]
+
+    def requests(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+
+    def hits(self) -> Counter[str]:
+        return Counter(f"http://{r['host']}{r['path']}" for r in self.requests())
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def cli(
+    *args: str,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``distcrawl ARGS`` as a separate process, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "distcrawl.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        input=input_text,
+    )
+
+
+def spawn_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "distcrawl.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def read_pages(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / "pages.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def assert_no_traceback(*texts: str) -> None:
+    for text in texts:
+        assert "Traceback" not in text, text
+
+
+class MockProcess:
+    """tests.mock_llm in its own process."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.mock_llm", "--port", "0", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            self.proc.kill()
+            raise RuntimeError(f"mock LLM did not start: {line!r}")
+        self.base_url = line.split()[1]
+        self.server_url = self.base_url.removesuffix("/v1")
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.server_url + path, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._get("/stats"))
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self._get("/_requests"))
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+class PeakRss:
+    """A process's own peak RSS, from /proc/<pid>/status VmHWM, polled while it runs.
+
+    Not wait4's ru_maxrss: Linux folds the parent's peak (at fork, before exec) into the
+    child's, so a child of a 300 MB pytest would report 300 MB however small it stays.
+    """
+
+    def __init__(self, pid: int, interval_s: float = 0.1) -> None:
+        import threading
+
+        self._path = Path(f"/proc/{pid}/status")
+        self._interval = interval_s
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for line in self._path.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            except (OSError, ValueError):
+                return  # the process is gone
+            self._stop.wait(self._interval)
+
+    def stop(self) -> float:
+        """Stop polling; the peak in MB."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb / 1024
+
+
+def run_quick_bench(module: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``python -m MODULE --quick`` from the repo root; (the process, stdout + stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return proc, proc.stdout + proc.stderr
