@@ -16,7 +16,15 @@ from common.keys import CrawlKeys
 from common.scripts import CrawlScripts, ScriptRunner
 from common.store import hash_items
 
-__all__ = ["CacheWrite", "DocLease", "DocOp", "DocResult", "DocsQueue", "DocsStats"]
+__all__ = ["CacheWrite", "DocKind", "DocLease", "DocOp", "DocResult", "DocsQueue", "DocsStats"]
+
+
+class DocKind(enum.StrEnum):
+    """How a doc's lease ends (docs_settle.lua knows exactly these)."""
+
+    SUMMARIZED = "summarized"
+    FAILED = "failed"
+    RELEASE = "release"  # back to the head of the queue, untouched (shutdown)
 
 
 class DocResult(enum.IntEnum):
@@ -44,7 +52,7 @@ class CacheWrite:
 
 @dataclass(frozen=True, slots=True)
 class DocOp:
-    kind: str  # summarized | failed | release
+    kind: DocKind
     fp: str
     reason: str = ""
     record: str = ""
@@ -123,8 +131,7 @@ class DocsQueue:
         self._run = CrawlScripts(scripts or ScriptRunner(redis), keys, clock)
 
     async def claim(self, worker: str, n: int, lease_s: float) -> list[DocLease]:
-        res = await self._run("docs_claim", [n, worker, int(lease_s * 1000)])
-        assert isinstance(res, list)
+        res = await self._run.rows("docs_claim", [n, worker, int(lease_s * 1000)])
         leases = []
         for entry in res[1:]:
             fp, attempts, payload = str(entry).split("\t", 2)
@@ -137,8 +144,7 @@ class DocsQueue:
         args: list[str | int] = [worker]
         for op in ops:
             args += op.args()
-        res = await self._run("docs_settle", args)
-        assert isinstance(res, list)
+        res = await self._run.rows("docs_settle", args)
         return [DocResult(int(r)) for r in res]
 
     async def renew(self, worker: str, fps: Sequence[str], lease_s: float) -> int:
@@ -149,13 +155,11 @@ class DocsQueue:
     async def reap(self, limit: int = 1000, *, every_lease: bool = False) -> tuple[int, int]:
         """Return expired leases to the queue; (requeued, failed). ``every_lease``: expired or
         not, for a store whose lease holders are all known dead."""
-        res = await self._run("docs_reap", [limit, "+inf"] if every_lease else [limit])
-        assert isinstance(res, list)
+        res = await self._run.rows("docs_reap", [limit, "+inf"] if every_lease else [limit])
         return int(res[0]), int(res[1])
 
     async def stats(self) -> DocsStats:
-        res = await self._run("docs_stats", [])
-        assert isinstance(res, list)
+        res = await self._run.rows("docs_stats", [])
         flat = res[3]
         counts = {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return DocsStats(int(res[0]), int(res[1]), int(res[2]), counts)

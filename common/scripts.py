@@ -103,3 +103,10 @@ class CrawlScripts:
     async def __call__(self, name: str, args: Sequence[str | int | float]) -> Any:
         now = str(self._clock()) if self._clock is not None else ""
         return await self._runner.run(name, [self.keys.spec], [self.keys.prefix, now, *args])
+
+    async def rows(self, name: str, args: Sequence[str | int | float]) -> list[Any]:
+        """Run a script that answers a list (most do): the list, typed."""
+        res = await self(name, args)
+        if not isinstance(res, list):
+            raise TypeError(f"script {name} answered {type(res).__name__}, not a list")
+        return res

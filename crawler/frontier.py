@@ -303,8 +303,7 @@ class Frontier:
         """Admit canonical URLs in one call; ``local_rejects`` are counted alongside."""
         if not candidates and not local_rejects:
             return []
-        codes = await self._run("admit", _admit_args(candidates, local_rejects))
-        assert isinstance(codes, list)
+        codes = await self._run.rows("admit", _admit_args(candidates, local_rejects))
         return [AdmitCode(int(c)) for c in codes]
 
     async def commit(
@@ -321,16 +320,14 @@ class Frontier:
         args += _admit_args(candidates, local_rejects)
         for op in ops:
             args += op.args()
-        res = await self._run("commit", args)
-        assert isinstance(res, list)
+        res = await self._run.rows("commit", args)
         codes, results = res
         return [AdmitCode(int(c)) for c in codes], [SettleResult(int(r)) for r in results]
 
     async def claim(self, worker: str, n: int = 1, lease_s: float | None = None) -> Claim:
         """Claim up to ``n`` URLs, each leased to ``worker``."""
         lease_ms = "" if lease_s is None else str(int(lease_s * 1000))
-        res = await self._run("claim", [n, worker, lease_ms])
-        assert isinstance(res, list)
+        res = await self._run.rows("claim", [n, worker, lease_ms])
         got, wait_ms = int(res[0]), int(res[1])
         leases: list[Lease] = []
         invalid: list[str] = []
@@ -358,8 +355,7 @@ class Frontier:
         args: list[str] = [worker]
         for op in ops:
             args += op.args()
-        res = await self._run("settle", args)
-        assert isinstance(res, list)
+        res = await self._run.rows("settle", args)
         return [SettleResult(int(r)) for r in res]
 
     async def ack(
@@ -392,8 +388,7 @@ class Frontier:
     async def reap(self, limit: int = 1000, *, every_lease: bool = False) -> tuple[int, int]:
         """Return expired leases to their queues; (requeued, dead-lettered). ``every_lease``:
         expired or not, for a store whose lease holders are all known dead."""
-        res = await self._run("reap", [limit, "+inf"] if every_lease else [limit])
-        assert isinstance(res, list)
+        res = await self._run.rows("reap", [limit, "+inf"] if every_lease else [limit])
         return int(res[0]), int(res[1])
 
     async def pending(self) -> int:
@@ -429,8 +424,7 @@ class Frontier:
     # -- reading --------------------------------------------------------------------------
 
     async def stats(self, top: int = 10) -> FrontierStats:
-        res = await self._run("stats", [top])
-        assert isinstance(res, list)
+        res = await self._run.rows("stats", [top])
         flat, top_flat, bloom = res[0], res[8], res[9]
         counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return FrontierStats(

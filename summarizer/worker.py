@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.batcher import Batcher
-from common.docsqueue import CacheWrite, DocLease, DocOp, DocResult, DocsQueue
+from common.docsqueue import CacheWrite, DocKind, DocLease, DocOp, DocResult, DocsQueue
 from common.errors import ConfigError, PermanentError, StoreUnavailable
 from common.heartbeat import Heartbeats
 from common.leasedworker import LeasedWorker, WorkerTiming
@@ -104,7 +104,7 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         return int(self._adaptive.limit) + 4 + self.concurrency // 4
 
     async def release(self, keys: Sequence[str]) -> None:
-        await self._queue.settle(self.worker_id, [DocOp("release", k) for k in keys])
+        await self._queue.settle(self.worker_id, [DocOp(DocKind.RELEASE, k) for k in keys])
 
     async def renew(self, keys: Sequence[str]) -> None:
         await self._queue.renew(self.worker_id, keys, self.timing.lease_s)
@@ -207,7 +207,7 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             created_at=round(time.time(), 3),
         )
         return DocOp(
-            "summarized",
+            DocKind.SUMMARIZED,
             item.fp,
             reason="cached" if cached else "",
             record=encode_summary(record),
@@ -242,13 +242,13 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             elapsed_ms=round((time.monotonic() - started) * 1000, 1),
             created_at=round(time.time(), 3),
         )
-        return DocOp("failed", item.fp, reason=reason, record=encode_summary(record))
+        return DocOp(DocKind.FAILED, item.fp, reason=reason, record=encode_summary(record))
 
     async def _stop_on_config_error(self, item: DocLease, exc: ConfigError) -> None:
         if self.fatal is None:
             self.fatal = exc
             log.error("summarizer_misconfigured", error=str(exc))
         await self.until_stored(
-            lambda: self._queue.settle(self.worker_id, [DocOp("release", item.fp)])
+            lambda: self._queue.settle(self.worker_id, [DocOp(DocKind.RELEASE, item.fp)])
         )
         self.shutdown.request()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+import redis.exceptions
 from redis.asyncio import Redis
 
-from common.docsqueue import CacheWrite, DocOp, DocResult, DocsQueue
+from common.docsqueue import CacheWrite, DocKind, DocOp, DocResult, DocsQueue
 from common.errors import ConfigError
 from common.keys import CrawlKeys
 from common.serde import encode_doc
@@ -88,9 +90,9 @@ async def test_a_late_answer_for_a_reaped_doc_attempt_is_stale(
     assert await queue.reap() == (1, 0)
     [second] = await queue.claim("w", 1, lease_s=5)
     assert second.attempt == 2
-    late = DocOp("summarized", first.fp, attempt=first.attempt)
+    late = DocOp(DocKind.SUMMARIZED, first.fp, attempt=first.attempt)
     assert await queue.settle("w", [late]) == [DocResult.STALE]
-    current = DocOp("summarized", second.fp, attempt=second.attempt)
+    current = DocOp(DocKind.SUMMARIZED, second.fp, attempt=second.attempt)
     assert await queue.settle("w", [current]) == [DocResult.SETTLED]
     stats = await queue.stats()
     assert (stats.summarized, stats.pending, stats.balanced) == (1, 0, True)
@@ -152,7 +154,7 @@ async def test_a_deferred_cache_write_lands_with_the_settle_even_when_stale(
     assert await store.exists(crawl_keys.summary_lock("k3"))  # ...and others still wait
     clock.advance(5_000)
     assert await queue.reap() == (1, 0)  # the lease is gone: this settle will be stale
-    op = DocOp("summarized", lease.fp, attempt=lease.attempt, cache=writes[0])
+    op = DocOp(DocKind.SUMMARIZED, lease.fp, attempt=lease.attempt, cache=writes[0])
     assert await queue.settle("w", [op]) == [DocResult.STALE]
     assert await cache.get("k3") == "the summary"
     assert not await store.exists(crawl_keys.summary_lock("k3"))
@@ -197,3 +199,19 @@ async def test_reap_every_doc_lease_returns_live_leases(
     assert await queue.reap(every_lease=True) == (2, 0)
     again = await queue.claim("new", 2, lease_s=600)
     assert [doc.attempt for doc in again] == [2, 2]
+
+
+async def test_docs_settle_refuses_an_unknown_kind_before_writing(
+    store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    """A typo'd kind is an error, never a new counter, and nothing of the batch is written."""
+    queue = DocsQueue(store, crawl_keys)
+    await feed_docs(store, crawl_keys, make_docs(1))
+    [lease] = await queue.claim("w", 1, lease_s=60)
+    good = DocOp(DocKind.SUMMARIZED, lease.fp, attempt=lease.attempt)
+    typo = dataclasses.replace(good, kind="summarised")  # type: ignore[arg-type]
+    with pytest.raises(redis.exceptions.ResponseError, match="unknown kind summarised"):
+        await queue.settle("w", [good, typo])
+    stats = await queue.stats()
+    assert (stats.summarized, stats.in_flight) == (0, 1)
+    assert "docs_summarised" not in stats.counts

@@ -10,7 +10,15 @@
 -- cache unlock is "1") whether or not the lease is still this worker's: the summary is good
 -- for the next doc with the same text either way.
 -- Returns one code per op: 0 stale (lease gone or someone else's), 1 settled, 2 requeued.
+-- The counter of each final kind (common.docsqueue.DocKind): an unknown kind is an error, never
+-- a new counter.
+local DOC_COUNTERS = {summarized = 'docs_summarized', failed = 'docs_failed'}
 local worker = ARGV[3]
+for i = 4, #ARGV, 12 do  -- (checked before anything is written: scripts do not roll back)
+  if ARGV[i] ~= 'release' and DOC_COUNTERS[ARGV[i]] == nil then
+    return redis.error_reply('docs_settle: unknown kind ' .. ARGV[i])
+  end
+end
 local out = {}
 for i = 4, #ARGV, 12 do
   local kind, fp, reason, record = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -34,8 +42,9 @@ for i = 4, #ARGV, 12 do
       redis.call('LPUSH', K_DOCS, entry)
       out[#out + 1] = 2
     else
-      count('docs_' .. kind)
-      if reason ~= '' then count('docs_' .. kind .. ':' .. reason) end
+      local counter = DOC_COUNTERS[kind]
+      count(counter)
+      if reason ~= '' then count(counter .. ':' .. reason) end
       if record ~= '' then redis.call('HSET', K_SUMMARIES, fp, record) end
       if model ~= '' then
         if ptok > 0 then count('llm_prompt_tokens:' .. model, ptok) end
