@@ -57,19 +57,20 @@ def _wait(proc: subprocess.Popen[str]) -> tuple[int, float, float]:
     return proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``python ARGS`` from the repo root, pipes captured, ``env`` on top of this one's."""
     return subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env={**os.environ, **(env or {})},
     )
 
 
 def run_raw(seeds: list[str], concurrency: int, per_host: int) -> Result:
-    proc = _spawn(
+    proc = spawn(
         [
             "-m",
             "bench.rawloop",
@@ -128,7 +129,7 @@ def run_distcrawl(
     if produce.returncode != 0:
         raise SystemExit(f"produce failed: {produce.stderr}")
     procs = [
-        _spawn(
+        spawn(
             [
                 "-m",
                 "distcrawl.cli",
@@ -174,7 +175,7 @@ def _redis_cpu(client: redis.Redis) -> float:
 
 class _AiohttpSite:
     def __init__(self, addresses: str, pages: int) -> None:
-        self.proc = _spawn(["-m", "bench.site", "--addresses", addresses, "--pages", str(pages)])
+        self.proc = spawn(["-m", "bench.site", "--addresses", addresses, "--pages", str(pages)])
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("ready "):
             raise SystemExit(f"bench site did not start: {line!r}")

@@ -14,7 +14,6 @@ bound or the crawl's length. Nothing here asserts: it prints.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import redis
 
+from bench.crawl import spawn
 from distcrawl.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,17 +61,6 @@ HEADER = (
 )
 
 
-def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def _ready(proc: subprocess.Popen[str], what: str) -> str:
     line = proc.stdout.readline() if proc.stdout else ""
     if not line.startswith("ready "):
@@ -92,7 +81,7 @@ def _sample(url: str, crawl: str, stop: threading.Event, out: dict[str, int]) ->
 def run_case(case: Case, hosts: list[str], tmp: Path, llm_url: str, backlog: int) -> Row:
     server = RedisServer(tmp / f"redis-{case.name.replace(' ', '-')}")
     server.start()
-    site = _spawn(
+    site = spawn(
         ["-m", "bench.site", "--addresses", ",".join(hosts), "--pages", str(case.pages_per_host)]
     )
     port = _ready(site, "bench site")
@@ -126,12 +115,12 @@ def run_case(case: Case, hosts: list[str], tmp: Path, llm_url: str, backlog: int
             "DISTCRAWL_LOG_LEVEL": "WARNING",
         }
         workers = [
-            _spawn(["-m", "distcrawl.cli", "crawl", *store, "--drain", "--allow-private"], env)
+            spawn(["-m", "distcrawl.cli", "crawl", *store, "--drain", "--allow-private"], env)
             for _ in range(2)
         ]
         if case.summarize:
             workers.append(
-                _spawn(
+                spawn(
                     ["-m", "distcrawl.cli", "summarize", *store, "--drain", "--concurrency", "4"],
                     env,
                 )
@@ -172,7 +161,7 @@ def main() -> None:
     ]
     if args.quick:  # one case of each kind
         cases = [cases[0], cases[1], cases[3]]
-    mock = _spawn(
+    mock = spawn(
         ["-m", "tests.mock_llm", "--port", "0", "--api-key", "sk-bench", "--latency", "0.05"]
     )
     llm_url = _ready(mock, "mock LLM")

@@ -165,8 +165,9 @@ class PeakRss:
         return self.peak_kb / 1024
 
 
-def run_quick_bench(module: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], str]:
-    """``python -m MODULE --quick`` from the repo root; (the process, stdout + stderr)."""
+def run_quick_bench(module: str, timeout: float, *headers: str) -> tuple[str, str]:
+    """``python -m MODULE --quick`` from the repo root, checked: exit 0, each header printed, no
+    FAILED line and no traceback. Returns (stdout, stdout + stderr)."""
     proc = subprocess.run(
         [sys.executable, "-m", module, "--quick"],
         cwd=ROOT,
@@ -175,4 +176,10 @@ def run_quick_bench(module: str, timeout: float) -> tuple[subprocess.CompletedPr
         timeout=timeout,
         check=False,
     )
-    return proc, proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    for header in headers:
+        assert header in proc.stdout, output
+    assert not [line for line in output.splitlines() if line.startswith("FAILED")], output
+    assert "Traceback" not in output, output
+    return proc.stdout, output

@@ -11,9 +11,4 @@ from tests.processes import run_quick_bench
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_llm_bench_quick() -> None:
-    proc, output = run_quick_bench("bench.llm", timeout=180)
-    assert proc.returncode == 0, output
-    assert HEADER in proc.stdout, output
-    assert HEADER2 in proc.stdout, output
-    assert not [line for line in output.splitlines() if line.startswith("FAILED")], output
-    assert "Traceback" not in output, output
+    run_quick_bench("bench.llm", 180, HEADER, HEADER2)
