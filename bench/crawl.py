@@ -57,6 +57,19 @@ def _wait(proc: subprocess.Popen[str]) -> tuple[int, float, float]:
     return proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
+def produce(args: list[str]) -> None:
+    """``distcrawl produce ARGS``; exits the bench with its error if it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "distcrawl.cli", "produce", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"produce failed: {proc.stderr}")
+
+
 def spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """``python ARGS`` from the repo root, pipes captured, ``env`` on top of this one's."""
     return subprocess.Popen(
@@ -102,32 +115,12 @@ def run_distcrawl(
     store = ["--redis", url, "--crawl", crawl]
     client = redis.Redis.from_url(url, decode_responses=True)
     redis_cpu_before = _redis_cpu(client)
-    produce = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distcrawl.cli",
-            "produce",
-            *store,
-            *seeds,
-            "--rate",
-            "1000000",
-            "--burst",
-            "1000000",
-            "--per-domain-inflight",
-            str(per_host * processes),
-            # Docs are built and queued as in a real crawl, but no summarizer runs here: a
-            # bound the crawl never reaches keeps the backpressure pause out of the way.
-            "--max-docs-backlog",
-            "1000000000",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if produce.returncode != 0:
-        raise SystemExit(f"produce failed: {produce.stderr}")
+    # Docs are built and queued as in a real crawl, but no summarizer runs here: a bound the
+    # crawl never reaches keeps the backpressure pause out of the way.
+    produce(
+        [*store, *seeds, "--rate", "1000000", "--burst", "1000000", "--max-docs-backlog",
+         "1000000000", "--per-domain-inflight", str(per_host * processes)]
+    )  # fmt: skip
     procs = [
         spawn(
             [

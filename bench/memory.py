@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from bench.crawl import spawn
+from bench.crawl import produce, spawn
 from distcrawl.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,21 +89,14 @@ def run_case(case: Case, hosts: list[str], tmp: Path, llm_url: str, backlog: int
     client = redis.Redis.from_url(server.url, decode_responses=True)
     base = int(client.info("memory")["used_memory"])
     try:
-        produce = subprocess.run(
-            [sys.executable, "-m", "distcrawl.cli", "produce", *store]
-            + [f"http://{h}:{port}/p/0.html" for h in hosts]
+        produce(
+            [*store, *(f"http://{h}:{port}/p/0.html" for h in hosts)]
             + ["--rate", "100000", "--burst", "100000", "--per-domain-inflight", "64"]
             + ["--seen", case.seen, "--max-docs-backlog", str(backlog)]
             # Bloom filters sized for the crawl, as a user who knows its scale would
             + ["--seen-capacity", str(max(1000, len(hosts) * (case.pages_per_host + 1)))]
-            + ([] if case.summarize else ["--no-summarize"]),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
+            + ([] if case.summarize else ["--no-summarize"])
         )
-        if produce.returncode != 0:
-            raise SystemExit(f"produce failed: {produce.stderr}")
         sampled = {"peak": base, "docs": 0}
         stop = threading.Event()
         sampler = threading.Thread(target=_sample, args=(server.url, crawl, stop, sampled))

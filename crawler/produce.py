@@ -16,7 +16,8 @@ import aiohttp
 
 from common.errors import ConfigError, InvalidUrl
 from common.logging import get_logger
-from common.settings import FrontierDefaults
+from common.serde import doc_text_budget
+from common.settings import Settings
 from common.spec import CrawlSpec
 from common.urls import DEFAULT_TRACKING_PARAMS, canonicalize, host_of
 from crawler.admission import AdmitReport, Admitter
@@ -75,18 +76,15 @@ def read_seed_lines(args: Iterable[str], files: Iterable[str]) -> Iterator[SeedL
 
 
 def build_spec(
-    defaults: FrontierDefaults,
+    settings: Settings,
     seeds: list[str],
     *,
     allow_domains: list[str] | None = None,
     include: list[str] | None = None,
     exclude: list[str] | None = None,
-    doc_max_chars: int,
 ) -> CrawlSpec:
-    """The spec for a new crawl; allowed domains default to the seeds' hosts.
-
-    ``doc_max_chars`` is the most text a doc carries to the summarizer
-    (common.serde.doc_text_budget of the summarizer's input budget)."""
+    """The spec for a new crawl from the settings' frontier section; allowed domains default to
+    the seeds' hosts, and a doc carries what the summarizers' input budget can read."""
     domains = list(allow_domains or [])
     if not domains:
         for seed in seeds:
@@ -102,8 +100,8 @@ def build_spec(
         include=include or [],
         exclude=exclude or [],
         strip_params=list(DEFAULT_TRACKING_PARAMS),
-        doc_max_chars=doc_max_chars,
-        **defaults.model_dump(),
+        doc_max_chars=doc_text_budget(settings.llm.max_input_tokens),
+        **settings.frontier.model_dump(),
     )
 
 

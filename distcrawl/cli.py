@@ -9,34 +9,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
+from redis.asyncio import Redis
 
 from common.docsqueue import DocsQueue
 from common.errors import ConfigError, DistcrawlError, InvalidUrl, StoreUnavailable
 from common.heartbeat import Heartbeats
 from common.lifecycle import Shutdown, run
 from common.logging import configure_logging
-from common.serde import doc_text_budget
 from common.settings import Settings, build_settings
 from common.store import EMBEDDED, redis_memory
 from common.urls import canonicalize
 from crawler.admission import Admitter
+from crawler.frontier import Frontier
 from crawler.produce import build_spec, fetch_sitemap_urls, produce, read_seed_lines
 from crawler.status import crawl_status, render_status
 from distcrawl import __version__
 from distcrawl.embedded import STORE_DIR, RunRequest, run_all
 from distcrawl.export import export_pages, export_summaries
-from distcrawl.runtime import crawl_runtime, store_session, summarize_runtime
+from distcrawl.runtime import (
+    CrawlRuntime,
+    SummarizeRuntime,
+    crawl_runtime,
+    store_session,
+    summarize_runtime,
+)
 from distcrawl.top import run_top
 
 __all__ = ["main"]
@@ -334,12 +342,11 @@ async def _produce(settings: Settings, args: argparse.Namespace) -> int:
                     found = await fetch_sitemap_urls(session, url)
                     lines += [read for read in read_seed_lines(found, [])]
         spec = build_spec(
-            settings.frontier,
+            settings,
             [s.text for s in lines],
             allow_domains=args.allow_domain,
             include=args.include,
             exclude=args.exclude,
-            doc_max_chars=doc_text_budget(settings.llm.max_input_tokens),
         )
         current = await frontier.init(spec)
         report = await produce(Admitter(frontier, current), lines)
@@ -362,14 +369,27 @@ async def _produce(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if not report.errors else 1
 
 
-async def _crawl(settings: Settings, args: argparse.Namespace) -> int:
+R = TypeVar("R", CrawlRuntime, SummarizeRuntime)
+
+
+async def _work(
+    settings: Settings,
+    drain: bool,
+    runtime: Callable[[Redis, Frontier, Shutdown], contextlib.AbstractAsyncContextManager[R]],
+) -> R:
+    """One worker process: its runtime on one store session, run until drained or stopped."""
     shutdown = Shutdown()
     shutdown.install()
     async with (
         store_session(settings) as (redis, frontier),
-        crawl_runtime(settings, redis, frontier, shutdown) as rt,
+        runtime(redis, frontier, shutdown) as rt,
     ):
-        await rt.worker.run(drain=args.drain)
+        await rt.worker.run(drain=drain)
+    return rt
+
+
+async def _crawl(settings: Settings, args: argparse.Namespace) -> int:
+    rt = await _work(settings, args.drain, lambda r, f, stop: crawl_runtime(settings, r, f, stop))
     stats = rt.worker.stats
     print(
         f"crawl worker finished: done {stats.done}, failed {stats.failed}, "
@@ -380,13 +400,11 @@ async def _crawl(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _summarize(settings: Settings, args: argparse.Namespace) -> int:
-    shutdown = Shutdown()
-    shutdown.install()
-    async with (
-        store_session(settings) as (redis, frontier),
-        summarize_runtime(settings, redis, frontier.keys, shutdown) as rt,
-    ):
-        await rt.worker.run(drain=args.drain)
+    rt = await _work(
+        settings,
+        args.drain,
+        lambda redis, f, stop: summarize_runtime(settings, redis, f.keys, stop),
+    )
     if rt.worker.fatal is not None:
         raise rt.worker.fatal
     s = rt.worker.stats

@@ -24,7 +24,6 @@ from common.docsqueue import DocsQueue
 from common.errors import ConfigError
 from common.lifecycle import Shutdown
 from common.private_server import private_server
-from common.serde import doc_text_budget
 from common.settings import Settings
 from common.spec import CrawlSpec
 from common.store import EMBEDDED
@@ -157,12 +156,11 @@ async def _crawl(
     async with store_session(settings) as (redis, frontier):
         stored = await frontier.spec() if private else None
         spec = build_spec(
-            settings.frontier,
+            settings,
             [s.text for s in seeds],
             allow_domains=req.allow_domains,
             include=req.include,
             exclude=req.exclude,
-            doc_max_chars=doc_text_budget(settings.llm.max_input_tokens),
         )
         if stored is not None:
             if seeds:

@@ -127,6 +127,14 @@ class MockProcess:
     def requests(self) -> list[dict[str, Any]]:
         return list(self._get("/_requests"))
 
+    def worker_env(self, key: str) -> dict[str, str]:
+        """The variables that point a summarizer at this mock with ``key``."""
+        return {
+            "OPENAI_API_KEY": key,
+            "DISTCRAWL_LLM__BASE_URL": self.base_url,
+            "DISTCRAWL_LLM__MODEL": "mock-model",
+        }
+
     def stop(self) -> None:
         stop_process(self.proc)
 

@@ -76,12 +76,7 @@ def test_workers_hit_at_random_lose_nothing(
     fleet = Fleet(
         tmp_path,
         store,
-        env={
-            **FAST_LEASES,
-            "OPENAI_API_KEY": "sk-chaos",
-            "DISTCRAWL_LLM__BASE_URL": mock_llm.base_url,
-            "DISTCRAWL_LLM__MODEL": "mock-model",
-        },
+        env={**FAST_LEASES, **mock_llm.worker_env("sk-chaos")},
         args={
             "crawl": ["--allow-private", "--concurrency", "8"],
             "summarize": ["--concurrency", "16"],

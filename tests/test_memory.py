@@ -12,7 +12,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -37,19 +36,15 @@ def _crawl_name(tmp_path: Path, what: str) -> str:
     return f"{what}-{tmp_path.name[-6:]}"
 
 
-@dataclass
 class Sampler:
     """Samples Redis every 0.2 s in a thread: docs waiting + in flight, used memory, and
     whether any crawl worker's heartbeat says it is paused on the docs backlog."""
 
-    url: str
-    keys: CrawlKeys
-    max_docs: int = 0
-    max_used: int = 0
-    paused_samples: int = 0
-    samples: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    def __init__(self, url: str, keys: CrawlKeys) -> None:
+        self.url, self.keys = url, keys
+        self.max_docs = self.max_used = self.paused_samples = self.samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -120,12 +115,7 @@ def test_slow_summarizer_pauses_crawlers_and_a_kill_storm_loses_nothing(
     fleet = Fleet(
         tmp_path,
         store,
-        env={
-            **env,
-            "OPENAI_API_KEY": "sk-mem",
-            "DISTCRAWL_LLM__BASE_URL": slow_llm.base_url,
-            "DISTCRAWL_LLM__MODEL": "mock-model",
-        },
+        env={**env, **slow_llm.worker_env("sk-mem")},
         args={
             "crawl": ["--allow-private", "--concurrency", "16"],
             "summarize": ["--concurrency", "4"],
