@@ -46,4 +46,6 @@ def test_crawl_bench_quick() -> None:
         "| careful loop",
         "| distcrawl crawl, 1 process",
         "| distcrawl crawl, 2 processes",
+        "| distcrawl run (embedded, no summaries), first 75 pages",
+        "| distcrawl run (embedded, no summaries), all pages",
     ], output
