@@ -424,7 +424,7 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
             Heartbeats(redis, frontier.keys),
             memory=await redis_memory(redis),
         )
-    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    print(json.dumps(status.to_json(), indent=2) if args.json else render_status(status))
     return 0
 
 

@@ -23,7 +23,6 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -38,31 +37,12 @@ from common.heartbeat import Heartbeats
 from common.lifecycle import Shutdown
 from common.settings import Settings
 from common.store import redis_memory
-from crawler.status import crawl_status, memory_lines
+from crawler.status import CrawlStatus, WorkerStatus, crawl_status, memory_lines, reason_groups
 from distcrawl.runtime import store_session
 
 __all__ = ["NO_RATE", "Rates", "render_top", "run_top"]
 
 NO_RATE = "–"  # shown for rates until two samples exist
-# heartbeat fields every worker writes (or crawl_status adds): the rest are the worker's counters
-_BEAT_FIELDS = frozenset(
-    {"id", "role", "host", "pid", "started", "last", "in_flight", "age_s", "alive", "every"}
-)
-
-
-def _settled(status: Mapping[str, Any]) -> int:
-    return int(status["done"]) + int(status["failed"]) + int(status["skipped"])
-
-
-def _docs_settled(status: Mapping[str, Any]) -> int:
-    docs = status["docs"]
-    return int(docs["summarized"]) + int(docs["failed"])
-
-
-def _tokens(status: Mapping[str, Any]) -> int:
-    return sum(
-        int(use["prompt_tokens"]) + int(use["completion_tokens"]) for use in status["llm"].values()
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,26 +55,24 @@ class Rates:
     elapsed_s: float  # the time between the two samples
 
     @classmethod
-    def from_samples(
-        cls, before: Mapping[str, Any], after: Mapping[str, Any], elapsed_s: float
-    ) -> Rates:
-        """Rates from two crawl_status dicts taken ``elapsed_s`` seconds apart. A counter that
+    def from_samples(cls, before: CrawlStatus, after: CrawlStatus, elapsed_s: float) -> Rates:
+        """Rates from two crawl_status answers taken ``elapsed_s`` seconds apart. A counter that
         went down (the crawl was deleted and restarted) counts as no progress, not negative."""
         if not elapsed_s > 0:
             raise ValueError(f"elapsed_s must be > 0 (got {elapsed_s})")
 
-        def rate(count: Callable[[Mapping[str, Any]], int]) -> float:
+        def rate(count: Callable[[CrawlStatus], int]) -> float:
             return max(0, count(after) - count(before)) / elapsed_s
 
         return cls(
-            pages_per_s=rate(_settled),
-            docs_per_s=rate(_docs_settled),
-            tokens_per_s=rate(_tokens),
+            pages_per_s=rate(lambda s: s.settled),
+            docs_per_s=rate(lambda s: s.docs.settled),
+            tokens_per_s=rate(lambda s: s.tokens),
             elapsed_s=elapsed_s,
         )
 
 
-def _n(value: Any) -> str:
+def _n(value: int) -> str:
     return f"{int(value):,}"
 
 
@@ -115,21 +93,20 @@ def _reasons(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def _crawl_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
-    balanced = bool(status["balanced"])
+def _crawl_panel(status: CrawlStatus, rates: Rates | None) -> Panel:
     line = Text.assemble(
         ("admitted ", "dim"),
-        (_n(status["admitted"]), "bold"),
+        (_n(status.admitted), "bold"),
         (" = done ", "dim"),
-        (_n(status["done"]), "bold green"),
+        (_n(status.done), "bold green"),
         (" + failed ", "dim"),
-        (_n(status["failed"]), "bold red"),
+        (_n(status.failed), "bold red"),
         (" + skipped ", "dim"),
-        (_n(status["skipped"]), "bold yellow"),
+        (_n(status.skipped), "bold yellow"),
         (" + pending ", "dim"),
-        (_n(status["pending"]), "bold cyan"),
+        (_n(status.pending), "bold cyan"),
         ("   ", ""),
-        ("holds", "green") if balanced else ("DOES NOT HOLD", "bold white on red"),
+        ("holds", "green") if status.balanced else ("DOES NOT HOLD", "bold white on red"),
     )
     lines: list[RenderableType] = [
         line,
@@ -137,52 +114,48 @@ def _crawl_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
             ("pages/s ", "dim"),
             (_rate(None if rates is None else rates.pages_per_s), "bold"),
             ("   retries ", "dim"),
-            (_n(status["retries"]), "bold"),
+            (_n(status.retries), "bold"),
             ("   reaped ", "dim"),
-            (_n(status["reaped"]), "bold"),
+            (_n(status.reaped), "bold"),
             ("   docs queued ", "dim"),
-            (_n(status["docs_queued"]), "bold"),
+            (_n(status.docs_queued), "bold"),
         ),
     ]
-    for title, key in (
-        ("failed", "failed_reasons"),
-        ("skipped", "skipped_reasons"),
-        ("rejected", "rejected"),
-    ):
-        if status.get(key):
-            lines.append(Text.assemble((f"{title}: ", "dim"), _reasons(status[key])))
+    for title, counts in reason_groups(status):
+        if counts:
+            lines.append(Text.assemble((f"{title}: ", "dim"), _reasons(counts)))
     lines += [Text(line.strip(), style="bold yellow") for line in memory_lines(status)]
     return Panel(
-        Group(*lines), title=f"crawl {status['crawl']}", title_align="left", border_style="blue"
+        Group(*lines), title=f"crawl {status.crawl}", title_align="left", border_style="blue"
     )
 
 
-def _frontier_panel(status: Mapping[str, Any]) -> Panel:
-    dead = int(status["dead_letters"])
+def _frontier_panel(status: CrawlStatus) -> Panel:
+    dead = status.dead_letters
     return _pairs(
         "frontier",
         [
-            ("queued", _n(status["queued"])),
-            ("delayed", _n(status["delayed"])),
-            ("in flight", _n(status["in_flight"])),
-            ("ready domains", _n(status["ready_domains"])),
-            ("domains", _n(status["domains"])),
+            ("queued", _n(status.queued)),
+            ("delayed", _n(status.delayed)),
+            ("in flight", _n(status.in_flight)),
+            ("ready domains", _n(status.ready_domains)),
+            ("domains", _n(status.domains)),
             ("dead letters", f"[red]{dead:,}[/]" if dead else "0"),
         ],
     )
 
 
-def _docs_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
-    docs = status["docs"]
-    eq = "holds" if docs["balanced"] else "[bold white on red]DOES NOT HOLD[/]"
+def _docs_panel(status: CrawlStatus, rates: Rates | None) -> Panel:
+    docs = status.docs
+    eq = "holds" if docs.balanced else "[bold white on red]DOES NOT HOLD[/]"
     return _pairs(
         "docs",
         [
-            ("waiting", _n(docs["waiting"])),
-            ("in flight", _n(docs["in_flight"])),
-            ("summarized", _n(docs["summarized"])),
-            ("failed", _n(docs["failed"])),
-            ("cache hits", _n(docs["cache_hits"])),
+            ("waiting", _n(docs.waiting)),
+            ("in flight", _n(docs.in_flight)),
+            ("summarized", _n(docs.summarized)),
+            ("failed", _n(docs.failed)),
+            ("cache hits", _n(docs.cache_hits)),
             ("docs/s", _rate(None if rates is None else rates.docs_per_s)),
             ("equation", eq),
         ],
@@ -190,28 +163,25 @@ def _docs_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
     )
 
 
-def _llm_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
+def _llm_panel(status: CrawlStatus, rates: Rates | None) -> Panel:
     table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False)
     table.add_column("model")
     table.add_column("prompt", justify="right")
     table.add_column("completion", justify="right")
     table.add_column("cost $", justify="right")
-    usage: Mapping[str, Mapping[str, Any]] = status["llm"]
+    usage = status.llm
     for model, use in usage.items():
         table.add_row(
-            model,
-            _n(use["prompt_tokens"]),
-            _n(use["completion_tokens"]),
-            f"{float(use['cost_usd']):.4f}",
+            model, _n(use.prompt_tokens), _n(use.completion_tokens), f"{use.cost_usd:.4f}"
         )
     if not usage:
         table.add_row("[dim]no LLM usage yet", "", "", "")
     elif len(usage) > 1:  # one model: its row is the total
         table.add_row(
             "[bold]total",
-            _n(sum(int(u["prompt_tokens"]) for u in usage.values())),
-            _n(sum(int(u["completion_tokens"]) for u in usage.values())),
-            f"{sum(float(u['cost_usd']) for u in usage.values()):.4f}",
+            _n(sum(u.prompt_tokens for u in usage.values())),
+            _n(sum(u.completion_tokens for u in usage.values())),
+            f"{sum(u.cost_usd for u in usage.values()):.4f}",
             style="bold",
         )
     per_s = None if rates is None else rates.tokens_per_s
@@ -219,11 +189,10 @@ def _llm_panel(status: Mapping[str, Any], rates: Rates | None) -> Panel:
     return Panel(Group(table, tokens), title="llm", title_align="left", border_style="green")
 
 
-def _counters(beat: Mapping[str, Any]) -> str:
+def _counters(counters: Mapping[str, int | float | str]) -> str:
     return " ".join(
         f"{k}={v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
-        for k, v in beat.items()
-        if k not in _BEAT_FIELDS and isinstance(v, int | float | str)
+        for k, v in counters.items()
     )
 
 
@@ -236,9 +205,9 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def _workers_table(workers: list[Mapping[str, Any]]) -> Table:
+def _workers_table(workers: list[WorkerStatus]) -> Table:
     # "alive" is crawl_status's verdict (common.heartbeat.is_stale): status and top agree.
-    stale = [w for w in workers if not w.get("alive", True)]
+    stale = [w for w in workers if not w.alive]
     title = f"workers {len(workers)}" + (f" ({len(stale)} stale)" if stale else "")
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=True)
     for name in ("id", "role", "host"):
@@ -249,30 +218,28 @@ def _workers_table(workers: list[Mapping[str, Any]]) -> Table:
     if not workers:
         table.add_row("[dim]no worker heartbeats", *[""] * 7)
     for w in workers:
-        age = float(w.get("age_s", 0))
-        is_stale = not w.get("alive", True)
-        up = float(w.get("last", 0)) - float(w.get("started", 0))
+        up = w.uptime_s
         table.add_row(
-            str(w.get("id", "?")),
-            str(w.get("role", "?")),
-            str(w.get("host", "?")),
-            str(w.get("pid", "?")),
-            _n(w.get("in_flight", 0)),
-            _duration(up) if "started" in w and "last" in w else "?",
-            f"{age:.1f}s ago" + (" STALE" if is_stale else ""),
-            _counters(w),
-            style="bold red" if is_stale else None,
+            w.id,
+            w.role,
+            w.host,
+            "?" if w.pid is None else str(w.pid),
+            _n(w.in_flight),
+            "?" if up is None else _duration(up),
+            f"{w.age_s:.1f}s ago" + ("" if w.alive else " STALE"),
+            _counters(w.counters),
+            style=None if w.alive else "bold red",
         )
     return table
 
 
-def render_top(status: Mapping[str, Any], rates: Rates | None) -> RenderableType:
-    """One frame from a crawl_status dict; ``rates`` is None until two samples exist."""
+def render_top(status: CrawlStatus, rates: Rates | None) -> RenderableType:
+    """One frame from a crawl_status answer; ``rates`` is None until two samples exist."""
     middle = Table.grid(expand=True, padding=(0, 1))
     for ratio in (1, 1, 2):
         middle.add_column(ratio=ratio)
     middle.add_row(_frontier_panel(status), _docs_panel(status, rates), _llm_panel(status, rates))
-    return Group(_crawl_panel(status, rates), middle, _workers_table(list(status["workers"])))
+    return Group(_crawl_panel(status, rates), middle, _workers_table(status.workers))
 
 
 @contextlib.contextmanager

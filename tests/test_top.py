@@ -27,7 +27,7 @@ from common.keys import CrawlKeys
 from common.settings import Settings, build_settings
 from common.spec import CrawlSpec
 from crawler.frontier import Frontier, Outcome
-from crawler.status import crawl_status
+from crawler.status import CrawlStatus, crawl_status
 from distcrawl.redis_server import RedisServer
 from distcrawl.sample_docs import feed_docs, make_docs
 from distcrawl.top import NO_RATE, Rates, render_top, run_top
@@ -36,8 +36,8 @@ from tests.helpers import make_frontier
 # -- units: Rates and render_top -----------------------------------------------------------------
 
 
-def _status(**over: Any) -> dict[str, Any]:
-    """A crawl_status dict with distinctive numbers (each appears once in a frame)."""
+def _status_doc(**over: Any) -> dict[str, Any]:
+    """A `status --json` document with distinctive numbers (each appears once in a frame)."""
     status: dict[str, Any] = {
         "crawl": "news",
         "admitted": 1234,
@@ -112,6 +112,10 @@ def _status(**over: Any) -> dict[str, Any]:
     return status
 
 
+def _status(**over: Any) -> CrawlStatus:
+    return CrawlStatus.from_json(_status_doc(**over))
+
+
 def _text(renderable: RenderableType, width: int = 120) -> str:
     console = Console(record=True, width=width, file=io.StringIO())
     console.print(renderable)
@@ -129,7 +133,7 @@ def test_rates_from_two_samples() -> None:
         done=1010,
         failed=23,
         skipped=16,  # +15 pages
-        docs={**before["docs"], "summarized": 905, "failed": 4},  # +5 docs
+        docs={**_status_doc()["docs"], "summarized": 905, "failed": 4},  # +5 docs
         llm={
             "gpt-4o-mini": {"prompt_tokens": 124456, "completion_tokens": 7990, "cost_usd": 0.03},
             "other": {"prompt_tokens": 50, "completion_tokens": 50, "cost_usd": 0.0},
@@ -198,9 +202,9 @@ def test_workers_table_flags_stale_beats_and_shows_counters() -> None:
     assert "done=517" in fresh
     assert "summarized=901" in stale
     # the verdict is crawl_status's "alive" (common.heartbeat.is_stale), not top's own
-    status = _status()
-    status["workers"][1]["alive"] = True
-    relaxed = _text(render_top(status, None))
+    doc = _status_doc()
+    doc["workers"][1]["alive"] = True
+    relaxed = _text(render_top(CrawlStatus.from_json(doc), None))
     assert "STALE" not in relaxed
     assert "stale)" not in relaxed
 
@@ -356,14 +360,14 @@ async def _until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None
         await asyncio.sleep(0.02)
 
 
-Frames = list[tuple[dict[str, Any], Rates | None, float]]  # status, rates, when rendered
+Frames = list[tuple[CrawlStatus, Rates | None, float]]  # status, rates, when rendered
 
 
 def _record_frames(monkeypatch: pytest.MonkeyPatch) -> Frames:
     frames: Frames = []
     real = top.render_top
 
-    def recording(status: Any, rates: Rates | None) -> RenderableType:
+    def recording(status: CrawlStatus, rates: Rates | None) -> RenderableType:
         frames.append((status, rates, time.monotonic()))
         return real(status, rates)
 
@@ -412,7 +416,7 @@ async def test_live_refreshes_rates_and_stops_on_sigterm(
         assert r is not None
         assert abs(r.elapsed_s - (t1 - t0)) < abs(r.elapsed_s - (t1 - frames[0][2]))
     last = frames[-1][0]
-    assert (last["done"], last["skipped"], last["pending"]) == (2, 2, 0)
+    assert (last.done, last.skipped, last.pending) == (2, 2, 0)
     # the final frame stays on screen, with a number where the first frame had "–"
     text = console.export_text()
     assert "admitted 5 = done 2 + failed 1 + skipped 2 + pending 0" in text
@@ -463,7 +467,7 @@ async def test_status_and_top_call_the_same_workers_stale(
             beat["every"] = every
         await beats.beat(f"crawl:{name}", json.dumps(beat))
     status = await crawl_status(frontier, DocsQueue(server_store, crawl_keys), beats)
-    verdicts = {w["id"]: w["alive"] for w in status["workers"]}
+    verdicts = {w.id: w.alive for w in status.workers}
     assert verdicts == {
         "crawl:fast-fresh": True,
         "crawl:fast-stale": False,
@@ -476,3 +480,25 @@ async def test_status_and_top_call_the_same_workers_stale(
     assert "workers 4 (2 stale)" in text
     assert is_stale(9.0, 1.0)
     assert not is_stale(7.0, 1.0)
+
+
+def test_status_json_round_trips() -> None:
+    """`status --json` keeps its flat keys (workers' counters beside their fixed fields), and
+    reading it back gives the same typed status."""
+    doc = _status_doc()
+    status = CrawlStatus.from_json(doc)
+    assert status.workers[0].counters == {
+        "done": 517,
+        "failed": 3,
+        "skipped": 1,
+        "retried": 4,
+        "stale": 0,
+    }
+    assert status.workers[1].alive is False
+    out = status.to_json()
+    assert out["workers"][0]["done"] == 517
+    assert "counters" not in out["workers"][0]
+    assert CrawlStatus.from_json(json.loads(json.dumps(out))) == status
+    assert status.settled == 1034
+    assert status.docs.settled == 904
+    assert status.tokens == 131346
