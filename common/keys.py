@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from common.errors import ConfigError
 
-__all__ = ["CrawlKeys", "validate_crawl_name"]
+__all__ = ["FIXED_KEYS", "PART_KEYS", "CrawlKeys", "validate_crawl_name"]
 
 _CRAWL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -22,6 +22,40 @@ def validate_crawl_name(name: str) -> str:
     if not _CRAWL_NAME.match(name):
         raise ConfigError(f"invalid crawl name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
     return name
+
+
+# The one declaration of the key layout: each fixed key's name after the crawl prefix, and the
+# prefix of each key built from one part (a domain, a content key). CrawlKeys builds Python's
+# names from these tables and common/scripts.py generates the Lua names from them (K_SPEC,
+# queue_key(d) ...), so a key is never spelled twice. tests/test_keys.py checks both.
+FIXED_KEYS: dict[str, str] = {
+    "spec": "spec",
+    "seen": "seen",
+    "seen_bloom": "seen-bloom",
+    "ready": "ready",
+    "delayed": "delayed",
+    "inflight": "inflight",
+    "leases": "leases",
+    "domains": "domains",
+    "counts": "counts",
+    "dead": "dead",
+    "pages": "pages",
+    "docs": "docs",
+    "docs_inflight": "docs-inflight",
+    "docs_leases": "docs-leases",
+    "docs_dead": "docs-dead",
+    "summaries": "summaries",
+    "summary_cache": "summary-cache",
+    "llm": "llm",
+    "workers": "workers",
+}
+PART_KEYS: dict[str, str] = {
+    "queue": "q:",
+    "domain": "d:",
+    "summary_lock": "summary-cache:lock:",
+    "robots": "robots:",
+    "robots_lock": "robots-lock:",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,20 +71,18 @@ class CrawlKeys:
     def prefix(self) -> str:
         return f"distcrawl:{{{self.crawl}}}:"
 
-    # The frontier. The Lua scripts build the same names from the prefix (common/lua/prelude.lua);
-    # tests/test_keys.py checks that the two agree.
     @property
     def spec(self) -> str:
-        return self.prefix + "spec"
+        return self.prefix + FIXED_KEYS["spec"]
 
     @property
     def seen(self) -> str:
-        return self.prefix + "seen"
+        return self.prefix + FIXED_KEYS["seen"]
 
     @property
     def seen_bloom(self) -> str:
         """The Bloom seen filters' meta hash (``--seen bloom``); bits in bloom_chunk keys."""
-        return self.prefix + "seen-bloom"
+        return self.prefix + FIXED_KEYS["seen_bloom"]
 
     def bloom_chunk(self, filter_index: int, chunk: int) -> str:
         """One string of a Bloom filter's bits (common/lua/lib_seen.lua)."""
@@ -58,109 +90,89 @@ class CrawlKeys:
 
     @property
     def ready(self) -> str:
-        return self.prefix + "ready"
+        return self.prefix + FIXED_KEYS["ready"]
 
     @property
     def delayed(self) -> str:
-        return self.prefix + "delayed"
+        return self.prefix + FIXED_KEYS["delayed"]
 
     @property
     def inflight(self) -> str:
-        return self.prefix + "inflight"
+        return self.prefix + FIXED_KEYS["inflight"]
 
     @property
     def leases(self) -> str:
-        return self.prefix + "leases"
+        return self.prefix + FIXED_KEYS["leases"]
 
     @property
     def domains(self) -> str:
-        return self.prefix + "domains"
+        return self.prefix + FIXED_KEYS["domains"]
 
     @property
     def counts(self) -> str:
-        return self.prefix + "counts"
+        return self.prefix + FIXED_KEYS["counts"]
 
     @property
     def dead(self) -> str:
-        return self.prefix + "dead"
+        return self.prefix + FIXED_KEYS["dead"]
 
     @property
     def pages(self) -> str:
-        return self.prefix + "pages"
+        return self.prefix + FIXED_KEYS["pages"]
 
     @property
     def docs(self) -> str:
         """Parsed pages waiting for the summarizer (a leased queue like the frontier)."""
-        return self.prefix + "docs"
+        return self.prefix + FIXED_KEYS["docs"]
 
     @property
     def docs_inflight(self) -> str:
-        return self.prefix + "docs-inflight"
+        return self.prefix + FIXED_KEYS["docs_inflight"]
 
     @property
     def docs_leases(self) -> str:
-        return self.prefix + "docs-leases"
+        return self.prefix + FIXED_KEYS["docs_leases"]
 
     @property
     def docs_dead(self) -> str:
-        return self.prefix + "docs-dead"
+        return self.prefix + FIXED_KEYS["docs_dead"]
 
     @property
     def summaries(self) -> str:
         """The summaries sink: fp -> summary record JSON."""
-        return self.prefix + "summaries"
+        return self.prefix + FIXED_KEYS["summaries"]
 
     @property
     def summary_cache(self) -> str:
         """Content-hash cache: sha256(model, prompt, text) -> summary JSON."""
-        return self.prefix + "summary-cache"
+        return self.prefix + FIXED_KEYS["summary_cache"]
 
     def summary_lock(self, content_key: str) -> str:
         """The single-flight lock of one content key (short-lived, kept alive while computing)."""
-        return self.summary_cache + ":lock:" + content_key
+        return self.prefix + PART_KEYS["summary_lock"] + content_key
 
     @property
     def llm(self) -> str:
         """The shared LLM rate-limit buckets (requests and tokens per minute)."""
-        return self.prefix + "llm"
+        return self.prefix + FIXED_KEYS["llm"]
 
     @property
     def workers(self) -> str:
         """Heartbeats: worker id -> JSON with role, host, pid and the time of its last beat."""
-        return self.prefix + "workers"
+        return self.prefix + FIXED_KEYS["workers"]
 
     def robots(self, domain: str) -> str:
-        return self.prefix + "robots:" + domain
+        return self.prefix + PART_KEYS["robots"] + domain
 
     def robots_lock(self, domain: str) -> str:
-        return self.prefix + "robots-lock:" + domain
+        return self.prefix + PART_KEYS["robots_lock"] + domain
 
     def queue(self, domain: str) -> str:
-        return self.prefix + "q:" + domain
+        return self.prefix + PART_KEYS["queue"] + domain
 
     def domain(self, domain: str) -> str:
-        return self.prefix + "d:" + domain
+        return self.prefix + PART_KEYS["domain"] + domain
 
     def all_fixed(self) -> list[str]:
         """The keys that do not depend on a domain (for the one-slot test and for cleanup)."""
-        return [
-            self.spec,
-            self.seen,
-            self.seen_bloom,
-            self.ready,
-            self.delayed,
-            self.inflight,
-            self.leases,
-            self.domains,
-            self.counts,
-            self.dead,
-            self.pages,
-            self.docs,
-            self.workers,
-            self.docs_inflight,
-            self.docs_leases,
-            self.docs_dead,
-            self.summaries,
-            self.summary_cache,
-            self.llm,
-        ]
+        return [self.prefix + suffix for suffix in FIXED_KEYS.values()]

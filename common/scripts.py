@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from common.keys import CrawlKeys
+from common.keys import FIXED_KEYS, PART_KEYS, CrawlKeys
 from common.spec import CrawlSpec
 from common.store import translate_errors
 
@@ -24,6 +24,7 @@ __all__ = [
     "SCRIPT_NAMES",
     "CrawlScripts",
     "ScriptRunner",
+    "keys_header",
     "script_source",
     "spec_defaults_header",
 ]
@@ -54,6 +55,20 @@ SCRIPT_NAMES = (
 )
 
 
+def keys_header() -> str:
+    """Lua source declaring the crawl's key names (common.keys.FIXED_KEYS as ``K_<NAME>``, and
+    PART_KEYS as ``<name>_key(part)`` functions) from the prefix in ARGV[1]."""
+    lines = ["local P = ARGV[1]"]
+    lines += [
+        f"local K_{name.upper()} = P .. {json.dumps(sfx)}" for name, sfx in FIXED_KEYS.items()
+    ]
+    lines += [
+        f"local function {name}_key(part) return P .. {json.dumps(pre)} .. part end"
+        for name, pre in PART_KEYS.items()
+    ]
+    return "\n".join(lines)
+
+
 def spec_defaults_header() -> str:
     """Lua source declaring SPEC_DEFAULTS: the spec fields Lua reads, with CrawlSpec's
     defaults (generated, so that no default is written twice)."""
@@ -71,7 +86,11 @@ def script_source(name: str) -> str:
     lua = resources.files("common") / "lua"
     parts = ["prelude", *_LIBRARIES.get(name, ()), name]
     return "\n".join(
-        [spec_defaults_header(), *((lua / f"{part}.lua").read_text() for part in parts)]
+        [
+            keys_header(),
+            spec_defaults_header(),
+            *((lua / f"{part}.lua").read_text() for part in parts),
+        ]
     )
 
 

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from common.errors import ConfigError
-from common.keys import CrawlKeys
+from common.keys import FIXED_KEYS, PART_KEYS, CrawlKeys
 from common.scripts import script_source
 from common.spec import CrawlSpec
 from crawler.frontier import Frontier, Outcome
@@ -79,3 +79,18 @@ async def test_lua_sees_the_python_spec_defaults(store: Redis, crawl_keys: Crawl
     custom = CrawlSpec(rate=0.5, lease_s=7, max_attempts=9, summarize=False, seen="bloom")
     await Frontier(store, crawl_keys).init(custom)
     assert await seen_by_lua() == expected(custom)
+
+
+async def test_lua_key_names_are_the_python_ones(store: Redis, crawl_keys: CrawlKeys) -> None:
+    """Every script's key names come from common.keys (generated header): each K_<NAME> and
+    <name>_key(part) Lua builds equals CrawlKeys' name for it."""
+    header = script_source("stats").split("-- One atomic snapshot")[0]
+    fixed = ", ".join(f"{name} = K_{name.upper()}" for name in FIXED_KEYS)
+    parts = ", ".join(f"{name} = {name}_key('x.test')" for name in PART_KEYS)
+    probe = f"{header}\nreturn cjson.encode({{{fixed}, {parts}}})"
+    raw = await store.eval(probe, 1, crawl_keys.spec, crawl_keys.prefix, "")
+    seen_by_lua = json.loads(str(raw))
+    expected = {name: getattr(crawl_keys, name) for name in FIXED_KEYS}
+    expected |= {name: getattr(crawl_keys, name)("x.test") for name in PART_KEYS}
+    assert seen_by_lua == expected
+    assert set(FIXED_KEYS.values()).isdisjoint(p.rstrip(":") for p in PART_KEYS.values())

@@ -6,7 +6,7 @@
 -- filters it grows (RedisBloom's scaling, expansion 2, tightening 1/2). A filter is m bits in
 -- strings of at most BLOOM_CHUNK_BITS (64 MiB: far below Redis' 512 MB limit), allocated in full when
 -- the filter is created. The k bit positions come from the fingerprint's two 32-bit halves
--- (Kirsch-Mitzenmacher double hashing). Meta (hash K_BLOOM): "filters", and per filter i
+-- (Kirsch-Mitzenmacher double hashing). Meta (hash K_SEEN_BLOOM): "filters", and per filter i
 -- "m:i", "k:i", "cap:i", "n:i" (URLs added), "ones:i" (bits set); "fp_est" is the expected
 -- number of new URLs the filters have wrongly called seen so far: each URL added at a fill
 -- where a query errs with probability p stands for p / (1 - p) new URLs dropped.
@@ -18,7 +18,7 @@ local BLOOM_MAX_K = 11
 local bloom = nil -- loaded on first use: {filters = {{m, k, cap, n, ones}, ...}}
 local bloom_fp_est = 0
 
-local function bloom_chunk(i, c) return K_BLOOM .. ':' .. i .. ':' .. c end
+local function bloom_chunk(i, c) return K_SEEN_BLOOM .. ':' .. i .. ':' .. c end
 
 local function bloom_create(i)
   local cap = SPEC.seen_capacity * 2 ^ i
@@ -34,7 +34,7 @@ local function bloom_create(i)
     local bits = math.min(BLOOM_CHUNK_BITS, m - c * BLOOM_CHUNK_BITS)
     redis.call('SETBIT', bloom_chunk(i, c), bits - 1, 0)
   end
-  redis.call('HSET', K_BLOOM, 'filters', i + 1, 'm:' .. i, m, 'k:' .. i, k, 'cap:' .. i, cap,
+  redis.call('HSET', K_SEEN_BLOOM, 'filters', i + 1, 'm:' .. i, m, 'k:' .. i, k, 'cap:' .. i, cap,
     'n:' .. i, 0, 'ones:' .. i, 0)
   bloom.filters[i + 1] = f
   return f
@@ -43,9 +43,9 @@ end
 local function bloom_load()
   if bloom ~= nil then return end
   bloom = {filters = {}}
-  local nf = tonumber(redis.call('HGET', K_BLOOM, 'filters')) or 0
+  local nf = tonumber(redis.call('HGET', K_SEEN_BLOOM, 'filters')) or 0
   for i = 0, nf - 1 do
-    local v = redis.call('HMGET', K_BLOOM, 'm:' .. i, 'k:' .. i, 'cap:' .. i, 'n:' .. i,
+    local v = redis.call('HMGET', K_SEEN_BLOOM, 'm:' .. i, 'k:' .. i, 'cap:' .. i, 'n:' .. i,
       'ones:' .. i)
     bloom.filters[i + 1] = {m = tonumber(v[1]), k = tonumber(v[2]), cap = tonumber(v[3]),
       n = tonumber(v[4]), ones = tonumber(v[5])}
@@ -153,12 +153,12 @@ local function bloom_flush()
   if bloom == nil then return end
   for i, f in ipairs(bloom.filters) do
     if f.dirty then
-      redis.call('HSET', K_BLOOM, 'n:' .. (i - 1), f.n, 'ones:' .. (i - 1), f.ones)
+      redis.call('HSET', K_SEEN_BLOOM, 'n:' .. (i - 1), f.n, 'ones:' .. (i - 1), f.ones)
       f.dirty = false
     end
   end
   if bloom_fp_est > 0 then
-    redis.call('HINCRBYFLOAT', K_BLOOM, 'fp_est', tostring(bloom_fp_est))
+    redis.call('HINCRBYFLOAT', K_SEEN_BLOOM, 'fp_est', tostring(bloom_fp_est))
     bloom_fp_est = 0
   end
 end

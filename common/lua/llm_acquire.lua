@@ -22,7 +22,7 @@
 -- which at today's epoch ms (13 digits) rounds each TAT to 0.1 ms, the same way every time for a
 -- given interval, so the error would add up request after request (towards a faster rate when
 -- it rounds down).
-local key = P .. 'llm'
+local key = K_LLM
 local op = ARGV[3]
 local function num(x) return string.format('%.17g', x) end
 

@@ -10,28 +10,8 @@
 -- document built by Python; Lua only ever touches the fingerprint and the attempt count.
 -- Lease records are "domain \t worker \t entry".
 
-local P = ARGV[1]
-local K_SPEC = P .. 'spec'
-local K_SEEN = P .. 'seen'
-local K_READY = P .. 'ready'
-local K_DELAYED = P .. 'delayed'
-local K_INFLIGHT = P .. 'inflight'
-local K_LEASES = P .. 'leases'
-local K_DOMAINS = P .. 'domains'
-local K_COUNTS = P .. 'counts'
-local K_DEAD = P .. 'dead'
-local K_PAGES = P .. 'pages'
-local K_DOCS = P .. 'docs'
-local K_DOCS_INFLIGHT = P .. 'docs-inflight'
-local K_DOCS_LEASES = P .. 'docs-leases'
-local K_DOCS_DEAD = P .. 'docs-dead'
-local K_SUMMARIES = P .. 'summaries'
-local K_SUMMARY_CACHE = P .. 'summary-cache'
-local K_BLOOM = P .. 'seen-bloom'
-
-local function queue_key(d) return P .. 'q:' .. d end
-local function domain_key(d) return P .. 'd:' .. d end
-local function summary_lock_key(k) return K_SUMMARY_CACHE .. ':lock:' .. k end
+-- The key names (P, K_SPEC ... and queue_key(d), domain_key(d), summary_lock_key(k)) are
+-- generated from common/keys.py by common/scripts.py and come before this file.
 
 local function clock(arg)
   if arg ~= nil and arg ~= '' then return tonumber(arg) end

@@ -27,5 +27,5 @@ return {
   redis.call('LLEN', K_DEAD),
   redis.call('SCARD', K_DOMAINS),
   top_flat,
-  redis.call('HGETALL', K_BLOOM),
+  redis.call('HGETALL', K_SEEN_BLOOM),
 }
