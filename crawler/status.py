@@ -189,6 +189,24 @@ class CrawlStatus(msgspec.Struct, kw_only=True):
         return msgspec.structs.replace(status, workers=workers)
 
 
+# the fields copied as they are from FrontierStats and DocsStats
+_FROM_FRONTIER = [
+    "admitted",
+    "done",
+    "failed",
+    "skipped",
+    "pending",
+    "balanced",
+    "queued",
+    "delayed",
+    "in_flight",
+    "ready_domains",
+    "domains",
+    "dead_letters",
+]
+_FROM_DOCS = ["queued", "summarized", "failed", "pending", "waiting", "in_flight", "balanced"]
+
+
 async def crawl_status(
     frontier: Frontier,
     docs: DocsQueue,
@@ -213,35 +231,17 @@ async def crawl_status(
         except (ValueError, TypeError, msgspec.ValidationError):
             continue  # a beat this version cannot read (another version's worker)
     workers.sort(key=lambda w: w.id)
+    counters: dict[str, Any] = {n: stats.count(n) for n in ("retries", "reaped", "docs_queued")}
     return CrawlStatus(
         crawl=frontier.keys.crawl,
-        admitted=stats.admitted,
-        done=stats.done,
-        failed=stats.failed,
-        skipped=stats.skipped,
-        pending=stats.pending,
-        balanced=stats.balanced,
-        queued=stats.queued,
-        delayed=stats.delayed,
-        in_flight=stats.in_flight,
-        ready_domains=stats.ready_domains,
-        domains=stats.domains,
-        dead_letters=stats.dead_letters,
-        retries=stats.count("retries"),
-        reaped=stats.count("reaped"),
-        docs_queued=stats.count("docs_queued"),
+        **{name: getattr(stats, name) for name in _FROM_FRONTIER},
+        **counters,
         failed_reasons=stats.reasons("failed"),
         skipped_reasons=stats.reasons("skipped"),
         rejected=stats.reasons("rejected"),
         top_domains=[TopDomain(dom, n) for dom, n in stats.top_domains],
         docs=DocsStatus(
-            queued=d.queued,
-            summarized=d.summarized,
-            failed=d.failed,
-            pending=d.pending,
-            waiting=d.waiting,
-            in_flight=d.in_flight,
-            balanced=d.balanced,
+            **{name: getattr(d, name) for name in _FROM_DOCS},
             cache_hits=d.counts.get("docs_summarized:cached", 0),
             reaped=d.counts.get("docs_reaped", 0),
             failed_reasons={

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.docsqueue import DocsStats
 from tests.processes import ROOT, PeakRss, assert_no_traceback, cli
 
 __all__ = ["FIGURES", "Figures", "Fleet", "Worker", "check_invariants", "wait_for"]
@@ -142,6 +143,25 @@ class Figures:
     max_rss_mb: float = 0.0
     faults: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def docs_only(
+        cls, scenario: str, docs: DocsStats, *, faults: int, extra: dict[str, Any] | None = None
+    ) -> Figures:
+        """The figures of a summarizer-only scenario (docs fed directly, no pages crawled)."""
+        return cls(
+            scenario,
+            admitted=docs.queued,
+            done=0,
+            failed=0,
+            skipped=0,
+            lost=docs.pending,
+            duplicates=0,
+            summarized=docs.summarized,
+            docs_failed=docs.failed,
+            faults=faults,
+            extra=extra or {},
+        )
 
     def save(self) -> None:
         FIGURES.parent.mkdir(parents=True, exist_ok=True)

@@ -114,18 +114,7 @@ async def test_broken_answers_fail_with_a_reason_then_recover(
     stats = await queue.stats()
     assert (stats.summarized, stats.failed, stats.pending) == (12, 12, 0)
     assert stats.balanced
-    Figures(
-        f"LLM {mode}",
-        admitted=24,
-        done=0,
-        failed=0,
-        skipped=0,
-        lost=stats.pending,
-        duplicates=0,
-        summarized=stats.summarized,
-        docs_failed=stats.failed,
-        faults=12,
-    ).save()
+    Figures.docs_only(f"LLM {mode}", stats, faults=12).save()
 
 
 def _adaptive_limit(port: int) -> float | None:
@@ -206,16 +195,9 @@ async def test_429_storm_lowers_the_adaptive_limit_and_it_recovers(
     # the shared pause holds most calls back, so fewer cuts) and climbed past its start after.
     assert low < start, seen
     assert max(seen[seen.index(low) :]) > start, seen
-    Figures(
+    Figures.docs_only(
         f"LLM 429 storm ({'with' if retry_after else 'without'} Retry-After)",
-        admitted=300,
-        done=0,
-        failed=0,
-        skipped=0,
-        lost=stats.pending,
-        duplicates=0,
-        summarized=stats.summarized,
-        docs_failed=stats.failed,
+        stats,
         faults=int(served["rate_limited"]),
         extra={
             "adaptive_start": start,
