@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,15 @@ from common.keys import CrawlKeys
 from common.scripts import CrawlScripts, ScriptRunner
 from common.store import translate_errors
 
-__all__ = ["SummaryCache", "content_key"]
+__all__ = ["CacheProbe", "SummaryCache", "content_key"]
+
+
+class CacheProbe(enum.IntEnum):
+    """docs_cache_probe.lua's answer (its first element)."""
+
+    BUSY = 0  # another caller holds the key's lock: wait, probe again
+    HIT = 1  # the summary follows
+    LOCKED = 2  # this caller took the lock: compute, then store and unlock
 
 
 def content_key(model: str, prompt: str, text: str) -> str:
@@ -112,10 +121,11 @@ class SummaryCache:
         leaves the lock to expire; then this caller takes it."""
         deadline = time.monotonic() + self._lock_s + 5
         while True:
-            res = await self._run("docs_cache_probe", [key, int(self._lock_s * 1000)])
-            if int(res[0]) == 1:
+            res = await self._run.rows("docs_cache_probe", [key, int(self._lock_s * 1000)])
+            answer = CacheProbe(int(res[0]))
+            if answer is CacheProbe.HIT:
                 return str(res[1]), False
-            if int(res[0]) == 2:
+            if answer is CacheProbe.LOCKED:
                 return None, True
             if time.monotonic() >= deadline:
                 return None, False
