@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.exceptions
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from common.errors import ConfigError, StoreFull, StoreUnavailable
 
 __all__ = [
     "EMBEDDED",
     "hash_items",
+    "is_cluster",
     "open_store",
     "redact_url",
     "redis_memory",
@@ -86,6 +89,12 @@ async def open_store(
 ) -> Redis:
     """A connected client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
+    The same URL serves a single Redis and a Redis Cluster: when the server at ``url`` has
+    cluster mode on (``INFO cluster``), the answer is redis-py's RedisCluster, which finds the
+    other nodes, routes each call by its key's slot and follows MOVED/ASK and failovers. It is
+    typed as Redis: distcrawl only sends commands both clients have, and every key of a call
+    shares one hash tag (common/keys.py), so each call, script or pipeline goes to one node.
+
     Raises ConfigError for a malformed URL (or "embedded": only `distcrawl run` has that store,
     and gives its real URL here) and StoreUnavailable when the server does not answer.
     """
@@ -99,24 +108,48 @@ async def open_store(
             f"invalid Redis URL {redact_url(url)!r}: expected redis://, rediss:// or unix://"
         )
     tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": socket_timeout_s,
+        "socket_connect_timeout": connect_timeout_s,
+        "health_check_interval": 30,
+        **tcp,
+    }
     try:
-        client = Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-            health_check_interval=30,
-            **tcp,
-        )
+        client = Redis.from_url(url, **options)
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from exc
     try:
         async with translate_errors(url):
             await client.ping()
+            cluster_mode = await _cluster_enabled(client)
     except BaseException:
         await client.aclose()
         raise
-    return client
+    if not cluster_mode:
+        return client
+    await client.aclose()
+    cluster = RedisCluster.from_url(url, **options)
+    try:
+        async with translate_errors(url):
+            await cluster.ping()
+    except BaseException:
+        await cluster.aclose()
+        raise
+    return cast(Redis, cluster)
+
+
+async def _cluster_enabled(client: Redis) -> bool:
+    try:
+        info = await client.info("cluster")
+    except redis.exceptions.ResponseError:  # INFO not allowed (ACL): a cluster would allow it
+        return False
+    return bool(info.get("cluster_enabled") == 1)
+
+
+def is_cluster(redis: Redis) -> bool:
+    """Whether open_store answered a Redis Cluster client."""
+    return isinstance(redis, RedisCluster)
 
 
 async def hash_items(redis: Redis, key: str, batch: int = 1000) -> AsyncIterator[tuple[str, str]]:
@@ -135,7 +168,14 @@ async def hash_items(redis: Redis, key: str, batch: int = 1000) -> AsyncIterator
 async def redis_memory(redis: Redis) -> dict[str, float]:
     """Redis' used memory and its maxmemory (0 = no limit); empty where INFO lacks them."""
     try:
-        info = await redis.info("memory")
+        if is_cluster(redis):  # the fullest master: it is the one that refuses writes first
+            per_node = await cast(RedisCluster, redis).info(
+                "memory", target_nodes=RedisCluster.PRIMARIES
+            )
+            nodes = [v for v in per_node.values() if isinstance(v, dict)]
+            info = max(nodes, key=_fullness, default={})
+        else:
+            info = await redis.info("memory")
     except Exception:
         return {}
     out: dict[str, float] = {}
@@ -147,3 +187,8 @@ async def redis_memory(redis: Redis) -> dict[str, float]:
         if isinstance(value, int | float):
             out[name] = float(value)
     return out
+
+
+def _fullness(info: dict[str, Any]) -> float:
+    used, limit = float(info.get("used_memory", 0)), float(info.get("maxmemory", 0))
+    return used / limit if limit > 0 else used / 2**62

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -9,13 +10,27 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-__all__ = ["RedisServer", "free_port"]
+__all__ = ["RedisClusterServer", "RedisServer", "free_cluster_port", "free_port"]
 
 
 def free_port() -> int:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randrange(20000, 50000)
+        try:
+            for p in (port, port + 10000):
+                with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 class RedisServer:
@@ -81,3 +96,89 @@ class RedisServer:
             self.proc.terminate()
         self.proc.wait(timeout=10)
         self.proc = None
+
+
+class RedisClusterServer:
+    """A real local Redis Cluster: ``masters`` redis-server processes (each with ``replicas``
+    replicas) in cluster mode on free loopback ports, joined by ``redis-cli --cluster create``."""
+
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli not found: run .ci/run or `make test` to install it")
+        self.cli = cli
+        self.nodes = [
+            RedisServer(
+                workdir / f"node{i}",
+                free_cluster_port(),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            )
+            for i in range(masters * (1 + replicas))
+        ]
+        self.replicas = replicas
+
+    @property
+    def url(self) -> str:
+        """Any node's URL: distcrawl finds the rest (CLUSTER SLOTS)."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start(persist=True)
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        self.redis_cli(
+            "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
+            "--cluster-yes",
+        )  # fmt: skip
+        self.wait_ok()
+
+    def redis_cli(self, *args: str, timeout: float = 120) -> str:
+        done = subprocess.run(
+            [self.cli, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli {' '.join(args)} failed: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def node_cli(self, node: RedisServer, *args: str) -> str:
+        return self.redis_cli("-p", str(node.port), *args)
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Until every node says cluster_state:ok and agrees on the slots."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = []
+            for node in self.nodes:
+                if node.proc is None:
+                    continue
+                try:
+                    states.append("cluster_state:ok" in self.node_cli(node, "cluster", "info"))
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    states.append(False)
+            if all(states):
+                check = subprocess.run(
+                    [self.cli, "--cluster", "check", f"127.0.0.1:{self.nodes[0].port}"],
+                    capture_output=True, text=True, timeout=60, check=False,
+                )  # fmt: skip
+                if check.returncode == 0 and "[OK] All 16384 slots covered" in check.stdout:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not become ready")
+            time.sleep(0.2)
+
+    def masters(self) -> list[RedisServer]:
+        """The nodes that are masters now (failovers change this)."""
+        out = []
+        for node in self.nodes:
+            if node.proc is not None and "role:master" in self.node_cli(node, "info", "replication"):
+                out.append(node)
+        return out
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop(kill=True)

@@ -16,7 +16,7 @@ from common.keys import CrawlKeys
 from common.private_server import private_server
 from common.settings import EmbeddedSettings
 from common.store import open_store
-from distcrawl.redis_server import RedisServer
+from distcrawl.redis_server import RedisClusterServer, RedisServer
 from tests.processes import SiteProcess
 
 
@@ -62,12 +62,25 @@ async def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         yield url
 
 
-@pytest.fixture(params=["server", "embedded"])
-async def store(
-    request: pytest.FixtureRequest, redis_server: RedisServer, embedded_url: str
-) -> AsyncIterator[Redis]:
-    """The real redis-server and the embedded store's server: queue tests run against both."""
-    url = redis_server.url if request.param == "server" else embedded_url
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    """A real local Redis Cluster: three masters, no replicas (tests that fail nodes over
+    start their own with replicas)."""
+    cluster = RedisClusterServer(Path(tmp_path_factory.mktemp("cluster")))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["server", "embedded", "cluster"])
+async def store(request: pytest.FixtureRequest, embedded_url: str) -> AsyncIterator[Redis]:
+    """The real redis-server, the embedded store's server and a real Redis Cluster: queue
+    tests run against all three (the same URL form opens any of them)."""
+    if request.param == "embedded":
+        url = embedded_url
+    else:
+        fixture = "redis_server" if request.param == "server" else "redis_cluster"
+        url = request.getfixturevalue(fixture).url
     client = await open_store(url)
     yield client
     await client.aclose()
