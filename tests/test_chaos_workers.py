@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from distcrawl.redis_server import RedisServer
+from distcrawl.redis_server import RedisClusterServer, RedisServer
 from tests.chaos import Fleet, check_invariants
 from tests.processes import MockProcess, SiteProcess, cli
 
@@ -47,16 +47,24 @@ def mock_llm() -> Iterator[MockProcess]:
     mock.stop()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+@pytest.mark.parametrize(
+    ("sig", "backend"),
+    [(signal.SIGKILL, "redis_server"), (signal.SIGTERM, "redis_server"),
+     (signal.SIGKILL, "redis_cluster")],
+    ids=["sigkill", "sigterm", "sigkill-cluster"],
+)  # fmt: skip
 def test_workers_hit_at_random_lose_nothing(
     sig: signal.Signals,
+    backend: str,
+    request: pytest.FixtureRequest,
     site_factory: Callable[..., SiteProcess],
     tmp_path: Path,
-    redis_server: RedisServer,
     mock_llm: MockProcess,
 ) -> None:
+    """On one redis-server, and on a real three-master Redis Cluster (same URL form)."""
+    server: RedisServer | RedisClusterServer = request.getfixturevalue(backend)
     site = site_factory("--addresses", HOSTS, "--pages", str(PAGES_PER_HOST), "--page-delay", "0.1")
-    store = ["--redis", redis_server.url, "--crawl", f"chaos-{sig.name}-{tmp_path.name[-6:]}"]
+    store = ["--redis", server.url, "--crawl", f"chaos-{sig.name}-{tmp_path.name[-6:]}"]
     # 25 pages/s per host: the crawl lasts about 20 s, so every hit lands mid-crawl.
     produced = cli(
         "produce",
