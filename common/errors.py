@@ -7,6 +7,7 @@ __all__ = [
     "ConfigError",
     "DistcrawlError",
     "InvalidUrl",
+    "OutputError",
     "PermanentError",
     "RetryableError",
     "StoreFull",
@@ -30,6 +31,13 @@ class StoreUnavailable(DistcrawlError):
 
 class StoreFull(StoreUnavailable):
     """Redis is at ``maxmemory`` and refuses writes (noeviction): wait, like an outage."""
+
+
+class OutputError(DistcrawlError):
+    """Output (WARC files) cannot be written: a missing or read-only folder, a full disk.
+
+    The worker stops claiming and releases what it holds rather than settle pages whose
+    output was lost."""
 
 
 class InvalidUrl(DistcrawlError):

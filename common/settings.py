@@ -33,6 +33,7 @@ __all__ = [
     "FrontierDefaults",
     "LLMSettings",
     "Settings",
+    "WarcSettings",
     "WorkerSettings",
     "build_settings",
 ]
@@ -95,6 +96,17 @@ class WorkerSettings(_Section):
     grace_s: float = Field(10.0, ge=0)
     reap_interval_s: float = Field(5.0, gt=0)
     heartbeat_s: float = Field(5.0, gt=0)
+
+
+class WarcSettings(_Section):
+    """Raw responses archived as WARC files by this worker (a per-worker setting: each
+    worker writes its own files into the folder it can reach; none by default)."""
+
+    dir: str | None = Field(None, description="the folder of this worker's .warc.gz files")
+    max_bytes: int = Field(
+        1024**3, ge=1024, description="a file is closed and the next begun at this size"
+    )
+    gzip_level: int = Field(6, ge=1, le=9, description="zlib level of each record's gzip member")
 
 
 class CrawlerSettings(_Section):
@@ -178,6 +190,7 @@ class Settings(BaseSettings):
     fetch: FetchSettings = FetchSettings()
     worker: WorkerSettings = WorkerSettings()
     crawler: CrawlerSettings = CrawlerSettings()
+    warc: WarcSettings = WarcSettings()
     llm: LLMSettings = LLMSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from common.errors import InvalidUrl, PermanentError, RetryableError
+from common.errors import InvalidUrl, OutputError, PermanentError, RetryableError
 from common.settings import FetchSettings
 from common.urls import canonicalize, host_of
 from crawler.classify import SkipPage, check_status, translate_exception
 from crawler.ssrf import GuardedResolver, check_literal_host
+from crawler.warc import SIDE_BODY_BYTES, Exchange, WarcArchive, WarcLocation
 
 __all__ = ["FetchResult", "Fetcher", "decode_body"]
 
@@ -39,6 +40,7 @@ class FetchResult:
     truncated: bool
     elapsed_ms: float
     redirects: list[str] = field(default_factory=list)
+    warc: WarcLocation | None = None  # the final response's record, when archiving
 
     def text(self) -> str:
         return decode_body(self.body, self.charset)
@@ -148,10 +150,12 @@ class Fetcher:
         session: aiohttp.ClientSession,
         *,
         allow_private: bool,
+        archive: WarcArchive | None = None,
     ) -> None:
         self._s = settings
         self._session = session
         self._allow_private = allow_private
+        self._archive = archive  # every response (redirects and errors too) goes to WARC
         self._types = tuple(t.lower() for t in settings.content_types)
 
     @staticmethod
@@ -192,7 +196,7 @@ class Fetcher:
         started = time.perf_counter()
         try:
             return await self._fetch(url, started, accept_any_type)
-        except (PermanentError, SkipPage):
+        except (PermanentError, SkipPage, OutputError):
             raise
         except Exception as exc:
             raise translate_exception(exc) from exc
@@ -203,27 +207,73 @@ class Fetcher:
         for _ in range(self._s.max_redirects + 1):
             if not self._allow_private:
                 check_literal_host(host_of(current))
+            sent = time.time()
             async with self._session.get(current, allow_redirects=False) as resp:
                 if resp.status in _REDIRECTS:
+                    await self._archive_unread(resp, current, sent)
                     current = self._next_hop(current, resp.headers.get("Location"), hops)
                     continue
-                check_status(resp.status, resp.headers.get("Retry-After"))
                 content_type = resp.content_type.lower()
-                if not accept_any_type and not content_type.startswith(self._types):
-                    raise SkipPage(f"content type {content_type}", reason="content_type")
-                body, truncated = await self._read_capped(resp)
-                return FetchResult(
-                    url=url,
-                    final_url=current,
-                    status=resp.status,
-                    content_type=content_type,
-                    charset=resp.charset,
-                    body=body,
-                    truncated=truncated,
-                    elapsed_ms=(time.perf_counter() - started) * 1000,
-                    redirects=hops,
-                )
+                try:
+                    check_status(resp.status, resp.headers.get("Retry-After"))
+                    if not accept_any_type and not content_type.startswith(self._types):
+                        raise SkipPage(f"content type {content_type}", reason="content_type")
+                except PermanentError:  # (SkipPage included) archived, then raised
+                    await self._archive_unread(resp, current, sent)
+                    raise
+                except RetryableError:
+                    await self._archive_unread(resp, current, sent)
+                    raise
+                raw: list[bytes] | None = [] if self._archive is not None else None
+                try:
+                    body, truncated = await self._read_capped(resp, raw)
+                except Exception as exc:  # archive what came, then fail as before
+                    if raw is not None and self._archive is not None:
+                        cut = "time" if isinstance(exc, TimeoutError) else "disconnect"
+                        ex = _exchange(resp, current, sent, b"".join(raw), cut)
+                        await self._archive.record(ex)
+                    raise
+            result = FetchResult(
+                url=url,
+                final_url=current,
+                status=resp.status,
+                content_type=content_type,
+                charset=resp.charset,
+                body=body,
+                truncated=truncated,
+                elapsed_ms=(time.perf_counter() - started) * 1000,
+                redirects=hops,
+            )
+            if raw is not None and self._archive is not None:
+                # (uncoded bodies are archived as kept: cut at the cap, not at a chunk's end)
+                payload = body if resp.headers.get("Content-Encoding") is None else b"".join(raw)
+                ex = _exchange(resp, current, sent, payload, "length" if truncated else None)
+                result.warc = await self._archive.record(ex)
+            return result
         raise PermanentError(f"more than {self._s.max_redirects} redirects", reason="redirects")
+
+    async def _archive_unread(self, resp: aiohttp.ClientResponse, url: str, sent: float) -> None:
+        """Archive a response the crawler does not parse (a redirect, an error status, a skipped
+        content type) with the first SIDE_BODY_BYTES of its body as sent."""
+        if self._archive is None:
+            return
+        chunks: list[bytes] = []
+        size, truncated = 0, None  # (or WARC-Truncated's reason)
+        try:
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                if size + len(chunk) > SIDE_BODY_BYTES:
+                    chunks.append(chunk[: SIDE_BODY_BYTES - size])
+                    truncated = "length"
+                    resp.close()
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except TimeoutError:  # what came is archived; the response's own error stands
+            truncated = "time"
+        except aiohttp.ClientError:
+            truncated = "disconnect"
+        exchange = _exchange(resp, url, sent, b"".join(chunks), truncated)
+        await self._archive.record(exchange)
 
     def _next_hop(self, current: str, location: str | None, hops: list[str]) -> str:
         if not location:
@@ -237,8 +287,12 @@ class Fetcher:
         hops.append(target)
         return target
 
-    async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    async def _read_capped(
+        self, resp: aiohttp.ClientResponse, raw: list[bytes] | None
+    ) -> tuple[bytes, bool]:
         """Read at most max_body_bytes of the *decoded* body; stop (and drop the socket) there.
+        Every network chunk read also goes to ``raw`` when given (the bytes as sent, for the
+        archive, kept even when reading fails).
 
         Inflating never produces more than the room left plus one byte per step, so memory
         stays bounded whatever the compression ratio or the size of network chunks."""
@@ -248,6 +302,8 @@ class Fetcher:
         size = 0
         try:
             async for chunk in resp.content.iter_chunked(_CHUNK):
+                if raw is not None:
+                    raw.append(chunk)
                 data = chunk
                 while data:
                     room = cap - size
@@ -264,3 +320,27 @@ class Fetcher:
                 f"broken compressed body: {exc}", reason="bad_body", domain_backoff=True
             ) from exc
         return b"".join(chunks), False
+
+
+def _exchange(
+    resp: aiohttp.ClientResponse,
+    url: str,
+    sent: float,
+    payload: bytes,
+    truncated: str | None,
+) -> Exchange:
+    info = resp.request_info
+    version = resp.version
+    return Exchange(
+        url=url,
+        started=sent,
+        method=info.method,
+        target=info.url.raw_path_qs,
+        request_headers=list(info.headers.items()),
+        protocol=f"HTTP/{version.major}.{version.minor}" if version else "HTTP/1.1",
+        status=resp.status,
+        reason=resp.reason or "",
+        response_headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers],
+        payload=payload,
+        truncated=truncated,
+    )

@@ -27,6 +27,10 @@ class PageRecord(msgspec.Struct, kw_only=True):
     fetched_at: float | None = None
     elapsed_ms: float | None = None
     attempts: int | None = None
+    # With --warc: the file (in the fetching worker's WARC folder) and byte offset of the
+    # final response's record, a gzip member that can be read from there without scanning.
+    warc_file: str | None = None
+    warc_offset: int | None = None
 
 
 _enc = msgspec.json.Encoder()

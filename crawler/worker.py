@@ -17,7 +17,13 @@ from typing import Any
 from urllib.parse import urljoin
 
 from common.backoff import backoff_s
-from common.errors import PermanentError, RetryableError, StoreUnavailable, status_class
+from common.errors import (
+    OutputError,
+    PermanentError,
+    RetryableError,
+    StoreUnavailable,
+    status_class,
+)
 from common.heartbeat import Heartbeats
 from common.leasedworker import LeasedWorker, WorkerTiming
 from common.lifecycle import Shutdown
@@ -150,6 +156,11 @@ class CrawlWorker(LeasedWorker[Lease]):
             raise
         except StoreUnavailable:  # (robots.txt state) the URL goes back untouched, not leaked
             commit = _Commit(SettleOp.release(item.fp))
+        except OutputError:  # its WARC record is lost: the URL goes back, the worker stops
+            if not self.shutdown.stop.is_set():
+                log.warning("stop_claiming", worker=self.worker_id, reason="warc_failed")
+                self.shutdown.request()
+            commit = _Commit(SettleOp.release(item.fp))
         except Exception as exc:  # a bug on one page must not kill the worker
             log.exception("page_crashed", url=item.url, error=repr(exc))
             commit = _Commit(
@@ -205,6 +216,8 @@ class CrawlWorker(LeasedWorker[Lease]):
             elapsed_ms=round(result.elapsed_ms, 1),
             attempts=lease.attempt,
             reason="noindex" if page.noindex else None,
+            warc_file=result.warc.file if result.warc else None,
+            warc_offset=result.warc.offset if result.warc else None,
         )
         doc = ""
         if self._doc_max_chars and not page.noindex and page.text:

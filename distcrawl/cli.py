@@ -2,7 +2,8 @@
 
 Every failure a user can cause (bad flag, bad URL, unreachable Redis, bad value) ends as one
 line on stderr and a non-zero exit code, never a traceback:
-2 usage or configuration, 3 Redis unreachable, 130 interrupted.
+2 usage or configuration, 3 Redis unreachable, 4 output (WARC files) could not be written,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ import msgspec
 from redis.asyncio import Redis
 
 from common.docsqueue import DocsQueue
-from common.errors import ConfigError, DistcrawlError, InvalidUrl, StoreUnavailable
+from common.errors import (
+    ConfigError,
+    DistcrawlError,
+    InvalidUrl,
+    OutputError,
+    StoreUnavailable,
+)
 from common.heartbeat import Heartbeats
 from common.lifecycle import Shutdown, run
 from common.logging import configure_logging
@@ -136,6 +143,18 @@ def _worker(p: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="allow fetching loopback/private addresses (local sites)",
+    )
+    w = p.add_argument_group("WARC output (this worker's own files)")
+    w.add_argument(
+        "--warc",
+        metavar="DIR",
+        help="write every request and response to .warc.gz files in DIR",
+    )
+    w.add_argument(
+        "--warc-max-bytes",
+        type=int,
+        metavar="N",
+        help="start the next WARC file at this size (default 1 GiB)",
     )
 
 
@@ -277,6 +296,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     )
     fetch = given(max_body_bytes=a.get("max_body_bytes"), user_agent=a.get("user_agent"))
     crawler = given(concurrency=a.get("concurrency"))
+    warc = given(dir=a.get("warc"), max_bytes=a.get("warc_max_bytes"))
     worker = given(grace_s=a.get("grace"))
     llm = given(
         summarizer=a.get("summarizer"),
@@ -306,6 +326,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
             ("fetch", fetch),
             ("worker", worker),
             ("crawler", crawler),
+            ("warc", warc),
             ("llm", llm),
         )
         if v
@@ -390,6 +411,7 @@ async def _work(
 
 async def _crawl(settings: Settings, args: argparse.Namespace) -> int:
     rt = await _work(settings, args.drain, lambda r, f, stop: crawl_runtime(settings, r, f, stop))
+    rt.check_output()
     stats = rt.worker.stats
     print(
         f"crawl worker finished: done {stats.done}, failed {stats.failed}, "
@@ -525,6 +547,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreUnavailable as exc:
         _fail(exc, settings)
         return 3
+    except OutputError as exc:
+        _fail(exc, settings)
+        return 4
     except DistcrawlError as exc:
         _fail(exc, settings)
         return 2

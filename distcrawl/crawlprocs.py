@@ -35,6 +35,7 @@ def worker_env(settings: Settings, environ: dict[str, str]) -> dict[str, str]:
         DISTCRAWL_FETCH=settings.fetch.model_dump_json(),
         DISTCRAWL_WORKER=settings.worker.model_dump_json(),
         DISTCRAWL_CRAWLER=settings.crawler.model_dump_json(),
+        DISTCRAWL_WARC=settings.warc.model_dump_json(),
     )
     return env
 

@@ -195,6 +195,7 @@ async def _crawl(
             finally:
                 done.set()
                 await reporter
+        crawl.check_output()
         if summarizer is not None and summarizer.worker.fatal is not None:
             raise summarizer.worker.fatal
         failed = [code for code in results[-1] if code != 0] if req.processes > 1 else []

@@ -28,6 +28,7 @@ from crawler.admission import Admitter
 from crawler.fetch import Fetcher
 from crawler.frontier import Frontier, FrontierStats
 from crawler.robots import RobotsCache
+from crawler.warc import WarcArchive
 from crawler.worker import CrawlWorker
 from summarizer.cache import SummaryCache
 from summarizer.engines import CallableEngine, Engine, ExtractiveEngine
@@ -116,6 +117,36 @@ class CrawlRuntime:
     frontier: Frontier
     spec: CrawlSpec
     metrics: CrawlerMetrics
+    archive: WarcArchive | None = None
+
+    def check_output(self) -> None:
+        """Raise the OutputError that stopped the worker, if one did."""
+        if self.archive is not None and self.archive.failure is not None:
+            raise self.archive.failure
+
+
+async def open_archive(stack: contextlib.AsyncExitStack, settings: Settings) -> WarcArchive | None:
+    """The worker's WARC writer (--warc DIR), closed (flushed, fsynced) with ``stack``."""
+    if settings.warc.dir is None:
+        return None
+    from distcrawl import __version__
+
+    archive = WarcArchive(
+        settings.warc,
+        {
+            "software": f"distcrawl/{__version__}",
+            "format": "WARC File Format 1.1",
+            "conformsTo": "https://iipc.github.io/warc-specifications/specifications/"
+            "warc-format/warc-1.1/",
+            "isPartOf": settings.crawl,
+            "http-header-user-agent": settings.fetch.user_agent,
+            "description": "payloads as sent (content coding intact); Transfer-Encoding "
+            "stored as X-Crawler-Transfer-Encoding, the payload being the entity body",
+        },
+    )
+    await archive.start()
+    stack.push_async_callback(archive.aclose)
+    return archive
 
 
 @contextlib.asynccontextmanager
@@ -130,10 +161,13 @@ async def crawl_runtime(
         )
     metrics = CrawlerMetrics()
     async with contextlib.AsyncExitStack() as stack:
+        archive = await open_archive(stack, settings)
         session = await stack.enter_async_context(
             Fetcher.open_session(settings.fetch, allow_private=settings.allow_private)
         )
-        fetcher = Fetcher(settings.fetch, session, allow_private=settings.allow_private)
+        fetcher = Fetcher(
+            settings.fetch, session, allow_private=settings.allow_private, archive=archive
+        )
         robots = None
         if spec.obey_robots:
             robots = RobotsCache(
@@ -174,7 +208,7 @@ async def crawl_runtime(
                 frontier_gauges,
                 worker,
             )
-        yield CrawlRuntime(worker, frontier, spec, metrics)
+        yield CrawlRuntime(worker, frontier, spec, metrics, archive)
 
 
 @dataclass

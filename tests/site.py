@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import time
 import zlib
@@ -102,6 +103,7 @@ class TestSite(SiteServer):
         r = self.app.router
         r.add_get("/sitemap.xml", self._sitemap_index)
         r.add_get("/sitemap-pages.xml", self._sitemap)
+        r.add_get("/gzipped", _const(_gzipped))
         if self.hostile:
             add_hostile_routes(r)
             r.add_get("/t/gzipbomb", self._gzip_bomb)
@@ -213,10 +215,9 @@ class TestSite(SiteServer):
         resp = web.StreamResponse(headers={"Content-Type": "text/html"})
         resp.content_length = 50 * MB
         await resp.prepare(request)
-        chunk = b"<p>" + b"a" * (64 * 1024 - 7) + b"</p>\n"
         try:
-            for _ in range(50 * MB // len(chunk) + 1):
-                await resp.write(chunk)
+            for _ in range(50 * MB // len(HUGE_CHUNK) + 1):
+                await resp.write(HUGE_CHUNK)
         except (ConnectionResetError, RuntimeError):
             pass
         return resp
@@ -259,6 +260,20 @@ def _make_bomb() -> bytes:
 
 
 _BOMB = _make_bomb()
+HUGE_CHUNK = b"<p>" + b"a" * (64 * 1024 - 7) + b"</p>\n"  # /t/huge: this, over and over
+GZIPPED_HTML = b"<!doctype html><title>gzipped</title><p>" + b"compressible text " * 500
+GZIPPED = gzip.compress(GZIPPED_HTML, mtime=0)  # /gzipped sends these bytes
+
+
+def bomb() -> bytes:
+    """What /t/gzipbomb sends (deflate-encoded)."""
+    return _BOMB
+
+
+def _gzipped() -> web.Response:
+    return web.Response(
+        body=GZIPPED, headers={"Content-Type": "text/html", "Content-Encoding": "gzip"}
+    )
 
 
 def _const(make: Callable[[], web.Response]) -> Handler:
