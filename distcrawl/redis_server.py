@@ -175,7 +175,9 @@ class RedisClusterServer:
         """The nodes that are masters now (failovers change this)."""
         out = []
         for node in self.nodes:
-            if node.proc is not None and "role:master" in self.node_cli(node, "info", "replication"):
+            if node.proc is not None and "role:master" in self.node_cli(
+                node, "info", "replication"
+            ):
                 out.append(node)
         return out
 
