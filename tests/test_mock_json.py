@@ -152,7 +152,7 @@ async def test_json_faults_hit_the_matching_requests_and_spare_repairs_when_once
 ) -> None:
     fmt = schema_format(PRODUCT)
     mock.configure(json_fault="malformed", json_fault_match="BROKEN")
-    with pytest.raises(ValueError, match="Unterminated|Expecting"):
+    with pytest.raises(ValueError, match=r"Unterminated|Expecting"):
         json.loads(await answer(client, fmt, user("BROKEN page")))
     jsonschema.validate(json.loads(await answer(client, fmt, user("good page"))), PRODUCT)
 
@@ -179,5 +179,5 @@ async def test_max_tokens_cuts_a_json_answer_mid_object(client: openai.AsyncOpen
         max_tokens=3,
     )
     assert reply.choices[0].finish_reason == "length"
-    with pytest.raises(ValueError, match="Unterminated|Expecting"):
+    with pytest.raises(ValueError, match=r"Unterminated|Expecting"):
         json.loads(reply.choices[0].message.content or "")
