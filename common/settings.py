@@ -150,6 +150,21 @@ class LLMSettings(_Section):
         "Title: {title}\nURL: {url}\n\n{text}"
     )
     profiles_file: str | None = None
+    schema_file: str | None = Field(
+        None,
+        description="a JSON Schema: answers are JSON objects validated against it "
+        "(structured extraction, records with data) instead of summaries",
+    )
+    response_format: Literal["auto", "json_schema", "json_object"] = Field(
+        "auto",
+        description="how extraction asks for JSON: json_schema (strict), json_object (the "
+        "schema in the prompt), or auto (json_schema; json_object for a schema after a 400 "
+        "that names response_format)",
+    )
+    extract_prompt: str = (
+        "Extract the data the JSON Schema asks for from the web page below.\n"
+        "Title: {title}\nURL: {url}\n\n{text}"
+    )
     # USD per million tokens: model -> [input, output]
     prices: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: {

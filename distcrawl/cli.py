@@ -180,6 +180,17 @@ def _llm(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--llm-profiles", metavar="FILE", help="per-site model/prompt profiles (JSON)")
     g.add_argument("--llm-max-input-tokens", type=int, metavar="N")
+    g.add_argument(
+        "--llm-schema",
+        metavar="FILE",
+        help="a JSON Schema: extract data validated against it instead of summarizing",
+    )
+    g.add_argument(
+        "--llm-response-format",
+        choices=["auto", "json_schema", "json_object"],
+        help="how extraction asks for JSON (default auto: json_schema, json_object after a "
+        "400 that names response_format)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -306,6 +317,8 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         tpm=a.get("llm_tpm"),
         limit_window_s=a.get("llm_limit_window"),
         profiles_file=a.get("llm_profiles"),
+        schema_file=a.get("llm_schema"),
+        response_format=a.get("llm_response_format"),
         max_input_tokens=a.get("llm_max_input_tokens"),
         concurrency=a.get("llm_concurrency"),
     )
@@ -457,8 +470,8 @@ async def _top(settings: Settings, args: argparse.Namespace) -> int:
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
     async with store_session(settings) as (redis, frontier):
         path, n = await export_pages(frontier, args.out)
-        spath, sn = await export_summaries(DocsQueue(redis, frontier.keys), args.out)
-    print(f"wrote {n} page records to {path} and {sn} summaries to {spath}")
+        exported = await export_summaries(DocsQueue(redis, frontier.keys), args.out)
+    print(f"wrote {n} page records to {path} and {exported.describe()}")
     return 0
 
 

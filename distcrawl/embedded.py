@@ -35,6 +35,7 @@ from distcrawl.demosite import DemoSite, SiteServer
 from distcrawl.export import export_pages, export_summaries
 from distcrawl.progress import show_progress
 from distcrawl.runtime import crawl_runtime, store_session, summarize_runtime
+from summarizer.profiles import Profiles
 
 __all__ = ["STORE_DIR", "RunRequest", "run_all"]
 
@@ -100,6 +101,7 @@ def _store_dir(req: RunRequest) -> Iterator[Path]:
 
 
 async def run_all(settings: Settings, req: RunRequest) -> int:
+    Profiles.from_settings(settings.llm)  # a bad profile or schema file stops run before it starts
     shutdown = Shutdown()
     shutdown.install()
     try:
@@ -218,11 +220,11 @@ async def _report(
     pending = stats.pending
     if summarized:
         queue = DocsQueue(redis, frontier.keys)
-        spath, sn = await export_summaries(queue, req.out)
+        exported = await export_summaries(queue, req.out)
         docs = await queue.stats()
         pending += docs.pending
         print(
-            f"wrote {sn} summaries to {spath}: summarized {docs.summarized}, "
+            f"wrote {exported.describe()}: summarized {docs.summarized}, "
             f"failed {docs.failed}, pending {docs.pending}",
             file=sys.stderr,
         )

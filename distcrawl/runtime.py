@@ -271,7 +271,14 @@ async def summarize_runtime(
         window_s=llm.limit_window_s,
     )
     adaptive = AdaptiveLimit(llm.concurrency)
+    profiles = Profiles.from_settings(llm)  # (a bad schema or profile stops us here)
     engine = build_engine(settings, rate, adaptive, metrics)
+    if profiles.extracts and engine.name != "openai":
+        await engine.aclose()
+        raise ConfigError(
+            f"a schema (--llm-schema or a profile's schema) needs an LLM API: the {engine.name} "
+            "summarizer cannot fill one (set --llm-base-url or OPENAI_API_KEY)"
+        )
     w = settings.worker
     timing = WorkerTiming(
         grace_s=w.grace_s,
@@ -286,7 +293,7 @@ async def summarize_runtime(
         queue=queue,
         heartbeats=Heartbeats(redis, keys),
         engine=engine,
-        profiles=Profiles.from_settings(llm),
+        profiles=profiles,
         cache=SummaryCache(redis, keys, scripts=scripts),
         prices=dict(llm.prices),
         metrics=metrics,

@@ -1,4 +1,4 @@
-"""A content-hash cache: identical text is summarized once per model and prompt."""
+"""A content-hash cache: identical text is summarized once per model, prompt and schema."""
 
 from __future__ import annotations
 
@@ -27,11 +27,15 @@ class CacheProbe(enum.IntEnum):
     LOCKED = 2  # this caller took the lock: compute, then store and unlock
 
 
-def content_key(model: str, prompt: str, text: str) -> str:
+def content_key(model: str, prompt: str, text: str, schema: str = "") -> str:
+    """The cache key of an answer; ``schema``: the extraction schema's digest ("" for a
+    summary), so no schema's answer is served for a summary or for another schema."""
     digest = hashlib.sha256()
     for part in (model, prompt, text):
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
+    if schema:  # (summaries keep the keys they had)
+        digest.update(b"schema\x00" + schema.encode())
     return digest.hexdigest()[:32]
 
 

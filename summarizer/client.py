@@ -10,10 +10,13 @@ summarizer.transport's business; answers are decoded with msgspec into the few f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import openai
@@ -23,9 +26,10 @@ from common.errors import ClassifiedError, ConfigError, PermanentError, Retryabl
 from common.logging import get_logger
 from common.settings import LLMSettings
 from summarizer.budget import token_counter
-from summarizer.engines import Request, Summary
+from summarizer.engines import InvalidOutput, Request, Summary
 from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
 from summarizer.retry import translate_openai_error
+from summarizer.schema import InvalidAnswer, OutputSchema, ResponseFormat
 from summarizer.transport import ChatTransport, open_transport
 
 __all__ = ["CallObserver", "OpenAIEngine", "open_client", "resolve_api_key"]
@@ -91,30 +95,121 @@ class OpenAIEngine:
         self._rate = rate
         self._adaptive = adaptive
         self._observe = observe
+        self._json_object: set[str] = set()  # schema digests the provider refused as json_schema
 
     def cache_identity(self, request: Request) -> tuple[str, str]:
         return request.profile.model, request.profile.prompt
 
-    def prompt_for(self, request: Request) -> tuple[str, int]:
-        """The prompt within the input budget, and the token cost estimated for it."""
+    def prompt_for(self, request: Request, reserve: int = 0) -> tuple[str, int]:
+        """The prompt within the input budget (less ``reserve`` tokens for other messages),
+        and the token cost estimated for the request."""
         counter = token_counter(request.profile.model)
         frame = request.profile.prompt.format(title=request.title, url=request.url, text="")
-        room = max(16, self._llm.max_input_tokens - counter.count(frame))
+        room = max(16, self._llm.max_input_tokens - counter.count(frame) - reserve)
         text, _ = counter.truncate(request.text, room)
         prompt = request.profile.prompt.format(title=request.title, url=request.url, text=text)
-        return prompt, counter.count(prompt) + request.profile.max_tokens
+        return prompt, counter.count(prompt) + reserve + request.profile.max_tokens
 
     async def summarize(self, request: Request) -> Summary:
+        if request.profile.schema is not None:
+            return await self._extract(request, request.profile.schema)
         prompt, estimate = self.prompt_for(request)
-        model = request.profile.model
+        messages = [{"role": "user", "content": prompt}]
+        return await self._complete(request, lambda: self._body(request, messages), estimate)
+
+    # -- structured extraction
+
+    async def _extract(self, request: Request, schema: OutputSchema) -> Summary:
+        """One call, and one repair call (the invalid answer and the validation error in the
+        prompt) when its answer is not valid; twice invalid: ``InvalidOutput``."""
+        counter = token_counter(request.profile.model)
+        prompt, estimate = self.prompt_for(request, counter.count(schema.instructions()))
+        history: list[dict[str, str]] = [{"role": "user", "content": prompt}]
+
+        def body() -> dict[str, Any]:
+            return self._extract_body(request, schema, history)
+
+        first = await self._complete(request, body, estimate)
+        try:
+            return _extracted(first, schema.parse(first.text))
+        except InvalidAnswer as exc:
+            log.info("llm_invalid_output", url=request.url, error=str(exc), repair=True)
+            repair = _REPAIR.format(error=exc)
+        history += [
+            {"role": "assistant", "content": first.text},
+            {"role": "user", "content": repair},
+        ]
+        estimate += counter.count(first.text) + counter.count(repair)
+        second = await self._complete(request, body, estimate)
+        spent = dataclasses.replace(
+            second,
+            prompt_tokens=first.prompt_tokens + second.prompt_tokens,
+            completion_tokens=first.completion_tokens + second.completion_tokens,
+            calls=first.calls + second.calls,
+        )
+        try:
+            return _extracted(spent, schema.parse(second.text))
+        except InvalidAnswer as exc:
+            raise InvalidOutput(f"invalid answer after one repair: {exc}", spent) from exc
+
+    def _format(self, schema: OutputSchema) -> ResponseFormat:
+        if self._llm.response_format == "json_object" or schema.digest in self._json_object:
+            return "json_object"
+        return "json_schema"
+
+    def _extract_body(
+        self, request: Request, schema: OutputSchema, history: list[dict[str, str]]
+    ) -> dict[str, Any]:
+        kind = self._format(schema)
+        # json_object carries no schema: the model reads it from a system message instead
+        system = [{"role": "system", "content": schema.instructions()}]
+        body = self._body(request, history if kind == "json_schema" else system + history)
+        body["response_format"] = schema.response_format(kind)
+        return body
+
+    def _format_refused(self, request: Request, body: dict[str, Any], exc: PermanentError) -> bool:
+        """In ``auto``, a 400 naming response_format for a json_schema request (json_schema
+        unsupported, or a schema strict mode rejects) switches this schema to json_object, in
+        this process, for good; True: send again."""
+        schema = request.profile.schema
+        sent = body.get("response_format", {}).get("type")
+        if (
+            schema is None
+            or self._llm.response_format != "auto"
+            or sent != "json_schema"
+            or exc.reason != "http_400"
+            or "response_format" not in str(exc)
+        ):
+            return False
+        if schema.digest not in self._json_object:  # (concurrent calls all get the 400)
+            self._json_object.add(schema.digest)
+            log.warning("llm_response_format_fallback", schema=schema.name, error=str(exc)[:300])
+        return True
+
+    # -- one request, with retries
+
+    def _body(self, request: Request, messages: list[dict[str, str]]) -> dict[str, Any]:
+        return {
+            "model": request.profile.model,
+            "messages": messages,
+            "max_tokens": request.profile.max_tokens,
+        }
+
+    async def _complete(
+        self, request: Request, body: Callable[[], dict[str, Any]], estimate: int
+    ) -> Summary:
         # Two budgets: failures (5xx, timeouts, broken answers) count to max_failed_calls; a 429
         # is the provider pacing us, not a fault of the call, and has its own larger budget, so
         # a rate-limit storm does not fail docs that a failing API would.
         failures = rate_limited = calls = 0
         while True:
             calls += 1
+            sent = body()
             try:
-                return await self._call(model, prompt, request, estimate, calls)
+                return await self._call(sent, estimate, calls)
+            except PermanentError as exc:
+                if not self._format_refused(request, sent, exc):
+                    raise
             except RetryableError as exc:
                 if exc.reason == "http_429":
                     rate_limited += 1
@@ -131,9 +226,8 @@ class OpenAIEngine:
                     ) from exc
                 await self._back_off(exc, calls)
 
-    async def _call(
-        self, model: str, prompt: str, request: Request, estimate: int, attempt: int
-    ) -> Summary:
+    async def _call(self, body: dict[str, Any], estimate: int, attempt: int) -> Summary:
+        model = str(body["model"])
         async with self._adaptive:
             # The rate slot is booked inside the concurrency slot: a request then goes at the
             # time it booked, not later when a call slot frees (late sends bunch up in the
@@ -144,15 +238,7 @@ class OpenAIEngine:
                 # the body as the API takes it, the answer decoded by msgspec: the same HTTP
                 # exchange as chat.completions.create without its per-call request transform
                 # and pydantic response models
-                resp = _decode_completion(
-                    await self._transport.send(
-                        {
-                            "model": model,
-                            "messages": [{"role": "user", "content": prompt}],
-                            "max_tokens": request.profile.max_tokens,
-                        }
-                    )
-                )
+                resp = _decode_completion(await self._transport.send(body))
                 content = _content(resp)
             except Exception as exc:
                 err = translate_openai_error(exc)
@@ -182,6 +268,15 @@ class OpenAIEngine:
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+
+_REPAIR = "That answer is not valid: {error}. Answer again with only the corrected JSON object."
+
+
+def _extracted(summary: Summary, data: Any) -> Summary:
+    """``summary`` with the validated object, and its compact JSON as the cached text."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return dataclasses.replace(summary, text=text, data=data)
 
 
 class _Message(msgspec.Struct):

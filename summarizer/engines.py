@@ -14,8 +14,17 @@ from typing import Any, Protocol
 from common.errors import ConfigError, PermanentError
 from summarizer.extractive import summarize_extractive
 from summarizer.profiles import Profile
+from summarizer.schema import INVALID_OUTPUT
 
-__all__ = ["CallableEngine", "Engine", "ExtractiveEngine", "Request", "Summary", "load_callable"]
+__all__ = [
+    "CallableEngine",
+    "Engine",
+    "ExtractiveEngine",
+    "InvalidOutput",
+    "Request",
+    "Summary",
+    "load_callable",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +37,25 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
+    """A summary, or with a schema an extraction: ``data`` is the validated object and
+    ``text`` its JSON (what the content cache keeps)."""
+
     text: str
     summarizer: str  # the model name, "extractive", or the callable's path
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0  # API calls made for it (retries included)
+    data: Any = None
+
+
+class InvalidOutput(PermanentError):
+    """The answer was not valid (not JSON, or against the schema) on the first call and on the
+    one repair call: the doc fails with reason ``invalid_output``. ``spent`` holds the tokens
+    of both calls, which the worker accounts to the failed doc."""
+
+    def __init__(self, message: str, spent: Summary) -> None:
+        super().__init__(message, reason=INVALID_OUTPUT)
+        self.spent = spent
 
 
 class Engine(Protocol):

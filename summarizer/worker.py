@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -25,10 +26,10 @@ from common.serde import Doc, decode_doc
 from common.urls import host_of
 from summarizer.cache import SummaryCache, content_key
 from summarizer.cost import cost_usd
-from summarizer.engines import Engine, Request, Summary
+from summarizer.engines import Engine, InvalidOutput, Request, Summary
 from summarizer.limiter import AdaptiveLimit
 from summarizer.profiles import Profiles
-from summarizer.records import SummaryRecord, encode_summary
+from summarizer.records import ExtractionRecord, SummaryRecord, encode_record
 
 __all__ = ["SummarizeStats", "SummarizeWorker"]
 
@@ -41,6 +42,39 @@ class SummarizeStats:
     failed: int = 0
     cached: int = 0
     stale: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Spent:
+    """What a doc's API calls cost: stored in its record and counted in its settle op."""
+
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+    @classmethod
+    def of(cls, summary: Summary, prices: dict[str, tuple[float, float]]) -> _Spent:
+        ptok, ctok = summary.prompt_tokens, summary.completion_tokens
+        return cls(summary.summarizer, ptok, ctok, cost_usd(prices, summary.summarizer, ptok, ctok))
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost, 8),
+        }
+
+    def op(self, kind: DocKind, fp: str, **rest: Any) -> DocOp:
+        return DocOp(
+            kind,
+            fp,
+            model=self.model,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cost_micro_usd=round(self.cost * 1_000_000),
+            **rest,
+        )
 
 
 class SummarizeWorker(LeasedWorker[DocLease]):
@@ -154,6 +188,9 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             return
         except (asyncio.CancelledError, StoreUnavailable):
             raise
+        except InvalidOutput as exc:
+            spent = _Spent.of(exc.spent, self._prices)
+            op = self._failed(item, exc.reason, str(exc), started, spent)
         except PermanentError as exc:
             op = self._failed(item, exc.reason, str(exc), started)
         except Exception as exc:  # a bug on one doc must not kill the worker
@@ -167,7 +204,8 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             self._metrics.docs.labels(op.kind).inc()
 
     async def _summarize(self, item: DocLease, doc: Doc, started: float) -> DocOp:
-        request = Request(doc.url, doc.title, doc.text, self._profiles.for_host(host_of(doc.url)))
+        profile = self._profiles.for_host(host_of(doc.url))
+        request = Request(doc.url, doc.title, doc.text, profile)
         model, prompt = self._engine.cache_identity(request)
         made: list[Summary] = []
         writes: list[CacheWrite] = []  # stored with the settle: one round trip less per doc
@@ -176,73 +214,96 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             made.append(await self._engine.summarize(request))
             return made[0].text
 
+        # another schema is another answer: the schema is part of the key
+        schema = profile.schema.digest if profile.schema is not None else ""
         text, cached = await self._cache.single_flight(
-            content_key(model, prompt, doc.text), compute, deferred=writes
+            content_key(model, prompt, doc.text, schema), compute, deferred=writes
         )
         summary = made[0] if made else Summary(text, model)
-        cost = (
-            0.0
-            if cached
-            else cost_usd(
-                self._prices, summary.summarizer, summary.prompt_tokens, summary.completion_tokens
-            )
-        )
+        spent = _Spent.of(summary, self._prices) if not cached else _Spent()
         if cached:
             self.stats.cached += 1
             self._metrics.cache_hits.inc()
         else:
-            self._account(summary, cost)
+            self._account(spent)
         self.stats.summarized += 1
-        record = SummaryRecord(
-            url=doc.url,
-            title=doc.title,
-            summary=text,
-            summarizer=summary.summarizer,
-            prompt_tokens=0 if cached else summary.prompt_tokens,
-            completion_tokens=0 if cached else summary.completion_tokens,
-            cost_usd=round(cost, 8),
-            cached=cached,
-            attempts=item.attempt,
-            elapsed_ms=round((time.monotonic() - started) * 1000, 1),
-            created_at=round(time.time(), 3),
-        )
-        return DocOp(
+        elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+        record: SummaryRecord | ExtractionRecord
+        if profile.schema is None:
+            record = SummaryRecord(
+                url=doc.url,
+                title=doc.title,
+                summary=text,
+                summarizer=summary.summarizer,
+                cached=cached,
+                attempts=item.attempt,
+                elapsed_ms=elapsed_ms,
+                created_at=round(time.time(), 3),
+                **spent.fields(),
+            )
+        else:
+            record = ExtractionRecord(
+                url=doc.url,
+                schema=profile.schema.name,
+                title=doc.title,
+                # a cache hit is the JSON of a validated answer to the same schema
+                data=summary.data if made else json.loads(text),
+                summarizer=summary.summarizer,
+                cached=cached,
+                attempts=item.attempt,
+                elapsed_ms=elapsed_ms,
+                created_at=round(time.time(), 3),
+                **spent.fields(),
+            )
+        return spent.op(
             DocKind.SUMMARIZED,
             item.fp,
             reason="cached" if cached else "",
-            record=encode_summary(record),
-            model="" if cached else summary.summarizer,
-            prompt_tokens=record.prompt_tokens,
-            completion_tokens=record.completion_tokens,
-            cost_micro_usd=round(cost * 1_000_000),
+            record=encode_record(record),
             cache=writes[0] if writes else None,
         )
 
-    def _account(self, summary: Summary, cost: float) -> None:
-        if summary.prompt_tokens or summary.completion_tokens:
-            self._metrics.tokens.labels("prompt", summary.summarizer).inc(summary.prompt_tokens)
-            self._metrics.tokens.labels("completion", summary.summarizer).inc(
-                summary.completion_tokens
-            )
-        if cost:
-            self._metrics.cost.labels(summary.summarizer).inc(cost)
+    def _account(self, spent: _Spent) -> None:
+        if spent.prompt_tokens or spent.completion_tokens:
+            self._metrics.tokens.labels("prompt", spent.model).inc(spent.prompt_tokens)
+            self._metrics.tokens.labels("completion", spent.model).inc(spent.completion_tokens)
+        if spent.cost:
+            self._metrics.cost.labels(spent.model).inc(spent.cost)
 
-    def _failed(self, item: DocLease, reason: str, message: str, started: float) -> DocOp:
+    def _failed(
+        self,
+        item: DocLease,
+        reason: str,
+        message: str,
+        started: float,
+        spent: _Spent | None = None,
+    ) -> DocOp:
+        """A failed doc's op; ``spent``: the tokens its calls used (accounted all the same)."""
         self.stats.failed += 1
+        spent = spent or _Spent()
+        self._account(spent)
         log.warning("doc_failed", fp=item.fp, reason=reason, error=message[:300])
         try:
             url = decode_doc(item.payload).url
         except PermanentError:
             url = ""
-        record = SummaryRecord(
-            url=url,
-            outcome="failed",
-            reason=reason,
-            attempts=item.attempt,
-            elapsed_ms=round((time.monotonic() - started) * 1000, 1),
-            created_at=round(time.time(), 3),
+        schema = self._profiles.for_host(host_of(url)).schema if url else None
+        common: dict[str, Any] = {
+            "url": url,
+            "outcome": "failed",
+            "reason": reason,
+            "attempts": item.attempt,
+            "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
+            "created_at": round(time.time(), 3),
+            "summarizer": spent.model or None,
+            **spent.fields(),
+        }
+        record: SummaryRecord | ExtractionRecord = (
+            SummaryRecord(**common)
+            if schema is None
+            else ExtractionRecord(schema=schema.name, **common)
         )
-        return DocOp(DocKind.FAILED, item.fp, reason=reason, record=encode_summary(record))
+        return spent.op(DocKind.FAILED, item.fp, reason=reason, record=encode_record(record))
 
     async def _stop_on_config_error(self, item: DocLease, exc: ConfigError) -> None:
         if self.fatal is None:

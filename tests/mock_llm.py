@@ -24,6 +24,16 @@ API endpoints (under the base URL ``http://127.0.0.1:PORT/v1``):
   last ``user`` message. ``max_completion_tokens`` (preferred) or ``max_tokens`` caps the number
   of words of the content, ``"Summary:"`` included; a capped reply has
   ``finish_reason == "length"``, otherwise ``"stop"``. Streaming is not supported (400).
+  With ``response_format`` (checked as the API checks it, see tests/mock_json.py; a refused
+  one is a 400 with ``param: response_format``) the content is JSON: for ``json_schema`` an
+  object built to fit the given schema (its strings are words of the last user message), for
+  ``json_object`` one that fits the schema found in a system message (a model reads the
+  schema from the prompt there), else ``{"summary": ...}``. ``response_formats`` lists the
+  types the "model" supports (an unsupported one gets OpenAI's 400 naming response_format).
+  ``json_fault`` makes JSON answers ``malformed`` (cut in half) or ``violating`` (a required
+  property dropped, or the wrong type), for every request or only those whose user messages
+  contain ``json_fault_match``; with ``json_fault_once`` a repair request (one that already
+  holds an assistant message) gets a good answer.
 * ``GET /v1/models`` and ``GET /v1/models/{model}``: the known models (``MockConfig.models``),
   or ``[MockConfig.default_model]`` when any model is accepted.
 
@@ -95,6 +105,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from aiohttp import web
 
+from tests import mock_json
+
 __all__ = [
     "MODES",
     "WINDOW_S",
@@ -107,6 +119,7 @@ __all__ = [
 ]
 
 Mode = Literal["ok", "slow", "reset", "malformed", "empty_choices", "error_200", "quota"]
+JsonFault = Literal["none", "malformed", "violating"]
 MODES: tuple[str, ...] = get_args(Mode)
 WINDOW_S = 60.0
 """Length of the sliding rate-limit window, in seconds."""
@@ -154,6 +167,14 @@ class MockConfig:
     """Words of the last user message quoted in the reply."""
     record_requests: int = 50
     """How many request bodies ``/_requests`` keeps."""
+    response_formats: tuple[str, ...] = ("text", "json_object", "json_schema")
+    """The ``response_format`` types accepted (others: 400 naming response_format)."""
+    json_fault: JsonFault = "none"
+    """Break JSON answers: ``malformed`` (not JSON) or ``violating`` (against the schema)."""
+    json_fault_match: str = ""
+    """Only requests whose user messages contain this text get ``json_fault`` ("" = all)."""
+    json_fault_once: bool = False
+    """Repair requests (with an assistant message already) get a good answer."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` if a value is out of range."""
@@ -251,9 +272,8 @@ def completion_tokens(content: str) -> int:
     return len(content.split())
 
 
-def _summary(messages: list[Any], words: int, limit: int | None) -> tuple[str, str]:
-    """The reply content and finish reason."""
-    last_user = next(
+def _last_user(messages: list[Any]) -> str:
+    return next(
         (
             _text(m.get("content"))
             for m in reversed(messages)
@@ -261,6 +281,11 @@ def _summary(messages: list[Any], words: int, limit: int | None) -> tuple[str, s
         ),
         "",
     )
+
+
+def _summary(messages: list[Any], words: int, limit: int | None) -> tuple[str, str]:
+    """The reply content and finish reason."""
+    last_user = _last_user(messages)
     reply = ["Summary:", *last_user.split()[:words]]
     if limit is not None and len(reply) > limit:
         return " ".join(reply[:limit]), "length"
@@ -414,8 +439,9 @@ def _max_tokens(body: Json) -> int | web.Response | None:
     return None
 
 
-def _validate(body: Json) -> Json | web.Response:
-    """``{"model", "messages", "limit"}`` of a valid request, or a 400 response."""
+def _validate(body: Json, supported: tuple[str, ...]) -> Json | web.Response:
+    """``{"model", "messages", "limit", "format", "schema"}`` of a valid request, or a 400
+    response (``supported``: the response_format types accepted)."""
     model, messages = body.get("model"), body.get("messages")
     if not isinstance(model, str) or not model:
         return _bad_request("you must provide a model parameter", "model")
@@ -426,7 +452,11 @@ def _validate(body: Json) -> Json | web.Response:
     limit = _max_tokens(body)
     if isinstance(limit, web.Response):
         return limit
-    return {"model": model, "messages": messages, "limit": limit}
+    fmt = mock_json.check_format(body, supported, messages)
+    if isinstance(fmt, str):
+        return _bad_request(fmt, "messages" if fmt.startswith("'messages'") else "response_format")
+    kind, schema = fmt
+    return {"model": model, "messages": messages, "limit": limit, "format": kind, "schema": schema}
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -633,14 +663,14 @@ class MockLLM:
             return denied
         if body is None:
             return _bad_request("We could not parse the JSON body of your request.")
-        valid = _validate(body)
+        valid = _validate(body, self.config.response_formats)
         if isinstance(valid, web.Response):
             return valid
         model, messages = valid["model"], valid["messages"]
         if (missing := self._model_not_found(model)) is not None:
             return missing
         cfg = self.config
-        content, finish = _summary(messages, cfg.summary_words, valid["limit"])
+        content, finish = self._reply(valid, messages)
         prompt, completion = prompt_tokens(messages), completion_tokens(content)
         if (limited := self._rate_limited(prompt + completion)) is not None:
             return limited
@@ -656,6 +686,42 @@ class MockLLM:
         if cfg.error_rate_5xx and self._rng.random() < cfg.error_rate_5xx:
             return _error(503, "The server is overloaded or not ready yet.", "server_error", None)
         return self._answer(request, _completion(model, content, finish, prompt, completion))
+
+    def _reply(self, valid: Json, messages: list[Any]) -> tuple[str, str]:
+        """The content (JSON when a response_format asks for it) and the finish reason."""
+        cfg = self.config
+        if valid["format"] == "text":
+            return _summary(messages, cfg.summary_words, valid["limit"])
+        schema = valid["schema"] or mock_json.schema_in_prompt(messages)
+        words = _last_user(messages).split()[: cfg.summary_words]
+        if schema is None:
+            value: Any = {"summary": " ".join(words)}
+        else:
+            value = mock_json.fit(schema, words)
+        fault = cfg.json_fault if self._faulty(messages) else "none"
+        if fault == "violating":
+            value = mock_json.violate(schema, value)
+        content = json.dumps(value)
+        if fault == "malformed":
+            content = mock_json.malformed(content)
+        limit = valid["limit"]
+        if limit is not None and len(content.split()) > limit:  # cut mid-JSON, as a model is
+            return " ".join(content.split()[:limit]), "length"
+        return content, "stop"
+
+    def _faulty(self, messages: list[Any]) -> bool:
+        cfg = self.config
+        if cfg.json_fault == "none":
+            return False
+        if cfg.json_fault_once and any(
+            isinstance(m, dict) and m.get("role") == "assistant" for m in messages
+        ):
+            return False
+        return not cfg.json_fault_match or any(
+            cfg.json_fault_match in _text(m.get("content"))
+            for m in messages
+            if isinstance(m, dict) and m.get("role") == "user"
+        )
 
     def _answer(self, request: web.Request, completion: Json) -> web.StreamResponse:
         """Reply according to ``config.mode``."""

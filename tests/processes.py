@@ -127,6 +127,16 @@ class MockProcess:
     def requests(self) -> list[dict[str, Any]]:
         return list(self._get("/_requests"))
 
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Change the mock's config (``POST /_config``); returns the whole config."""
+        req = urllib.request.Request(
+            self.server_url + "/_config",
+            data=json.dumps(changes).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return dict(json.loads(resp.read()))
+
     def worker_env(self, key: str) -> dict[str, str]:
         """The variables that point a summarizer at this mock with ``key``."""
         return {

@@ -18,9 +18,10 @@ from common.serde import encode_doc
 from common.settings import LLMSettings
 from distcrawl.sample_docs import feed_docs, make_docs
 from summarizer.budget import token_counter
-from summarizer.cache import SummaryCache
+from summarizer.cache import SummaryCache, content_key
 from summarizer.cost import cost_usd
 from summarizer.profiles import Profiles
+from summarizer.schema import InvalidAnswer, load_schema
 from tests.helpers import FakeClock
 
 
@@ -215,3 +216,63 @@ async def test_docs_settle_refuses_an_unknown_kind_before_writing(
     stats = await queue.stats()
     assert (stats.summarized, stats.in_flight) == (0, 1)
     assert "docs_summarised" not in stats.counts
+
+
+def test_profiles_take_schemas_from_files_next_to_them(tmp_path: Path) -> None:
+    page = {"title": "page", "type": "object", "properties": {"a": {"type": "string"}}}
+    (tmp_path / "page.json").write_text(json.dumps(page))
+    (tmp_path / "shop.json").write_text(json.dumps({**page, "title": "shop item"}))
+    path = tmp_path / "profiles.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"match": "shop.*", "schema": "shop.json"},
+                {"match": "news.*", "schema": None},
+                {"match": "blog.*", "max_tokens": 50},
+            ]
+        )
+    )
+    llm = LLMSettings(schema_file=str(tmp_path / "page.json"), profiles_file=str(path))
+    profiles = Profiles.from_settings(llm)
+    assert profiles.extracts
+    default, shop = profiles.default, profiles.for_host("shop.example")
+    news, blog = profiles.for_host("news.example"), profiles.for_host("blog.example")
+    assert default.schema is not None
+    assert default.schema.name == "page"
+    assert shop.schema is not None
+    assert shop.schema.name == "shop_item"
+    assert shop.schema.digest != default.schema.digest
+    assert news.schema is None
+    assert news.prompt == llm.prompt
+    assert blog.schema is default.schema
+    assert blog.prompt == llm.extract_prompt
+    assert default.prompt == llm.extract_prompt
+    own = Profiles.from_settings(
+        LLMSettings(schema_file=str(tmp_path / "page.json"), prompt="Mine: {text}")
+    )
+    assert own.default.prompt == "Mine: {text}"  # a prompt the user set is kept
+    assert not Profiles.from_settings(LLMSettings()).extracts
+
+
+def test_answers_are_parsed_and_validated(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text(
+        json.dumps({"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}})
+    )
+    schema = load_schema(path)
+    assert schema.parse('```json\n{"n": 3}\n```') == {"n": 3}
+    with pytest.raises(InvalidAnswer, match="not JSON"):
+        schema.parse('{"n": 3')
+    with pytest.raises(InvalidAnswer, match=r"at \$\.n: 'x' is not of type 'integer'"):
+        schema.parse('{"n": "x"}')
+    assert schema.response_format("json_object") == {"type": "json_object"}
+    strict = schema.response_format("json_schema")["json_schema"]
+    assert (strict["name"], strict["strict"]) == ("s", True)
+
+
+def test_the_content_key_separates_schemas_and_keeps_summary_keys() -> None:
+    base = content_key("m", "p", "text")
+    assert content_key("m", "p", "text", "") == base
+    assert (
+        len({base, content_key("m", "p", "text", "a1"), content_key("m", "p", "text", "b2")}) == 3
+    )
