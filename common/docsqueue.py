@@ -7,6 +7,7 @@ Outcome equation: ``queued = summarized + failed + pending`` (pending = waiting 
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
@@ -14,9 +15,19 @@ from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
 from common.scripts import CrawlScripts, ScriptRunner
+from common.shards import LeaseRoutes, ShardSchedule, gather_shards, read_shard_count
 from common.store import hash_items
 
-__all__ = ["CacheWrite", "DocKind", "DocLease", "DocOp", "DocResult", "DocsQueue", "DocsStats"]
+__all__ = [
+    "CacheWrite",
+    "DocKind",
+    "DocLease",
+    "DocOp",
+    "DocResult",
+    "DocsQueue",
+    "DocsShard",
+    "DocsStats",
+]
 
 
 class DocKind(enum.StrEnum):
@@ -115,8 +126,9 @@ class DocsStats:
         return {k[len(prefix) :]: v for k, v in self.counts.items() if k.startswith(prefix)}
 
 
-class DocsQueue:
-    """Typed access to one crawl's docs queue; ``clock`` (ms) replaces the server clock."""
+class DocsShard:
+    """Typed access to one shard of a crawl's docs queue (all of it in a one-shard crawl);
+    ``clock`` (ms) replaces the server clock."""
 
     def __init__(
         self,
@@ -167,3 +179,125 @@ class DocsQueue:
     def summary_records(self) -> AsyncIterator[tuple[str, str]]:
         """Every (fingerprint, summary record JSON), in no particular order."""
         return hash_items(self._redis, self.keys.summaries)
+
+
+class DocsQueue:
+    """Typed access to one crawl's docs queue, over its shards (a doc lives in its page's
+    shard; see crawler.frontier.Frontier for the pattern). ``clock`` (ms) replaces the server
+    clock."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: CrawlKeys,
+        scripts: ScriptRunner | None = None,
+        *,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self._redis = redis
+        self.keys = keys.crawl_level
+        self._scripts = scripts or ScriptRunner(redis)
+        self._clock = clock
+        self._shards: list[DocsShard] | None = None
+        self._schedule = ShardSchedule(1)
+        self._routes = LeaseRoutes()
+
+    async def shards(self) -> list[DocsShard]:
+        """The crawl's shards (one while the crawl has no spec yet)."""
+        if self._shards is None:
+            count = await read_shard_count(self._redis, self.keys)
+            shards = [
+                DocsShard(self._redis, k, self._scripts, clock=self._clock)
+                for k in self.keys.shards(count or 1)
+            ]
+            if count is None:
+                return shards
+            self._shards, self._schedule = shards, ShardSchedule(len(shards))
+        return self._shards
+
+    async def sharded(self) -> bool:
+        return len(await self.shards()) > 1
+
+    async def claim(self, worker: str, n: int, lease_s: float) -> list[DocLease]:
+        shards = await self.shards()
+        if len(shards) == 1:
+            return await shards[0].claim(worker, n, lease_s)
+        leases: list[DocLease] = []
+        for k in self._schedule.due():
+            got = await shards[k].claim(worker, n - len(leases), lease_s)
+            self._schedule.note(k, 0.0 if got else None)
+            for lease in got:
+                self._routes.hold(lease.fp, k)
+            leases += got
+            if len(leases) >= n:
+                break
+        return leases
+
+    async def settle(self, worker: str, ops: Sequence[DocOp]) -> list[DocResult]:
+        shards = await self.shards()
+        if len(shards) == 1:
+            return await shards[0].settle(worker, ops)
+        by_fp = {op.fp: i for i, op in enumerate(ops)}
+        known, unknown = self._routes.split(by_fp, len(shards))
+        answers = await gather_shards(
+            {
+                k: shards[k].settle(worker, [ops[by_fp[fp]] for fp in fps])
+                for k, fps in known.items()
+            }
+        )
+        results = [DocResult.STALE] * len(ops)
+        for k, fps in known.items():
+            for fp, result in zip(fps, answers[k], strict=True):
+                results[by_fp[fp]] = result
+                self._routes.drop(fp)
+        if unknown:  # not leased through this object: only the holding shard can settle it
+            lost = [ops[by_fp[fp]] for fp in unknown]
+            everywhere = await gather_shards(
+                {k: s.settle(worker, lost) for k, s in enumerate(shards)}
+            )
+            for j, fp in enumerate(unknown):
+                found = [a[j] for a in everywhere.values() if a[j] is not DocResult.STALE]
+                results[by_fp[fp]] = found[0] if found else DocResult.STALE
+        return results
+
+    async def renew(self, worker: str, fps: Sequence[str], lease_s: float) -> int:
+        shards = await self.shards()
+        if len(shards) == 1:
+            return await shards[0].renew(worker, fps, lease_s)
+        known, unknown = self._routes.split(fps, len(shards))
+        calls = {k: shards[k].renew(worker, part, lease_s) for k, part in known.items()}
+        if unknown:
+            calls |= {
+                len(shards) + k: s.renew(worker, unknown, lease_s) for k, s in enumerate(shards)
+            }
+        return sum((await gather_shards(calls)).values())
+
+    async def reap(self, limit: int = 1000, *, every_lease: bool = False) -> tuple[int, int]:
+        """Return expired leases to the queue; (requeued, failed). ``every_lease``: expired or
+        not, for a store whose lease holders are all known dead."""
+        shards = await self.shards()
+        answers = await gather_shards(
+            {k: s.reap(limit, every_lease=every_lease) for k, s in enumerate(shards)}
+        )
+        return sum(a[0] for a in answers.values()), sum(a[1] for a in answers.values())
+
+    async def stats(self) -> DocsStats:
+        shards = await self.shards()
+        answers = await gather_shards({k: s.stats() for k, s in enumerate(shards)})
+        if len(answers) == 1:
+            return answers[0]
+        counts: Counter[str] = Counter()
+        for a in answers.values():
+            counts.update(a.counts)
+        return DocsStats(
+            sum(a.waiting for a in answers.values()),
+            sum(a.in_flight for a in answers.values()),
+            sum(a.dead for a in answers.values()),
+            dict(counts),
+        )
+
+    async def summary_records(self) -> AsyncIterator[tuple[str, str]]:
+        """Every (fingerprint, summary record JSON), in no particular order."""
+        for shard in await self.shards():
+            async for item in shard.summary_records():
+                yield item

@@ -1,18 +1,25 @@
 """Every Redis key name of a crawl, built in one place.
 
-All keys of one crawl share the prefix ``distcrawl:{<crawl>}:``. The braces are a Redis
-Cluster hash tag: every key of a crawl hashes to one slot, so one crawl's Lua scripts touch
-one node, and several crawls can share a Redis.
+A crawl's own keys (spec, heartbeats, LLM buckets, the summary cache, robots.txt) share the
+prefix ``distcrawl:{<crawl>}:``. A crawl of S > 1 shards keeps its frontier and docs queue in
+S parts, shard k under ``distcrawl:{<crawl>:<k>}:`` (a domain's queue, state and pages live in
+shard ``shard_of(domain, S)``); a one-shard crawl keeps them under the crawl's prefix. The
+braces are a Redis Cluster hash tag: every key of one prefix hashes to one slot, so each Lua
+script call touches one node, the shards of a crawl spread over a cluster's masters, and
+several crawls can share a Redis. See docs/frontier.md.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 
 from common.errors import ConfigError
 
-__all__ = ["FIXED_KEYS", "PART_KEYS", "CrawlKeys", "validate_crawl_name"]
+__all__ = ["FIXED_KEYS", "MAX_SHARDS", "PART_KEYS", "CrawlKeys", "shard_of", "validate_crawl_name"]
+
+MAX_SHARDS = 1024
 
 _CRAWL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -58,18 +65,37 @@ PART_KEYS: dict[str, str] = {
 }
 
 
+def shard_of(domain: str, shards: int) -> int:
+    """The shard that holds ``domain`` (its queue, state, seen URLs, pages and docs)."""
+    return zlib.crc32(domain.encode()) % shards if shards > 1 else 0
+
+
 @dataclass(frozen=True, slots=True)
 class CrawlKeys:
-    """The key names of one crawl. Domain-specific keys are methods taking the domain."""
+    """The key names of one crawl (``shard`` None), or of one shard of it. Domain-specific
+    keys are methods taking the domain."""
 
     crawl: str
+    shard: int | None = None  # None: the crawl's own prefix (also shard 0 of a 1-shard crawl)
 
     def __post_init__(self) -> None:
         validate_crawl_name(self.crawl)
 
     @property
     def prefix(self) -> str:
-        return f"distcrawl:{{{self.crawl}}}:"
+        if self.shard is None:
+            return f"distcrawl:{{{self.crawl}}}:"
+        return f"distcrawl:{{{self.crawl}:{self.shard}}}:"
+
+    @property
+    def crawl_level(self) -> CrawlKeys:
+        return replace(self, shard=None)
+
+    def shards(self, count: int) -> list[CrawlKeys]:
+        """The keys of each shard of a crawl of ``count`` shards (one: the crawl's own)."""
+        if count <= 1:
+            return [self.crawl_level]
+        return [replace(self, shard=k) for k in range(count)]
 
     @property
     def spec(self) -> str:

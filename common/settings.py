@@ -66,11 +66,14 @@ class FrontierDefaults(_Section):
     seen: Literal["set", "bloom"] = _SPEC.seen
     seen_error: float = _SPEC.seen_error
     seen_capacity: int = _SPEC.seen_capacity
+    # 0: chosen when the crawl is created (crawler.produce.build_spec): 1 on a single Redis,
+    # AUTO_CLUSTER_SHARDS on a Redis Cluster
+    shards: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _valid_spec(self) -> FrontierDefaults:
         try:
-            CrawlSpec(**self.model_dump())
+            CrawlSpec(**self.model_dump(exclude={"shards"}), shards=self.shards or 1)
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
         return self

@@ -11,6 +11,7 @@ from typing import Literal
 import msgspec
 
 from common.errors import ConfigError
+from common.keys import MAX_SHARDS
 from common.serde import DEFAULT_LLM_INPUT_TOKENS, decode_versioned, doc_text_budget
 from common.urls import DEFAULT_TRACKING_PARAMS
 
@@ -55,6 +56,9 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     seen: Literal["set", "bloom"] = "set"
     seen_error: float = 1e-6
     seen_capacity: int = 1_000_000
+    # Shards (common/keys.py): the frontier and docs queue in S parts, each in its own Redis
+    # Cluster slot. Fixed when the crawl is created; crawls made before shards existed have 1.
+    shards: int = 1
     v: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -73,6 +77,7 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             ("doc_max_chars", 100, True),
             ("seen_error", 0, False),
             ("seen_capacity", 1000, True),
+            ("shards", 1, True),
         )
         problems = [
             f"{name.replace('_', ' ')} must be {'>=' if inclusive else '>'} {low}"
@@ -80,6 +85,13 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             for name, low, inclusive in floors
             if not (getattr(self, name) >= low if inclusive else getattr(self, name) > low)
         ]
+        if self.shards > MAX_SHARDS:
+            problems.append(f"shards must be <= {MAX_SHARDS} (got {self.shards})")
+        if self.shards > 1 and self.max_pages:
+            problems.append(
+                "max pages needs a one-shard crawl (a crawl-wide cap cannot be checked in one"
+                " atomic step across shards): use --shards 1, or --max-domain-pages"
+            )
         if self.seen_error >= 0.5:
             problems.append(f"seen error must be < 0.5 (got {self.seen_error})")
         if problems:
@@ -102,7 +114,20 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             "seen": self.seen,
             "seen_error": repr(float(self.seen_error)),
             "seen_capacity": str(self.seen_capacity),
+            "shards": str(self.shards),
         }
+
+    def for_shard(self) -> CrawlSpec:
+        """The spec one shard's scripts enforce: the crawl-wide bounds (docs backlog, Bloom
+        capacity) split evenly over the shards; per-domain limits are whole (a domain lives in
+        one shard)."""
+        if self.shards <= 1:
+            return self
+        return msgspec.structs.replace(
+            self,
+            max_docs_backlog=-(-self.max_docs_backlog // self.shards),
+            seen_capacity=max(1000, -(-self.seen_capacity // self.shards)),
+        )
 
 
 def encode_spec(spec: CrawlSpec) -> str:

@@ -23,7 +23,7 @@ __all__ = ["Committer"]
 class _Pending:
     op: SettleOp
     prepared: Prepared | None
-    seen_fps: list[str]
+    seen: list[tuple[str, str]]  # (domain, fp) of redirect hops
 
 
 class Committer:
@@ -42,27 +42,27 @@ class Committer:
         self._batcher: Batcher[_Pending, SettleResult] = Batcher(self._flush, max_batch)
 
     async def commit(
-        self, op: SettleOp, prepared: Prepared | None, seen_fps: list[str]
+        self, op: SettleOp, prepared: Prepared | None, seen: list[tuple[str, str]]
     ) -> SettleResult:
         """Queue one page's commit and wait until it is stored (raises StoreUnavailable)."""
-        return await self._batcher.submit(_Pending(op, prepared, seen_fps))
+        return await self._batcher.submit(_Pending(op, prepared, seen))
 
     async def run(self, stop: asyncio.Event) -> None:
         """The flush loop; returns once ``stop`` is set and nothing is queued."""
         await self._batcher.run(stop)
 
     async def _flush(self, batch: list[_Pending]) -> list[SettleResult]:
-        seen: list[str] = []
+        seen: list[tuple[str, str]] = []
         candidates: list[Candidate] = []
         rejects: Counter[str] = Counter()
         for item in batch:
-            seen += item.seen_fps
+            seen += item.seen
             if item.prepared is not None:
                 candidates += item.prepared.batch.values()
                 rejects.update(item.prepared.report.rejected)
         codes, results = await self._frontier.commit(
             self._worker,
-            seen_fps=seen,
+            seen=seen,
             candidates=candidates,
             local_rejects=rejects,
             ops=[item.op for item in batch],

@@ -7,15 +7,17 @@ is one atomic script call. See docs/frontier.md for the data layout and the inva
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from common.errors import PermanentError
-from common.keys import CrawlKeys
+from common.keys import CrawlKeys, shard_of
 from common.scripts import CrawlScripts, ScriptRunner
 from common.serde import UrlEntry, decode_url_entry
+from common.shards import LeaseRoutes, ShardSchedule, gather_shards, group_by, read_shard_count
 from common.spec import CrawlSpec, decode_spec, encode_spec
 from common.store import hash_items, translate_errors
 
@@ -26,11 +28,13 @@ __all__ = [
     "Claim",
     "DeadLetter",
     "Frontier",
+    "FrontierShard",
     "FrontierStats",
     "Lease",
     "Outcome",
     "SettleOp",
     "SettleResult",
+    "merge_stats",
 ]
 
 
@@ -260,11 +264,11 @@ def _admit_args(
     return args
 
 
-class Frontier:
-    """Typed access to one crawl's frontier. Nothing connects in ``__init__``.
-
-    ``clock`` (ms) replaces the Redis server's clock; tests use it to make time explicit.
-    """
+class FrontierShard:
+    """Typed access to one shard of a crawl's frontier (the whole frontier of a one-shard
+    crawl): each method is one script call on the shard's slot. Nothing connects in
+    ``__init__``. ``clock`` (ms) replaces the Redis server's clock; tests use it to make time
+    explicit."""
 
     def __init__(
         self,
@@ -278,22 +282,11 @@ class Frontier:
         self.keys = keys
         self._run = CrawlScripts(scripts or ScriptRunner(redis), keys, clock)
 
-    # -- the spec -------------------------------------------------------------------------
-
-    async def init(self, spec: CrawlSpec) -> CrawlSpec:
-        """Write the spec if the crawl has none yet; return the spec in force."""
+    async def write_spec(self, spec: CrawlSpec) -> CrawlSpec:
+        """Write the spec into this shard's spec hash if it has none; the spec in force."""
         pairs = [x for kv in spec.lua_fields().items() for x in kv]
         raw = await self._run("spec_init", [encode_spec(spec), *pairs])
-        current = decode_spec(str(raw))
-        if current == spec:
-            for domain, policy in spec.domains.items():
-                await self.set_policy(domain, policy.rate, policy.burst, policy.per_domain_inflight)
-        return current
-
-    async def spec(self) -> CrawlSpec | None:
-        async with translate_errors():
-            raw = await self._redis.hget(self.keys.spec, "json")
-        return None if raw is None else decode_spec(raw)
+        return decode_spec(str(raw))
 
     # -- the queue ------------------------------------------------------------------------
 
@@ -456,3 +449,320 @@ class Frontier:
     def page_records(self) -> AsyncIterator[tuple[str, str]]:
         """Every (fingerprint, record JSON) in the pages sink, in no particular order."""
         return hash_items(self._redis, self.keys.pages)
+
+
+def _merge_bloom(parts: Sequence[BloomStats | None]) -> BloomStats | None:
+    blooms = [b for b in parts if b is not None]
+    if not blooms:
+        return None
+    return BloomStats(
+        filters=sum(b.filters for b in blooms),
+        urls=sum(b.urls for b in blooms),
+        bits=sum(b.bits for b in blooms),
+        false_positives_est=sum(b.false_positives_est for b in blooms),
+    )
+
+
+def merge_stats(parts: Sequence[FrontierStats], top: int) -> FrontierStats:
+    """One crawl's stats from its shards' (each shard's own snapshot is atomic; the sum is
+    not, so a crawl's equation may be off by what moved between the calls while it runs)."""
+    if len(parts) == 1:
+        return parts[0]
+    counts: Counter[str] = Counter()
+    for p in parts:
+        counts.update(p.counts)
+    tops = sorted((t for p in parts for t in p.top_domains), key=lambda t: -t[1])
+    return FrontierStats(
+        counts=dict(counts),
+        queued=sum(p.queued for p in parts),
+        delayed=sum(p.delayed for p in parts),
+        in_flight=sum(p.in_flight for p in parts),
+        ready_domains=sum(p.ready_domains for p in parts),
+        ready_now=sum(p.ready_now for p in parts),
+        dead_letters=sum(p.dead_letters for p in parts),
+        domains=sum(p.domains for p in parts),
+        top_domains=tops[:top],
+        bloom=_merge_bloom([p.bloom for p in parts]),
+    )
+
+
+class Frontier:
+    """Typed access to one crawl's frontier, over its shards (docs/frontier.md). Nothing
+    connects in ``__init__``; the shard count is read from the crawl's spec on first use.
+
+    With one shard (every crawl on a single Redis, by default) each method is the one shard's
+    single atomic call. With S shards, admissions are split by domain (one call per shard
+    touched, concurrently), claims ask the shards that may have work, settles and renewals go to
+    the shard that leased the URL, and reads sum over the shards.
+
+    ``clock`` (ms) replaces the Redis server's clock; tests use it to make time explicit.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: CrawlKeys,
+        scripts: ScriptRunner | None = None,
+        *,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self._redis = redis
+        self.keys = keys.crawl_level
+        self._scripts = scripts or ScriptRunner(redis)
+        self._clock = clock
+        self._shards: list[FrontierShard] | None = None
+        self._schedule = ShardSchedule(1)
+        self._routes = LeaseRoutes()
+
+    # -- the shards -----------------------------------------------------------------------
+
+    async def shards(self) -> list[FrontierShard]:
+        """The crawl's shards (one while the crawl has no spec yet)."""
+        if self._shards is None:
+            count = await read_shard_count(self._redis, self.keys)
+            shards = [
+                FrontierShard(self._redis, k, self._scripts, clock=self._clock)
+                for k in self.keys.shards(count or 1)
+            ]
+            if count is None:
+                return shards  # not cached: a producer may yet write a spec of S shards
+            self._shards, self._schedule = shards, ShardSchedule(len(shards))
+        return self._shards
+
+    async def _shard_of(self, domain: str) -> FrontierShard:
+        shards = await self.shards()
+        return shards[shard_of(domain, len(shards))]
+
+    # -- the spec -------------------------------------------------------------------------
+
+    async def init(self, spec: CrawlSpec) -> CrawlSpec:
+        """Write the spec if the crawl has none yet (and its shards' copies); return the spec
+        in force (the existing one when the crawl was already created)."""
+        crawl = FrontierShard(self._redis, self.keys, self._scripts, clock=self._clock)
+        current = await crawl.write_spec(spec)
+        self._shards = None
+        shards = await self.shards()
+        if len(shards) > 1:
+            part = current.for_shard()
+            await gather_shards({i: s.write_spec(part) for i, s in enumerate(shards)})
+        if current == spec:
+            for domain, policy in spec.domains.items():
+                await self.set_policy(domain, policy.rate, policy.burst, policy.per_domain_inflight)
+        return current
+
+    async def spec(self) -> CrawlSpec | None:
+        async with translate_errors():
+            raw = await self._redis.hget(self.keys.spec, "json")
+        return None if raw is None else decode_spec(raw)
+
+    # -- the queue ------------------------------------------------------------------------
+
+    async def admit(
+        self, candidates: Sequence[Candidate], local_rejects: Mapping[str, int] | None = None
+    ) -> list[AdmitCode]:
+        """Admit canonical URLs (one call per shard touched); ``local_rejects`` are counted
+        alongside."""
+        shards = await self.shards()
+        if len(shards) == 1:
+            return await shards[0].admit(candidates, local_rejects)
+        groups = group_by(candidates, lambda c: shard_of(c.domain, len(shards)))
+        if local_rejects and not groups:
+            groups = {0: []}
+        first = min(groups, default=0)
+        answers = await gather_shards(
+            {
+                k: shards[k].admit(
+                    [candidates[i] for i in idx], local_rejects if k == first else None
+                )
+                for k, idx in groups.items()
+            }
+        )
+        codes: list[AdmitCode] = [AdmitCode.DUPLICATE] * len(candidates)
+        for k, idx in groups.items():
+            for i, code in zip(idx, answers[k], strict=True):
+                codes[i] = code
+        return codes
+
+    async def commit(
+        self,
+        worker: str,
+        *,
+        seen: Sequence[tuple[str, str]],
+        candidates: Sequence[Candidate],
+        local_rejects: Mapping[str, int],
+        ops: Sequence[SettleOp],
+    ) -> tuple[list[AdmitCode], list[SettleResult]]:
+        """Mark seen (``(domain, fp)`` of redirect hops), admit links and settle pages.
+
+        One shard: one atomic call (commit.lua). Several: the links and hops of every shard
+        first, then the settles, so a page is never done while its links are not yet admitted
+        (a crash between the two retries the page: its links come back as duplicates)."""
+        shards = await self.shards()
+        if len(shards) == 1:
+            return await shards[0].commit(
+                worker,
+                seen_fps=[fp for _, fp in seen],
+                candidates=candidates,
+                local_rejects=local_rejects,
+                ops=ops,
+            )
+        n = len(shards)
+        hops: dict[int, list[str]] = {}
+        for domain, fp in seen:
+            hops.setdefault(shard_of(domain, n), []).append(fp)
+        groups = group_by(candidates, lambda c: shard_of(c.domain, n))
+        touched = sorted(set(hops) | set(groups) | ({0} if local_rejects else set()))
+        first = touched[0] if touched else 0
+        answers = await gather_shards(
+            {
+                k: shards[k].commit(
+                    worker,
+                    seen_fps=hops.get(k, []),
+                    candidates=[candidates[i] for i in groups.get(k, [])],
+                    local_rejects=local_rejects if k == first else {},
+                    ops=[],
+                )
+                for k in touched
+            }
+        )
+        codes: list[AdmitCode] = [AdmitCode.DUPLICATE] * len(candidates)
+        for k, idx in groups.items():
+            for i, code in zip(idx, answers[k][0], strict=True):
+                codes[i] = code
+        return codes, await self.settle(worker, ops)
+
+    async def claim(self, worker: str, n: int = 1, lease_s: float | None = None) -> Claim:
+        """Claim up to ``n`` URLs, each leased to ``worker``."""
+        shards = await self.shards()
+        if len(shards) == 1:
+            return await shards[0].claim(worker, n, lease_s)
+        leases: list[Lease] = []
+        asked = paused = 0
+        for k in self._schedule.due():
+            claim = await shards[k].claim(worker, n - len(leases), lease_s)
+            asked += 1
+            paused += claim.paused
+            self._schedule.note(k, 0.0 if claim.leases else claim.wait_s)
+            for lease in claim.leases:
+                self._routes.hold(lease.fp, k)
+            leases += claim.leases
+            if len(leases) >= n:
+                break
+        if leases:
+            return Claim(leases, 0.0)
+        if asked and paused == asked:
+            return Claim(leases, None, paused=True)
+        return Claim(leases, self._schedule.next_wait())
+
+    async def settle(self, worker: str, ops: Sequence[SettleOp]) -> list[SettleResult]:
+        """Ack, retry or release leases (one call per shard holding them)."""
+        shards = await self.shards()
+        if len(shards) == 1:
+            return await shards[0].settle(worker, ops)
+        by_fp = {op.fp: i for i, op in enumerate(ops)}
+        known, unknown = self._routes.split(by_fp, len(shards))
+        calls = {
+            k: shards[k].settle(worker, [ops[by_fp[fp]] for fp in fps]) for k, fps in known.items()
+        }
+        answers = await gather_shards(calls)
+        results = [SettleResult.STALE] * len(ops)
+        for k, fps in known.items():
+            self._schedule.wake(k)
+            for fp, result in zip(fps, answers[k], strict=True):
+                results[by_fp[fp]] = result
+                self._routes.drop(fp)
+        if unknown:  # not leased through this object: only the holding shard can settle it
+            lost = [ops[by_fp[fp]] for fp in unknown]
+            everywhere = await gather_shards(
+                {k: s.settle(worker, lost) for k, s in enumerate(shards)}
+            )
+            for j, fp in enumerate(unknown):
+                found = [a[j] for a in everywhere.values() if a[j] is not SettleResult.STALE]
+                results[by_fp[fp]] = found[0] if found else SettleResult.STALE
+        return results
+
+    async def ack(
+        self, worker: str, fp: str, outcome: Outcome, reason: str = "", record: str = ""
+    ) -> SettleResult:
+        return (await self.settle(worker, [SettleOp.ack(fp, outcome, reason, record)]))[0]
+
+    async def retry(
+        self,
+        worker: str,
+        fp: str,
+        reason: str,
+        *,
+        delay_s: float = 0.0,
+        retry_after_s: float = 0.0,
+        record: str = "",
+    ) -> SettleResult:
+        op = SettleOp.retry(fp, reason, delay_s=delay_s, retry_after_s=retry_after_s, record=record)
+        return (await self.settle(worker, [op]))[0]
+
+    async def release(self, worker: str, fps: Sequence[str]) -> list[SettleResult]:
+        return await self.settle(worker, [SettleOp.release(fp) for fp in fps])
+
+    async def renew(self, worker: str, fps: Sequence[str], lease_s: float | None = None) -> int:
+        shards = await self.shards()
+        if len(shards) == 1:
+            return await shards[0].renew(worker, fps, lease_s)
+        known, unknown = self._routes.split(fps, len(shards))
+        calls = {k: shards[k].renew(worker, part, lease_s) for k, part in known.items()}
+        if unknown:
+            calls |= {
+                len(shards) + k: s.renew(worker, unknown, lease_s) for k, s in enumerate(shards)
+            }
+        return sum((await gather_shards(calls)).values())
+
+    async def reap(self, limit: int = 1000, *, every_lease: bool = False) -> tuple[int, int]:
+        """Return expired leases to their queues; (requeued, dead-lettered). ``every_lease``:
+        expired or not, for a store whose lease holders are all known dead."""
+        shards = await self.shards()
+        answers = await gather_shards(
+            {k: s.reap(limit, every_lease=every_lease) for k, s in enumerate(shards)}
+        )
+        return sum(a[0] for a in answers.values()), sum(a[1] for a in answers.values())
+
+    async def pending(self) -> int:
+        """admitted - done - failed - skipped, from the counters alone."""
+        shards = await self.shards()
+        return sum((await gather_shards({k: s.pending() for k, s in enumerate(shards)})).values())
+
+    # -- politeness -----------------------------------------------------------------------
+
+    async def set_policy(
+        self,
+        domain: str,
+        rate: float | None = None,
+        burst: int | None = None,
+        per_domain_inflight: int | None = None,
+    ) -> None:
+        await (await self._shard_of(domain)).set_policy(domain, rate, burst, per_domain_inflight)
+
+    async def set_delay(self, domain: str, seconds: float) -> None:
+        """robots.txt Crawl-delay: at most one request per ``seconds`` for this domain."""
+        await (await self._shard_of(domain)).set_delay(domain, seconds)
+
+    async def back_off(self, domain: str, seconds: float) -> None:
+        """Push the domain's next request at least ``seconds`` away (429/503 Retry-After)."""
+        await (await self._shard_of(domain)).back_off(domain, seconds)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def stats(self, top: int = 10) -> FrontierStats:
+        shards = await self.shards()
+        answers = await gather_shards({k: s.stats(top) for k, s in enumerate(shards)})
+        return merge_stats([answers[k] for k in range(len(shards))], top)
+
+    async def dead_letters(self, start: int = 0, stop: int = -1) -> list[DeadLetter]:
+        """The dead letters of every shard (``start``/``stop`` index each shard's list)."""
+        out: list[DeadLetter] = []
+        for shard in await self.shards():
+            out += await shard.dead_letters(start, stop)
+        return out
+
+    async def page_records(self) -> AsyncIterator[tuple[str, str]]:
+        """Every (fingerprint, record JSON) in the pages sink, in no particular order."""
+        for shard in await self.shards():
+            async for item in shard.page_records():
+                yield item

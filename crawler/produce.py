@@ -75,6 +75,10 @@ def read_seed_lines(args: Iterable[str], files: Iterable[str]) -> Iterator[SeedL
                 yield SeedLine(label, i, text)
 
 
+# Shards of a new crawl on a Redis Cluster: enough to spread over a few masters evenly.
+AUTO_CLUSTER_SHARDS = 16
+
+
 def build_spec(
     settings: Settings,
     seeds: list[str],
@@ -82,9 +86,16 @@ def build_spec(
     allow_domains: list[str] | None = None,
     include: list[str] | None = None,
     exclude: list[str] | None = None,
+    cluster: bool = False,
 ) -> CrawlSpec:
     """The spec for a new crawl from the settings' frontier section; allowed domains default to
-    the seeds' hosts, and a doc carries what the summarizers' input budget can read."""
+    the seeds' hosts, and a doc carries what the summarizers' input budget can read. Unless
+    the settings say, a crawl has one shard on a single Redis and AUTO_CLUSTER_SHARDS on a
+    Redis Cluster (``cluster``), one then too when it caps its pages (--max-pages)."""
+    shards = settings.frontier.shards
+    if not shards:
+        sharded = cluster and not settings.frontier.max_pages
+        shards = AUTO_CLUSTER_SHARDS if sharded else 1
     domains = list(allow_domains or [])
     if not domains:
         for seed in seeds:
@@ -101,7 +112,8 @@ def build_spec(
         exclude=exclude or [],
         strip_params=list(DEFAULT_TRACKING_PARAMS),
         doc_max_chars=doc_text_budget(settings.llm.max_input_tokens),
-        **settings.frontier.model_dump(),
+        shards=shards,
+        **settings.frontier.model_dump(exclude={"shards"}),
     )
 
 

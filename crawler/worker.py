@@ -30,7 +30,7 @@ from common.lifecycle import Shutdown
 from common.logging import get_logger
 from common.metrics import CrawlerMetrics
 from common.serde import Doc, encode_doc
-from common.urls import fingerprint
+from common.urls import fingerprint, netloc_of
 from crawler.admission import AdmitReport, Admitter
 from crawler.classify import SkipPage
 from crawler.committer import Committer
@@ -284,7 +284,7 @@ class CrawlWorker(LeasedWorker[Lease]):
             prepared = self._admitter.prepare(
                 commit.links, depth=commit.depth, base=commit.base, parent=lease.url
             )
-        seen = [fingerprint(u) for u in commit.seen_urls or ()]
+        seen = [(netloc_of(u), fingerprint(u)) for u in commit.seen_urls or ()]
         result = await self.until_stored(lambda: self._committer.commit(commit.op, prepared, seen))
         if result is not None:
             self._count(commit.op, result)

@@ -36,7 +36,7 @@ from common.heartbeat import Heartbeats
 from common.lifecycle import Shutdown, run
 from common.logging import configure_logging
 from common.settings import Settings, build_settings
-from common.store import EMBEDDED, redis_memory
+from common.store import EMBEDDED, is_cluster, redis_memory
 from common.urls import canonicalize
 from crawler.admission import Admitter
 from crawler.frontier import Frontier
@@ -117,6 +117,13 @@ def _memory(p: argparse.ArgumentParser, *, llm_budget: bool) -> None:
     )
     g.add_argument(
         "--seen", choices=["set", "bloom"], help="seen URLs: exact set (default) or Bloom filters"
+    )
+    g.add_argument(
+        "--shards",
+        type=int,
+        metavar="S",
+        help="split the frontier and docs queue in S parts, each in its own Redis Cluster slot"
+        " (default: 1 on a single Redis, 16 on a cluster; fixed when the crawl is created)",
     )
     g.add_argument("--seen-error", type=float, metavar="P", help="Bloom error rate (1e-6)")
     g.add_argument(
@@ -304,6 +311,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         seen=a.get("seen"),
         seen_error=a.get("seen_error"),
         seen_capacity=a.get("seen_capacity"),
+        shards=a.get("shards"),
     )
     fetch = given(max_body_bytes=a.get("max_body_bytes"), user_agent=a.get("user_agent"))
     crawler = given(concurrency=a.get("concurrency"))
@@ -367,7 +375,7 @@ def _need_server(settings: Settings, command: str) -> None:
 
 async def _produce(settings: Settings, args: argparse.Namespace) -> int:
     lines = list(read_seed_lines(args.seeds, args.file))
-    async with store_session(settings) as (_, frontier):
+    async with store_session(settings) as (redis, frontier):
         if args.sitemap:
             from crawler.fetch import Fetcher
 
@@ -381,6 +389,7 @@ async def _produce(settings: Settings, args: argparse.Namespace) -> int:
             allow_domains=args.allow_domain,
             include=args.include,
             exclude=args.exclude,
+            cluster=is_cluster(redis),
         )
         current = await frontier.init(spec)
         report = await produce(Admitter(frontier, current), lines)

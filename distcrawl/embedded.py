@@ -26,7 +26,7 @@ from common.lifecycle import Shutdown
 from common.private_server import private_server
 from common.settings import Settings
 from common.spec import CrawlSpec
-from common.store import EMBEDDED
+from common.store import EMBEDDED, is_cluster
 from crawler.admission import Admitter
 from crawler.frontier import Frontier
 from crawler.produce import SeedLine, build_spec, produce
@@ -163,6 +163,7 @@ async def _crawl(
             allow_domains=req.allow_domains,
             include=req.include,
             exclude=req.exclude,
+            cluster=is_cluster(redis),
         )
         if stored is not None:
             if seeds:

@@ -208,7 +208,9 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         request = Request(doc.url, doc.title, doc.text, profile)
         model, prompt = self._engine.cache_identity(request)
         made: list[Summary] = []
-        writes: list[CacheWrite] = []  # stored with the settle: one round trip less per doc
+        # stored with the settle, one round trip less per doc; a sharded crawl's cache is not in
+        # the doc's slot, so the cache stores it on its own
+        writes: list[CacheWrite] | None = None if await self._queue.sharded() else []
 
         async def compute() -> str:
             made.append(await self._engine.summarize(request))
