@@ -225,7 +225,7 @@ class DocsQueue:
         leases: list[DocLease] = []
         for k in self._schedule.due():
             got = await shards[k].claim(worker, n - len(leases), lease_s)
-            self._schedule.note(k, 0.0 if got else None)
+            self._schedule.note(k, bool(got))
             for lease in got:
                 self._routes.hold(lease.fp, k)
             leases += got

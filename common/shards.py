@@ -30,7 +30,10 @@ __all__ = ["LeaseRoutes", "ShardSchedule", "gather_shards", "group_by", "read_sh
 T = TypeVar("T")
 R = TypeVar("R")
 
-# How soon a shard that had nothing claimable (and no known ready time) is asked again.
+# How soon a shard that had nothing claimable (and knew no ready time) is asked again: soon at
+# first, then less often while it stays empty (so busy shards are served at once and idle ones
+# cost a call a second).
+FIRST_RECHECK_S = 0.05
 RECHECK_S = 1.0
 
 
@@ -48,6 +51,7 @@ class ShardSchedule:
 
     def __init__(self, count: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._due = [0.0] * count
+        self._idle = [FIRST_RECHECK_S] * count
         self._start = 0
         self._clock = clock
 
@@ -57,15 +61,21 @@ class ShardSchedule:
         start, self._start = self._start, (self._start + 1) % n
         return [i % n for i in range(start, start + n) if self._due[i % n] <= now]
 
-    def note(self, shard: int, wait_s: float | None) -> None:
-        """A claim on ``shard`` answered: work is due in ``wait_s`` (0 after a claim that got
-        items; None when the shard knows no time: ask again after RECHECK_S)."""
-        wait = RECHECK_S if wait_s is None else min(wait_s, RECHECK_S)
-        self._due[shard] = self._clock() + wait
+    def note(self, shard: int, got: bool, wait_s: float | None = None) -> None:
+        """A claim on ``shard`` answered: it gave items (ask again at once), or work is due in
+        ``wait_s``, or it knows no time (ask again after a back-off that grows while it stays
+        empty, up to RECHECK_S)."""
+        now = self._clock()
+        if got:
+            self._due[shard], self._idle[shard] = now, FIRST_RECHECK_S
+            return
+        idle = self._idle[shard]
+        self._idle[shard] = min(RECHECK_S, idle * 2)
+        self._due[shard] = now + (min(wait_s, RECHECK_S) if wait_s is not None else idle)
 
     def wake(self, shard: int) -> None:
         """Something changed in ``shard`` here (a lease settled): it may have work now."""
-        self._due[shard] = 0.0
+        self._due[shard], self._idle[shard] = 0.0, FIRST_RECHECK_S
 
     def next_wait(self) -> float:
         return max(0.0, min(self._due) - self._clock())

@@ -642,7 +642,7 @@ class Frontier:
             claim = await shards[k].claim(worker, n - len(leases), lease_s)
             asked += 1
             paused += claim.paused
-            self._schedule.note(k, 0.0 if claim.leases else claim.wait_s)
+            self._schedule.note(k, bool(claim.leases), claim.wait_s)
             for lease in claim.leases:
                 self._routes.hold(lease.fp, k)
             leases += claim.leases

@@ -181,6 +181,13 @@ class RedisClusterServer:
                 out.append(node)
         return out
 
+    def keys_per_master(self, pattern: str) -> dict[int, int]:
+        """How many keys matching ``pattern`` each master holds (port -> count)."""
+        return {
+            node.port: len(self.node_cli(node, "--scan", "--pattern", pattern).split())
+            for node in self.masters()
+        }
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop(kill=True)

@@ -75,12 +75,34 @@ class Fleet:
     def alive(self) -> list[Worker]:
         return [w for w in self.workers if w.alive]
 
+    def holding(self, role: str, timeout: float = 10.0) -> set[int]:
+        """The pids of live ``role`` workers whose last heartbeat shows leases in flight (the
+        ones a kill would take work from); waits up to ``timeout`` for one, else empty."""
+        deadline = time.monotonic() + timeout
+        alive = {w.proc.pid for w in self.alive() if w.role == role}
+        while time.monotonic() < deadline:
+            run = cli("status", *self.store, "--json")
+            if run.returncode == 0:
+                beats = json.loads(run.stdout)["workers"]
+                pids = {b.get("pid") for b in beats if b.get("role") == role}
+                busy = {b.get("pid") for b in beats if b.get("in_flight", 0) > 0}
+                if found := alive & pids & busy:
+                    return {int(p) for p in found if p is not None}
+            time.sleep(0.3)
+        return set()
+
     def hit(
-        self, rng: random.Random, sig: signal.Signals, role: str | None = None
+        self,
+        rng: random.Random,
+        sig: signal.Signals,
+        role: str | None = None,
+        among: set[int] | None = None,
     ) -> Worker | None:
-        """Send ``sig`` to a random live worker (of ``role``, if given) and start a new one of
-        the same role."""
+        """Send ``sig`` to a random live worker (of ``role``, if given; of the pids ``among``,
+        if any of them is alive) and start a new one of the same role."""
         alive = [w for w in self.alive() if role is None or w.role == role]
+        chosen = [w for w in alive if among and w.proc.pid in among]
+        alive = chosen or alive
         if not alive:
             return None
         victim = rng.choice(alive)

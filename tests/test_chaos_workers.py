@@ -98,7 +98,9 @@ def test_workers_hit_at_random_lose_nothing(
             time.sleep(rng.uniform(1.5, 3.0))
             # the roles take turns, so both kinds of lease are hit (a random pick could spare
             # the summarizers, and the docs_reaped check below would then fail by chance)
-            fleet.hit(rng, sig, role=("crawl", "summarize")[fleet.signals_sent % 2])
+            role = ("crawl", "summarize")[fleet.signals_sent % 2]
+            # a worker that holds leases (its heartbeat says so), so every hit takes work away
+            fleet.hit(rng, sig, role=role, among=fleet.holding(role))
         fleet.wait(timeout=180)
     finally:
         fleet.kill_all()
@@ -126,6 +128,10 @@ def test_workers_hit_at_random_lose_nothing(
         max_rss_mb=fleet.peak_rss_mb(),
     )
     assert figures.admitted == len(expected)
+    if isinstance(server, RedisClusterServer):  # the crawl's 16 shards spread over the masters
+        per_master = server.keys_per_master(f"distcrawl:{{{store[-1]}:*")
+        assert len(per_master) == 3
+        assert all(n > 0 for n in per_master.values()), per_master
     assert figures.done == len(expected), figures  # max attempts 10: no page runs out of tries
     assert figures.summarized == figures.done, figures
     if sig == signal.SIGKILL:
