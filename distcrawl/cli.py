@@ -461,7 +461,7 @@ async def _summarize(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _status(settings: Settings, args: argparse.Namespace) -> int:
-    async with store_session(settings) as (redis, frontier):
+    async with store_session(settings, existing=True) as (redis, frontier):
         status = await crawl_status(
             frontier,
             DocsQueue(redis, frontier.keys),
@@ -477,7 +477,7 @@ async def _top(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
-    async with store_session(settings) as (redis, frontier):
+    async with store_session(settings, existing=True) as (redis, frontier):
         path, n = await export_pages(frontier, args.out)
         exported = await export_summaries(DocsQueue(redis, frontier.keys), args.out)
     print(f"wrote {n} page records to {path} and {exported.describe()}")

@@ -23,7 +23,7 @@ from common.scripts import ScriptRunner
 from common.serde import doc_text_budget
 from common.settings import Settings
 from common.spec import CrawlSpec
-from common.store import open_store, redis_memory
+from common.store import open_store, redis_memory, translate_errors
 from crawler.admission import Admitter
 from crawler.fetch import Fetcher
 from crawler.frontier import Frontier, FrontierStats
@@ -51,12 +51,38 @@ log = get_logger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def store_session(settings: Settings) -> AsyncIterator[tuple[Redis, Frontier]]:
+async def store_session(
+    settings: Settings, *, existing: bool = False
+) -> AsyncIterator[tuple[Redis, Frontier]]:
+    """The store and the crawl's frontier. ``existing``: the crawl must have been created (a
+    reader such as status, top or export): a name that is not a crawl is a ConfigError naming
+    the crawls there are, not an empty answer."""
     redis = await open_store(settings.redis)
     try:
-        yield redis, Frontier(redis, CrawlKeys(settings.crawl))
+        keys = CrawlKeys(settings.crawl)
+        if existing:
+            await _require_crawl(redis, keys)
+        yield redis, Frontier(redis, keys)
     finally:
         await redis.aclose()
+
+
+async def _require_crawl(redis: Redis, keys: CrawlKeys) -> None:
+    async with translate_errors():
+        if await redis.exists(keys.spec):
+            return
+        names = sorted(
+            {
+                key[len("distcrawl:{") : -len("}:spec")]
+                async for key in redis.scan_iter(match="distcrawl:{*}:spec", count=1000)
+                if ":" not in key[len("distcrawl:{") : -len("}:spec")]  # not a shard's copy
+            }
+        )
+    there = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    raise ConfigError(
+        f"no crawl named {keys.crawl!r} in this store"
+        + (f"; crawls here: {there}" if names else "; it holds no crawl")
+    )
 
 
 def frontier_gauges(stats: FrontierStats) -> dict[str, float]:

@@ -264,7 +264,7 @@ async def run_top(
     if not interval_s > 0:
         raise ConfigError(f"--interval must be > 0 (got {interval_s})")
     console = console if console is not None else Console()
-    async with store_session(settings) as (redis, frontier):
+    async with store_session(settings, existing=True) as (redis, frontier):
         docs, beats = DocsQueue(redis, frontier.keys), Heartbeats(redis, frontier.keys)
         status = await crawl_status(frontier, docs, beats, memory=await redis_memory(redis))
         at = time.monotonic()

@@ -123,3 +123,24 @@ def test_a_bad_llm_base_url_stops_before_any_work(env: dict[str, str], tmp_path:
     )
     assert proc.returncode == 2
     assert "is not an http(s) URL" in _one_line_error(proc.stderr)
+
+
+def test_readers_of_a_crawl_that_does_not_exist_name_the_ones_that_do(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A typo in --crawl: status, top and export answer one line naming the crawls there are
+    (a sharded crawl's shard copies are not crawls), and exit 2."""
+    store = ["--redis", redis_server.url]
+    suffix = tmp_path.name[-6:]
+    for name, shards in ((f"news{suffix}", "1"), (f"blogs{suffix}", "4")):
+        made = cli("produce", *store, "--crawl", name, "http://a.test/", "--shards", shards)
+        assert made.returncode == 0, made.stderr
+    for command in (["status"], ["top", "--once"], ["export", "--out", str(tmp_path)]):
+        proc = cli(*command, *store, "--crawl", f"nwes{suffix}")
+        assert proc.returncode == 2, proc.stderr
+        line = _one_line_error(proc.stderr)
+        assert f"no crawl named 'nwes{suffix}'" in line
+        assert f"news{suffix}" in line
+        assert f"blogs{suffix}" in line
+        assert f"blogs{suffix}:0" not in line
+    assert not (tmp_path / "pages.jsonl").exists()
