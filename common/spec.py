@@ -55,6 +55,9 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     seen: Literal["set", "bloom"] = "set"
     seen_error: float = 1e-6
     seen_capacity: int = 1_000_000
+    # The proxy pool (crawler/proxies.py): URLs with any password replaced by "***", in pool
+    # order; empty: fetches go direct. Workers bring the passwords themselves.
+    proxies: list[str] = msgspec.field(default_factory=list)
     v: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
