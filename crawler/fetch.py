@@ -257,8 +257,9 @@ class Fetcher:
             if failure is None or route is None or self._proxies is None:
                 raise translate_exception(exc) from exc
             reason, auth = failure
+            what = "refused the credentials" if auth else f"failed: {reason}"
             proxy_exc = ProxyFailed(
-                f"{route.proxy.describe()} failed: {reason}",
+                f"{route.proxy.describe()} {what}",
                 reason=reason,
                 proxy=route.name,
                 unsent=True,

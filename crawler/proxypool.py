@@ -173,7 +173,7 @@ class ProxyPool:
         or one of ``--proxy-rotate-on`` (the site blocks the proxy's address)."""
         if status == 407:
             raise ProxyFailed(
-                f"{route.proxy.describe()} refused the credentials (HTTP 407)",
+                f"{route.proxy.describe()} refused the credentials",
                 reason="proxy_auth",
                 proxy=route.name,
                 unsent=True,

@@ -18,8 +18,8 @@ from tests.processes import ROOT
 
 __all__ = ["HttpProxy", "SocksProxy"]
 
-# proxy.py's access log: "127.0.0.1:54086 - GET 127.0.0.1:8765/p/1.html - 200 OK - ..."
-_HTTP_LINE = re.compile(r" - GET (\d+\.\d+\.\d+\.\d+):(\d+)(/\S*) - (\d+)")
+# tests/proxylog.py's line, one per request carried: "carried GET 127.0.0.1:8765/p/1.html"
+_HTTP_LINE = re.compile(r"carried GET (\d+\.\d+\.\d+\.\d+):(\d+)(/\S*)$", re.M)
 # pproxy -v: "socks5 127.0.0.1:38010 -> 127.0.0.2:8766"
 _SOCKS_LINE = re.compile(r"^socks5 \S+ -> (\d+\.\d+\.\d+\.\d+):(\d+)", re.M)
 
@@ -89,14 +89,14 @@ class HttpProxy(_Proxy):
             "1",
             "--log-file",
             str(log),
+            "--plugins",
+            "tests.proxylog.RequestLog",
         ]
         self._start(argv + (["--basic-auth", auth] if auth else []))
 
     def requests(self) -> Counter[str]:
         """The requests it carried to the sites: http://host:port/path -> how many times."""
-        return Counter(
-            f"http://{m[1]}:{m[2]}{m[3]}" for m in _HTTP_LINE.finditer(self.text()) if m[4] != "0"
-        )
+        return Counter(f"http://{m[1]}:{m[2]}{m[3]}" for m in _HTTP_LINE.finditer(self.text()))
 
     def hosts(self) -> set[str]:
         return {url.split("/")[2].split(":")[0] for url in self.requests()}
