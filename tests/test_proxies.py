@@ -187,6 +187,7 @@ async def test_statuses_to_rotate_on(server_store: Redis, crawl_keys: CrawlKeys)
 # -- crawling through the pool --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_three_workers_three_proxies(
     redis_server: RedisServer,
     site_factory: Callable[..., SiteProcess],
@@ -272,6 +273,7 @@ def test_three_workers_three_proxies(
     client.close()
 
 
+@pytest.mark.slow
 def test_a_proxy_killed_mid_crawl_is_rotated_away_from(
     redis_server: RedisServer,
     site_factory: Callable[..., SiteProcess],
@@ -329,6 +331,7 @@ def test_a_proxy_killed_mid_crawl_is_rotated_away_from(
     assert {e["proxy"] for e in failed} == {"first"}, failed
 
 
+@pytest.mark.slow
 def test_a_dead_pool_pauses_the_crawl_and_resumes(
     redis_server: RedisServer,
     site_factory: Callable[..., SiteProcess],
