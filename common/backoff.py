@@ -7,9 +7,18 @@ import random
 import time
 from collections.abc import Mapping
 
-__all__ = ["MAX_RETRY_AFTER_S", "backoff_s", "parse_retry_after", "retry_after_from_headers"]
+__all__ = [
+    "MAX_RETRY_AFTER_S",
+    "backoff_s",
+    "crawl_backoff_s",
+    "parse_retry_after",
+    "retry_after_from_headers",
+]
 
 MAX_RETRY_AFTER_S = 3600.0
+# The crawler's curve: a URL's retry delay, its domain's back-off, and a failing proxy's.
+CRAWL_BACKOFF_BASE_S = 2.0
+CRAWL_BACKOFF_CAP_S = 300.0
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -51,3 +60,9 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, *, full_jitter: bool = 
     if full_jitter:
         return float(random.uniform(0, ceiling))
     return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+def crawl_backoff_s(attempt: int) -> float:
+    """The crawler's back-off before retry number ``attempt``: for a URL, its domain (when
+    the host struggles) and a proxy that failed ``attempt`` times in a row."""
+    return backoff_s(attempt, CRAWL_BACKOFF_BASE_S, CRAWL_BACKOFF_CAP_S)

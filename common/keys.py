@@ -55,6 +55,7 @@ FIXED_KEYS: dict[str, str] = {
     "summary_cache": "summary-cache",
     "llm": "llm",
     "workers": "workers",
+    "proxies": "proxies",
 }
 PART_KEYS: dict[str, str] = {
     "queue": "q:",
@@ -186,6 +187,11 @@ class CrawlKeys:
     def workers(self) -> str:
         """Heartbeats: worker id -> JSON with role, host, pid and the time of its last beat."""
         return self.prefix + FIXED_KEYS["workers"]
+
+    @property
+    def proxies(self) -> str:
+        """The proxy pool's shared health: proxy name -> "failures until_ms" (crawl-wide)."""
+        return self.prefix + FIXED_KEYS["proxies"]
 
     def robots(self, domain: str) -> str:
         return self.prefix + PART_KEYS["robots"] + domain

@@ -1,6 +1,7 @@
 """Every distcrawl_* metric, on a registry per process role, and the /metrics endpoint.
 
-Label values are bounded sets (status classes, outcomes, short reasons): no URLs, no domains.
+Label values are bounded sets (status classes, outcomes, short reasons, the configured proxy
+names): no URLs, no domains.
 """
 
 from __future__ import annotations
@@ -64,6 +65,19 @@ class CrawlerMetrics:
             "distcrawl_leases_reaped", "Expired leases returned to the frontier", registry=r
         )
         self.paused = PauseGauge(r)
+        # Per proxy of the pool: its name (``#name`` in its URL, else p<index>), never its URL.
+        self.proxy_fetches = Counter(
+            "distcrawl_proxy_fetches",
+            "Fetches through each proxy: ok (the proxy carried it), failed, refused (407)",
+            ["proxy", "outcome"],
+            registry=r,
+        )
+        self.proxy_up = Gauge(
+            "distcrawl_proxy_up",
+            "1 while this process may route through the proxy (not backed off, not refused)",
+            ["proxy"],
+            registry=r,
+        )
         # Known label values start at 0, so rate() and ratios have a series before the first event.
         _preset(self.fetches, ("2xx", "3xx", "4xx", "5xx", "error"))
         _preset(self.pages, ("done", "failed", "skipped"))
@@ -120,9 +134,10 @@ class PauseGauge:
     """``distcrawl_worker_paused{reason}``: 1 while this process waits on purpose.
 
     Reasons: ``docs_backlog`` (a crawler, while the summarizers' backlog is at the crawl's
-    bound) and ``store_full`` (Redis at maxmemory refuses writes)."""
+    bound), ``store_full`` (Redis at maxmemory refuses writes) and ``proxies_down`` (a crawler
+    whose proxy pool has no usable proxy)."""
 
-    REASONS = ("docs_backlog", "store_full")
+    REASONS = ("docs_backlog", "store_full", "proxies_down")
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._gauge = Gauge(

@@ -52,6 +52,7 @@ SCRIPT_NAMES = (
     "docs_stats",
     "docs_cache_probe",
     "llm_acquire",
+    "proxy_health",
 )
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "FetchSettings",
     "FrontierDefaults",
     "LLMSettings",
+    "ProxySettings",
     "Settings",
     "WarcSettings",
     "WorkerSettings",
@@ -110,6 +111,27 @@ class WarcSettings(_Section):
         1024**3, ge=1024, description="a file is closed and the next begun at this size"
     )
     gzip_level: int = Field(6, ge=1, le=9, description="zlib level of each record's gzip member")
+
+
+class ProxySettings(_Section):
+    """The crawl's proxy pool (crawler/proxies.py). The producer writes the pool into the
+    crawl's spec with passwords redacted; each worker gives the full URLs (from ``file`` or
+    ``urls``, i.e. DISTCRAWL_PROXY__URLS) so that its fetches can authenticate."""
+
+    urls: tuple[SecretStr, ...] = Field((), description="proxy URLs (credentials allowed)")
+    file: str | None = Field(None, description="a file of proxy URLs, one a line, # comments")
+    rotate_on: tuple[int, ...] = Field(
+        (), description="HTTP statuses (e.g. 403, 429) that also count as the proxy failing"
+    )
+    allow_private: bool = Field(False, description="allow proxies on loopback/private addresses")
+
+    @field_validator("rotate_on")
+    @classmethod
+    def _statuses(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [s for s in value if not 400 <= s <= 599]
+        if bad:
+            raise ValueError(f"statuses to rotate on must be 400-599 (got {bad})")
+        return value
 
 
 class CrawlerSettings(_Section):
@@ -209,6 +231,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     crawler: CrawlerSettings = CrawlerSettings()
     warc: WarcSettings = WarcSettings()
+    proxy: ProxySettings = ProxySettings()
     llm: LLMSettings = LLMSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
 

@@ -59,6 +59,9 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # Shards (common/keys.py): the frontier and docs queue in S parts, each in its own Redis
     # Cluster slot. Fixed when the crawl is created; crawls made before shards existed have 1.
     shards: int = 1
+    # The proxy pool (crawler/proxies.py): URLs with any password replaced by "***", in pool
+    # order; empty: fetches go direct. Workers bring the passwords themselves.
+    proxies: list[str] = msgspec.field(default_factory=list)
     v: int = SPEC_VERSION
 
     def __post_init__(self) -> None:

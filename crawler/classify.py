@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import aiohttp_socks
 
 from common.backoff import parse_retry_after
 from common.errors import DistcrawlError, PermanentError, RetryableError, find_cause
 
 __all__ = [
     "BlockedAddress",
+    "ProxyFailed",
+    "ProxyPoolDown",
     "SkipPage",
     "check_status",
+    "proxy_failure",
     "translate_exception",
 ]
 
@@ -28,6 +32,62 @@ class SkipPage(PermanentError):
 
 class BlockedAddress(OSError):
     """The host resolves to an address the crawler may not fetch (SSRF guard)."""
+
+
+class ProxyFailed(RetryableError):
+    """The proxy a fetch went through failed (the site is not to blame): the URL goes back,
+    and the proxy backs off. ``unsent``: the request never reached the site, so the URL is
+    released without spending one of its attempts. ``auth``: the proxy refused the
+    credentials (407), which no retry heals."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        proxy: str,
+        unsent: bool,
+        auth: bool = False,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        domain_backoff: bool = False,
+    ) -> None:
+        super().__init__(
+            message,
+            reason=reason,
+            status=status,
+            retry_after_s=retry_after_s,
+            domain_backoff=domain_backoff,
+        )
+        self.proxy = proxy
+        self.unsent = unsent
+        self.auth = auth
+
+
+class ProxyPoolDown(ProxyFailed):
+    """No proxy of the pool may be used now: the URL goes back untouched, the worker pauses."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="proxies_down", proxy="", unsent=True)
+
+
+def proxy_failure(exc: BaseException) -> tuple[str, bool] | None:
+    """``(reason, auth)`` when ``exc``, raised by a fetch through a proxy, is the proxy's
+    failure rather than the site's: the proxy cannot be reached or timed out while connecting,
+    refused the credentials, or broke the SOCKS handshake. None otherwise (a read timeout or a
+    reset mid-response may be the site's doing, and is retried as without a proxy)."""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):  # CONNECT (https target) answered
+        return ("proxy_auth", True) if exc.status == 407 else None
+    if isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp_socks.ProxyConnectionError):
+        return "proxy_connect", False
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp_socks.ProxyTimeoutError):
+        return "proxy_timeout", False
+    if isinstance(exc, aiohttp_socks.ProxyError):
+        if "authentication" in str(exc).lower():
+            return "proxy_auth", True
+        # SOCKS5 replies 3-6 (network/host unreachable, refused, TTL): the site's side
+        return None if exc.error_code in (3, 4, 5, 6) else ("proxy_error", False)
+    return None
 
 
 def check_status(status: int, retry_after: str | None) -> None:
@@ -45,6 +105,19 @@ def check_status(status: int, retry_after: str | None) -> None:
             domain_backoff=status in (429, 503),
         )
     raise PermanentError(f"HTTP {status}", reason=reason, status=status)
+
+
+def _proxy_side(exc: BaseException) -> RetryableError | None:
+    """A proxy's report that it could not reach the site (the site's side, retried)."""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):  # a CONNECT answer other than 407
+        return RetryableError(
+            f"proxy could not connect: HTTP {exc.status}",
+            reason=f"proxy_connect_{exc.status}",
+            domain_backoff=True,
+        )
+    if isinstance(exc, aiohttp_socks.ProxyError):  # a SOCKS reply: host unreachable, refused
+        return RetryableError(f"proxy could not connect: {exc}", reason="connect_error")
+    return None
 
 
 def translate_exception(exc: BaseException) -> DistcrawlError:
@@ -71,8 +144,9 @@ def translate_exception(exc: BaseException) -> DistcrawlError:
         )
     if isinstance(exc, aiohttp.InvalidURL):
         return PermanentError(f"invalid URL: {exc}", reason="invalid_url")
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return PermanentError(f"bad response: {exc.message}", reason="bad_response")
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp_socks.ProxyError):
+        message = getattr(exc, "message", exc)  # (a SOCKS ProxyError is always _proxy_side's)
+        return _proxy_side(exc) or PermanentError(f"bad response: {message}", reason="bad_response")
     if isinstance(exc, aiohttp.ClientError | ValueError | UnicodeError):
         return PermanentError(f"{type(exc).__name__}: {exc}", reason="client_error")
     raise exc

@@ -2,7 +2,9 @@
 
 One ``aiohttp.ClientSession`` per process, opened by ``Fetcher.open_session`` in the worker's exit
 stack. The connector is tuned on purpose: a total and a per-host connection limit (the per-domain
-politeness lives in Redis; this bounds sockets), a DNS cache, keep-alive.
+politeness lives in Redis; this bounds sockets), a DNS cache, keep-alive. With a proxy pool
+(crawler/proxypool.py) each proxy has a session of its own (a SOCKS proxy is its session's
+connector) and every fetch, robots.txt included, goes through its domain's proxy.
 """
 
 from __future__ import annotations
@@ -12,14 +14,26 @@ import re
 import time
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
+import aiohttp_socks
+from python_socks import ProxyType
 
+from common.backoff import parse_retry_after
 from common.errors import InvalidUrl, OutputError, PermanentError, RetryableError
 from common.settings import FetchSettings
 from common.urls import canonicalize, host_of
-from crawler.classify import SkipPage, check_status, translate_exception
-from crawler.ssrf import GuardedResolver, check_literal_host
+from crawler.classify import (
+    ProxyFailed,
+    SkipPage,
+    check_status,
+    proxy_failure,
+    translate_exception,
+)
+from crawler.proxies import ProxyEndpoint
+from crawler.proxypool import ProxyPool, Route
+from crawler.ssrf import GuardedResolver, ProxiedHostGuard, check_literal_host
 from crawler.warc import SIDE_BODY_BYTES, Exchange, WarcArchive, WarcLocation
 
 __all__ = ["FetchResult", "Fetcher", "decode_body"]
@@ -27,6 +41,7 @@ __all__ = ["FetchResult", "Fetcher", "decode_body"]
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
 _CHUNK = 64 * 1024
+_PROXY_AUTH = "proxy-authorization"
 
 
 @dataclass(slots=True)
@@ -151,24 +166,56 @@ class Fetcher:
         *,
         allow_private: bool,
         archive: WarcArchive | None = None,
+        proxies: ProxyPool | None = None,
     ) -> None:
         self._s = settings
         self._session = session
         self._allow_private = allow_private
         self._archive = archive  # every response (redirects and errors too) goes to WARC
         self._types = tuple(t.lower() for t in settings.content_types)
+        self._proxies = proxies
+        self._proxied_guard = (
+            ProxiedHostGuard(max(settings.dns_cache_s, 1))
+            if proxies is not None and not allow_private
+            else None
+        )
 
     @staticmethod
-    def open_session(settings: FetchSettings, *, allow_private: bool) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=settings.connections,
-            limit_per_host=settings.connections_per_host,
-            ttl_dns_cache=settings.dns_cache_s,
-            use_dns_cache=settings.dns_cache_s > 0,
-            keepalive_timeout=30,
-            enable_cleanup_closed=False,
-            resolver=None if allow_private else GuardedResolver(),
-        )
+    def open_session(
+        settings: FetchSettings,
+        *,
+        allow_private: bool,
+        proxy: ProxyEndpoint | None = None,
+        allow_private_proxy: bool = False,
+    ) -> aiohttp.ClientSession:
+        """The session for direct fetches, or for the fetches through ``proxy`` (then the
+        connector only ever resolves the proxy's host, guarded unless ``allow_private_proxy``;
+        the proxy resolves the sites' names)."""
+        limits: dict[str, Any] = {
+            "limit": settings.connections,
+            "limit_per_host": settings.connections_per_host,
+            "keepalive_timeout": 30,
+            "enable_cleanup_closed": False,
+        }
+        connector: aiohttp.TCPConnector
+        if proxy is not None and proxy.scheme == "socks5":
+            connector = aiohttp_socks.ProxyConnector(
+                proxy_type=ProxyType.SOCKS5,
+                host=proxy.host,
+                port=proxy.port,
+                username=proxy.username,
+                password=proxy.password,
+                rdns=True,  # the proxy resolves the sites' names, as HTTP proxies do
+                **limits,
+            )
+        else:
+            guarded = allow_private_proxy if proxy is not None else allow_private
+            connector = aiohttp.TCPConnector(
+                ttl_dns_cache=settings.dns_cache_s,
+                use_dns_cache=settings.dns_cache_s > 0,
+                resolver=None if guarded else GuardedResolver(),
+                **limits,
+            )
         timeout = aiohttp.ClientTimeout(
             total=settings.total_timeout_s,
             connect=settings.connect_timeout_s,
@@ -192,23 +239,55 @@ class Fetcher:
         )
 
     async def fetch(self, url: str, *, accept_any_type: bool = False) -> FetchResult:
-        """GET ``url``; raise RetryableError, PermanentError or SkipPage when it cannot be used."""
+        """GET ``url``; raise RetryableError, PermanentError or SkipPage when it cannot be used
+        (ProxyFailed when the proxy, not the site, failed)."""
         started = time.perf_counter()
+        # A fetch and its redirects go through the proxy of the URL's domain.
+        route = self._proxies.route(host_of(url)) if self._proxies is not None else None
         try:
-            return await self._fetch(url, started, accept_any_type)
+            result = await self._fetch(url, started, accept_any_type, route)
+        except ProxyFailed as exc:
+            if route is not None and self._proxies is not None:
+                await self._proxies.failed(route, exc)
+            raise
         except (PermanentError, SkipPage, OutputError):
             raise
         except Exception as exc:
-            raise translate_exception(exc) from exc
+            failure = proxy_failure(exc) if route is not None else None
+            if failure is None or route is None or self._proxies is None:
+                raise translate_exception(exc) from exc
+            reason, auth = failure
+            what = "refused the credentials" if auth else f"failed: {reason}"
+            proxy_exc = ProxyFailed(
+                f"{route.proxy.describe()} {what}",
+                reason=reason,
+                proxy=route.name,
+                unsent=True,
+                auth=auth,
+            )
+            await self._proxies.failed(route, proxy_exc)
+            raise proxy_exc from exc
+        if route is not None and self._proxies is not None:
+            await self._proxies.succeeded(route)
+        return result
 
-    async def _fetch(self, url: str, started: float, accept_any_type: bool) -> FetchResult:
+    async def _fetch(
+        self, url: str, started: float, accept_any_type: bool, route: Route | None
+    ) -> FetchResult:
         current = url
         hops: list[str] = []
+        session = route.session if route is not None else self._session
+        proxy = route.proxy_url if route is not None else None
         for _ in range(self._s.max_redirects + 1):
-            if not self._allow_private:
+            if self._proxied_guard is not None:
+                await self._proxied_guard.check(host_of(current))
+            elif not self._allow_private:
                 check_literal_host(host_of(current))
             sent = time.time()
-            async with self._session.get(current, allow_redirects=False) as resp:
+            async with session.get(current, allow_redirects=False, proxy=proxy) as resp:
+                if route is not None and self._proxies is not None:
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    self._proxies.status_failure(route, resp.status, retry_after)
                 if resp.status in _REDIRECTS:
                     await self._archive_unread(resp, current, sent)
                     current = self._next_hop(current, resp.headers.get("Location"), hops)
@@ -336,7 +415,8 @@ def _exchange(
         started=sent,
         method=info.method,
         target=info.url.raw_path_qs,
-        request_headers=list(info.headers.items()),
+        # (a proxy's credentials are not the exchange's: they never go to WARC files)
+        request_headers=[(k, v) for k, v in info.headers.items() if k.lower() != _PROXY_AUTH],
         protocol=f"HTTP/{version.major}.{version.minor}" if version else "HTTP/1.1",
         status=resp.status,
         reason=resp.reason or "",

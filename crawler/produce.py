@@ -21,6 +21,7 @@ from common.settings import Settings
 from common.spec import CrawlSpec
 from common.urls import DEFAULT_TRACKING_PARAMS, canonicalize, host_of
 from crawler.admission import AdmitReport, Admitter
+from crawler.proxies import configured_proxies
 
 __all__ = [
     "ProduceReport",
@@ -113,6 +114,7 @@ def build_spec(
         strip_params=list(DEFAULT_TRACKING_PARAMS),
         doc_max_chars=doc_text_budget(settings.llm.max_input_tokens),
         shards=shards,
+        proxies=[p.redacted for p in configured_proxies(settings.proxy)],
         **settings.frontier.model_dump(exclude={"shards"}),
     )
 

@@ -2,13 +2,16 @@
 
 Checked after DNS resolution (a resolver wrapper) and for IP literals before connecting, on
 every redirect hop, because the fetcher follows redirects itself. ``allow_private`` turns it
-off (local test sites, intranet crawls).
+off (local test sites, intranet crawls). Through a proxy the proxy resolves the site's name, so
+ProxiedHostGuard resolves it here too and refuses a non-public answer (a name that does not
+resolve here is left to the proxy: its network is its operator's to guard).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from typing import Any
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -16,7 +19,7 @@ from aiohttp.resolver import DefaultResolver
 
 from crawler.classify import BlockedAddress
 
-__all__ = ["GuardedResolver", "check_literal_host", "is_public_address"]
+__all__ = ["GuardedResolver", "ProxiedHostGuard", "check_literal_host", "is_public_address"]
 
 
 def is_public_address(address: str) -> bool:
@@ -70,3 +73,37 @@ class GuardedResolver(AbstractResolver):
 
     def __getattr__(self, name: str) -> Any:  # pragma: no cover - forwarding only
         return getattr(self._inner, name)
+
+
+class ProxiedHostGuard:
+    """The SSRF guard for a fetch through a proxy: the site's name must resolve (here) to
+    public addresses only. Answers are kept ``ttl_s`` (like the connector's DNS cache)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self._resolver = GuardedResolver()
+        self._ttl = ttl_s
+        self._checked: dict[str, float] = {}
+
+    async def check(self, host: str) -> None:
+        """Raise BlockedAddress when ``host`` is or resolves to a non-public address."""
+        check_literal_host(host)
+        bare = host.strip("[]")
+        try:
+            ipaddress.ip_address(bare.split("%", 1)[0])
+            return  # a public literal
+        except ValueError:
+            pass
+        if self._checked.get(bare, 0.0) > time.monotonic():
+            return
+        try:
+            await self._resolver.resolve(bare, 0, socket.AF_UNSPEC)
+        except BlockedAddress:
+            raise
+        except OSError:
+            return  # not resolvable here: only the proxy can reach it
+        if len(self._checked) > 10_000:
+            self._checked.clear()
+        self._checked[bare] = time.monotonic() + self._ttl
+
+    async def close(self) -> None:
+        await self._resolver.close()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
-from common.backoff import backoff_s
+from common.backoff import crawl_backoff_s
 from common.errors import (
     OutputError,
     PermanentError,
@@ -32,11 +32,12 @@ from common.metrics import CrawlerMetrics
 from common.serde import Doc, encode_doc
 from common.urls import fingerprint, netloc_of
 from crawler.admission import AdmitReport, Admitter
-from crawler.classify import SkipPage
+from crawler.classify import ProxyFailed, SkipPage
 from crawler.committer import Committer
 from crawler.fetch import Fetcher, FetchResult
 from crawler.frontier import Frontier, Lease, Outcome, SettleOp, SettleResult
 from crawler.parse import ParsedPage, parse_html
+from crawler.proxypool import ProxyPool
 from crawler.records import PageRecord, encode_record
 from crawler.robots import RobotsCache
 
@@ -81,6 +82,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         metrics: CrawlerMetrics,
         shutdown: Shutdown,
         doc_max_chars: int,
+        proxies: ProxyPool | None = None,
         worker_id: str | None = None,
     ) -> None:
         super().__init__(
@@ -93,12 +95,17 @@ class CrawlWorker(LeasedWorker[Lease]):
         self._robots = robots
         self._metrics = metrics
         self._doc_max_chars = doc_max_chars  # 0: the crawl is not summarized, no docs
+        self._proxies = proxies
         self.stats = WorkerStats()
         self._committer = Committer(frontier, admitter, self.worker_id, self._admitted)
 
     # -- LeasedWorker ---------------------------------------------------------------------
 
     async def claim(self, n: int) -> tuple[Sequence[Lease], float | None]:
+        if self._proxies is not None:
+            wait = await self._proxy_gate()
+            if wait is not None:
+                return [], wait
         claim = await self._frontier.claim(self.worker_id, n, self.timing.lease_s)
         if claim.paused:
             self.pause("docs_backlog")
@@ -106,6 +113,24 @@ class CrawlWorker(LeasedWorker[Lease]):
         if self.paused == "docs_backlog":
             self.pause(None)
         return claim.leases, claim.wait_s
+
+    async def _proxy_gate(self) -> float | None:
+        """None when a proxy is usable; else pause (the pool is down) or stop (every proxy
+        refused this worker's credentials), and the seconds to wait."""
+        if self._proxies is None:
+            return None
+        wait = await self._proxies.gate()
+        if self._proxies.fatal is not None:
+            if not self.shutdown.stop.is_set():
+                log.warning("stop_claiming", worker=self.worker_id, reason="proxies_refused")
+                self.shutdown.request()
+            return 1.0
+        if wait is not None:
+            self.pause("proxies_down")
+            return wait
+        if self.paused == "proxies_down":
+            self.pause(None)
+        return None
 
     def key(self, item: Lease) -> str:
         return item.fp
@@ -179,6 +204,11 @@ class CrawlWorker(LeasedWorker[Lease]):
                 return _Commit(self._final(lease, Outcome.SKIPPED, "robots"))
             with self._metrics.fetch_seconds.time():
                 result = await self._fetcher.fetch(lease.url)
+        except ProxyFailed as exc:  # the proxy's failure, not the site's
+            if exc.unsent:  # the site never saw it: back without spending an attempt
+                self._metrics.retries.labels(exc.reason).inc()
+                return _Commit(SettleOp.release(lease.fp))
+            return _Commit(self._retry_op(lease, exc))
         except RetryableError as exc:
             self._metrics.fetches.labels(exc.status_class).inc()
             return _Commit(self._retry_op(lease, exc))
@@ -258,7 +288,7 @@ class CrawlWorker(LeasedWorker[Lease]):
 
     def _retry_op(self, lease: Lease, exc: RetryableError) -> SettleOp:
         reason, retry_after_s = exc.reason, exc.retry_after_s
-        delay = backoff_s(lease.attempt, base_s=2.0, cap_s=300.0)
+        delay = crawl_backoff_s(lease.attempt)
         domain_wait = retry_after_s or (delay if exc.domain_backoff else 0.0)
         self._metrics.retries.labels(reason).inc()
         record = PageRecord(

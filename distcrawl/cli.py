@@ -41,6 +41,7 @@ from common.urls import canonicalize
 from crawler.admission import Admitter
 from crawler.frontier import Frontier
 from crawler.produce import build_spec, fetch_sitemap_urls, produce, read_seed_lines
+from crawler.proxies import configured_proxies
 from crawler.status import crawl_status, render_status
 from distcrawl import __version__
 from distcrawl.embedded import STORE_DIR, RunRequest, run_all
@@ -165,6 +166,44 @@ def _worker(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _statuses(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"give HTTP statuses like 403,429 (got {text!r})"
+        ) from None
+
+
+def _proxy(p: argparse.ArgumentParser, *, worker: bool) -> None:
+    g = p.add_argument_group(
+        "proxies (the crawl's pool is written into its spec, passwords redacted; a worker "
+        "gives the passwords with --proxy-file or DISTCRAWL_PROXY__URLS)"
+    )
+    g.add_argument(
+        "--proxy",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="http://, https:// or socks5://[user@]host:port[#name] (repeatable; no password "
+        "here: a command line is visible to every user of the host)",
+    )
+    g.add_argument("--proxy-file", metavar="F", help="proxy URLs, one a line (passwords allowed)")
+    if worker:
+        g.add_argument(
+            "--proxy-rotate-on",
+            type=_statuses,
+            metavar="STATUSES",
+            help="statuses that also count as the proxy failing, e.g. 403,429",
+        )
+        g.add_argument(
+            "--allow-private-proxy",
+            action="store_true",
+            default=None,
+            help="allow proxies on loopback/private addresses",
+        )
+
+
 def _llm(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "summarizer (the API key comes only from OPENAI_API_KEY, "
@@ -218,6 +257,7 @@ def _parser() -> argparse.ArgumentParser:
     _scope(p)
     _memory(p, llm_budget=False)
     _worker(p)
+    _proxy(p, worker=True)
     _llm(p)
 
     p = sub.add_parser("produce", help="add seeds (and the spec, for a new crawl) to Redis")
@@ -227,11 +267,13 @@ def _parser() -> argparse.ArgumentParser:
     _common(p, redis_required=True)
     _scope(p)
     _memory(p, llm_budget=True)
+    _proxy(p, worker=False)
 
     p = sub.add_parser("crawl", help="run a crawl worker")
     p.add_argument("--drain", action="store_true", help="exit 0 once nothing is pending")
     _common(p, redis_required=True)
     _worker(p)
+    _proxy(p, worker=True)
 
     p = sub.add_parser("summarize", help="run a summarizer worker")
     p.add_argument(
@@ -317,6 +359,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     crawler = given(concurrency=a.get("concurrency"))
     warc = given(dir=a.get("warc"), max_bytes=a.get("warc_max_bytes"))
     worker = given(grace_s=a.get("grace"))
+    proxy = _proxy_settings(a, env)
     llm = given(
         summarizer=a.get("summarizer"),
         base_url=a.get("llm_base_url") or env.get("OPENAI_BASE_URL"),
@@ -348,11 +391,34 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
             ("worker", worker),
             ("crawler", crawler),
             ("warc", warc),
+            ("proxy", proxy),
             ("llm", llm),
         )
         if v
     }
     return build_settings(**top, **sections)
+
+
+def _proxy_settings(a: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """--proxy URLs (refused with a password: argv is public) join DISTCRAWL_PROXY__URLS."""
+    flags: list[str] = a.get("proxy") or []
+    for i, url in enumerate(flags, 1):
+        if urlsplit(url).password is not None if "://" in url else False:
+            raise ConfigError(
+                f"--proxy #{i} carries a password: put the URL in --proxy-file F or "
+                "DISTCRAWL_PROXY__URLS (a command line is visible to every user of the host)"
+            )
+    proxy: dict[str, Any] = {}
+    if flags:
+        from_env = build_settings().proxy.urls if env.get("DISTCRAWL_PROXY__URLS") else ()
+        proxy["urls"] = [u.get_secret_value() for u in from_env] + flags
+    if a.get("proxy_file") is not None:
+        proxy["file"] = a["proxy_file"]
+    if a.get("proxy_rotate_on") is not None:
+        proxy["rotate_on"] = a["proxy_rotate_on"]
+    if a.get("allow_private_proxy") is not None:
+        proxy["allow_private"] = a["allow_private_proxy"]
+    return proxy
 
 
 def _check_argv_seeds(seeds: list[str]) -> None:
@@ -504,6 +570,8 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
 async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
     if args.command in ("run", "produce"):
         _check_argv_seeds(args.seeds)
+    if args.command in ("run", "produce", "crawl"):
+        configured_proxies(settings.proxy)  # a bad proxy URL is one error line, before all
     if args.command == "run":
         resumable = settings.redis == EMBEDDED and (args.out / STORE_DIR).is_dir()
         if not args.seeds and not args.file and not args.demo and not resumable:
@@ -547,6 +615,9 @@ def _secrets(settings: Settings | None) -> list[str]:
         return []
     found = [settings.llm.api_key.get_secret_value()] if settings.llm.api_key else []
     password = urlsplit(settings.redis).password if "://" in settings.redis else None
+    for url in settings.proxy.urls:  # (the file's are redacted where errors are made)
+        with contextlib.suppress(ValueError):
+            found.append(urlsplit(url.get_secret_value()).password or "")
     return [s for s in [*found, password] if s and len(s) >= 4]
 
 

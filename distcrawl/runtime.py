@@ -19,7 +19,7 @@ from common.leasedworker import LeasedWorker, WorkerTiming
 from common.lifecycle import Shutdown
 from common.logging import get_logger
 from common.metrics import CrawlerMetrics, SnapshotCollector, SummarizerMetrics, serve_metrics
-from common.scripts import ScriptRunner
+from common.scripts import CrawlScripts, ScriptRunner
 from common.serde import doc_text_budget
 from common.settings import Settings
 from common.spec import CrawlSpec
@@ -27,6 +27,8 @@ from common.store import open_store, redis_memory, translate_errors
 from crawler.admission import Admitter
 from crawler.fetch import Fetcher
 from crawler.frontier import Frontier, FrontierStats
+from crawler.proxies import check_proxy_addresses, configured_proxies, crawl_pool
+from crawler.proxypool import ProxyHealth, ProxyPool, Route
 from crawler.robots import RobotsCache
 from crawler.warc import WarcArchive
 from crawler.worker import CrawlWorker
@@ -144,11 +146,45 @@ class CrawlRuntime:
     spec: CrawlSpec
     metrics: CrawlerMetrics
     archive: WarcArchive | None = None
+    proxies: ProxyPool | None = None
 
     def check_output(self) -> None:
-        """Raise the OutputError that stopped the worker, if one did."""
+        """Raise the OutputError (or the proxies' ConfigError) that stopped the worker, if one
+        did."""
         if self.archive is not None and self.archive.failure is not None:
             raise self.archive.failure
+        if self.proxies is not None and self.proxies.fatal is not None:
+            raise self.proxies.fatal
+
+
+async def open_proxy_pool(
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    spec: CrawlSpec,
+    redis: Redis,
+    keys: CrawlKeys,
+    metrics: CrawlerMetrics,
+) -> ProxyPool | None:
+    """The crawl's proxy pool with this worker's credentials, one session per proxy (closed
+    with ``stack``); None when the crawl has no pool."""
+    pool = crawl_pool(spec.proxies, configured_proxies(settings.proxy))
+    if not pool:
+        return None
+    await check_proxy_addresses(pool, allow_private=settings.proxy.allow_private)
+    routes = []
+    for proxy in pool:
+        session = await stack.enter_async_context(
+            Fetcher.open_session(
+                settings.fetch,
+                allow_private=settings.allow_private,
+                proxy=proxy,
+                allow_private_proxy=settings.proxy.allow_private,
+            )
+        )
+        routes.append(Route(proxy, session, None if proxy.scheme == "socks5" else proxy.url))
+    health = ProxyHealth(CrawlScripts(ScriptRunner(redis), keys))
+    log.info("proxy_pool", proxies=[p.redacted for p in pool])
+    return ProxyPool(routes, health, rotate_on=frozenset(settings.proxy.rotate_on), metrics=metrics)
 
 
 async def open_archive(stack: contextlib.AsyncExitStack, settings: Settings) -> WarcArchive | None:
@@ -191,8 +227,13 @@ async def crawl_runtime(
         session = await stack.enter_async_context(
             Fetcher.open_session(settings.fetch, allow_private=settings.allow_private)
         )
+        proxies = await open_proxy_pool(stack, settings, spec, redis, frontier.keys, metrics)
         fetcher = Fetcher(
-            settings.fetch, session, allow_private=settings.allow_private, archive=archive
+            settings.fetch,
+            session,
+            allow_private=settings.allow_private,
+            archive=archive,
+            proxies=proxies,
         )
         robots = None
         if spec.obey_robots:
@@ -223,6 +264,7 @@ async def crawl_runtime(
             metrics=metrics,
             shutdown=shutdown,
             doc_max_chars=spec.doc_max_chars if spec.summarize else 0,
+            proxies=proxies,
         )
         if settings.metrics_port is not None:
             await _serve_with_gauges(
@@ -234,7 +276,7 @@ async def crawl_runtime(
                 frontier_gauges,
                 worker,
             )
-        yield CrawlRuntime(worker, frontier, spec, metrics, archive)
+        yield CrawlRuntime(worker, frontier, spec, metrics, archive, proxies)
 
 
 @dataclass
