@@ -228,7 +228,9 @@ def build_settings(**overrides: Any) -> Settings:
         base = Settings()
         if not overrides:
             return base
-        merged: dict[str, Any] = base.model_dump()
+        # only what the environment set: a default stays unset (code asks model_fields_set
+        # whether the user chose a value, e.g. the summary prompt for extraction too)
+        merged: dict[str, Any] = base.model_dump(exclude_unset=True)
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(merged.get(key), dict):
                 merged[key] = {**merged[key], **value}
