@@ -100,7 +100,7 @@ def build_spec(
         include=include or [],
         exclude=exclude or [],
         strip_params=list(DEFAULT_TRACKING_PARAMS),
-        doc_max_chars=doc_text_budget(settings.llm.max_input_tokens),
+        doc_max_chars=doc_text_budget(settings.llm.doc_tokens),
         **settings.frontier.model_dump(),
     )
 
