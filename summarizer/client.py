@@ -273,18 +273,23 @@ class OpenAIEngine:
         budget.book(estimate)
         answer: Summary | None = None
         try:
-            answer = await self._call(body, estimate, attempt)
+            answer = await self._call(body, estimate, attempt, budget)
             return answer
         finally:
             budget.settle(estimate, answer)
 
-    async def _call(self, body: dict[str, Any], estimate: int, attempt: int) -> Summary:
+    async def _call(
+        self, body: dict[str, Any], estimate: int, attempt: int, budget: DocBudget
+    ) -> Summary:
         model = str(body["model"])
         async with self._adaptive:
             # The rate slot is booked inside the concurrency slot: a request then goes at the
             # time it booked, not later when a call slot frees (late sends bunch up in the
             # provider's window).
             await self._rate.acquire(estimate)
+            if budget.closed:  # another call of this long page failed while this one waited
+                await self._rate.correct(estimate, 0)
+                budget.check()
             started = time.monotonic()
             try:
                 # the body as the API takes it, the answer decoded by msgspec: the same HTTP

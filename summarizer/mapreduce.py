@@ -25,7 +25,7 @@ import asyncio
 import copy
 import dataclasses
 import json
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -36,6 +36,7 @@ from summarizer.engines import DocFailed, Request, Summary
 from summarizer.schema import InvalidAnswer, OutputSchema
 
 __all__ = [
+    "DOC_FAILED",
     "MAX_DOC_TOKENS",
     "DocBudget",
     "Merged",
@@ -53,6 +54,8 @@ __all__ = [
 
 MAX_DOC_TOKENS = "max_doc_tokens"
 """The reason a doc fails with when a call would take it past ``--llm-max-doc-tokens``."""
+DOC_FAILED = "doc_failed"
+"""The reason of a call not sent because another call of its doc failed (never a doc's)."""
 
 # "Part 12: " and the blank line between parts, in tokens (generously)
 _PART_TOKENS = 6
@@ -70,13 +73,24 @@ class DocBudget:
         self.completion_tokens = 0
         self.calls = 0
         self.model = ""
+        self.closed = False  # a call of the doc failed: the ones not sent yet are not sent
         self._booked = 0
 
     @property
     def spent(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def close(self) -> None:
+        """The doc has failed: calls not yet sent stop (``check``), those in flight finish."""
+        self.closed = True
+
+    def check(self) -> None:
+        """Raise when the doc has failed meanwhile (before a call is sent)."""
+        if self.closed:
+            raise DocFailed("another call of this doc failed", self.summary(""), DOC_FAILED)
+
     def book(self, estimate: int) -> None:
+        self.check()
         if self.spent + self._booked + estimate > self.cap:
             raise DocFailed(
                 f"the doc's next call (up to {estimate} tokens) would take it past "
@@ -292,29 +306,33 @@ def resolve(merged: Merged, answer: Any) -> Any:
 # -- running it ---------------------------------------------------------------------------------
 
 
-async def gather_all(calls: Sequence[Awaitable[T]]) -> list[T]:
-    """Every call's result, in order; the first failure cancels the others and is raised
-    (a ConfigError first: it stops the worker)."""
-    tasks: list[asyncio.Task[T]] = []
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(_awaited(c)) for c in calls]
-    except BaseExceptionGroup as failed:
-        leaves = _leaves(failed)
-        config = [e for e in leaves if isinstance(e, ConfigError)]
-        raise (config or leaves)[0] from None
-    return [t.result() for t in tasks]
+async def gather_all(
+    calls: Sequence[Awaitable[T]], on_failure: Callable[[], None] | None = None
+) -> list[T]:
+    """Every call's result, in order. A failure calls ``on_failure`` (which stops the calls not
+    yet sent) and is raised once the calls in flight have finished: their tokens are spent at
+    the provider whether or not we wait, so they are waited for and accounted. A ConfigError
+    is raised first (it stops the worker)."""
+
+    async def run(call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except BaseException:
+            if on_failure is not None:
+                on_failure()
+            raise
+
+    results = await asyncio.gather(*(run(c) for c in calls), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        config = [e for e in errors if isinstance(e, ConfigError)]
+        first = [e for e in errors if not _is_doc_failed(e)]
+        raise (config or first or errors)[0]
+    return [r for r in results if not isinstance(r, BaseException)]
 
 
-async def _awaited(call: Awaitable[T]) -> T:
-    return await call
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
+def _is_doc_failed(exc: BaseException) -> bool:
+    return isinstance(exc, DocFailed) and exc.reason == DOC_FAILED
 
 
 async def map_reduce(
@@ -368,7 +386,7 @@ async def _reduce_summaries(
         groups = _groups(level, pack([a.text for a in level], counter, room))
         if len(groups) == 1:
             return await reduce(groups[0])
-        level = await gather_all([reduce(g) for g in groups])
+        level = await gather_all([reduce(g) for g in groups], budget.close)
 
 
 def _groups(answers: list[Summary], packed: list[list[str]]) -> list[list[Summary]]:

@@ -301,3 +301,50 @@ async def test_a_call_that_would_pass_the_cap_fails_the_doc_with_its_tokens(
         [reply] = mock.replies()  # the repair call was never sent
         assert failed.value.spent.prompt_tokens == reply["prompt_tokens"] > 0
         assert failed.value.spent.completion_tokens == reply["completion_tokens"]
+
+
+async def test_a_chunk_that_fails_fails_the_doc_with_every_served_token(
+    server_store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    """One chunk's answers are invalid twice: the doc fails with invalid_output. The other
+    chunks' calls, all sent at once and answered at random times up to 0.35 s, are in flight
+    when it fails: they are waited for, not cancelled (the provider bills them all the same),
+    and the doc carries exactly the tokens the mock served."""
+    async with MockLLM(
+        api_key=API_KEY,
+        json_fault="violating",
+        json_fault_match="w0010",
+        latency_s=0.05,
+        latency_jitter_s=0.3,
+        seed=3,
+    ) as mock:
+        llm = LLMSettings(
+            base_url=mock.base_url,
+            api_key=SecretStr(API_KEY),
+            max_input_tokens=300,
+            max_output_tokens=60,
+            max_doc_tokens=40_000,
+        )
+        engine = OpenAIEngine(
+            open_client(llm, API_KEY),
+            llm,
+            SharedRateLimiter(ScriptRunner(server_store), crawl_keys, 0, 0),
+            AdaptiveLimit(64),
+            lambda *_: None,
+        )
+        schema = OutputSchema.from_dict(SCHEMA, "p")
+        profile = Profile("mock-model", "{text}\n\n" + MAP, 60, schema)
+        try:
+            with pytest.raises(DocFailed) as failed:
+                await engine.summarize(Request("https://a.test/", "A", LONG, profile))
+        finally:
+            await engine.aclose()
+        assert failed.value.reason == "invalid_output"
+        replies = mock.replies()
+        broken = [r for r in replies if "w0010" in r["messages"][0]["content"]]
+        assert len(broken) >= 2  # the first answer and the repair's
+        assert len(replies) == 27 + 1  # every chunk, and the repair of the broken one
+        served = mock.stats()
+        assert failed.value.spent.prompt_tokens == served.prompt_tokens > 0
+        assert failed.value.spent.completion_tokens == served.completion_tokens
+        assert served.cancelled == 0

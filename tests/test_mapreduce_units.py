@@ -3,20 +3,24 @@ groups, the schema-aware merge, the per-doc budget."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import re
 
 import pytest
 
-from common.errors import ConfigError
+from common.errors import ConfigError, PermanentError
 from common.settings import LLMSettings, build_settings
+from crawler.produce import build_spec
 from summarizer.budget import token_counter
 from summarizer.engines import DocFailed, Summary
 from summarizer.mapreduce import (
+    DOC_FAILED,
     MAX_DOC_TOKENS,
     DocBudget,
     Shape,
+    gather_all,
     merge,
     pack,
     plan,
@@ -136,3 +140,38 @@ def test_the_doc_cap_must_hold_one_call_and_defaults_to_five_input_budgets() -> 
         build_settings(llm={"max_input_tokens": 1000, "max_doc_tokens": 1200})
     with pytest.raises(ConfigError, match="chunk_overlap_tokens"):
         build_settings(llm={"max_input_tokens": 1000, "chunk_overlap_tokens": 600})
+
+
+def test_a_crawl_spec_keeps_the_text_its_summarizers_may_read() -> None:
+    """The producer sets the crawl's doc_max_chars: 6 characters per token of the doc cap with
+    map-reduce, of one call's input with cut."""
+    assert build_spec(build_settings(), ["http://a.test/"]).doc_max_chars == 6 * 15_000
+    raised = build_settings(llm={"max_doc_tokens": 40_000})
+    assert build_spec(raised, ["http://a.test/"]).doc_max_chars == 6 * 40_000
+    cut = build_settings(llm={"long_pages": "cut", "max_doc_tokens": 40_000})
+    assert build_spec(cut, ["http://a.test/"]).doc_max_chars == 6 * 3000
+
+
+async def test_after_a_failure_calls_not_sent_stop_and_the_real_error_is_raised() -> None:
+    budget = DocBudget(10_000)
+    order: list[str] = []
+
+    async def call(name: str, delay: float, fail: bool = False) -> str:
+        await asyncio.sleep(delay)
+        if fail:
+            order.append(f"{name} failed")
+            raise PermanentError("bad answer", reason="invalid_output")
+        budget.book(10)  # a call about to be sent
+        budget.settle(10, Summary(name, "m", 1, 1, 1))
+        order.append(name)
+        return name
+
+    assert await gather_all([call("a", 0), call("b", 0)], budget.close) == ["a", "b"]
+    with pytest.raises(PermanentError) as failed:
+        await gather_all([call("c", 0), call("d", 0.01, fail=True), call("e", 0.05)], budget.close)
+    assert failed.value.reason == "invalid_output"  # not the doc_failed of the call stopped
+    assert order == ["a", "b", "c", "d failed"]
+    assert budget.closed
+    with pytest.raises(DocFailed) as stopped:
+        budget.check()
+    assert stopped.value.reason == DOC_FAILED
