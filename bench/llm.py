@@ -192,6 +192,10 @@ class Mock:
     def stats(self) -> dict[str, Any]:
         return dict(self._call("/stats"))
 
+    def requests(self) -> list[dict[str, Any]]:
+        """The request bodies it keeps (``record_requests``, oldest first)."""
+        return list(self._call("/_requests"))
+
     def stop(self) -> None:
         self.proc.terminate()
         try:

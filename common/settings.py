@@ -27,6 +27,7 @@ from common.serde import DEFAULT_LLM_INPUT_TOKENS
 from common.spec import CrawlSpec
 
 __all__ = [
+    "DOC_TOKENS_PER_INPUT_TOKEN",
     "CrawlerSettings",
     "EmbeddedSettings",
     "FetchSettings",
@@ -45,6 +46,8 @@ class _Section(BaseModel):
 
 
 _SPEC = CrawlSpec()
+# A doc may spend this many times the input budget by default (long pages, map-reduce).
+DOC_TOKENS_PER_INPUT_TOKEN = 5
 
 
 class FrontierDefaults(_Section):
@@ -170,6 +173,21 @@ class LLMSettings(_Section):
     )
     max_input_tokens: int = Field(DEFAULT_LLM_INPUT_TOKENS, ge=50)
     max_output_tokens: int = Field(256, ge=1)
+    long_pages: Literal["map-reduce", "cut"] = Field(
+        "map-reduce",
+        description="a page over max_input_tokens: map-reduce (chunks with overlap, one call "
+        "each, then a reduce) or cut (its beginning only, one call)",
+    )
+    max_doc_tokens: int | None = Field(
+        None,
+        ge=100,
+        description="what one doc may spend, prompt + completion over all its calls "
+        f"(default {DOC_TOKENS_PER_INPUT_TOKEN} x max_input_tokens); with map-reduce docs "
+        "carry text for this many tokens",
+    )
+    chunk_overlap_tokens: int = Field(
+        100, ge=0, description="tokens each chunk repeats from the end of the one before"
+    )
     prompt: str = (
         "Summarize the web page below in 2-3 sentences for a search index.\n"
         "Title: {title}\nURL: {url}\n\n{text}"
@@ -190,6 +208,17 @@ class LLMSettings(_Section):
         "Extract the data the JSON Schema asks for from the web page below.\n"
         "Title: {title}\nURL: {url}\n\n{text}"
     )
+    reduce_prompt: str = (
+        "Below are summaries of consecutive parts of one web page. Combine them into one "
+        "summary of the whole page in 2-3 sentences for a search index.\n"
+        "Title: {title}\nURL: {url}\n\n{text}"
+    )
+    extract_reduce_prompt: str = (
+        "Consecutive parts of one web page gave the JSON objects merged below; where they "
+        'disagree, the candidates are listed under "conflicts" by JSON path. Answer with the '
+        "one object for the whole page: pick or combine the candidates.\n"
+        "Title: {title}\nURL: {url}\n\n{text}"
+    )
     # USD per million tokens: model -> [input, output]
     prices: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: {
@@ -199,6 +228,34 @@ class LLMSettings(_Section):
         }
     )
     lease_s: float = Field(300.0, gt=0)
+
+    @property
+    def doc_token_cap(self) -> int:
+        """What one doc may spend over all its calls (``max_doc_tokens`` or its default)."""
+        if self.max_doc_tokens is not None:
+            return self.max_doc_tokens
+        return DOC_TOKENS_PER_INPUT_TOKEN * self.max_input_tokens
+
+    @property
+    def doc_tokens(self) -> int:
+        """The tokens of text a doc needs to carry: all a doc may spend with map-reduce, one
+        call's input when long pages are cut (the crawl spec's doc_max_chars comes from it)."""
+        return self.doc_token_cap if self.long_pages == "map-reduce" else self.max_input_tokens
+
+    @model_validator(mode="after")
+    def _doc_budget(self) -> LLMSettings:
+        one_call = self.max_input_tokens + self.max_output_tokens
+        if self.doc_token_cap < one_call:
+            raise ValueError(
+                f"max_doc_tokens ({self.doc_token_cap}) must be at least one call's worth, "
+                f"max_input_tokens + max_output_tokens ({one_call})"
+            )
+        if self.chunk_overlap_tokens * 2 > self.max_input_tokens:
+            raise ValueError(
+                f"chunk_overlap_tokens ({self.chunk_overlap_tokens}) must be at most half of "
+                f"max_input_tokens ({self.max_input_tokens})"
+            )
+        return self
 
 
 class EmbeddedSettings(_Section):
@@ -254,7 +311,9 @@ def build_settings(**overrides: Any) -> Settings:
         base = Settings()
         if not overrides:
             return base
-        merged: dict[str, Any] = base.model_dump()
+        # only what the environment set: a default stays unset (code asks model_fields_set
+        # whether the user chose a value, e.g. the summary prompt for extraction too)
+        merged: dict[str, Any] = base.model_dump(exclude_unset=True)
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(merged.get(key), dict):
                 merged[key] = {**merged[key], **value}

@@ -112,7 +112,7 @@ def build_spec(
         include=include or [],
         exclude=exclude or [],
         strip_params=list(DEFAULT_TRACKING_PARAMS),
-        doc_max_chars=doc_text_budget(settings.llm.max_input_tokens),
+        doc_max_chars=doc_text_budget(settings.llm.doc_tokens),
         shards=shards,
         proxies=[p.redacted for p in configured_proxies(settings.proxy)],
         **settings.frontier.model_dump(exclude={"shards"}),

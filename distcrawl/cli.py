@@ -130,13 +130,30 @@ def _memory(p: argparse.ArgumentParser, *, llm_budget: bool) -> None:
     g.add_argument(
         "--seen-capacity", type=int, metavar="N", help="URLs in the first Bloom filter (1e6)"
     )
-    if llm_budget:  # (run has it with the other summarizer flags)
+    if llm_budget:  # (run has them with the other summarizer flags)
         g.add_argument(
             "--llm-max-input-tokens",
             type=int,
             metavar="N",
             help="the summarizers' input budget: docs carry 6 characters per token of it",
         )
+        _long_pages(g)
+
+
+def _long_pages(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--llm-long-pages",
+        choices=["map-reduce", "cut"],
+        help="a page over the input budget: map-reduce (default: chunks, then a reduce) or cut "
+        "(its beginning only)",
+    )
+    g.add_argument(
+        "--llm-max-doc-tokens",
+        type=int,
+        metavar="N",
+        help="what one doc may spend over all its calls (default 5 x the input budget); with "
+        "map-reduce docs carry 6 characters per token of it",
+    )
 
 
 def _worker(p: argparse.ArgumentParser) -> None:
@@ -226,6 +243,7 @@ def _llm(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--llm-profiles", metavar="FILE", help="per-site model/prompt profiles (JSON)")
     g.add_argument("--llm-max-input-tokens", type=int, metavar="N")
+    _long_pages(g)
     g.add_argument(
         "--llm-schema",
         metavar="FILE",
@@ -371,6 +389,8 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         schema_file=a.get("llm_schema"),
         response_format=a.get("llm_response_format"),
         max_input_tokens=a.get("llm_max_input_tokens"),
+        long_pages=a.get("llm_long_pages"),
+        max_doc_tokens=a.get("llm_max_doc_tokens"),
         concurrency=a.get("llm_concurrency"),
     )
     if env.get("OPENAI_API_KEY") and not env.get("DISTCRAWL_LLM__API_KEY"):

@@ -320,12 +320,13 @@ async def summarize_runtime(
 ) -> AsyncIterator[SummarizeRuntime]:
     llm = settings.llm
     spec = await Frontier(redis, keys).spec()
-    if spec is not None and spec.doc_max_chars < doc_text_budget(llm.max_input_tokens):
+    if spec is not None and spec.doc_max_chars < doc_text_budget(llm.doc_tokens):
         log.warning(
             "docs_shorter_than_budget",
             doc_max_chars=spec.doc_max_chars,
-            max_input_tokens=llm.max_input_tokens,
-            hint="the crawl's producer set a smaller --llm-max-input-tokens",
+            doc_tokens=llm.doc_tokens,
+            hint="the crawl's producer set a smaller --llm-max-input-tokens or "
+            "--llm-max-doc-tokens, or --llm-long-pages cut",
         )
     metrics = SummarizerMetrics()
     scripts = ScriptRunner(redis)

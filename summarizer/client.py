@@ -26,8 +26,9 @@ from common.errors import ClassifiedError, ConfigError, PermanentError, Retryabl
 from common.logging import get_logger
 from common.settings import LLMSettings
 from summarizer.budget import token_counter
-from summarizer.engines import InvalidOutput, Request, Summary
+from summarizer.engines import DocFailed, InvalidOutput, Request, Summary
 from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
+from summarizer.mapreduce import DocBudget, failed_with_spent, map_reduce
 from summarizer.retry import translate_openai_error
 from summarizer.schema import InvalidAnswer, OutputSchema, ResponseFormat
 from summarizer.transport import ChatTransport, open_transport
@@ -100,36 +101,70 @@ class OpenAIEngine:
     def cache_identity(self, request: Request) -> tuple[str, str]:
         return request.profile.model, request.profile.prompt
 
-    def prompt_for(self, request: Request, reserve: int = 0) -> tuple[str, int]:
-        """The prompt within the input budget (less ``reserve`` tokens for other messages),
-        and the token cost estimated for the request."""
+    def prompt_for(
+        self, request: Request, reserve: int = 0, *, cut: bool = True
+    ) -> tuple[str, int, bool]:
+        """The prompt (its text within the input budget, less ``reserve`` tokens for other
+        messages, unless not ``cut``), the token cost estimated for the request, and whether
+        the text was cut."""
         counter = token_counter(request.profile.model)
-        frame = request.profile.prompt.format(title=request.title, url=request.url, text="")
-        room = max(16, self._llm.max_input_tokens - counter.count(frame) - reserve)
-        text, _ = counter.truncate(request.text, room)
+        text, was_cut = request.text, False
+        if cut:
+            frame = request.profile.prompt.format(title=request.title, url=request.url, text="")
+            room = max(16, self._llm.max_input_tokens - counter.count(frame) - reserve)
+            text, was_cut = counter.truncate(request.text, room)
         prompt = request.profile.prompt.format(title=request.title, url=request.url, text=text)
-        return prompt, counter.count(prompt) + reserve + request.profile.max_tokens
+        return prompt, counter.count(prompt) + reserve + request.profile.max_tokens, was_cut
 
     async def summarize(self, request: Request) -> Summary:
+        """The doc's summary or extraction, over all its calls (one, or a long page's
+        map-reduce), with every call's tokens; a failure after calls that answered is a
+        DocFailed carrying their tokens."""
+        budget = DocBudget(self._llm.doc_token_cap)
+        counter = token_counter(request.profile.model)
+        try:
+            if self._llm.long_pages == "map-reduce":
+                answer = await map_reduce(request, self._llm, counter, budget, self._one)
+            else:
+                answer = await self._one(request, budget)
+        except PermanentError as exc:
+            if budget.calls == 0 and not isinstance(exc, DocFailed):
+                raise
+            raise failed_with_spent(exc, budget) from exc
+        return budget.summary(
+            answer.text, data=answer.data, chunks=answer.chunks, truncated=answer.truncated
+        )
+
+    async def _one(self, request: Request, budget: DocBudget, *, cut: bool = True) -> Summary:
+        """One prompt's answer: a summary, or an extraction (validated, repaired once)."""
         if request.profile.schema is not None:
-            return await self._extract(request, request.profile.schema)
-        prompt, estimate = self.prompt_for(request)
-        messages = [{"role": "user", "content": prompt}]
-        return await self._complete(request, lambda: self._body(request, messages), estimate)
+            answer = await self._extract(request, request.profile.schema, budget, cut)
+        else:
+            prompt, estimate, cut = self.prompt_for(request, cut=cut)
+            messages = [{"role": "user", "content": prompt}]
+            answer = await self._complete(
+                request, lambda: self._body(request, messages), estimate, budget
+            )
+            answer = dataclasses.replace(answer, truncated=cut)
+        return dataclasses.replace(answer, chunks=1)
 
     # -- structured extraction
 
-    async def _extract(self, request: Request, schema: OutputSchema) -> Summary:
+    async def _extract(
+        self, request: Request, schema: OutputSchema, budget: DocBudget, cut: bool
+    ) -> Summary:
         """One call, and one repair call (the invalid answer and the validation error in the
         prompt) when its answer is not valid; twice invalid: ``InvalidOutput``."""
         counter = token_counter(request.profile.model)
-        prompt, estimate = self.prompt_for(request, counter.count(schema.instructions()))
+        reserve = counter.count(schema.instructions())
+        prompt, estimate, was_cut = self.prompt_for(request, reserve, cut=cut)
         history: list[dict[str, str]] = [{"role": "user", "content": prompt}]
 
         def body() -> dict[str, Any]:
             return self._extract_body(request, schema, history)
 
-        first = await self._complete(request, body, estimate)
+        first = await self._complete(request, body, estimate, budget)
+        first = dataclasses.replace(first, truncated=was_cut)
         try:
             return _extracted(first, schema.parse(first.text))
         except InvalidAnswer as exc:
@@ -140,9 +175,10 @@ class OpenAIEngine:
             {"role": "user", "content": repair},
         ]
         estimate += counter.count(first.text) + counter.count(repair)
-        second = await self._complete(request, body, estimate)
+        second = await self._complete(request, body, estimate, budget)
         spent = dataclasses.replace(
             second,
+            truncated=was_cut,
             prompt_tokens=first.prompt_tokens + second.prompt_tokens,
             completion_tokens=first.completion_tokens + second.completion_tokens,
             calls=first.calls + second.calls,
@@ -196,7 +232,11 @@ class OpenAIEngine:
         }
 
     async def _complete(
-        self, request: Request, body: Callable[[], dict[str, Any]], estimate: int
+        self,
+        request: Request,
+        body: Callable[[], dict[str, Any]],
+        estimate: int,
+        budget: DocBudget,
     ) -> Summary:
         # Two budgets: failures (5xx, timeouts, broken answers) count to max_failed_calls; a 429
         # is the provider pacing us, not a fault of the call, and has its own larger budget, so
@@ -206,7 +246,7 @@ class OpenAIEngine:
             calls += 1
             sent = body()
             try:
-                return await self._call(sent, estimate, calls)
+                return await self._booked_call(budget, sent, estimate, calls)
             except PermanentError as exc:
                 if not self._format_refused(request, sent, exc):
                     raise
@@ -226,13 +266,30 @@ class OpenAIEngine:
                     ) from exc
                 await self._back_off(exc, calls)
 
-    async def _call(self, body: dict[str, Any], estimate: int, attempt: int) -> Summary:
+    async def _booked_call(
+        self, budget: DocBudget, body: dict[str, Any], estimate: int, attempt: int
+    ) -> Summary:
+        """``_call`` within the doc's own cap (booked before the shared limits are asked)."""
+        budget.book(estimate)
+        answer: Summary | None = None
+        try:
+            answer = await self._call(body, estimate, attempt, budget)
+            return answer
+        finally:
+            budget.settle(estimate, answer)
+
+    async def _call(
+        self, body: dict[str, Any], estimate: int, attempt: int, budget: DocBudget
+    ) -> Summary:
         model = str(body["model"])
         async with self._adaptive:
             # The rate slot is booked inside the concurrency slot: a request then goes at the
             # time it booked, not later when a call slot frees (late sends bunch up in the
             # provider's window).
             await self._rate.acquire(estimate)
+            if budget.closed:  # another call of this long page failed while this one waited
+                await self._rate.correct(estimate, 0)
+                budget.check()
             started = time.monotonic()
             try:
                 # the body as the API takes it, the answer decoded by msgspec: the same HTTP

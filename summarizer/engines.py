@@ -18,6 +18,7 @@ from summarizer.schema import INVALID_OUTPUT
 
 __all__ = [
     "CallableEngine",
+    "DocFailed",
     "Engine",
     "ExtractiveEngine",
     "InvalidOutput",
@@ -46,16 +47,25 @@ class Summary:
     completion_tokens: int = 0
     calls: int = 0  # API calls made for it (retries included)
     data: Any = None
+    chunks: int = 0  # map calls: 1 for a page read in one call, more for a long page
+    truncated: bool = False  # the text was cut (--llm-long-pages cut, or --llm-max-doc-tokens)
 
 
-class InvalidOutput(PermanentError):
+class DocFailed(PermanentError):
+    """A doc failed after API calls that answered: ``spent`` holds their tokens, which the
+    worker accounts to the failed doc."""
+
+    def __init__(self, message: str, spent: Summary, reason: str) -> None:
+        super().__init__(message, reason=reason)
+        self.spent = spent
+
+
+class InvalidOutput(DocFailed):
     """The answer was not valid (not JSON, or against the schema) on the first call and on the
-    one repair call: the doc fails with reason ``invalid_output``. ``spent`` holds the tokens
-    of both calls, which the worker accounts to the failed doc."""
+    one repair call: the doc fails with reason ``invalid_output``, both calls accounted."""
 
     def __init__(self, message: str, spent: Summary) -> None:
-        super().__init__(message, reason=INVALID_OUTPUT)
-        self.spent = spent
+        super().__init__(message, spent, INVALID_OUTPUT)
 
 
 class Engine(Protocol):

@@ -88,13 +88,17 @@ class OutputSchema:
             data = json.loads(_strip_fence(content))
         except ValueError as exc:
             raise InvalidAnswer(f"the answer is not JSON ({exc})") from exc
+        self.check(data)
+        return data
+
+    def check(self, data: Any) -> None:
+        """``InvalidAnswer`` unless ``data`` validates against the schema."""
         error = jsonschema.exceptions.best_match(self._validator.iter_errors(data))
         if error is not None:
             raise InvalidAnswer(
                 f"the answer does not validate against the schema at {error.json_path}: "
                 f"{error.message[:300]}"
             )
-        return data
 
 
 def _strip_fence(content: str) -> str:

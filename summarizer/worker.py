@@ -26,7 +26,7 @@ from common.serde import Doc, decode_doc
 from common.urls import host_of
 from summarizer.cache import SummaryCache, content_key
 from summarizer.cost import cost_usd
-from summarizer.engines import Engine, InvalidOutput, Request, Summary
+from summarizer.engines import DocFailed, Engine, Request, Summary
 from summarizer.limiter import AdaptiveLimit
 from summarizer.profiles import Profiles
 from summarizer.records import ExtractionRecord, SummaryRecord, encode_record
@@ -188,7 +188,7 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             return
         except (asyncio.CancelledError, StoreUnavailable):
             raise
-        except InvalidOutput as exc:
+        except DocFailed as exc:  # (invalid_output, max_doc_tokens, a long page's failed chunk)
             spent = _Spent.of(exc.spent, self._prices)
             op = self._failed(item, exc.reason, str(exc), started, spent)
         except PermanentError as exc:
@@ -230,6 +230,8 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             self._account(spent)
         self.stats.summarized += 1
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+        # the map calls made for this record (none for a cache hit)
+        chunks, truncated = (summary.chunks, summary.truncated) if made else (0, False)
         record: SummaryRecord | ExtractionRecord
         if profile.schema is None:
             record = SummaryRecord(
@@ -241,6 +243,8 @@ class SummarizeWorker(LeasedWorker[DocLease]):
                 attempts=item.attempt,
                 elapsed_ms=elapsed_ms,
                 created_at=round(time.time(), 3),
+                chunks=chunks,
+                truncated=truncated,
                 **spent.fields(),
             )
         else:
@@ -255,6 +259,8 @@ class SummarizeWorker(LeasedWorker[DocLease]):
                 attempts=item.attempt,
                 elapsed_ms=elapsed_ms,
                 created_at=round(time.time(), 3),
+                chunks=chunks,
+                truncated=truncated,
                 **spent.fields(),
             )
         return spent.op(

@@ -83,6 +83,9 @@ Control endpoints (no auth, outside ``/v1`` so they never collide with the API):
 * ``GET /_requests``: the last ``record_requests`` (50) request bodies sent to
   ``/v1/chat/completions``, oldest first (a body that is not a JSON object is recorded as
   ``{"_raw": "<text>"}``).
+* ``GET /_replies``: the last ``record_requests`` completions served with a 200 and counted in
+  the token stats, in the order they were sent: ``{"messages", "content", "prompt_tokens",
+  "completion_tokens"}`` (the request's messages, and what the reply carried).
 
 Stats count only ``/v1/...`` requests; control endpoints are not counted.
 """
@@ -473,6 +476,7 @@ class MockLLM:
         self._stats = MockStats()
         self._window = _Window()
         self._bodies: deque[Json] = deque(maxlen=self.config.record_requests)
+        self._replies: deque[Json] = deque(maxlen=self.config.record_requests)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
         self.app = self._make_app()
@@ -530,6 +534,7 @@ class MockLLM:
             self._rng.seed(self.config.seed)
         if "record_requests" in changes:
             self._bodies = deque(self._bodies, maxlen=self.config.record_requests)
+            self._replies = deque(self._replies, maxlen=self.config.record_requests)
         return self.config
 
     def stats(self) -> MockStats:
@@ -540,6 +545,10 @@ class MockLLM:
         """The last recorded chat-completion request bodies, oldest first."""
         return list(self._bodies)
 
+    def replies(self) -> list[Json]:
+        """The last completions served (messages, content, tokens), in the order sent."""
+        return list(self._replies)
+
     def reset(self) -> None:
         """Clear stats, recorded bodies and the rate-limit window; reseed the RNG.
 
@@ -547,6 +556,7 @@ class MockLLM:
         """
         self._stats = MockStats(concurrency=self._stats.concurrency)
         self._bodies.clear()
+        self._replies.clear()
         self._window.clear()
         self._rng.seed(self.config.seed)
 
@@ -562,6 +572,7 @@ class MockLLM:
         app.router.add_get("/_config", self._get_config)
         app.router.add_post("/_config", self._post_config)
         app.router.add_get("/_requests", self._get_requests)
+        app.router.add_get("/_replies", self._get_replies)
         return app
 
     @web.middleware
@@ -685,7 +696,8 @@ class MockLLM:
         cfg = self.config  # may have changed while sleeping
         if cfg.error_rate_5xx and self._rng.random() < cfg.error_rate_5xx:
             return _error(503, "The server is overloaded or not ready yet.", "server_error", None)
-        return self._answer(request, _completion(model, content, finish, prompt, completion))
+        completed = _completion(model, content, finish, prompt, completion)
+        return self._answer(request, completed, messages)
 
     def _reply(self, valid: Json, messages: list[Any]) -> tuple[str, str]:
         """The content (JSON when a response_format asks for it) and the finish reason."""
@@ -723,7 +735,9 @@ class MockLLM:
             if isinstance(m, dict) and m.get("role") == "user"
         )
 
-    def _answer(self, request: web.Request, completion: Json) -> web.StreamResponse:
+    def _answer(
+        self, request: web.Request, completion: Json, messages: list[Any]
+    ) -> web.StreamResponse:
         """Reply according to ``config.mode``."""
         mode = self.config.mode
         headers = {"x-request-id": f"req_{uuid.uuid4().hex}"}
@@ -759,6 +773,15 @@ class MockLLM:
             usage = completion["usage"]
             self._stats.prompt_tokens += usage["prompt_tokens"]
             self._stats.completion_tokens += usage["completion_tokens"]
+            if self._replies.maxlen:
+                self._replies.append(
+                    {
+                        "messages": messages,
+                        "content": completion["choices"][0]["message"]["content"],
+                        "prompt_tokens": usage["prompt_tokens"],
+                        "completion_tokens": usage["completion_tokens"],
+                    }
+                )
         return web.json_response(completion, headers=headers)
 
     def _model_json(self, model: str) -> Json:
@@ -800,6 +823,9 @@ class MockLLM:
 
     async def _get_requests(self, _: web.Request) -> web.StreamResponse:
         return web.json_response(self.requests())
+
+    async def _get_replies(self, _: web.Request) -> web.StreamResponse:
+        return web.json_response(self.replies())
 
 
 # -- process entry point ------------------------------------------------------------------------

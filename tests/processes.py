@@ -127,6 +127,9 @@ class MockProcess:
     def requests(self) -> list[dict[str, Any]]:
         return list(self._get("/_requests"))
 
+    def replies(self) -> list[dict[str, Any]]:
+        return list(self._get("/_replies"))
+
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change the mock's config (``POST /_config``); returns the whole config."""
         req = urllib.request.Request(

@@ -352,6 +352,23 @@ async def test_recorded_requests(client: openai.AsyncOpenAI, mock: MockLLM) -> N
     assert bodies[-1]["model"] == MODEL
 
 
+async def test_recorded_replies_pair_messages_with_what_was_served(
+    client: openai.AsyncOpenAI, mock: MockLLM
+) -> None:
+    mock.configure(record_requests=2)
+    answers = [await ask(client, f"text {i}", max_tokens=9) for i in range(3)]
+    mock.configure(mode="empty_choices")  # served no content, no tokens: not a reply
+    await client.chat.completions.create(model=MODEL, messages=user("gone"))
+    replies = mock.replies()
+    assert [r["messages"] for r in replies] == [user("text 1"), user("text 2")]
+    assert [r["content"] for r in replies] == answers[1:]
+    stats = mock.stats()
+    assert sum(r["prompt_tokens"] for r in replies) == stats.prompt_tokens - 2  # "text 0": 2
+    assert [r["completion_tokens"] for r in replies] == [3, 3]  # "Summary: text N"
+    mock.reset()
+    assert mock.replies() == []
+
+
 async def test_invalid_config_is_rejected() -> None:
     with pytest.raises(ValueError, match="error_rate_5xx"):
         MockLLM(error_rate_5xx=2.0)

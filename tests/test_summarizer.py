@@ -181,6 +181,8 @@ async def test_big_page_is_truncated_to_the_input_budget(
         "--drain",
         "--llm-max-input-tokens",
         "1000",
+        "--llm-long-pages",
+        "cut",
         env=_env(mock),
         timeout=60,
     )
@@ -191,6 +193,7 @@ async def test_big_page_is_truncated_to_the_input_budget(
     assert prompt.rstrip().endswith("word")  # cut at a word boundary, beginning kept
     [summary] = (await _summaries(server_store, crawl_keys)).values()
     assert summary["prompt_tokens"] <= 1001
+    assert (summary["chunks"], summary["truncated"]) == (1, True)
 
 
 async def test_same_text_under_two_urls_costs_one_call(

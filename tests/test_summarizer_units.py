@@ -15,7 +15,7 @@ from common.docsqueue import CacheWrite, DocKind, DocOp, DocResult, DocsQueue
 from common.errors import ConfigError
 from common.keys import CrawlKeys
 from common.serde import encode_doc
-from common.settings import LLMSettings
+from common.settings import LLMSettings, build_settings
 from distcrawl.sample_docs import feed_docs, make_docs
 from summarizer.budget import token_counter
 from summarizer.cache import SummaryCache, content_key
@@ -276,3 +276,14 @@ def test_the_content_key_separates_schemas_and_keeps_summary_keys() -> None:
     assert (
         len({base, content_key("m", "p", "text", "a1"), content_key("m", "p", "text", "b2")}) == 3
     )
+
+
+def test_a_schema_from_the_command_line_keeps_the_extraction_prompt(tmp_path: Path) -> None:
+    """build_settings merges flags over the environment without marking every default as
+    chosen: the summary prompt is used for extraction only when the user set one."""
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {}}))
+    flags = build_settings(llm={"schema_file": str(schema), "max_input_tokens": 500})
+    assert Profiles.from_settings(flags.llm).default.prompt == flags.llm.extract_prompt
+    chosen = build_settings(llm={"schema_file": str(schema), "prompt": "Mine: {text}"})
+    assert Profiles.from_settings(chosen.llm).default.prompt == "Mine: {text}"

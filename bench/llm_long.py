@@ -1,0 +1,191 @@
+"""Long pages: tokens and cost per page, `--llm-long-pages cut` against `map-reduce`.
+
+    python -m bench.llm_long [--pages N] [--page-tokens T] [--quick]
+
+A site of N long pages (distinct texts of about T tokens by the 4-characters estimate, fed
+straight into the docs queue, so the crawler's cap on a doc's text does not apply) is
+summarized twice by one ``distcrawl summarize --drain`` process against the mock LLM
+(tests/mock_llm.py in its own process), on a real redis-server: with the default settings and
+``--llm-long-pages cut``, then ``map-reduce``. Per page: the calls the mock answered, the map
+calls (``chunks``), prompt and completion tokens (the records' sums, which the mock's own
+totals must equal), the estimated cost at gpt-4o-mini's price (0.15 / 0.60 USD per million
+tokens), how much of the page the model read, and the pages marked ``truncated``. The mock
+answers with 20 words whatever it is asked, so completions are shorter than a model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.llm import API_KEY, MODEL, Mock, _feed, _tail, run_child
+
+_SENTENCE = re.compile(r"Page (\d+) paragraph (\d+) discusses topic \d+ with detail \d+\.")
+PRICE = (0.15, 0.60)  # gpt-4o-mini, USD per million tokens (input, output)
+HEADER3 = (
+    f"{'long pages':<12} {'pages':>5} {'calls/page':>10} {'chunks/page':>11} "
+    f"{'read':>6} {'prompt tok/page':>15} {'compl tok/page':>14} {'USD/page':>10} "
+    f"{'truncated':>9}"
+)
+
+
+@dataclass
+class LongResult:
+    mode: str
+    pages: int
+    calls: int
+    chunks: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    truncated: int
+    read: float  # the share of the pages' tokens the model was sent
+    failed: int
+    mismatch: str = ""
+
+
+def page_text(i: int, tokens: int) -> str:
+    """About ``tokens`` tokens (4 characters each) of distinct sentences."""
+    sentences: list[str] = []
+    length = 0
+    while length < tokens * 4:
+        j = len(sentences)
+        sentences.append(
+            f"Page {i} paragraph {j} discusses topic {j % 13} with detail {j * 7 % 101}."
+        )
+        length += len(sentences[-1]) + 1
+    return " ".join(sentences)
+
+
+def run_mode(
+    tmp: Path, redis_url: str, mock: Mock, mode: str, pages: int, page_tokens: int
+) -> LongResult:
+    import redis
+
+    from common.keys import CrawlKeys
+    from common.serde import Doc
+
+    keys = CrawlKeys(f"long-{mode}-{pages}")
+    docs = [
+        Doc(
+            url=f"http://long.test/p/{i}",
+            fp=f"{i:016x}",
+            title=f"Page {i}",
+            text=text,
+            fetched_at=0,
+        )
+        for i, text in enumerate(page_text(i, page_tokens) for i in range(pages))
+    ]
+    asyncio.run(_feed(redis_url, keys, docs))
+    mock.reset()
+    env = {
+        "OPENAI_API_KEY": API_KEY,
+        "DISTCRAWL_LLM__BASE_URL": mock.base_url,
+        "DISTCRAWL_LLM__MODEL": MODEL,
+        "DISTCRAWL_LLM__PRICES": json.dumps({MODEL: PRICE}),
+    }
+    args = ["-m", "distcrawl.cli", "summarize", "--drain", "--redis", redis_url]
+    args += ["--crawl", keys.crawl, "--llm-long-pages", mode, "--log-level", "WARNING"]
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        child = run_child(
+            tmp, keys.crawl, args, env, done=lambda: int(client.hlen(keys.summaries)) >= pages
+        )
+        records = [json.loads(raw) for raw in client.hvals(keys.summaries)]
+    if child.code != 0:
+        raise SystemExit(f"FAILED: {mode}: exit {child.code}: {_tail(child.stderr)}")
+    stats = mock.stats()
+    prompt = sum(r["prompt_tokens"] for r in records)
+    completion = sum(r["completion_tokens"] for r in records)
+    result = LongResult(
+        mode,
+        len(records),
+        int(stats["by_status"].get("200", 0)),
+        sum(r["chunks"] for r in records),
+        prompt,
+        completion,
+        sum(r["cost_usd"] for r in records),
+        sum(1 for r in records if r["truncated"]),
+        _read(mock, pages, page_tokens),
+        sum(1 for r in records if r["outcome"] != "summarized"),
+    )
+    if (prompt, completion) != (stats["prompt_tokens"], stats["completion_tokens"]):
+        result.mismatch = (
+            f"records {prompt}/{completion} vs mock {stats['prompt_tokens']}/"
+            f"{stats['completion_tokens']} prompt/completion tokens"
+        )
+    return result
+
+
+def _read(mock: Mock, pages: int, page_tokens: int) -> float:
+    """The share of the pages' sentences that reached the model in some call (from the mock's
+    request log)."""
+    seen: set[tuple[str, str]] = set()
+    for body in mock.requests():
+        seen.update(_SENTENCE.findall(str(body["messages"][-1]["content"])))
+    total = sum(len(_SENTENCE.findall(page_text(i, page_tokens))) for i in range(pages))
+    return len(seen) / total
+
+
+def print_long(results: list[LongResult]) -> None:
+    print(HEADER3)
+    for r in results:
+        n = max(r.pages, 1)
+        print(
+            f"{r.mode:<12} {r.pages:>5} {r.calls / n:>10.2f} {r.chunks / n:>11.2f} "
+            f"{100 * r.read:>5.0f}% {r.prompt_tokens / n:>15.0f} "
+            f"{r.completion_tokens / n:>14.0f} {r.cost / n:>10.6f} {r.truncated:>9}"
+        )
+    for r in results:
+        if r.failed:
+            print(f"FAILED: {r.mode}: {r.failed} pages failed")
+        if r.mismatch:
+            print(f"FAILED: {r.mode}: {r.mismatch}")
+
+
+def run_long(tmp: Path, redis_url: str, latency: float, pages: int, page_tokens: int) -> None:
+    print(
+        f"\n## 3. long pages: {pages} pages of about {page_tokens} tokens, default settings "
+        f"(input budget 3000, --llm-max-doc-tokens 15000), mock latency {latency:g} s",
+        flush=True,
+    )
+    with contextlib.ExitStack() as stack:
+        mock = Mock(tmp, latency)
+        stack.callback(mock.stop)
+        mock.ready()
+        mock.reset(record_requests=100_000)
+        results = [
+            run_mode(tmp, redis_url, mock, m, pages, page_tokens) for m in ("cut", "map-reduce")
+        ]
+    print_long(results)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--pages", type=int, default=40)
+    p.add_argument("--page-tokens", type=int, default=10_000)
+    p.add_argument("--latency", type=float, default=0.2)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.quick:
+        args.pages = 4
+    from distcrawl.redis_server import RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="bench-llm-long-") as name:
+        tmp = Path(name)
+        server = RedisServer(tmp / "redis")
+        server.start()
+        try:
+            run_long(tmp, server.url, args.latency, args.pages, args.page_tokens)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""Long pages by map-reduce, end to end: `distcrawl summarize` processes, the mock LLM over
+loopback HTTP (its request and reply logs), a real redis-server, the docs settle path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from common.docsqueue import DocsQueue
+from common.keys import CrawlKeys
+from common.scripts import ScriptRunner
+from common.settings import LLMSettings
+from distcrawl.redis_server import RedisServer
+from distcrawl.sample_docs import feed_docs, make_docs
+from summarizer.client import OpenAIEngine, open_client
+from summarizer.engines import DocFailed, Request
+from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
+from summarizer.mapreduce import MAX_DOC_TOKENS
+from summarizer.profiles import Profile
+from summarizer.schema import OutputSchema
+from tests.mock_llm import MockLLM
+from tests.processes import MockProcess, assert_no_traceback, cli
+
+API_KEY = "sk-test-0123456789abcdef"
+MAP = "Summarize this part."
+REDUCE = "Combine these part summaries."
+# 2,000 distinct words of 5 characters and a space: 12,000 characters, 3,000 tokens estimated
+WORDS = [f"w{i:04d}" for i in range(2000)]
+LONG = " ".join(WORDS)
+
+
+@pytest.fixture
+def mock() -> Iterator[MockProcess]:
+    server = MockProcess("--api-key", API_KEY)
+    server.configure(record_requests=1000)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def queue(server_store: Redis, crawl_keys: CrawlKeys) -> DocsQueue:
+    return DocsQueue(server_store, crawl_keys)
+
+
+def _env(mock: MockProcess, **llm: str) -> dict[str, str]:
+    env = {**mock.worker_env(API_KEY)}
+    env.update({f"DISTCRAWL_LLM__{k.upper()}": v for k, v in llm.items()})
+    return env
+
+
+async def _summarize(
+    redis_server: RedisServer, keys: CrawlKeys, env: dict[str, str], *args: str
+) -> None:
+    proc = await asyncio.to_thread(
+        cli,
+        "summarize",
+        "--redis",
+        redis_server.url,
+        "--crawl",
+        keys.crawl,
+        "--drain",
+        *args,
+        env=env,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert_no_traceback(proc.stderr)
+
+
+async def _record(redis: Redis, keys: CrawlKeys) -> dict[str, Any]:
+    [raw] = (await redis.hgetall(keys.summaries)).values()
+    record: dict[str, Any] = json.loads(raw)
+    return record
+
+
+def _prompt(reply: dict[str, Any]) -> str:
+    return str(reply["messages"][-1]["content"])
+
+
+async def _check_tokens(
+    record: dict[str, Any], mock: MockProcess, queue: DocsQueue, replies: list[dict[str, Any]]
+) -> None:
+    """The doc's tokens are the sum of what the mock served it, and so are the counters."""
+    served = mock.stats()
+    assert record["prompt_tokens"] == sum(r["prompt_tokens"] for r in replies)
+    assert record["completion_tokens"] == sum(r["completion_tokens"] for r in replies)
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (
+        served["prompt_tokens"],
+        served["completion_tokens"],
+    )
+    stats = await queue.stats()
+    assert stats.per_model("prompt_tokens") == {"mock-model": served["prompt_tokens"]}
+    assert stats.per_model("completion_tokens") == {"mock-model": served["completion_tokens"]}
+
+
+async def test_a_page_ten_times_the_budget_is_summarized_whole(
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
+    mock: MockProcess,
+) -> None:
+    await feed_docs(server_store, crawl_keys, make_docs(1, text=LONG))
+    mock.configure(summary_words=5)  # short summaries: all of them fit one reduce call
+    env = _env(
+        mock,
+        max_input_tokens="300",
+        max_output_tokens="40",
+        prompt="{text}\n\n" + MAP,
+        reduce_prompt="{text}\n\n" + REDUCE,
+        max_doc_tokens="20000",
+    )
+    await _summarize(redis_server, crawl_keys, env)
+
+    replies = mock.replies()
+    maps = [r for r in replies if _prompt(r).endswith(MAP)]
+    reduces = [r for r in replies if _prompt(r).endswith(REDUCE)]
+    assert len(maps) + len(reduces) == len(replies) == len(mock.requests())
+    record = await _record(server_store, crawl_keys)
+    assert (record["outcome"], record["truncated"]) == ("summarized", False)
+    assert record["chunks"] == len(maps) >= 10
+    # the mock saw every chunk: every word of the page, and none cut by the budget
+    seen = {w for r in maps for w in _prompt(r).split()}
+    assert set(WORDS) <= seen
+    assert all(r["prompt_tokens"] <= 300 for r in maps)
+    # one reduce call, and it received every chunk's summary, in page order
+    [reduce] = reduces
+    places = [_prompt(reduce).find(m["content"]) for m in sorted(maps, key=_first_word)]
+    assert -1 not in places
+    assert places == sorted(places)
+    assert record["summary"] == reduce["content"]
+    await _check_tokens(record, mock, queue, replies)
+
+
+def _first_word(reply: dict[str, Any]) -> str:
+    return _prompt(reply).split()[0]
+
+
+async def test_many_chunks_are_reduced_in_levels(
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
+    mock: MockProcess,
+) -> None:
+    """The chunk summaries do not fit one reduce call: groups are reduced, then their
+    summaries, until one is left; every summary goes into exactly one reduce call."""
+    await feed_docs(server_store, crawl_keys, make_docs(1, text=LONG))
+    env = _env(
+        mock,
+        max_input_tokens="150",
+        max_output_tokens="30",
+        prompt="{text}\n\n" + MAP,
+        reduce_prompt="{text}\n\n" + REDUCE,
+        chunk_overlap_tokens="20",
+        max_doc_tokens="40000",
+    )
+    await _summarize(redis_server, crawl_keys, env)
+
+    replies = mock.replies()
+    maps = [r for r in replies if _prompt(r).endswith(MAP)]
+    reduces = [r for r in replies if _prompt(r).endswith(REDUCE)]
+    record = await _record(server_store, crawl_keys)
+    assert record["chunks"] == len(maps) >= 20
+    final = next(r for r in reduces if r["content"] == record["summary"])
+    inner = [r for r in reduces if r is not final]
+    for answer in maps + inner:
+        assert sum(answer["content"] in _prompt(r) for r in reduces) == 1
+    # at least two levels: some reduce call combined the summaries of reduce calls
+    assert any(i["content"] in _prompt(final) for i in inner)
+    assert all(r["prompt_tokens"] <= 150 for r in replies)
+    assert set(WORDS) <= {w for r in maps for w in _prompt(r).split()}
+    await _check_tokens(record, mock, queue, replies)
+
+
+SCHEMA: dict[str, Any] = {
+    "title": "page",
+    "type": "object",
+    "properties": {
+        "headline": {"type": "string", "minLength": 1},
+        "topics": {"type": "array", "items": {"type": "string"}},
+        "words": {"type": "integer", "minimum": 0},
+    },
+    "required": ["headline", "topics", "words"],
+    "additionalProperties": False,
+}
+
+
+async def test_a_long_page_is_extracted_by_chunks_and_merged(
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
+    mock: MockProcess,
+    tmp_path: Path,
+) -> None:
+    """Chunks answer with their own headline (a disagreeing scalar), topics (arrays) and the
+    same word count: topics are concatenated, the count kept, and one reduce call, answered
+    against the schema, decides the headline."""
+    schema = tmp_path / "page.json"
+    schema.write_text(json.dumps(SCHEMA))
+    await feed_docs(server_store, crawl_keys, make_docs(1, text=LONG))
+    env = _env(
+        mock,
+        max_input_tokens="400",
+        max_output_tokens="60",
+        extract_prompt="{text}\n\n" + MAP,
+        max_doc_tokens="20000",
+    )
+    await _summarize(redis_server, crawl_keys, env, "--llm-schema", str(schema))
+
+    replies = mock.replies()
+    maps = sorted((r for r in replies if _prompt(r).endswith(MAP)), key=_first_word)
+    [reduce] = [r for r in replies if not _prompt(r).endswith(MAP)]
+    record = await _record(server_store, crawl_keys)
+    assert (record["outcome"], record["chunks"], record["truncated"]) == (
+        "extracted",
+        len(maps),
+        False,
+    )
+    assert len(maps) >= 8
+    assert set(WORDS) <= {w for r in maps for w in _prompt(r).split()}
+    chunk_data = [json.loads(r["content"]) for r in maps]
+    headlines = [d["headline"] for d in chunk_data]
+    assert len(set(headlines)) == len(maps)  # every chunk its own: a conflict
+    reduce_input = json.loads(_prompt(reduce).split("\n\n", 1)[1])
+    assert reduce_input["conflicts"] == {"/headline": headlines}
+    data = record["data"]
+    jsonschema.validate(data, SCHEMA)
+    assert data["headline"] == json.loads(reduce["content"])["headline"]
+    assert data["topics"] == list(dict.fromkeys(t for d in chunk_data for t in d["topics"]))
+    assert data["words"] == chunk_data[0]["words"]
+    await _check_tokens(record, mock, queue, replies)
+
+
+async def test_the_doc_cap_keeps_the_chunks_that_fit_and_marks_the_record(
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
+    mock: MockProcess,
+) -> None:
+    await feed_docs(server_store, crawl_keys, make_docs(1, text=LONG))
+    env = _env(
+        mock,
+        max_input_tokens="300",
+        max_output_tokens="40",
+        prompt="{text}\n\n" + MAP,
+        reduce_prompt="{text}\n\n" + REDUCE,
+    )
+    await _summarize(redis_server, crawl_keys, env, "--llm-max-doc-tokens", "1500")
+
+    replies = mock.replies()
+    maps = [r for r in replies if _prompt(r).endswith(MAP)]
+    record = await _record(server_store, crawl_keys)
+    assert (record["outcome"], record["truncated"]) == ("summarized", True)
+    assert record["chunks"] == len(maps) == 3  # 3 x (300 + 40) + a reduce of 3 fit 1500
+    seen = {w for r in maps for w in _prompt(r).split()}
+    assert WORDS[0] in seen
+    assert WORDS[-1] not in seen  # the beginning is kept
+    assert record["prompt_tokens"] + record["completion_tokens"] <= 1500
+    await _check_tokens(record, mock, queue, replies)
+
+
+async def test_a_call_that_would_pass_the_cap_fails_the_doc_with_its_tokens(
+    server_store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    """The plan keeps one chunk of the page; its answer is invalid, and the repair call (which
+    no plan foresees) would pass the cap: the doc fails with max_doc_tokens, carrying the
+    first call's tokens."""
+    async with MockLLM(api_key=API_KEY, json_fault="violating") as mock:
+        llm = LLMSettings(
+            base_url=mock.base_url,
+            api_key=SecretStr(API_KEY),
+            max_input_tokens=200,
+            max_output_tokens=50,
+            max_doc_tokens=300,
+        )
+        engine = OpenAIEngine(
+            open_client(llm, API_KEY),
+            llm,
+            SharedRateLimiter(ScriptRunner(server_store), crawl_keys, 0, 0),
+            AdaptiveLimit(4),
+            lambda *_: None,
+        )
+        profile = Profile("mock-model", llm.extract_prompt, 50, OutputSchema.from_dict(SCHEMA, "p"))
+        try:
+            with pytest.raises(DocFailed) as failed:
+                await engine.summarize(Request("https://a.test/", "A", LONG, profile))
+        finally:
+            await engine.aclose()
+        assert failed.value.reason == MAX_DOC_TOKENS
+        [reply] = mock.replies()  # the repair call was never sent
+        assert failed.value.spent.prompt_tokens == reply["prompt_tokens"] > 0
+        assert failed.value.spent.completion_tokens == reply["completion_tokens"]
+
+
+async def test_a_chunk_that_fails_fails_the_doc_with_every_served_token(
+    server_store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    """One chunk's answers are invalid twice: the doc fails with invalid_output. The other
+    chunks' calls, all sent at once and answered at random times up to 0.35 s, are in flight
+    when it fails: they are waited for, not cancelled (the provider bills them all the same),
+    and the doc carries exactly the tokens the mock served."""
+    async with MockLLM(
+        api_key=API_KEY,
+        json_fault="violating",
+        json_fault_match="w0010",
+        latency_s=0.05,
+        latency_jitter_s=0.3,
+        seed=3,
+    ) as mock:
+        llm = LLMSettings(
+            base_url=mock.base_url,
+            api_key=SecretStr(API_KEY),
+            max_input_tokens=300,
+            max_output_tokens=60,
+            max_doc_tokens=40_000,
+        )
+        engine = OpenAIEngine(
+            open_client(llm, API_KEY),
+            llm,
+            SharedRateLimiter(ScriptRunner(server_store), crawl_keys, 0, 0),
+            AdaptiveLimit(64),
+            lambda *_: None,
+        )
+        schema = OutputSchema.from_dict(SCHEMA, "p")
+        profile = Profile("mock-model", "{text}\n\n" + MAP, 60, schema)
+        try:
+            with pytest.raises(DocFailed) as failed:
+                await engine.summarize(Request("https://a.test/", "A", LONG, profile))
+        finally:
+            await engine.aclose()
+        assert failed.value.reason == "invalid_output"
+        replies = mock.replies()
+        broken = [r for r in replies if "w0010" in r["messages"][0]["content"]]
+        assert len(broken) >= 2  # the first answer and the repair's
+        assert len(replies) == 27 + 1  # every chunk, and the repair of the broken one
+        served = mock.stats()
+        assert failed.value.spent.prompt_tokens == served.prompt_tokens > 0
+        assert failed.value.spent.completion_tokens == served.completion_tokens
+        assert served.cancelled == 0
