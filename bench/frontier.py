@@ -37,6 +37,7 @@ from multiprocessing.synchronize import Semaphore as MPSemaphore
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 from redis.asyncio import Redis
 
 from common.errors import DistcrawlError
@@ -45,7 +46,7 @@ from common.private_server import private_server
 from common.scripts import SCRIPT_NAMES, script_source
 from common.settings import EmbeddedSettings
 from common.spec import CrawlSpec
-from common.store import open_store
+from common.store import is_cluster, open_store
 from crawler.admission import Admitter
 from crawler.frontier import Frontier, Outcome, SettleOp, SettleResult
 
@@ -107,6 +108,7 @@ class Cell:
     urls: int
     admit_s: float = 0.0
     seconds: float = 0.0
+    node_cpu_s: dict[int, float] = field(default_factory=dict)
     calls: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -127,10 +129,10 @@ def bench_urls(n: int) -> list[str]:
     return [f"http://d{i % DOMAINS:02d}.bench.test/page/{i}" for i in range(n)]
 
 
-async def admit_all(frontier: Frontier, n: int) -> float:
+async def admit_all(frontier: Frontier, n: int, spec: CrawlSpec = SPEC) -> float:
     """Init the crawl, admit ``n`` URLs in chunks; return the seconds admission took."""
-    await frontier.init(SPEC)
-    admitter = Admitter(frontier, SPEC)
+    await frontier.init(spec)
+    admitter = Admitter(frontier, spec)
     urls = bench_urls(n)
     t0 = time.perf_counter()
     admitted = 0
@@ -157,9 +159,10 @@ async def drain(frontier: Frontier, worker: str, batch: int) -> WorkerResult:
         claim = await frontier.claim(worker, batch)
         calls += 1
         if not claim.leases:
-            if claim.wait_s is None:  # nothing queued or delayed: acks never requeue, so done
+            # nothing claimable here: done once nothing is pending (acks never requeue)
+            if await frontier.pending() == 0:
                 break
-            await asyncio.sleep(claim.wait_s)
+            await asyncio.sleep(min(claim.wait_s or 0.01, 0.05))
             continue
         ops = [SettleOp.ack(lease.fp, Outcome.DONE) for lease in claim.leases]
         results = await frontier.settle(worker, ops)
@@ -280,6 +283,8 @@ async def verify(frontier: Frontier, cell: Cell, results: Sequence[WorkerResult]
 
 
 async def delete_crawl(redis: Redis, keys: CrawlKeys) -> None:
+    if is_cluster(redis):
+        return  # (the bench's cluster is thrown away whole)
     batch: list[str] = []
     async for key in redis.scan_iter(match=keys.prefix + "*", count=1000):
         batch.append(key)
@@ -290,11 +295,11 @@ async def delete_crawl(redis: Redis, keys: CrawlKeys) -> None:
         await redis.unlink(*batch)
 
 
-async def server_setup(url: str, keys: CrawlKeys, n: int) -> float:
+async def server_setup(url: str, keys: CrawlKeys, n: int, spec: CrawlSpec = SPEC) -> float:
     redis = await open_store(url)
     try:
         await preload_scripts(redis)
-        return await admit_all(Frontier(redis, keys), n)
+        return await admit_all(Frontier(redis, keys), n, spec)
     finally:
         await redis.aclose()
 
@@ -308,17 +313,83 @@ async def server_finish(url: str, keys: CrawlKeys, cell: Cell, results: list[Wor
         await redis.aclose()
 
 
-async def cell_async(store: str, url: str, procs: int, batch: int, n: int) -> Cell:
+async def cell_async(
+    store: str,
+    url: str,
+    procs: int,
+    batch: int,
+    n: int,
+    spec: CrawlSpec = SPEC,
+    nodes: Sequence[int] = (),
+) -> Cell:
+    """One cell; ``nodes``: the ports of the servers whose CPU to measure (per node)."""
     keys = CrawlKeys(f"bench-{uuid.uuid4().hex[:10]}")
     cell = Cell(store, procs, batch, n)
     try:
-        cell.admit_s = await server_setup(url, keys, n)
+        cell.admit_s = await server_setup(url, keys, n, spec)
     except Exception as exc:
         cell.problems.append(f"setup: {type(exc).__name__}: {exc}")
         return cell
+    before = await node_cpu(nodes)
     results = await asyncio.to_thread(run_processes, url, keys.crawl, procs, batch)
+    after = await node_cpu(nodes)
+    cell.node_cpu_s = {port: after[port] - before[port] for port in nodes}
     await server_finish(url, keys, cell, results)
     return cell
+
+
+async def node_cpu(ports: Sequence[int]) -> dict[int, float]:
+    """CPU seconds (user + system) each server on these loopback ports has used so far."""
+    out: dict[int, float] = {}
+    for port in ports:
+        client = Redis(port=port)
+        try:
+            info = await client.info("cpu")
+        finally:
+            await client.aclose()
+        out[port] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return out
+
+
+CLUSTER_SHARDS = 16
+CLUSTER_HEADER = (
+    f"{'store':<13} {'shards':>6} {'procs':>5} {'batch':>5} {'urls':>7} {'claims+acks/s':>14} "
+    f"{'Redis CPU-us/op':>16} {'node shares of Redis CPU':>26}"
+)
+
+
+def cluster_row(cell: Cell, shards: int) -> str:
+    head = f"{cell.store:<13} {shards:>6} {cell.procs:>5} {cell.batch:>5} {cell.urls:>7} "
+    if cell.problems or cell.seconds <= 0:
+        return head + "FAILED (see below)"
+    total = sum(cell.node_cpu_s.values())
+    shares = " ".join(f"{v / total:.2f}" for v in sorted(cell.node_cpu_s.values(), reverse=True))
+    return head + (
+        f"{cell.urls / cell.seconds:>14,.0f} {total / cell.urls * 1e6:>16.1f} {shares:>26}"
+    )
+
+
+def cluster_cells(single_url: str, single_port: int, n: int, procs: int, batch: int) -> list[Cell]:
+    """The same workload on one node (one shard) and on three masters (16 shards): pages per
+    second, Redis CPU per claim+ack summed over the nodes, and each master's share of it (the
+    figure that shows the spread on a machine with too few cores for wall-clock scaling)."""
+    from distcrawl.redis_server import RedisClusterServer
+
+    print()
+    print(CLUSTER_HEADER, flush=True)
+    cells = [run(cell_async("1 node", single_url, procs, batch, n, SPEC, [single_port]))]
+    print(cluster_row(cells[-1], 1), flush=True)
+    with tempfile.TemporaryDirectory(prefix="distcrawl-bench-cluster-") as tmp:
+        cluster = RedisClusterServer(Path(tmp), masters=3)
+        cluster.start(persist=False)
+        try:
+            ports = [node.port for node in cluster.masters()]
+            spec = msgspec.structs.replace(SPEC, shards=CLUSTER_SHARDS)
+            cells.append(run(cell_async("3 masters", cluster.url, procs, batch, n, spec, ports)))
+            print(cluster_row(cells[-1], CLUSTER_SHARDS), flush=True)
+        finally:
+            cluster.stop()
+    return cells
 
 
 def server_cell(url: str, procs: int, batch: int, n: int) -> Cell:
@@ -387,7 +458,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def bench(url: str, n_server: int, n_embedded: int) -> list[Cell]:
+def bench(url: str, n_server: int, n_embedded: int, port: int | None = None) -> list[Cell]:
     print(machine_line(run(server_version(url))))
     print(
         f"workload: {DOMAINS} domains, politeness out of the way (rate={SPEC.rate:g}/s, "
@@ -402,6 +473,8 @@ def bench(url: str, n_server: int, n_embedded: int) -> list[Cell]:
             cells.append(server_cell(url, procs, batch, n_server))
             print(cells[-1].row(), flush=True)
     cells += run(embedded_cells(n_embedded))
+    if port is not None:  # (a server of our own: its CPU is ours to read)
+        cells += cluster_cells(url, port, n_server, procs=PROCS[-1], batch=BATCHES[-1])
     return cells
 
 
@@ -417,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server = RedisServer(Path(tmp))
                 server.start(persist=False)
                 try:
-                    cells = bench(server.url, args.urls, args.embedded_urls)
+                    cells = bench(server.url, args.urls, args.embedded_urls, server.port)
                 finally:
                     server.stop()
     except (DistcrawlError, RuntimeError) as exc:
@@ -427,7 +500,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "claims+acks/s: URLs claimed and acked per second of wall time (admission excluded);\n"
         "calls/s: frontier script calls (claims + settles) per second; admit/s: the admission\n"
-        "  before the run, in chunks of 1000 through the Admitter."
+        "  before the run, in chunks of 1000 through the Admitter.\n"
+        "Redis CPU-us/op: CPU (user + system) of the Redis servers, summed over the nodes, per\n"
+        "  claim+ack; node shares: each master's part of that CPU (the crawl's 16 shards spread\n"
+        "  over 3 masters: the goal is no master above 0.4)."
     )
     failed = [c for c in cells if c.problems]
     for c in failed:

@@ -208,7 +208,7 @@ class DocsQueue:
             count = await read_shard_count(self._redis, self.keys)
             shards = [
                 DocsShard(self._redis, k, self._scripts, clock=self._clock)
-                for k in self.keys.shards(count or 1)
+                for k in self.keys.shard_keys(count or 1)
             ]
             if count is None:
                 return shards

@@ -2,8 +2,9 @@
 
 A crawl's own keys (spec, heartbeats, LLM buckets, the summary cache, robots.txt) share the
 prefix ``distcrawl:{<crawl>}:``. A crawl of S > 1 shards keeps its frontier and docs queue in
-S parts, shard k under ``distcrawl:{<crawl>:<k>}:`` (a domain's queue, state and pages live in
-shard ``shard_of(domain, S)``); a one-shard crawl keeps them under the crawl's prefix. The
+S parts, shard k under ``distcrawl:{<crawl>:<k>-<n>}:`` (``shard_tag``; a domain's queue,
+state and pages live in shard ``shard_of(domain, S)``); a one-shard crawl keeps them under the
+crawl's prefix. The
 braces are a Redis Cluster hash tag: every key of one prefix hashes to one slot, so each Lua
 script call touches one node, the shards of a crawl spread over a cluster's masters, and
 several crawls can share a Redis. See docs/frontier.md.
@@ -14,6 +15,9 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass, replace
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from common.errors import ConfigError
 
@@ -71,6 +75,21 @@ def shard_of(domain: str, shards: int) -> int:
     return zlib.crc32(domain.encode()) % shards if shards > 1 else 0
 
 
+@cache
+def shard_tag(crawl: str, shard: int, shards: int) -> str:
+    """The hash tag of one shard: ``<crawl>:<shard>-<n>`` with the smallest n that puts it in
+    the shard's share of the 16,384 cluster slots, so a crawl's shards spread evenly over the
+    slot space (and so over a cluster's masters, which own contiguous ranges of it) instead of
+    wherever their names happen to hash."""
+    low = shard * REDIS_CLUSTER_HASH_SLOTS // shards
+    high = (shard + 1) * REDIS_CLUSTER_HASH_SLOTS // shards
+    for n in range(1_000_000):
+        tag = f"{crawl}:{shard}-{n}"
+        if low <= key_slot(tag.encode()) < high:
+            return tag
+    raise AssertionError("unreachable: crc16 covers every slot range")  # pragma: no cover
+
+
 @dataclass(frozen=True, slots=True)
 class CrawlKeys:
     """The key names of one crawl (``shard`` None), or of one shard of it. Domain-specific
@@ -78,6 +97,7 @@ class CrawlKeys:
 
     crawl: str
     shard: int | None = None  # None: the crawl's own prefix (also shard 0 of a 1-shard crawl)
+    shards: int = 1  # how many the crawl has (with ``shard``)
 
     def __post_init__(self) -> None:
         validate_crawl_name(self.crawl)
@@ -86,17 +106,17 @@ class CrawlKeys:
     def prefix(self) -> str:
         if self.shard is None:
             return f"distcrawl:{{{self.crawl}}}:"
-        return f"distcrawl:{{{self.crawl}:{self.shard}}}:"
+        return f"distcrawl:{{{shard_tag(self.crawl, self.shard, self.shards)}}}:"
 
     @property
     def crawl_level(self) -> CrawlKeys:
-        return replace(self, shard=None)
+        return replace(self, shard=None, shards=1)
 
-    def shards(self, count: int) -> list[CrawlKeys]:
+    def shard_keys(self, count: int) -> list[CrawlKeys]:
         """The keys of each shard of a crawl of ``count`` shards (one: the crawl's own)."""
         if count <= 1:
             return [self.crawl_level]
-        return [replace(self, shard=k) for k in range(count)]
+        return [replace(self, shard=k, shards=count) for k in range(count)]
 
     @property
     def spec(self) -> str:

@@ -522,7 +522,7 @@ class Frontier:
             count = await read_shard_count(self._redis, self.keys)
             shards = [
                 FrontierShard(self._redis, k, self._scripts, clock=self._clock)
-                for k in self.keys.shards(count or 1)
+                for k in self.keys.shard_keys(count or 1)
             ]
             if count is None:
                 return shards  # not cached: a producer may yet write a spec of S shards

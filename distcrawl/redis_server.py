@@ -136,9 +136,9 @@ class RedisClusterServer:
         """Any node's URL: distcrawl finds the rest (CLUSTER SLOTS)."""
         return f"redis://127.0.0.1:{self.nodes[0].port}/0"
 
-    def start(self) -> None:
+    def start(self, *, persist: bool = True) -> None:
         for node in self.nodes:
-            node.start(persist=True)
+            node.start(persist=persist)
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         self.redis_cli(
             "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),

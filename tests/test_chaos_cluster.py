@@ -73,7 +73,7 @@ def test_shards_move_and_a_master_fails_over_mid_crawl(
     assert produced.returncode == 0, produced.stderr
     status = json.loads(cli("status", *store, "--json").stdout)
     assert status["admitted"] == 4
-    slots = [key_slot(k.spec.encode()) for k in CrawlKeys(crawl).shards(16)]
+    slots = [key_slot(k.spec.encode()) for k in CrawlKeys(crawl).shard_keys(16)]
     mock = MockProcess("--api-key", "sk-moves", "--latency", "0.05")
     fleet = Fleet(
         tmp_path,

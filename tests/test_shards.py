@@ -42,11 +42,16 @@ def test_domains_spread_over_shards_and_stay_put() -> None:
 
 def test_each_shard_has_its_own_slot_and_one_shard_is_the_crawl() -> None:
     keys = CrawlKeys("news")
-    assert keys.shards(1) == [keys]
-    shards = keys.shards(16)
-    assert [k.prefix for k in shards[:2]] == ["distcrawl:{news:0}:", "distcrawl:{news:1}:"]
-    slots = {key_slot(k.spec.encode()) for k in shards}
-    assert len(slots) == 16
+    assert keys.shard_keys(1) == [keys]
+    shards = keys.shard_keys(16)
+    assert shards[0].prefix.startswith("distcrawl:{news:0-")
+    assert shards[1].prefix.startswith("distcrawl:{news:1-")
+    slots = [key_slot(k.spec.encode()) for k in shards]
+    # each shard in its sixteenth of the slot space: spread evenly over any masters that own
+    # equal contiguous ranges (three masters: 5 or 6 shards each)
+    assert [slot * 16 // 16384 for slot in slots] == list(range(16))
+    thirds = Counter(slot * 3 // 16384 for slot in slots)
+    assert sorted(thirds.values()) == [5, 5, 6]
     assert key_slot(keys.spec.encode()) not in slots
     for k in shards:  # every key of one shard in that shard's slot
         names = [*k.all_fixed(), k.queue("a.test"), k.domain("a.test")]
