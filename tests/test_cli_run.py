@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from distcrawl.redis_server import RedisServer
-from tests.processes import SiteProcess, assert_no_traceback, cli, read_pages, spawn_cli
+from distcrawl.redis_server import RedisClusterServer, RedisServer
+from tests.processes import (
+    MockProcess,
+    SiteProcess,
+    assert_no_traceback,
+    cli,
+    read_pages,
+    spawn_cli,
+)
 
 FAST = ["--rate", "500", "--burst", "100", "--per-domain-inflight", "16", "--allow-private"]
 ADDRESSES = "127.0.0.1,127.0.0.2,127.0.0.3"
@@ -48,38 +56,62 @@ def test_run_reaches_every_page_exactly_once(
 
 
 @pytest.mark.slow
-def test_distributed_produce_three_crawlers_export(
-    site_factory: Callable[..., SiteProcess], tmp_path: Path, redis_server: RedisServer
+@pytest.mark.parametrize("backend", ["redis_server", "redis_cluster"])
+def test_distributed_produce_three_crawlers_two_summarizers_export(
+    backend: str,
+    request: pytest.FixtureRequest,
+    site_factory: Callable[..., SiteProcess],
+    tmp_path: Path,
 ) -> None:
-    site = site_factory("--addresses", ADDRESSES, "--pages", "166")
-    store = ["--redis", redis_server.url, "--crawl", f"dist{tmp_path.name[-8:]}"]
+    """2,010 pages on 6 hosts, 3 crawl and 2 summarize processes, then export: every page
+    fetched, recorded and summarized exactly once, on one redis-server and on a three-master
+    Redis Cluster (same URL form; there the crawl has 16 shards spread over every master)."""
+    server: RedisServer | RedisClusterServer = request.getfixturevalue(backend)
+    hosts = ",".join(f"127.0.0.{i}" for i in range(1, 7))
+    site = site_factory("--addresses", hosts, "--pages", "334")
+    crawl = f"dist{tmp_path.name[-8:]}"
+    store = ["--redis", server.url, "--crawl", crawl]
     seeds = [f"http://{h}/" for h in site.hosts]
     produced = cli(
         "produce", *store, *seeds, "--rate", "500", "--burst", "100", "--per-domain-inflight", "16"
     )
     assert produced.returncode == 0, produced.stderr
-    assert "admitted 3 seeds" in produced.stdout
-    workers = [
-        spawn_cli("crawl", *store, "--drain", "--allow-private", "--concurrency", "16")
-        for _ in range(3)
-    ]
-    for w in workers:
-        _, err = w.communicate(timeout=180)
-        assert w.returncode == 0, err
-        assert_no_traceback(err)
+    assert "admitted 6 seeds" in produced.stdout
+    mock = MockProcess("--api-key", "sk-dist", "--latency", "0.01")
+    try:
+        env = mock.worker_env("sk-dist")
+        workers = [
+            spawn_cli("crawl", *store, "--drain", "--allow-private", "--concurrency", "16")
+            for _ in range(3)
+        ] + [
+            spawn_cli("summarize", *store, "--drain", "--concurrency", "16", env=env)
+            for _ in range(2)
+        ]
+        for w in workers:
+            _, err = w.communicate(timeout=240)
+            assert w.returncode == 0, err
+            assert_no_traceback(err)
+    finally:
+        mock.stop()
     out = tmp_path / "export"
     exported = cli("export", *store, "--out", str(out))
     assert exported.returncode == 0, exported.stderr
-    _check_every_page_once(site, out, _expected(site, 166))
+    expected = _expected(site, 334)
+    _check_every_page_once(site, out, expected)
+    summaries = [json.loads(line) for line in (out / "summaries.jsonl").read_text().splitlines()]
+    assert sorted(s["url"] for s in summaries) == sorted(expected)
     status = cli("status", *store, "--json")
     assert status.returncode == 0, status.stderr
-    import json
-
     doc = json.loads(status.stdout)
-    assert doc["admitted"] == 501
-    assert doc["done"] == 501
+    assert (doc["admitted"], doc["done"]) == (2010, 2010)
     assert (doc["pending"], doc["in_flight"], doc["failed"], doc["skipped"]) == (0, 0, 0, 0)
     assert doc["balanced"] is True
+    assert (doc["docs"]["summarized"], doc["docs"]["pending"]) == (2010, 0)
+    assert doc["docs"]["balanced"] is True
+    if isinstance(server, RedisClusterServer):
+        per_master = server.keys_per_master(f"distcrawl:{{{crawl}:*")
+        assert len(per_master) == 3
+        assert all(n > 0 for n in per_master.values()), per_master
 
 
 def test_demo_run_needs_nothing_but_the_package(tmp_path: Path) -> None:
