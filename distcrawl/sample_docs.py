@@ -8,6 +8,8 @@ from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
 from common.serde import Doc, encode_doc
+from common.spec import CrawlSpec
+from crawler.frontier import Frontier
 
 __all__ = ["feed_docs", "make_docs"]
 
@@ -28,7 +30,12 @@ def make_docs(n: int, *, text: str | None = None, host: str = "docs.test") -> li
 
 
 async def feed_docs(redis: Redis, keys: CrawlKeys, docs: list[Doc]) -> None:
-    """Queue docs exactly as the crawler's settle script does (entry format and counter)."""
+    """Queue docs exactly as the crawler's settle script does (entry format and counter), in a
+    one-shard crawl: one is created with the default spec if ``keys`` name none yet (`status`
+    and the workers read a crawl from its spec)."""
+    spec = await Frontier(redis, keys).init(CrawlSpec())
+    if spec.shards != 1:
+        raise ValueError(f"feed_docs queues into one shard; crawl {keys.crawl} has {spec.shards}")
     entries = [f"{d.fp}\t0\t{encode_doc(d)}" for d in docs]
     for start in range(0, len(entries), 500):
         await redis.rpush(keys.docs, *entries[start : start + 500])
