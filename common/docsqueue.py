@@ -6,7 +6,6 @@ Outcome equation: ``queued = summarized + failed + pending`` (pending = waiting 
 
 from __future__ import annotations
 
-import enum
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
+from common.protocol import DOC_OP_FIELDS, DocKind, DocResult
 from common.scripts import CrawlScripts, ScriptRunner
 from common.shards import LeaseRoutes, ShardSchedule, gather_shards, read_shard_count
 from common.store import hash_items
@@ -28,20 +28,6 @@ __all__ = [
     "DocsShard",
     "DocsStats",
 ]
-
-
-class DocKind(enum.StrEnum):
-    """How a doc's lease ends (docs_settle.lua knows exactly these)."""
-
-    SUMMARIZED = "summarized"
-    FAILED = "failed"
-    RELEASE = "release"  # back to the head of the queue, untouched (shutdown)
-
-
-class DocResult(enum.IntEnum):
-    STALE = 0
-    SETTLED = 1
-    REQUEUED = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,21 +63,23 @@ class DocOp:
     cache: CacheWrite | None = None
 
     def args(self) -> list[str]:
+        """The op's ARGV group, in common.protocol.DOC_OP_FIELDS order."""
         cache = self.cache
-        return [
-            self.kind,
-            self.fp,
-            self.reason,
-            self.record,
-            self.model,
-            str(self.prompt_tokens),
-            str(self.completion_tokens),
-            str(self.cost_micro_usd),
-            str(self.attempt),
-            cache.key if cache else "",
-            cache.summary if cache else "",
-            "1" if cache and cache.unlock else "",
-        ]
+        values = {
+            "kind": str(self.kind),
+            "fp": self.fp,
+            "reason": self.reason,
+            "record": self.record,
+            "model": self.model,
+            "prompt_tokens": str(self.prompt_tokens),
+            "completion_tokens": str(self.completion_tokens),
+            "cost_micro_usd": str(self.cost_micro_usd),
+            "attempt": str(self.attempt),
+            "cache_key": cache.key if cache else "",
+            "cache_summary": cache.summary if cache else "",
+            "cache_unlock": "1" if cache and cache.unlock else "",
+        }
+        return [values[name] for name in DOC_OP_FIELDS]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ is one atomic script call. See docs/frontier.md for the data layout and the inva
 
 from __future__ import annotations
 
-import enum
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,15 @@ from redis.asyncio import Redis
 
 from common.errors import PermanentError
 from common.keys import CrawlKeys, shard_of
+from common.protocol import (
+    ADMIT_FIELDS,
+    SETTLE_FIELDS,
+    AdmitCode,
+    ClaimWait,
+    Outcome,
+    SettleKind,
+    SettleResult,
+)
 from common.scripts import CrawlScripts, ScriptRunner
 from common.serde import UrlEntry, decode_url_entry
 from common.shards import LeaseRoutes, ShardSchedule, gather_shards, group_by, read_shard_count
@@ -36,27 +44,6 @@ __all__ = [
     "SettleResult",
     "merge_stats",
 ]
-
-
-class AdmitCode(enum.IntEnum):
-    DUPLICATE = 0
-    ADMITTED = 1
-    MAX_DEPTH = 2
-    MAX_PAGES = 3
-    MAX_DOMAIN_PAGES = 4
-
-
-class Outcome(enum.StrEnum):
-    DONE = "done"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-class SettleResult(enum.IntEnum):
-    STALE = 0  # the lease had expired and was reaped (or re-leased): nothing changed
-    SETTLED = 1
-    REQUEUED = 2
-    DEAD = 3  # retried once too often: dead-lettered as failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +74,6 @@ class Lease:
         return self.entry.d
 
 
-# claim.lua's wait_ms when the crawl is paused because the summarizer's backlog is full.
-_WAIT_PAUSED = -2
-
-
 @dataclass(frozen=True, slots=True)
 class Claim:
     leases: list[Lease]
@@ -103,7 +86,7 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class SettleOp:
-    kind: str
+    kind: SettleKind
     fp: str
     outcome: str = ""
     reason: str = ""
@@ -124,7 +107,13 @@ class SettleOp:
         attempt: int = 0,
     ) -> SettleOp:
         return cls(
-            "ack", fp, outcome=outcome.value, reason=reason, record=record, doc=doc, attempt=attempt
+            SettleKind.ACK,
+            fp,
+            outcome=outcome.value,
+            reason=reason,
+            record=record,
+            doc=doc,
+            attempt=attempt,
         )
 
     @classmethod
@@ -139,7 +128,7 @@ class SettleOp:
         attempt: int = 0,
     ) -> SettleOp:
         return cls(
-            "retry",
+            SettleKind.RETRY,
             fp,
             reason=reason,
             delay_s=delay_s,
@@ -150,20 +139,22 @@ class SettleOp:
 
     @classmethod
     def release(cls, fp: str) -> SettleOp:
-        return cls("release", fp)
+        return cls(SettleKind.RELEASE, fp)
 
     def args(self) -> list[str]:
-        return [
-            self.kind,
-            self.fp,
-            self.outcome,
-            self.reason,
-            str(int(self.delay_s * 1000)),
-            str(int(self.retry_after_s * 1000)),
-            self.record,
-            self.doc,
-            str(self.attempt),
-        ]
+        """The op's ARGV group, in common.protocol.SETTLE_FIELDS order."""
+        values = {
+            "kind": str(self.kind),
+            "fp": self.fp,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "delay_ms": str(int(self.delay_s * 1000)),
+            "retry_after_ms": str(int(self.retry_after_s * 1000)),
+            "record": self.record,
+            "doc": self.doc,
+            "attempt": str(self.attempt),
+        }
+        return [values[name] for name in SETTLE_FIELDS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +251,7 @@ def _admit_args(
     rejects = [x for kv in (local_rejects or {}).items() for x in (kv[0], str(kv[1]))]
     args: list[str | int] = [len(rejects) // 2, *rejects, len(candidates)]
     for c in candidates:
-        args += (c.domain, c.fp, c.depth, c.payload)
+        args += (getattr(c, name) for name in ADMIT_FIELDS)
     return args
 
 
@@ -337,9 +328,9 @@ class FrontierShard:
             )
         if got:
             return Claim(leases, 0.0)
-        if wait_ms == _WAIT_PAUSED:
+        if wait_ms == ClaimWait.PAUSED:
             return Claim(leases, None, paused=True)
-        return Claim(leases, None if wait_ms < 0 else wait_ms / 1000)
+        return Claim(leases, None if wait_ms == ClaimWait.NONE else wait_ms / 1000)
 
     async def settle(self, worker: str, ops: Sequence[SettleOp]) -> list[SettleResult]:
         """Ack, retry or release leases in one call."""
