@@ -23,9 +23,9 @@ from common.protocol import (
     SettleKind,
     SettleResult,
 )
-from common.scripts import CrawlScripts, ScriptRunner
+from common.scripts import ScriptRunner
 from common.serde import UrlEntry, decode_url_entry
-from common.shards import LeaseRoutes, ShardSchedule, gather_shards, group_by, read_shard_count
+from common.shards import OneShard, ShardSet, gather_shards, group_by
 from common.spec import CrawlSpec, decode_spec, encode_spec
 from common.store import hash_items, translate_errors
 
@@ -255,23 +255,11 @@ def _admit_args(
     return args
 
 
-class FrontierShard:
+class FrontierShard(OneShard):
     """Typed access to one shard of a crawl's frontier (the whole frontier of a one-shard
     crawl): each method is one script call on the shard's slot. Nothing connects in
     ``__init__``. ``clock`` (ms) replaces the Redis server's clock; tests use it to make time
     explicit."""
-
-    def __init__(
-        self,
-        redis: Redis,
-        keys: CrawlKeys,
-        scripts: ScriptRunner | None = None,
-        *,
-        clock: Callable[[], int] | None = None,
-    ) -> None:
-        self._redis = redis
-        self.keys = keys
-        self._run = CrawlScripts(scripts or ScriptRunner(redis), keys, clock)
 
     async def write_spec(self, spec: CrawlSpec) -> CrawlSpec:
         """Write the spec into this shard's spec hash if it has none; the spec in force."""
@@ -341,27 +329,6 @@ class FrontierShard:
             args += op.args()
         res = await self._run.rows("settle", args)
         return [SettleResult(int(r)) for r in res]
-
-    async def ack(
-        self, worker: str, fp: str, outcome: Outcome, reason: str = "", record: str = ""
-    ) -> SettleResult:
-        return (await self.settle(worker, [SettleOp.ack(fp, outcome, reason, record)]))[0]
-
-    async def retry(
-        self,
-        worker: str,
-        fp: str,
-        reason: str,
-        *,
-        delay_s: float = 0.0,
-        retry_after_s: float = 0.0,
-        record: str = "",
-    ) -> SettleResult:
-        op = SettleOp.retry(fp, reason, delay_s=delay_s, retry_after_s=retry_after_s, record=record)
-        return (await self.settle(worker, [op]))[0]
-
-    async def release(self, worker: str, fps: Sequence[str]) -> list[SettleResult]:
-        return await self.settle(worker, [SettleOp.release(fp) for fp in fps])
 
     async def renew(self, worker: str, fps: Sequence[str], lease_s: float | None = None) -> int:
         if not fps:
@@ -501,24 +468,16 @@ class Frontier:
         self.keys = keys.crawl_level
         self._scripts = scripts or ScriptRunner(redis)
         self._clock = clock
-        self._shards: list[FrontierShard] | None = None
-        self._schedule = ShardSchedule(1)
-        self._routes = LeaseRoutes()
+        self._set: ShardSet[FrontierShard] = ShardSet(redis, keys, self._shard)
+
+    def _shard(self, keys: CrawlKeys) -> FrontierShard:
+        return FrontierShard(self._redis, keys, self._scripts, clock=self._clock)
 
     # -- the shards -----------------------------------------------------------------------
 
     async def shards(self) -> list[FrontierShard]:
         """The crawl's shards (one while the crawl has no spec yet)."""
-        if self._shards is None:
-            count = await read_shard_count(self._redis, self.keys)
-            shards = [
-                FrontierShard(self._redis, k, self._scripts, clock=self._clock)
-                for k in self.keys.shard_keys(count or 1)
-            ]
-            if count is None:
-                return shards  # not cached: a producer may yet write a spec of S shards
-            self._shards, self._schedule = shards, ShardSchedule(len(shards))
-        return self._shards
+        return await self._set.get()
 
     async def _shard_of(self, domain: str) -> FrontierShard:
         shards = await self.shards()
@@ -529,9 +488,8 @@ class Frontier:
     async def init(self, spec: CrawlSpec) -> CrawlSpec:
         """Write the spec if the crawl has none yet (and its shards' copies); return the spec
         in force (the existing one when the crawl was already created)."""
-        crawl = FrontierShard(self._redis, self.keys, self._scripts, clock=self._clock)
-        current = await crawl.write_spec(spec)
-        self._shards = None
+        current = await self._shard(self.keys).write_spec(spec)
+        self._set.forget()
         shards = await self.shards()
         if len(shards) > 1:
             part = current.for_shard()
@@ -627,50 +585,25 @@ class Frontier:
         shards = await self.shards()
         if len(shards) == 1:
             return await shards[0].claim(worker, n, lease_s)
-        leases: list[Lease] = []
-        asked = paused = 0
-        for k in self._schedule.due():
-            claim = await shards[k].claim(worker, n - len(leases), lease_s)
-            asked += 1
-            paused += claim.paused
-            self._schedule.note(k, bool(claim.leases), claim.wait_s)
-            for lease in claim.leases:
-                self._routes.hold(lease.fp, k)
-            leases += claim.leases
-            if len(leases) >= n:
-                break
+
+        async def one(shard: FrontierShard, m: int) -> tuple[list[Lease], float | None, bool]:
+            claim = await shard.claim(worker, m, lease_s)
+            return claim.leases, claim.wait_s, claim.paused
+
+        leases, asked, paused = await self._set.claim(n, one, lambda lease: lease.fp)
         if leases:
             return Claim(leases, 0.0)
         if asked and paused == asked:
             return Claim(leases, None, paused=True)
-        return Claim(leases, self._schedule.next_wait())
+        return Claim(leases, self._set.next_wait())
 
     async def settle(self, worker: str, ops: Sequence[SettleOp]) -> list[SettleResult]:
         """Ack, retry or release leases (one call per shard holding them)."""
-        shards = await self.shards()
-        if len(shards) == 1:
-            return await shards[0].settle(worker, ops)
-        by_fp = {op.fp: i for i, op in enumerate(ops)}
-        known, unknown = self._routes.split(by_fp, len(shards))
-        calls = {
-            k: shards[k].settle(worker, [ops[by_fp[fp]] for fp in fps]) for k, fps in known.items()
-        }
-        answers = await gather_shards(calls)
-        results = [SettleResult.STALE] * len(ops)
-        for k, fps in known.items():
-            self._schedule.wake(k)
-            for fp, result in zip(fps, answers[k], strict=True):
-                results[by_fp[fp]] = result
-                self._routes.drop(fp)
-        if unknown:  # not leased through this object: only the holding shard can settle it
-            lost = [ops[by_fp[fp]] for fp in unknown]
-            everywhere = await gather_shards(
-                {k: s.settle(worker, lost) for k, s in enumerate(shards)}
-            )
-            for j, fp in enumerate(unknown):
-                found = [a[j] for a in everywhere.values() if a[j] is not SettleResult.STALE]
-                results[by_fp[fp]] = found[0] if found else SettleResult.STALE
-        return results
+        return await self._set.routed(
+            [op.fp for op in ops],
+            lambda shard, idx: shard.settle(worker, [ops[i] for i in idx]),
+            SettleResult.STALE,
+        )
 
     async def ack(
         self, worker: str, fp: str, outcome: Outcome, reason: str = "", record: str = ""
@@ -694,30 +627,17 @@ class Frontier:
         return await self.settle(worker, [SettleOp.release(fp) for fp in fps])
 
     async def renew(self, worker: str, fps: Sequence[str], lease_s: float | None = None) -> int:
-        shards = await self.shards()
-        if len(shards) == 1:
-            return await shards[0].renew(worker, fps, lease_s)
-        known, unknown = self._routes.split(fps, len(shards))
-        calls = {k: shards[k].renew(worker, part, lease_s) for k, part in known.items()}
-        if unknown:
-            calls |= {
-                len(shards) + k: s.renew(worker, unknown, lease_s) for k, s in enumerate(shards)
-            }
-        return sum((await gather_shards(calls)).values())
+        return await self._set.renew(fps, lambda shard, part: shard.renew(worker, part, lease_s))
 
     async def reap(self, limit: int = 1000, *, every_lease: bool = False) -> tuple[int, int]:
         """Return expired leases to their queues; (requeued, dead-lettered). ``every_lease``:
         expired or not, for a store whose lease holders are all known dead."""
-        shards = await self.shards()
-        answers = await gather_shards(
-            {k: s.reap(limit, every_lease=every_lease) for k, s in enumerate(shards)}
-        )
-        return sum(a[0] for a in answers.values()), sum(a[1] for a in answers.values())
+        answers = await self._set.each(lambda shard: shard.reap(limit, every_lease=every_lease))
+        return sum(a[0] for a in answers), sum(a[1] for a in answers)
 
     async def pending(self) -> int:
         """admitted - done - failed - skipped, from the counters alone."""
-        shards = await self.shards()
-        return sum((await gather_shards({k: s.pending() for k, s in enumerate(shards)})).values())
+        return sum(await self._set.each(lambda shard: shard.pending()))
 
     # -- politeness -----------------------------------------------------------------------
 
@@ -741,9 +661,7 @@ class Frontier:
     # -- reading --------------------------------------------------------------------------
 
     async def stats(self, top: int = 10) -> FrontierStats:
-        shards = await self.shards()
-        answers = await gather_shards({k: s.stats(top) for k, s in enumerate(shards)})
-        return merge_stats([answers[k] for k in range(len(shards))], top)
+        return merge_stats(await self._set.each(lambda shard: shard.stats(top)), top)
 
     async def dead_letters(self, start: int = 0, stop: int = -1) -> list[DeadLetter]:
         """The dead letters of every shard (``start``/``stop`` index each shard's list)."""
