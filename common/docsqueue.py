@@ -6,7 +6,6 @@ Outcome equation: ``queued = summarized + failed + pending`` (pending = waiting 
 
 from __future__ import annotations
 
-import enum
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -14,8 +13,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from common.keys import CrawlKeys
-from common.scripts import CrawlScripts, ScriptRunner
-from common.shards import LeaseRoutes, ShardSchedule, gather_shards, read_shard_count
+from common.protocol import DOC_OP_FIELDS, DocKind, DocResult
+from common.scripts import ScriptRunner
+from common.shards import OneShard, ShardSet
 from common.store import hash_items
 
 __all__ = [
@@ -28,20 +28,6 @@ __all__ = [
     "DocsShard",
     "DocsStats",
 ]
-
-
-class DocKind(enum.StrEnum):
-    """How a doc's lease ends (docs_settle.lua knows exactly these)."""
-
-    SUMMARIZED = "summarized"
-    FAILED = "failed"
-    RELEASE = "release"  # back to the head of the queue, untouched (shutdown)
-
-
-class DocResult(enum.IntEnum):
-    STALE = 0
-    SETTLED = 1
-    REQUEUED = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,21 +63,23 @@ class DocOp:
     cache: CacheWrite | None = None
 
     def args(self) -> list[str]:
+        """The op's ARGV group, in common.protocol.DOC_OP_FIELDS order."""
         cache = self.cache
-        return [
-            self.kind,
-            self.fp,
-            self.reason,
-            self.record,
-            self.model,
-            str(self.prompt_tokens),
-            str(self.completion_tokens),
-            str(self.cost_micro_usd),
-            str(self.attempt),
-            cache.key if cache else "",
-            cache.summary if cache else "",
-            "1" if cache and cache.unlock else "",
-        ]
+        values = {
+            "kind": str(self.kind),
+            "fp": self.fp,
+            "reason": self.reason,
+            "record": self.record,
+            "model": self.model,
+            "prompt_tokens": str(self.prompt_tokens),
+            "completion_tokens": str(self.completion_tokens),
+            "cost_micro_usd": str(self.cost_micro_usd),
+            "attempt": str(self.attempt),
+            "cache_key": cache.key if cache else "",
+            "cache_summary": cache.summary if cache else "",
+            "cache_unlock": "1" if cache and cache.unlock else "",
+        }
+        return [values[name] for name in DOC_OP_FIELDS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,21 +114,9 @@ class DocsStats:
         return {k[len(prefix) :]: v for k, v in self.counts.items() if k.startswith(prefix)}
 
 
-class DocsShard:
+class DocsShard(OneShard):
     """Typed access to one shard of a crawl's docs queue (all of it in a one-shard crawl);
     ``clock`` (ms) replaces the server clock."""
-
-    def __init__(
-        self,
-        redis: Redis,
-        keys: CrawlKeys,
-        scripts: ScriptRunner | None = None,
-        *,
-        clock: Callable[[], int] | None = None,
-    ) -> None:
-        self._redis = redis
-        self.keys = keys
-        self._run = CrawlScripts(scripts or ScriptRunner(redis), keys, clock)
 
     async def claim(self, worker: str, n: int, lease_s: float) -> list[DocLease]:
         res = await self._run.rows("docs_claim", [n, worker, int(lease_s * 1000)])
@@ -194,26 +170,15 @@ class DocsQueue:
         *,
         clock: Callable[[], int] | None = None,
     ) -> None:
-        self._redis = redis
         self.keys = keys.crawl_level
-        self._scripts = scripts or ScriptRunner(redis)
-        self._clock = clock
-        self._shards: list[DocsShard] | None = None
-        self._schedule = ShardSchedule(1)
-        self._routes = LeaseRoutes()
+        runner = scripts or ScriptRunner(redis)
+        self._set: ShardSet[DocsShard] = ShardSet(
+            redis, keys, lambda k: DocsShard(redis, k, runner, clock=clock)
+        )
 
     async def shards(self) -> list[DocsShard]:
         """The crawl's shards (one while the crawl has no spec yet)."""
-        if self._shards is None:
-            count = await read_shard_count(self._redis, self.keys)
-            shards = [
-                DocsShard(self._redis, k, self._scripts, clock=self._clock)
-                for k in self.keys.shard_keys(count or 1)
-            ]
-            if count is None:
-                return shards
-            self._shards, self._schedule = shards, ShardSchedule(len(shards))
-        return self._shards
+        return await self._set.get()
 
     async def sharded(self) -> bool:
         return len(await self.shards()) > 1
@@ -222,77 +187,40 @@ class DocsQueue:
         shards = await self.shards()
         if len(shards) == 1:
             return await shards[0].claim(worker, n, lease_s)
-        leases: list[DocLease] = []
-        for k in self._schedule.due():
-            got = await shards[k].claim(worker, n - len(leases), lease_s)
-            self._schedule.note(k, bool(got))
-            for lease in got:
-                self._routes.hold(lease.fp, k)
-            leases += got
-            if len(leases) >= n:
-                break
+
+        async def one(shard: DocsShard, m: int) -> tuple[list[DocLease], float | None, bool]:
+            return await shard.claim(worker, m, lease_s), None, False
+
+        leases, _, _ = await self._set.claim(n, one, lambda lease: lease.fp)
         return leases
 
     async def settle(self, worker: str, ops: Sequence[DocOp]) -> list[DocResult]:
-        shards = await self.shards()
-        if len(shards) == 1:
-            return await shards[0].settle(worker, ops)
-        by_fp = {op.fp: i for i, op in enumerate(ops)}
-        known, unknown = self._routes.split(by_fp, len(shards))
-        answers = await gather_shards(
-            {
-                k: shards[k].settle(worker, [ops[by_fp[fp]] for fp in fps])
-                for k, fps in known.items()
-            }
+        return await self._set.routed(
+            [op.fp for op in ops],
+            lambda shard, idx: shard.settle(worker, [ops[i] for i in idx]),
+            DocResult.STALE,
         )
-        results = [DocResult.STALE] * len(ops)
-        for k, fps in known.items():
-            for fp, result in zip(fps, answers[k], strict=True):
-                results[by_fp[fp]] = result
-                self._routes.drop(fp)
-        if unknown:  # not leased through this object: only the holding shard can settle it
-            lost = [ops[by_fp[fp]] for fp in unknown]
-            everywhere = await gather_shards(
-                {k: s.settle(worker, lost) for k, s in enumerate(shards)}
-            )
-            for j, fp in enumerate(unknown):
-                found = [a[j] for a in everywhere.values() if a[j] is not DocResult.STALE]
-                results[by_fp[fp]] = found[0] if found else DocResult.STALE
-        return results
 
     async def renew(self, worker: str, fps: Sequence[str], lease_s: float) -> int:
-        shards = await self.shards()
-        if len(shards) == 1:
-            return await shards[0].renew(worker, fps, lease_s)
-        known, unknown = self._routes.split(fps, len(shards))
-        calls = {k: shards[k].renew(worker, part, lease_s) for k, part in known.items()}
-        if unknown:
-            calls |= {
-                len(shards) + k: s.renew(worker, unknown, lease_s) for k, s in enumerate(shards)
-            }
-        return sum((await gather_shards(calls)).values())
+        return await self._set.renew(fps, lambda shard, part: shard.renew(worker, part, lease_s))
 
     async def reap(self, limit: int = 1000, *, every_lease: bool = False) -> tuple[int, int]:
         """Return expired leases to the queue; (requeued, failed). ``every_lease``: expired or
         not, for a store whose lease holders are all known dead."""
-        shards = await self.shards()
-        answers = await gather_shards(
-            {k: s.reap(limit, every_lease=every_lease) for k, s in enumerate(shards)}
-        )
-        return sum(a[0] for a in answers.values()), sum(a[1] for a in answers.values())
+        answers = await self._set.each(lambda shard: shard.reap(limit, every_lease=every_lease))
+        return sum(a[0] for a in answers), sum(a[1] for a in answers)
 
     async def stats(self) -> DocsStats:
-        shards = await self.shards()
-        answers = await gather_shards({k: s.stats() for k, s in enumerate(shards)})
+        answers = await self._set.each(lambda shard: shard.stats())
         if len(answers) == 1:
             return answers[0]
         counts: Counter[str] = Counter()
-        for a in answers.values():
+        for a in answers:
             counts.update(a.counts)
         return DocsStats(
-            sum(a.waiting for a in answers.values()),
-            sum(a.in_flight for a in answers.values()),
-            sum(a.dead for a in answers.values()),
+            sum(a.waiting for a in answers),
+            sum(a.in_flight for a in answers),
+            sum(a.dead for a in answers),
             dict(counts),
         )
 

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from common.keys import FIXED_KEYS, PART_KEYS, CrawlKeys
+from common.protocol import lua_header
 from common.spec import CrawlSpec
 from common.store import translate_errors
 
@@ -90,6 +91,7 @@ def script_source(name: str) -> str:
         [
             keys_header(),
             spec_defaults_header(),
+            lua_header(),
             *((lua / f"{part}.lua").read_text() for part in parts),
         ]
     )

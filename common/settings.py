@@ -140,6 +140,8 @@ class ProxySettings(_Section):
 class CrawlerSettings(_Section):
     concurrency: int = Field(64, ge=1, le=10_000)
     claim_batch: int = Field(8, ge=1, le=256)
+    # package.module:function called on every parsed page (crawler/extractor.py)
+    extractor: str | None = None
 
 
 class LLMSettings(_Section):

@@ -68,14 +68,6 @@ class Prepared:
     batch: dict[str, Candidate] = field(default_factory=dict)  # canonical URL -> candidate
 
 
-_CODE_REASON = {
-    AdmitCode.DUPLICATE: "duplicate",
-    AdmitCode.MAX_DEPTH: "max_depth",
-    AdmitCode.MAX_PAGES: "max_pages",
-    AdmitCode.MAX_DOMAIN_PAGES: "max_domain_pages",
-}
-
-
 class Admitter:
     """Canonicalizes, scopes and dedupes links, then admits the survivors in one call."""
 
@@ -157,7 +149,7 @@ class Admitter:
             if code is AdmitCode.ADMITTED:
                 report.admitted.append(url)
             else:
-                report.rejected[_CODE_REASON[code]] += 1
+                report.rejected[code.name.lower()] += 1  # as admit.lua counts it
             if code in (AdmitCode.ADMITTED, AdmitCode.DUPLICATE):
                 self._seen.put(url, "duplicate")
         return report

@@ -6,7 +6,6 @@ is one atomic script call. See docs/frontier.md for the data layout and the inva
 
 from __future__ import annotations
 
-import enum
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,9 +14,18 @@ from redis.asyncio import Redis
 
 from common.errors import PermanentError
 from common.keys import CrawlKeys, shard_of
-from common.scripts import CrawlScripts, ScriptRunner
+from common.protocol import (
+    ADMIT_FIELDS,
+    SETTLE_FIELDS,
+    AdmitCode,
+    ClaimWait,
+    Outcome,
+    SettleKind,
+    SettleResult,
+)
+from common.scripts import ScriptRunner
 from common.serde import UrlEntry, decode_url_entry
-from common.shards import LeaseRoutes, ShardSchedule, gather_shards, group_by, read_shard_count
+from common.shards import OneShard, ShardSet, gather_shards, group_by
 from common.spec import CrawlSpec, decode_spec, encode_spec
 from common.store import hash_items, translate_errors
 
@@ -36,27 +44,6 @@ __all__ = [
     "SettleResult",
     "merge_stats",
 ]
-
-
-class AdmitCode(enum.IntEnum):
-    DUPLICATE = 0
-    ADMITTED = 1
-    MAX_DEPTH = 2
-    MAX_PAGES = 3
-    MAX_DOMAIN_PAGES = 4
-
-
-class Outcome(enum.StrEnum):
-    DONE = "done"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-class SettleResult(enum.IntEnum):
-    STALE = 0  # the lease had expired and was reaped (or re-leased): nothing changed
-    SETTLED = 1
-    REQUEUED = 2
-    DEAD = 3  # retried once too often: dead-lettered as failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +74,6 @@ class Lease:
         return self.entry.d
 
 
-# claim.lua's wait_ms when the crawl is paused because the summarizer's backlog is full.
-_WAIT_PAUSED = -2
-
-
 @dataclass(frozen=True, slots=True)
 class Claim:
     leases: list[Lease]
@@ -103,7 +86,7 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class SettleOp:
-    kind: str
+    kind: SettleKind
     fp: str
     outcome: str = ""
     reason: str = ""
@@ -124,7 +107,13 @@ class SettleOp:
         attempt: int = 0,
     ) -> SettleOp:
         return cls(
-            "ack", fp, outcome=outcome.value, reason=reason, record=record, doc=doc, attempt=attempt
+            SettleKind.ACK,
+            fp,
+            outcome=outcome.value,
+            reason=reason,
+            record=record,
+            doc=doc,
+            attempt=attempt,
         )
 
     @classmethod
@@ -139,7 +128,7 @@ class SettleOp:
         attempt: int = 0,
     ) -> SettleOp:
         return cls(
-            "retry",
+            SettleKind.RETRY,
             fp,
             reason=reason,
             delay_s=delay_s,
@@ -150,20 +139,22 @@ class SettleOp:
 
     @classmethod
     def release(cls, fp: str) -> SettleOp:
-        return cls("release", fp)
+        return cls(SettleKind.RELEASE, fp)
 
     def args(self) -> list[str]:
-        return [
-            self.kind,
-            self.fp,
-            self.outcome,
-            self.reason,
-            str(int(self.delay_s * 1000)),
-            str(int(self.retry_after_s * 1000)),
-            self.record,
-            self.doc,
-            str(self.attempt),
-        ]
+        """The op's ARGV group, in common.protocol.SETTLE_FIELDS order."""
+        values = {
+            "kind": str(self.kind),
+            "fp": self.fp,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "delay_ms": str(int(self.delay_s * 1000)),
+            "retry_after_ms": str(int(self.retry_after_s * 1000)),
+            "record": self.record,
+            "doc": self.doc,
+            "attempt": str(self.attempt),
+        }
+        return [values[name] for name in SETTLE_FIELDS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,27 +251,15 @@ def _admit_args(
     rejects = [x for kv in (local_rejects or {}).items() for x in (kv[0], str(kv[1]))]
     args: list[str | int] = [len(rejects) // 2, *rejects, len(candidates)]
     for c in candidates:
-        args += (c.domain, c.fp, c.depth, c.payload)
+        args += (getattr(c, name) for name in ADMIT_FIELDS)
     return args
 
 
-class FrontierShard:
+class FrontierShard(OneShard):
     """Typed access to one shard of a crawl's frontier (the whole frontier of a one-shard
     crawl): each method is one script call on the shard's slot. Nothing connects in
     ``__init__``. ``clock`` (ms) replaces the Redis server's clock; tests use it to make time
     explicit."""
-
-    def __init__(
-        self,
-        redis: Redis,
-        keys: CrawlKeys,
-        scripts: ScriptRunner | None = None,
-        *,
-        clock: Callable[[], int] | None = None,
-    ) -> None:
-        self._redis = redis
-        self.keys = keys
-        self._run = CrawlScripts(scripts or ScriptRunner(redis), keys, clock)
 
     async def write_spec(self, spec: CrawlSpec) -> CrawlSpec:
         """Write the spec into this shard's spec hash if it has none; the spec in force."""
@@ -337,9 +316,9 @@ class FrontierShard:
             )
         if got:
             return Claim(leases, 0.0)
-        if wait_ms == _WAIT_PAUSED:
+        if wait_ms == ClaimWait.PAUSED:
             return Claim(leases, None, paused=True)
-        return Claim(leases, None if wait_ms < 0 else wait_ms / 1000)
+        return Claim(leases, None if wait_ms == ClaimWait.NONE else wait_ms / 1000)
 
     async def settle(self, worker: str, ops: Sequence[SettleOp]) -> list[SettleResult]:
         """Ack, retry or release leases in one call."""
@@ -350,27 +329,6 @@ class FrontierShard:
             args += op.args()
         res = await self._run.rows("settle", args)
         return [SettleResult(int(r)) for r in res]
-
-    async def ack(
-        self, worker: str, fp: str, outcome: Outcome, reason: str = "", record: str = ""
-    ) -> SettleResult:
-        return (await self.settle(worker, [SettleOp.ack(fp, outcome, reason, record)]))[0]
-
-    async def retry(
-        self,
-        worker: str,
-        fp: str,
-        reason: str,
-        *,
-        delay_s: float = 0.0,
-        retry_after_s: float = 0.0,
-        record: str = "",
-    ) -> SettleResult:
-        op = SettleOp.retry(fp, reason, delay_s=delay_s, retry_after_s=retry_after_s, record=record)
-        return (await self.settle(worker, [op]))[0]
-
-    async def release(self, worker: str, fps: Sequence[str]) -> list[SettleResult]:
-        return await self.settle(worker, [SettleOp.release(fp) for fp in fps])
 
     async def renew(self, worker: str, fps: Sequence[str], lease_s: float | None = None) -> int:
         if not fps:
@@ -510,24 +468,16 @@ class Frontier:
         self.keys = keys.crawl_level
         self._scripts = scripts or ScriptRunner(redis)
         self._clock = clock
-        self._shards: list[FrontierShard] | None = None
-        self._schedule = ShardSchedule(1)
-        self._routes = LeaseRoutes()
+        self._set: ShardSet[FrontierShard] = ShardSet(redis, keys, self._shard)
+
+    def _shard(self, keys: CrawlKeys) -> FrontierShard:
+        return FrontierShard(self._redis, keys, self._scripts, clock=self._clock)
 
     # -- the shards -----------------------------------------------------------------------
 
     async def shards(self) -> list[FrontierShard]:
         """The crawl's shards (one while the crawl has no spec yet)."""
-        if self._shards is None:
-            count = await read_shard_count(self._redis, self.keys)
-            shards = [
-                FrontierShard(self._redis, k, self._scripts, clock=self._clock)
-                for k in self.keys.shard_keys(count or 1)
-            ]
-            if count is None:
-                return shards  # not cached: a producer may yet write a spec of S shards
-            self._shards, self._schedule = shards, ShardSchedule(len(shards))
-        return self._shards
+        return await self._set.get()
 
     async def _shard_of(self, domain: str) -> FrontierShard:
         shards = await self.shards()
@@ -538,9 +488,8 @@ class Frontier:
     async def init(self, spec: CrawlSpec) -> CrawlSpec:
         """Write the spec if the crawl has none yet (and its shards' copies); return the spec
         in force (the existing one when the crawl was already created)."""
-        crawl = FrontierShard(self._redis, self.keys, self._scripts, clock=self._clock)
-        current = await crawl.write_spec(spec)
-        self._shards = None
+        current = await self._shard(self.keys).write_spec(spec)
+        self._set.forget()
         shards = await self.shards()
         if len(shards) > 1:
             part = current.for_shard()
@@ -636,50 +585,25 @@ class Frontier:
         shards = await self.shards()
         if len(shards) == 1:
             return await shards[0].claim(worker, n, lease_s)
-        leases: list[Lease] = []
-        asked = paused = 0
-        for k in self._schedule.due():
-            claim = await shards[k].claim(worker, n - len(leases), lease_s)
-            asked += 1
-            paused += claim.paused
-            self._schedule.note(k, bool(claim.leases), claim.wait_s)
-            for lease in claim.leases:
-                self._routes.hold(lease.fp, k)
-            leases += claim.leases
-            if len(leases) >= n:
-                break
+
+        async def one(shard: FrontierShard, m: int) -> tuple[list[Lease], float | None, bool]:
+            claim = await shard.claim(worker, m, lease_s)
+            return claim.leases, claim.wait_s, claim.paused
+
+        leases, asked, paused = await self._set.claim(n, one, lambda lease: lease.fp)
         if leases:
             return Claim(leases, 0.0)
         if asked and paused == asked:
             return Claim(leases, None, paused=True)
-        return Claim(leases, self._schedule.next_wait())
+        return Claim(leases, self._set.next_wait())
 
     async def settle(self, worker: str, ops: Sequence[SettleOp]) -> list[SettleResult]:
         """Ack, retry or release leases (one call per shard holding them)."""
-        shards = await self.shards()
-        if len(shards) == 1:
-            return await shards[0].settle(worker, ops)
-        by_fp = {op.fp: i for i, op in enumerate(ops)}
-        known, unknown = self._routes.split(by_fp, len(shards))
-        calls = {
-            k: shards[k].settle(worker, [ops[by_fp[fp]] for fp in fps]) for k, fps in known.items()
-        }
-        answers = await gather_shards(calls)
-        results = [SettleResult.STALE] * len(ops)
-        for k, fps in known.items():
-            self._schedule.wake(k)
-            for fp, result in zip(fps, answers[k], strict=True):
-                results[by_fp[fp]] = result
-                self._routes.drop(fp)
-        if unknown:  # not leased through this object: only the holding shard can settle it
-            lost = [ops[by_fp[fp]] for fp in unknown]
-            everywhere = await gather_shards(
-                {k: s.settle(worker, lost) for k, s in enumerate(shards)}
-            )
-            for j, fp in enumerate(unknown):
-                found = [a[j] for a in everywhere.values() if a[j] is not SettleResult.STALE]
-                results[by_fp[fp]] = found[0] if found else SettleResult.STALE
-        return results
+        return await self._set.routed(
+            [op.fp for op in ops],
+            lambda shard, idx: shard.settle(worker, [ops[i] for i in idx]),
+            SettleResult.STALE,
+        )
 
     async def ack(
         self, worker: str, fp: str, outcome: Outcome, reason: str = "", record: str = ""
@@ -703,30 +627,17 @@ class Frontier:
         return await self.settle(worker, [SettleOp.release(fp) for fp in fps])
 
     async def renew(self, worker: str, fps: Sequence[str], lease_s: float | None = None) -> int:
-        shards = await self.shards()
-        if len(shards) == 1:
-            return await shards[0].renew(worker, fps, lease_s)
-        known, unknown = self._routes.split(fps, len(shards))
-        calls = {k: shards[k].renew(worker, part, lease_s) for k, part in known.items()}
-        if unknown:
-            calls |= {
-                len(shards) + k: s.renew(worker, unknown, lease_s) for k, s in enumerate(shards)
-            }
-        return sum((await gather_shards(calls)).values())
+        return await self._set.renew(fps, lambda shard, part: shard.renew(worker, part, lease_s))
 
     async def reap(self, limit: int = 1000, *, every_lease: bool = False) -> tuple[int, int]:
         """Return expired leases to their queues; (requeued, dead-lettered). ``every_lease``:
         expired or not, for a store whose lease holders are all known dead."""
-        shards = await self.shards()
-        answers = await gather_shards(
-            {k: s.reap(limit, every_lease=every_lease) for k, s in enumerate(shards)}
-        )
-        return sum(a[0] for a in answers.values()), sum(a[1] for a in answers.values())
+        answers = await self._set.each(lambda shard: shard.reap(limit, every_lease=every_lease))
+        return sum(a[0] for a in answers), sum(a[1] for a in answers)
 
     async def pending(self) -> int:
         """admitted - done - failed - skipped, from the counters alone."""
-        shards = await self.shards()
-        return sum((await gather_shards({k: s.pending() for k, s in enumerate(shards)})).values())
+        return sum(await self._set.each(lambda shard: shard.pending()))
 
     # -- politeness -----------------------------------------------------------------------
 
@@ -750,9 +661,7 @@ class Frontier:
     # -- reading --------------------------------------------------------------------------
 
     async def stats(self, top: int = 10) -> FrontierStats:
-        shards = await self.shards()
-        answers = await gather_shards({k: s.stats(top) for k, s in enumerate(shards)})
-        return merge_stats([answers[k] for k in range(len(shards))], top)
+        return merge_stats(await self._set.each(lambda shard: shard.stats(top)), top)
 
     async def dead_letters(self, start: int = 0, stop: int = -1) -> list[DeadLetter]:
         """The dead letters of every shard (``start``/``stop`` index each shard's list)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 __all__ = ["PageRecord", "encode_record"]
@@ -31,6 +33,10 @@ class PageRecord(msgspec.Struct, kw_only=True):
     # final response's record, a gzip member that can be read from there without scanning.
     warc_file: str | None = None
     warc_offset: int | None = None
+    # With --extractor: what the user's function returned for this page, and, when it failed
+    # (reason extractor_error), its message.
+    data: dict[str, Any] | None = None
+    error: str | None = None
 
 
 _enc = msgspec.json.Encoder()

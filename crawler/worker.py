@@ -34,6 +34,7 @@ from common.urls import fingerprint, netloc_of
 from crawler.admission import AdmitReport, Admitter
 from crawler.classify import ProxyFailed, SkipPage
 from crawler.committer import Committer
+from crawler.extractor import Extractor, ExtractorError
 from crawler.fetch import Fetcher, FetchResult
 from crawler.frontier import Frontier, Lease, Outcome, SettleOp, SettleResult
 from crawler.parse import ParsedPage, parse_html
@@ -83,6 +84,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         shutdown: Shutdown,
         doc_max_chars: int,
         proxies: ProxyPool | None = None,
+        extractor: Extractor | None = None,
         worker_id: str | None = None,
     ) -> None:
         super().__init__(
@@ -96,6 +98,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         self._metrics = metrics
         self._doc_max_chars = doc_max_chars  # 0: the crawl is not summarized, no docs
         self._proxies = proxies
+        self._extractor = extractor
         self.stats = WorkerStats()
         self._committer = Committer(frontier, admitter, self.worker_id, self._admitted)
 
@@ -225,13 +228,30 @@ class CrawlWorker(LeasedWorker[Lease]):
         # when the crawl is not summarized; text_chars still counts all of it).
         page = parse_html(result.markup(), self._doc_max_chars or 1)
         self._metrics.pages_parsed.inc()
-        return self._done(lease, result, page, started)
+        if self._extractor is None:
+            return self._done(lease, result, page, started)
+        try:
+            data = await self._extractor.extract(lease.url, result.final_url, result.text())
+        except ExtractorError as exc:  # the page fails; its links are still followed
+            log.warning("extractor_error", url=lease.url, error=str(exc))
+            return self._done(lease, result, page, started, error=str(exc))
+        return self._done(lease, result, page, started, data=data)
 
-    def _done(self, lease: Lease, result: FetchResult, page: ParsedPage, started: float) -> _Commit:
+    def _done(
+        self,
+        lease: Lease,
+        result: FetchResult,
+        page: ParsedPage,
+        started: float,
+        *,
+        data: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> _Commit:
+        outcome = Outcome.DONE if error is None else Outcome.FAILED
         record = PageRecord(
             url=lease.url,
             final_url=result.final_url,
-            outcome=Outcome.DONE.value,
+            outcome=outcome.value,
             status=result.status,
             depth=lease.depth,
             title=page.title,
@@ -248,9 +268,13 @@ class CrawlWorker(LeasedWorker[Lease]):
             reason="noindex" if page.noindex else None,
             warc_file=result.warc.file if result.warc else None,
             warc_offset=result.warc.offset if result.warc else None,
+            data=data,
+            error=error,
         )
+        if error is not None:
+            record.reason = "extractor_error"
         doc = ""
-        if self._doc_max_chars and not page.noindex and page.text:
+        if self._doc_max_chars and not page.noindex and page.text and error is None:
             doc = encode_doc(
                 Doc(
                     url=lease.url,
@@ -268,7 +292,12 @@ class CrawlWorker(LeasedWorker[Lease]):
         self._metrics.links_found.inc(len(page.links))
         return _Commit(
             SettleOp.ack(
-                lease.fp, Outcome.DONE, record=encode_record(record), doc=doc, attempt=lease.attempt
+                lease.fp,
+                outcome,
+                "" if error is None else "extractor_error",
+                record=encode_record(record),
+                doc=doc,
+                attempt=lease.attempt,
             ),
             links=None if page.nofollow else page.links,
             base=base,

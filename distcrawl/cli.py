@@ -164,6 +164,12 @@ def _worker(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-body-bytes", type=int, metavar="N", help="default 5 MiB")
     g.add_argument("--user-agent", metavar="UA")
     g.add_argument(
+        "--extractor",
+        metavar="MODULE:FUNCTION",
+        help="call FUNCTION(url, final_url, html, tree) on every page; its dict is the record's"
+        " data (crawler/extractor.py)",
+    )
+    g.add_argument(
         "--allow-private",
         action="store_true",
         default=None,
@@ -374,7 +380,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         shards=a.get("shards"),
     )
     fetch = given(max_body_bytes=a.get("max_body_bytes"), user_agent=a.get("user_agent"))
-    crawler = given(concurrency=a.get("concurrency"))
+    crawler = given(concurrency=a.get("concurrency"), extractor=a.get("extractor"))
     warc = given(dir=a.get("warc"), max_bytes=a.get("warc_max_bytes"))
     worker = given(grace_s=a.get("grace"))
     proxy = _proxy_settings(a, env)

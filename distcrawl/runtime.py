@@ -25,6 +25,7 @@ from common.settings import Settings
 from common.spec import CrawlSpec
 from common.store import open_store, redis_memory, translate_errors
 from crawler.admission import Admitter
+from crawler.extractor import Extractor
 from crawler.fetch import Fetcher
 from crawler.frontier import Frontier, FrontierStats
 from crawler.proxies import check_proxy_addresses, configured_proxies, crawl_pool
@@ -265,6 +266,7 @@ async def crawl_runtime(
             shutdown=shutdown,
             doc_max_chars=spec.doc_max_chars if spec.summarize else 0,
             proxies=proxies,
+            extractor=Extractor(c.extractor) if c.extractor else None,
         )
         if settings.metrics_port is not None:
             await _serve_with_gauges(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -13,18 +12,11 @@ from redis.asyncio import Redis
 from common.docsqueue import CacheWrite
 from common.errors import StoreUnavailable
 from common.keys import CrawlKeys
+from common.protocol import CacheProbe
 from common.scripts import CrawlScripts, ScriptRunner
 from common.store import translate_errors
 
 __all__ = ["CacheProbe", "SummaryCache", "content_key"]
-
-
-class CacheProbe(enum.IntEnum):
-    """docs_cache_probe.lua's answer (its first element)."""
-
-    BUSY = 0  # another caller holds the key's lock: wait, probe again
-    HIT = 1  # the summary follows
-    LOCKED = 2  # this caller took the lock: compute, then store and unlock
 
 
 def content_key(model: str, prompt: str, text: str, schema: str = "") -> str:

@@ -5,13 +5,13 @@ blocks the event loop)."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from common.errors import ConfigError, PermanentError
+from common.errors import PermanentError
+from common.plugins import load_callable
 from summarizer.extractive import summarize_extractive
 from summarizer.profiles import Profile
 from summarizer.schema import INVALID_OUTPUT
@@ -99,24 +99,6 @@ class ExtractiveEngine:
         return None
 
 
-UserFn = Callable[..., Any]
-
-
-def load_callable(path: str) -> UserFn:
-    """Import ``package.module:function``; raise ConfigError with the reason when it fails."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"summarizer {path!r}: expected 'module:function'")
-    try:
-        module = importlib.import_module(module_name)
-        fn = getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load summarizer {path!r}: {exc}") from exc
-    if not callable(fn):
-        raise ConfigError(f"summarizer {path!r} is not callable")
-    return fn  # type: ignore[no-any-return]
-
-
 class CallableEngine:
     """A user function ``fn(text, *, title, url) -> str`` (or an async one)."""
 
@@ -124,7 +106,7 @@ class CallableEngine:
 
     def __init__(self, path: str) -> None:
         self.name = path
-        self._fn = load_callable(path)
+        self._fn = load_callable(path, "summarizer")
         self._is_async = inspect.iscoroutinefunction(self._fn)
 
     def cache_identity(self, request: Request) -> tuple[str, str]:  # noqa: ARG002 (one identity)

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import enum
 import json
 
 import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
+from common.docsqueue import DocOp
 from common.errors import ConfigError
 from common.keys import FIXED_KEYS, PART_KEYS, CrawlKeys
+from common.protocol import (
+    ADMIT_FIELDS,
+    DOC_OP_FIELDS,
+    SETTLE_FIELDS,
+    AdmitCode,
+    CacheProbe,
+    ClaimWait,
+    DocKind,
+    DocResult,
+    Outcome,
+    SettleKind,
+    SettleResult,
+)
 from common.scripts import script_source
 from common.spec import CrawlSpec
-from crawler.frontier import Frontier, Outcome
+from crawler.frontier import Frontier, SettleOp
 from tests.helpers import FakeClock, make_frontier
 
 
@@ -94,3 +109,32 @@ async def test_lua_key_names_are_the_python_ones(store: Redis, crawl_keys: Crawl
     expected |= {name: getattr(crawl_keys, name)("x.test") for name in PART_KEYS}
     assert seen_by_lua == expected
     assert set(FIXED_KEYS.values()).isdisjoint(p.rstrip(":") for p in PART_KEYS.values())
+
+
+async def test_lua_sees_the_python_protocol(store: Redis, crawl_keys: CrawlKeys) -> None:
+    """Field offsets, group widths, kinds and result codes: the tables every script sees are
+    common.protocol's declarations, and the ARGV groups Python builds follow them."""
+    header = script_source("stats").split("-- One atomic snapshot")[0]
+    tables: dict[str, tuple[str, ...] | type[enum.Enum]] = {
+        "ADMIT": ADMIT_FIELDS, "SETTLE": SETTLE_FIELDS, "DOC_OP": DOC_OP_FIELDS,
+        "ADMIT_CODE": AdmitCode, "SETTLE_KIND": SettleKind, "SETTLE_RESULT": SettleResult,
+        "DOC_KIND": DocKind, "DOC_RESULT": DocResult, "CACHE_PROBE": CacheProbe,
+        "CLAIM_WAIT": ClaimWait, "OUTCOME": Outcome,
+    }  # fmt: skip
+    probe = f"{header}\nreturn cjson.encode({{{', '.join(f'{t} = {t}' for t in tables)}}})"
+    raw = await store.eval(probe, 1, crawl_keys.spec, crawl_keys.prefix, "")
+    seen = json.loads(str(raw))
+    for name, declared in tables.items():
+        if isinstance(declared, tuple):
+            expected = {field: i for i, field in enumerate(declared)} | {"width": len(declared)}
+        else:
+            expected = {member.name: member.value for member in declared}
+        assert seen[name] == expected, name
+    op = SettleOp.retry("f" * 16, "timeout", delay_s=1.5, retry_after_s=2, record="{}", attempt=3)
+    assert dict(zip(SETTLE_FIELDS, op.args(), strict=True)) == {
+        "kind": "retry", "fp": "f" * 16, "outcome": "", "reason": "timeout", "delay_ms": "1500",
+        "retry_after_ms": "2000", "record": "{}", "doc": "", "attempt": "3",
+    }  # fmt: skip
+    doc = DocOp(DocKind.FAILED, "d" * 16, reason="http_400", model="m", prompt_tokens=5)
+    assert len(doc.args()) == len(DOC_OP_FIELDS)
+    assert dict(zip(DOC_OP_FIELDS, doc.args(), strict=True))["prompt_tokens"] == "5"

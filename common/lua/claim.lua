@@ -2,9 +2,9 @@
 -- ARGV[3] = n, ARGV[4] = worker id, ARGV[5] = lease ms ("" = the crawl's default).
 -- Returns {count, wait_ms, domain1, entry1, domain2, entry2, ...}. When count is 0, wait_ms is
 -- how long until the earliest domain (or delayed retry) becomes ready, so callers sleep exactly
--- that long instead of polling; -1 when no time is known: nothing is queued, or everything
--- queued waits for an in-flight slot (it becomes ready when some lease settles); -2 when the
--- crawl is paused because the summarizer's backlog is full.
+-- that long instead of polling; CLAIM_WAIT.NONE when no time is known: nothing is queued, or
+-- everything queued waits for an in-flight slot (it becomes ready when some lease settles);
+-- CLAIM_WAIT.PAUSED when the crawl is paused because the summarizer's backlog is full.
 --
 -- Backpressure: every page in flight may become one doc, so a claim never takes more URLs than
 -- max_docs_backlog - (docs waiting + docs in flight + pages in flight): the docs never exceed
@@ -19,7 +19,9 @@ if SPEC.summarize and SPEC.max_docs_backlog > 0 then
     - redis.call('ZCARD', K_DOCS_INFLIGHT) - redis.call('ZCARD', K_INFLIGHT)
   -- (resume only once a tenth of the bound is free: claims then come in batches instead of
   -- one URL per summarized doc)
-  if room < math.max(1, math.floor(SPEC.max_docs_backlog / 10)) then return {0, -2} end
+  if room < math.max(1, math.floor(SPEC.max_docs_backlog / 10)) then
+    return {0, CLAIM_WAIT.PAUSED}
+  end
   if room < n then n = room end
 end
 
@@ -66,7 +68,7 @@ for _ = 1, 4 do
   end
 end
 
-local wait = -1
+local wait = CLAIM_WAIT.NONE
 if got == 0 then
   local r = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
   local l = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')

@@ -4,8 +4,8 @@
 -- holds it (wait, probe again).
 local key = ARGV[3]
 local hit = redis.call('HGET', K_SUMMARY_CACHE, key)
-if hit then return {1, hit} end
+if hit then return {CACHE_PROBE.HIT, hit} end
 if redis.call('SET', summary_lock_key(key), '1', 'NX', 'PX', tonumber(ARGV[4])) then
-  return {2}
+  return {CACHE_PROBE.LOCKED}
 end
-return {0}
+return {CACHE_PROBE.BUSY}

@@ -1,6 +1,6 @@
 -- settle_batch(argv, i, worker): settle leases held by one worker, described from argv[i] to
--- the end of argv in groups of 9: kind, fp, outcome, reason, delay_ms, retry_after_ms,
--- record, doc, attempt. A non-zero attempt must be the lease's: a worker's late answer for an
+-- the end of argv in groups of SETTLE.width fields (SETTLE.kind, SETTLE.fp ...: the offsets
+-- common/protocol.py declares and the generated header gives). A non-zero attempt must be the lease's: a worker's late answer for an
 -- attempt that was reaped and claimed again (even by the same worker) is stale.
 --   kind "ack":     outcome is done|failed|skipped; reason (a short class) is counted; the
 --                   record, if any, is written to the pages sink under fp, and the doc, if any,
@@ -10,26 +10,29 @@
 --                   writing the record; else back to the queue after delay_ms. retry_after_ms > 0
 --                   also pushes the whole domain back (429/503 Retry-After).
 --   kind "release": back to the head of its queue untouched (shutdown).
--- Returns one code per op: 0 stale (the lease is gone or now someone else's), 1 settled,
--- 2 requeued, 3 dead-lettered.
+-- Returns one SETTLE_RESULT per op: STALE (the lease is gone or now someone else's), SETTLED,
+-- REQUEUED or DEAD (dead-lettered).
 local function settle_batch(argv, i, worker)
   local out = {}
   while i <= #argv do
-    local kind, fp, outcome, reason = argv[i], argv[i + 1], argv[i + 2], argv[i + 3]
-    local delay_ms, retry_after_ms, record = tonumber(argv[i + 4]), tonumber(argv[i + 5]), argv[i + 6]
-    local doc, attempt = argv[i + 7], tonumber(argv[i + 8])
-    i = i + 9
+    local kind, fp = argv[i + SETTLE.kind], argv[i + SETTLE.fp]
+    local outcome, reason = argv[i + SETTLE.outcome], argv[i + SETTLE.reason]
+    local delay_ms = tonumber(argv[i + SETTLE.delay_ms])
+    local retry_after_ms = tonumber(argv[i + SETTLE.retry_after_ms])
+    local record, doc = argv[i + SETTLE.record], argv[i + SETTLE.doc]
+    local attempt = tonumber(argv[i + SETTLE.attempt])
+    i = i + SETTLE.width
     local lease = redis.call('HGET', K_LEASES, fp)
     local d, w, entry = nil, nil, nil
     if lease then d, w, entry = split_lease(lease) end
     if not lease or not holds_lease(w, entry, worker, attempt) then
-      out[#out + 1] = 0
+      out[#out + 1] = SETTLE_RESULT.STALE
     else
       redis.call('HDEL', K_LEASES, fp)
       redis.call('ZREM', K_INFLIGHT, fp)
       local st = release_slot(d)
       local _, attempts, payload = split_entry(entry)
-      if kind == 'ack' then
+      if kind == SETTLE_KIND.ACK then
         count(outcome)
         if reason ~= '' then count(outcome .. ':' .. reason) end
         if record ~= '' then redis.call('HSET', K_PAGES, fp, record) end
@@ -37,8 +40,8 @@ local function settle_batch(argv, i, worker)
           redis.call('RPUSH', K_DOCS, fp .. '\t0\t' .. doc)
           count('docs_queued')
         end
-        out[#out + 1] = 1
-      elseif kind == 'retry' then
+        out[#out + 1] = SETTLE_RESULT.SETTLED
+      elseif kind == SETTLE_KIND.RETRY then
         attempts = attempts + 1
         count('retries')
         if retry_after_ms > 0 then
@@ -50,7 +53,7 @@ local function settle_batch(argv, i, worker)
         end
         if attempts >= SPEC.max_attempts then
           dead_letter(fp, d, attempts, payload, reason, record)
-          out[#out + 1] = 3
+          out[#out + 1] = SETTLE_RESULT.DEAD
         else
           local e = fp .. '\t' .. attempts .. '\t' .. payload
           if delay_ms > 0 then
@@ -58,11 +61,11 @@ local function settle_batch(argv, i, worker)
           else
             redis.call('RPUSH', queue_key(d), e)
           end
-          out[#out + 1] = 2
+          out[#out + 1] = SETTLE_RESULT.REQUEUED
         end
-      else
+      else  -- SETTLE_KIND.RELEASE
         redis.call('LPUSH', queue_key(d), entry)
-        out[#out + 1] = 2
+        out[#out + 1] = SETTLE_RESULT.REQUEUED
       end
       schedule(d, st)
     end
