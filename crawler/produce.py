@@ -6,13 +6,10 @@ seeds to the same crawl and must not try to change the spec.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import aiohttp
 
 from common.errors import ConfigError, InvalidUrl
 from common.logging import get_logger
@@ -27,14 +24,11 @@ __all__ = [
     "ProduceReport",
     "SeedLine",
     "build_spec",
-    "fetch_sitemap_urls",
     "produce",
     "read_seed_lines",
 ]
 
 log = get_logger(__name__)
-_LOC = re.compile(rb"<loc>\s*([^<\s]+)\s*</loc>", re.I)
-_MAX_SITEMAP_BYTES = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,30 +137,3 @@ async def produce(
     if chunk:
         await flush()
     return report
-
-
-async def fetch_sitemap_urls(
-    session: aiohttp.ClientSession, url: str, max_urls: int = 1_000_000, max_depth: int = 3
-) -> list[str]:
-    """Page URLs listed by a sitemap (following sitemap indexes up to ``max_depth``)."""
-    found: list[str] = []
-    queue = [(url, 0)]
-    seen: set[str] = set()
-    while queue and len(found) < max_urls:
-        current, depth = queue.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        async with session.get(current) as resp:
-            if resp.status != 200:
-                raise ConfigError(f"sitemap {current} answered HTTP {resp.status}")
-            body = await resp.content.read(_MAX_SITEMAP_BYTES)
-        is_index = b"<sitemapindex" in body[:2048]
-        for match in _LOC.finditer(body):
-            loc = match.group(1).decode("utf-8", "replace").replace("&amp;", "&")
-            if is_index and depth < max_depth:
-                queue.append((loc, depth + 1))
-            elif not is_index:
-                found.append(loc)
-    log.info("sitemap_read", url=url, urls=len(found))
-    return found[:max_urls]

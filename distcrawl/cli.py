@@ -40,8 +40,9 @@ from common.store import EMBEDDED, is_cluster, redis_memory
 from common.urls import canonicalize
 from crawler.admission import Admitter
 from crawler.frontier import Frontier
-from crawler.produce import build_spec, fetch_sitemap_urls, produce, read_seed_lines
+from crawler.produce import build_spec, produce, read_seed_lines
 from crawler.proxies import configured_proxies
+from crawler.sources import source_seed_lines
 from crawler.status import crawl_status, render_status
 from distcrawl import __version__
 from distcrawl.embedded import STORE_DIR, RunRequest, run_all
@@ -82,6 +83,24 @@ def _common(p: argparse.ArgumentParser, *, redis_required: bool) -> None:
     o = p.add_argument_group("logging")
     o.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     o.add_argument("--log-format", choices=["text", "json"])
+
+
+def _sources(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("seed sources (fetched like pages: --allow-private for local ones)")
+    g.add_argument(
+        "--sitemap",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="seed every page a sitemap (or sitemap index, .xml or .xml.gz) lists (repeatable)",
+    )
+    g.add_argument(
+        "--feed",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="seed every entry of an RSS or Atom feed (repeatable)",
+    )
 
 
 def _scope(p: argparse.ArgumentParser) -> None:
@@ -277,6 +296,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-concurrency", type=int, metavar="C", help="LLM calls in flight")
     p.add_argument("--fresh", action="store_true", help="delete DIR/.store first: start over")
     p.add_argument("--processes", type=int, default=1, metavar="N", help="crawl processes (1)")
+    _sources(p)
     _common(p, redis_required=False)
     _scope(p)
     _memory(p, llm_budget=False)
@@ -287,7 +307,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("produce", help="add seeds (and the spec, for a new crawl) to Redis")
     p.add_argument("seeds", nargs="*", metavar="SEED")
     p.add_argument("--file", action="append", default=[], metavar="F", help="seed file, - = stdin")
-    p.add_argument("--sitemap", action="append", default=[], metavar="URL")
+    _sources(p)
+    p.add_argument(
+        "--allow-private",
+        action="store_true",
+        default=None,
+        help="allow sitemaps and feeds on loopback/private addresses (local sites)",
+    )
     _common(p, redis_required=True)
     _scope(p)
     _memory(p, llm_budget=True)
@@ -467,14 +493,8 @@ def _need_server(settings: Settings, command: str) -> None:
 
 async def _produce(settings: Settings, args: argparse.Namespace) -> int:
     lines = list(read_seed_lines(args.seeds, args.file))
+    lines += await source_seed_lines(settings, args.sitemap, args.feed)
     async with store_session(settings) as (redis, frontier):
-        if args.sitemap:
-            from crawler.fetch import Fetcher
-
-            async with Fetcher.open_session(settings.fetch, allow_private=True) as session:
-                for url in args.sitemap:
-                    found = await fetch_sitemap_urls(session, url)
-                    lines += [read for read in read_seed_lines(found, [])]
         spec = build_spec(
             settings,
             [s.text for s in lines],
@@ -600,12 +620,17 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         configured_proxies(settings.proxy)  # a bad proxy URL is one error line, before all
     if args.command == "run":
         resumable = settings.redis == EMBEDDED and (args.out / STORE_DIR).is_dir()
-        if not args.seeds and not args.file and not args.demo and not resumable:
-            raise ConfigError("give at least one SEED, --file F, or --demo")
+        given_seeds = args.seeds or args.file or args.sitemap or args.feed
+        if not given_seeds and not args.demo and not resumable:
+            raise ConfigError(
+                "give at least one SEED, --file F, --sitemap URL, --feed URL or --demo"
+            )
         if args.processes < 1:
             raise ConfigError(f"--processes must be >= 1 (got {args.processes})")
+        seeds = list(read_seed_lines(args.seeds, args.file))
+        seeds += await source_seed_lines(settings, args.sitemap, args.feed)
         request = RunRequest(
-            seeds=list(read_seed_lines(args.seeds, args.file)),
+            seeds=seeds,
             out=args.out,
             allow_domains=args.allow_domain,
             include=args.include,

@@ -103,6 +103,9 @@ class TestSite(SiteServer):
         r = self.app.router
         r.add_get("/sitemap.xml", self._sitemap_index)
         r.add_get("/sitemap-pages.xml", self._sitemap)
+        r.add_get("/sitemap-pages.xml.gz", self._sitemap_gz)
+        r.add_get("/feed.rss", self._rss)
+        r.add_get("/feed.atom", self._atom)
         r.add_get("/gzipped", _const(_gzipped))
         if self.hostile:
             add_hostile_routes(r)
@@ -196,6 +199,42 @@ class TestSite(SiteServer):
             text='<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/'
             f'sitemap/0.9">{locs}</urlset>',
             content_type="application/xml",
+        )
+
+    async def _sitemap_gz(self, request: web.Request) -> web.StreamResponse:
+        """The same sitemap as a .xml.gz file (gzip is the file's format, not an encoding)."""
+        plain = await self._sitemap(request)
+        assert isinstance(plain, web.Response)
+        assert plain.text is not None
+        body = gzip.compress(plain.text.encode())
+        return web.Response(body=body, content_type="application/x-gzip")
+
+    async def _rss(self, request: web.Request) -> web.StreamResponse:
+        """RSS 2.0 listing pages 0-4 (newest first, as blogs do)."""
+        items = "".join(
+            f"<item><title>Page {i}</title><link>http://{request.host}/p/{i}.html</link>"
+            f"<guid>p{i}</guid><pubDate>Sat, 0{i + 1} Nov 2026 10:00:00 GMT</pubDate></item>"
+            for i in reversed(range(min(5, self.site.pages_per_host)))
+        )
+        return web.Response(
+            text='<?xml version="1.0"?><rss version="2.0"><channel><title>Test blog</title>'
+            f"<link>http://{request.host}/</link><description>d</description>{items}"
+            "</channel></rss>",
+            content_type="application/rss+xml",
+        )
+
+    async def _atom(self, request: web.Request) -> web.StreamResponse:
+        """Atom 1.0 listing pages 5-9, links as rel=alternate."""
+        entries = "".join(
+            f"<entry><title>Page {i}</title><id>urn:p{i}</id><updated>2026-11-0{i - 4}T10:00:00Z"
+            f'</updated><link rel="alternate" href="http://{request.host}/p/{i}.html"/></entry>'
+            for i in range(5, min(10, self.site.pages_per_host))
+        )
+        return web.Response(
+            text='<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+            f"<title>Test blog</title><id>urn:blog</id><updated>2026-11-05T10:00:00Z</updated>"
+            f"{entries}</feed>",
+            content_type="application/atom+xml",
         )
 
     async def _trouble_root(self, request: web.Request) -> web.StreamResponse:

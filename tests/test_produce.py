@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from distcrawl.redis_server import RedisServer
-from tests.processes import SiteProcess, assert_no_traceback, cli
+from tests.processes import SiteProcess, assert_no_traceback, cli, read_pages
 
 
 def _status(store: list[str]) -> dict[str, object]:
@@ -52,10 +52,57 @@ def test_sitemap_index_is_followed(
 ) -> None:
     site = site_factory("--pages", "25")
     store = ["--redis", redis_server.url, "--crawl", f"map{tmp_path.name[-8:]}"]
-    proc = cli("produce", *store, "--sitemap", f"http://{site.hosts[0]}/sitemap.xml")
+    sitemap = f"http://{site.hosts[0]}/sitemap.xml"
+    # fetched like a page: a local address needs --allow-private (the SSRF guard holds)
+    refused = cli("produce", *store, "--sitemap", sitemap)
+    assert refused.returncode == 2, refused.stderr
+    assert "sitemap http://" in refused.stderr
+    assert "blocked_address" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    proc = cli("produce", *store, "--sitemap", sitemap, "--allow-private")
     assert proc.returncode == 0, proc.stderr
     assert "admitted 25 seeds" in proc.stdout
     assert _status(store)["admitted"] == 25
+    gz = f"http://{site.hosts[0]}/sitemap-pages.xml.gz"
+    again = cli("produce", *store, "--sitemap", gz, "--allow-private")
+    assert again.returncode == 0, again.stderr
+    assert "admitted 0 seeds" in again.stdout  # the same 25 URLs, read from the .xml.gz
+    assert _status(store)["rejected"] == {"duplicate": 25}
+
+
+def test_feeds_seed_their_entries(
+    site_factory: Callable[..., SiteProcess], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """RSS 2.0 (item links) and Atom 1.0 (rel=alternate links), parsed by feedparser."""
+    site = site_factory("--pages", "12")
+    host = site.hosts[0]
+    store = ["--redis", redis_server.url, "--crawl", f"feed{tmp_path.name[-8:]}"]
+    feeds = ["--feed", f"http://{host}/feed.rss", "--feed", f"http://{host}/feed.atom"]
+    proc = cli("produce", *store, *feeds, "--allow-private")
+    assert proc.returncode == 0, proc.stderr
+    assert "admitted 10 seeds" in proc.stdout
+    bad = cli("produce", *store, "--feed", f"http://{host}/p/1.html", "--allow-private")
+    assert bad.returncode == 2, bad.stderr
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, bad.stderr
+    assert f"feed http://{host}/p/1.html: not a feed" in lines[0]
+    missing = cli("produce", *store, "--feed", f"http://{host}/nothing.rss", "--allow-private")
+    assert missing.returncode == 2, missing.stderr
+    assert "http_404" in missing.stderr
+
+
+def test_run_crawls_what_a_feed_lists(
+    site_factory: Callable[..., SiteProcess], tmp_path: Path
+) -> None:
+    site = site_factory("--pages", "12")
+    out = tmp_path / "out"
+    proc = cli(
+        "run", "--feed", f"http://{site.hosts[0]}/feed.rss", "--out", str(out),
+        "--allow-private", "--no-progress", "--no-summarize", "--max-depth", "0",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    urls = sorted(p["url"] for p in read_pages(out))
+    assert urls == sorted(f"http://{site.hosts[0]}/p/{i}.html" for i in range(5))
 
 
 def test_second_producer_keeps_the_spec(tmp_path: Path, redis_server: RedisServer) -> None:
