@@ -23,7 +23,7 @@ from common.protocol import (
     SettleKind,
     SettleResult,
 )
-from common.scripts import ScriptRunner
+from common.scripts import CrawlScripts, ScriptRunner
 from common.serde import UrlEntry, decode_url_entry
 from common.shards import OneShard, ShardSet, gather_shards, group_by
 from common.spec import CrawlSpec, decode_spec, encode_spec
@@ -472,6 +472,11 @@ class Frontier:
 
     def _shard(self, keys: CrawlKeys) -> FrontierShard:
         return FrontierShard(self._redis, keys, self._scripts, clock=self._clock)
+
+    @property
+    def crawl_scripts(self) -> CrawlScripts:
+        """Scripts bound to the crawl's own keys (LLM buckets, proxy health)."""
+        return CrawlScripts(self._scripts, self.keys, self._clock)
 
     # -- the shards -----------------------------------------------------------------------
 

@@ -16,17 +16,21 @@ from common.docsqueue import DocsQueue
 from common.heartbeat import DEFAULT_HEARTBEAT_S, Heartbeats, is_stale
 from common.spec import CrawlSpec
 from crawler.frontier import BloomStats, Frontier
+from crawler.proxies import parse_proxy_url
+from crawler.proxypool import ProxyHealth
 
 __all__ = [
     "Backpressure",
     "CrawlStatus",
     "DocsStatus",
     "ModelUsage",
+    "ProxyStatus",
     "SeenStatus",
     "TopDomain",
     "WorkerStatus",
     "crawl_status",
     "memory_lines",
+    "proxy_lines",
     "render_status",
 ]
 
@@ -130,6 +134,20 @@ class Backpressure(msgspec.Struct, kw_only=True):
     store_full: bool
 
 
+class ProxyStatus(msgspec.Struct, kw_only=True):
+    """One proxy of the crawl's pool (crawler/proxypool.py): its name, its URL without any
+    password, and its shared health (failures in a row, seconds of back-off left)."""
+
+    name: str
+    url: str
+    failures: int = 0
+    backoff_s: float = 0.0
+
+    @property
+    def up(self) -> bool:
+        return self.backoff_s <= 0
+
+
 class SeenStatus(msgspec.Struct):
     mode: str  # set | bloom
     bloom: BloomStats | None = None
@@ -163,6 +181,7 @@ class CrawlStatus(msgspec.Struct, kw_only=True):
     workers: list[WorkerStatus]
     backpressure: Backpressure | None = None
     seen: SeenStatus = msgspec.field(default_factory=lambda: SeenStatus("set"))
+    proxies: list[ProxyStatus] = msgspec.field(default_factory=list)
 
     @property
     def settled(self) -> int:
@@ -261,7 +280,20 @@ async def crawl_status(
         workers=workers,
         backpressure=_backpressure(spec, d.pending + stats.in_flight, memory or {}, workers),
         seen=SeenStatus(spec.seen if spec else "set", stats.bloom),
+        proxies=await _proxies(frontier, spec),
     )
+
+
+async def _proxies(frontier: Frontier, spec: CrawlSpec | None) -> list[ProxyStatus]:
+    if spec is None or not spec.proxies:
+        return []
+    health = await ProxyHealth(frontier.crawl_scripts).read()
+    out = []
+    for i, entry in enumerate(spec.proxies):
+        proxy = parse_proxy_url(entry, i)
+        failures, backoff_s = health.get(proxy.name, (0, 0.0))
+        out.append(ProxyStatus(name=proxy.name, url=entry, failures=failures, backoff_s=backoff_s))
+    return out
 
 
 def _backpressure(
@@ -312,6 +344,7 @@ def render_status(status: CrawlStatus) -> str:
             f" {use.completion_tokens}, estimated cost ${use.cost_usd:.4f}"
         )
     lines += memory_lines(s)
+    lines += proxy_lines(s)
     alive = [w for w in s.workers if w.alive]
     lines.append(f"  workers alive: {len(alive)}")
     for w in alive:
@@ -330,6 +363,19 @@ def reason_groups(status: CrawlStatus) -> list[tuple[str, dict[str, int]]]:
         ("skipped", status.skipped_reasons),
         ("rejected at admission", status.rejected),
     ]
+
+
+def proxy_lines(status: CrawlStatus) -> list[str]:
+    """The proxy pool's health, when the crawl has one."""
+    if not status.proxies:
+        return []
+    parts = [
+        f"{p.name} up"
+        if p.up
+        else f"{p.name} DOWN ({p.failures} failures, back in {p.backoff_s:.1f}s)"
+        for p in status.proxies
+    ]
+    return ["  proxies: " + ", ".join(parts)]
 
 
 def memory_lines(status: CrawlStatus) -> list[str]:

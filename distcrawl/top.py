@@ -37,7 +37,14 @@ from common.heartbeat import Heartbeats
 from common.lifecycle import Shutdown
 from common.settings import Settings
 from common.store import redis_memory
-from crawler.status import CrawlStatus, WorkerStatus, crawl_status, memory_lines, reason_groups
+from crawler.status import (
+    CrawlStatus,
+    WorkerStatus,
+    crawl_status,
+    memory_lines,
+    proxy_lines,
+    reason_groups,
+)
 from distcrawl.runtime import store_session
 
 __all__ = ["NO_RATE", "Rates", "render_top", "run_top"]
@@ -125,6 +132,7 @@ def _crawl_panel(status: CrawlStatus, rates: Rates | None) -> Panel:
         if counts:
             lines.append(Text.assemble((f"{title}: ", "dim"), _reasons(counts)))
     lines += [Text(line.strip(), style="bold yellow") for line in memory_lines(status)]
+    lines += [Text(line.strip(), style="bold") for line in proxy_lines(status)]
     return Panel(
         Group(*lines), title=f"crawl {status.crawl}", title_align="left", border_style="blue"
     )

@@ -27,7 +27,8 @@ from common.keys import CrawlKeys
 from common.settings import Settings, build_settings
 from common.spec import CrawlSpec
 from crawler.frontier import Frontier, Outcome
-from crawler.status import CrawlStatus, crawl_status
+from crawler.proxypool import ProxyHealth
+from crawler.status import CrawlStatus, crawl_status, render_status
 from distcrawl.redis_server import RedisServer
 from distcrawl.sample_docs import feed_docs, make_docs
 from distcrawl.top import NO_RATE, Rates, render_top, run_top
@@ -502,3 +503,24 @@ def test_status_json_round_trips() -> None:
     assert status.settled == 1034
     assert status.docs.settled == 904
     assert status.tokens == 131346
+
+
+async def test_status_shows_the_proxy_pools_shared_health(
+    server_store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    """The pool comes from the spec (passwords already ***), the health from the shared hash."""
+    frontier = Frontier(server_store, crawl_keys)
+    pool = ["http://bob:***@127.0.0.1:3128#office", "socks5://127.0.0.1:1080"]
+    await frontier.init(CrawlSpec(proxies=pool))
+    await ProxyHealth(frontier.crawl_scripts).fail("office")
+    beats = Heartbeats(server_store, crawl_keys)
+    status = await crawl_status(frontier, DocsQueue(server_store, crawl_keys), beats)
+    office, second = status.proxies
+    assert (office.name, office.url, office.failures, office.up) == ("office", pool[0], 1, False)
+    assert office.backoff_s > 0
+    assert (second.name, second.failures, second.up) == ("p1", 0, True)
+    text = render_status(status)
+    assert "proxies: office DOWN (1 failures, back in" in text
+    assert "p1 up" in text
+    assert CrawlStatus.from_json(json.loads(json.dumps(status.to_json()))) == status
+    assert "office DOWN" in _text(render_top(status, None))
