@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,7 +113,9 @@ def run_distcrawl(
     concurrency: int,
     per_host: int,
     processes: int,
+    extra: Sequence[str] = (),
 ) -> Result:
+    """``extra``: more `crawl` flags (the --warc row)."""
     store = ["--redis", url, "--crawl", crawl]
     client = redis.Redis.from_url(url, decode_responses=True)
     redis_cpu_before = _redis_cpu(client)
@@ -135,6 +138,7 @@ def run_distcrawl(
                 str(concurrency),
                 "--log-level",
                 "WARNING",
+                *extra,
             ],
             # the same connections per host as the careful loop's connector
             env={**os.environ, "DISTCRAWL_FETCH__CONNECTIONS_PER_HOST": str(per_host)},
@@ -197,6 +201,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="a small site, for a smoke test")
     p.add_argument("--skip-two", action="store_true", help="do not run the 2-process case")
     p.add_argument("--skip-run", action="store_true", help="do not run the `distcrawl run` cases")
+    p.add_argument("--skip-warc", action="store_true", help="do not run the --warc case")
     p.add_argument(
         "--server",
         choices=["auto", "nginx", "aiohttp"],
@@ -239,6 +244,20 @@ def _run_all(args: argparse.Namespace, url: str, seeds: list[str]) -> list[Resul
     for n, name in runs:
         results.append(
             run_distcrawl(name, url, f"b{n}-{stamp}", seeds, args.concurrency, args.per_host, n)
+        )
+    if not args.skip_warc:  # the 1-process crawl again, archiving every fetch
+        warc = Path(args.tmp) / f"warc-{stamp}"
+        results.append(
+            run_distcrawl(
+                "distcrawl crawl, 1 process, --warc",
+                url,
+                f"bw-{stamp}",
+                seeds,
+                args.concurrency,
+                args.per_host,
+                1,
+                ["--warc", str(warc)],
+            )
         )
     if not args.skip_run:
         # The same crawl cut at a quarter, then whole: is the process's RSS flat in crawl size?

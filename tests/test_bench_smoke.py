@@ -46,6 +46,7 @@ def test_crawl_bench_quick() -> None:
         "| careful loop",
         "| distcrawl crawl, 1 process",
         "| distcrawl crawl, 2 processes",
+        "| distcrawl crawl, 1 process, --warc",
         "| distcrawl run (embedded, no summaries), first 75 pages",
         "| distcrawl run (embedded, no summaries), all pages",
     ], output
