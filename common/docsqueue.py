@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from common.keys import CrawlKeys
 from common.scripts import CrawlScripts, ScriptRunner
 from common.shards import LeaseRoutes, ShardSchedule, gather_shards, read_shard_count
-from common.store import hash_items
+from common.store import hash_items, translate_errors
 
 __all__ = [
     "CacheWrite",
@@ -180,6 +180,22 @@ class DocsShard:
         """Every (fingerprint, summary record JSON), in no particular order."""
         return hash_items(self._redis, self.keys.summaries)
 
+    async def held(self, holder: str, fps: Sequence[str]) -> list[DocLease]:
+        """The leases of ``fps`` that ``holder`` holds in this shard (read only: a batch job's
+        poller reads its docs' text from their leases, "holder \t fp \t attempts \t doc")."""
+        if not fps:
+            return []
+        async with translate_errors():
+            raw = await self._redis.hmget(self.keys.docs_leases, list(fps))
+        leases = []
+        for value in raw:
+            if value is None:
+                continue
+            who, fp, attempts, payload = str(value).split("\t", 3)
+            if who == holder:
+                leases.append(DocLease(fp, int(attempts) + 1, payload))
+        return leases
+
 
 class DocsQueue:
     """Typed access to one crawl's docs queue, over its shards (a doc lives in its page's
@@ -295,6 +311,12 @@ class DocsQueue:
             sum(a.dead for a in answers.values()),
             dict(counts),
         )
+
+    async def held(self, holder: str, fps: Sequence[str]) -> list[DocLease]:
+        """The leases of ``fps`` that ``holder`` holds, from every shard (DocsShard.held)."""
+        shards = await self.shards()
+        answers = await gather_shards({k: s.held(holder, fps) for k, s in enumerate(shards)})
+        return [lease for k in sorted(answers) for lease in answers[k]]
 
     async def summary_records(self) -> AsyncIterator[tuple[str, str]]:
         """Every (fingerprint, summary record JSON), in no particular order."""
