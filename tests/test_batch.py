@@ -255,3 +255,64 @@ async def test_schema_extraction_and_long_pages_in_batch_mode(
     assert len(bodies) == 20
     assert {b["response_format"]["type"] for b in bodies} == {"json_schema"}
     assert {b["response_format"]["json_schema"]["name"] for b in bodies} == {"topic"}
+
+
+async def test_a_sigtermed_summarizer_lets_go_of_its_batches_at_once(
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
+    mock_factory: type[MockProcess],
+) -> None:
+    mock = mock_factory("--api-key", API_KEY, "--batch-delay", "3")
+    await feed_docs(server_store, crawl_keys, make_docs(300))
+    # adoption after a lapsed hold would take 300 s, far past the second worker's timeout
+    env = _env(
+        mock,
+        DISTCRAWL_LLM__BATCH_SIZE="100",
+        DISTCRAWL_LLM__BATCH_ADOPT_S="300",
+        DISTCRAWL_WORKER__GRACE_S="0.5",
+    )
+    first = spawn_cli("summarize", *_store(redis_server, crawl_keys), env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        jobs = [
+            decode_record(r) for r in (await server_store.hgetall(crawl_keys.llm_batches)).values()
+        ]
+        if sum(len(j.sent) for j in jobs) == 300:
+            break
+        assert time.monotonic() < deadline, jobs
+        await asyncio.sleep(0.1)
+    first.send_signal(signal.SIGTERM)
+    _, err = await asyncio.to_thread(first.communicate, timeout=30)
+    assert first.returncode == 0, err
+    assert await server_store.hlen(crawl_keys.llm_batch_pollers) == 0  # no job held...
+    assert await server_store.hlen(crawl_keys.llm_batches) == 3  # ...and every job kept
+    err = await _drain(*_store(redis_server, crawl_keys), env=env)
+    assert len(_events(err, "batch_adopted")) == 3
+    _assert_all_summarized(await queue.stats(), 300)
+    assert mock.stats()["batches"] == 3
+
+
+async def test_a_refused_key_stops_batch_mode_with_one_line_and_keeps_the_docs(
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
+    mock_factory: type[MockProcess],
+) -> None:
+    mock = mock_factory("--api-key", API_KEY)
+    await feed_docs(server_store, crawl_keys, make_docs(50))
+    env = _env(mock, OPENAI_API_KEY="sk-wrong-key-98765")
+    proc = await asyncio.to_thread(
+        cli, "summarize", *_store(redis_server, crawl_keys), "--drain", env=env, timeout=60
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("distcrawl: error")]
+    assert len(errors) == 1, proc.stderr
+    assert "refused the credentials (HTTP 401)" in errors[0]
+    assert "sk-wrong-key-98765" not in proc.stderr
+    assert_no_traceback(proc.stderr)
+    stats = await queue.stats()
+    assert (stats.waiting, stats.in_flight, stats.summarized, stats.failed) == (50, 0, 0, 0)
+    assert await server_store.hlen(crawl_keys.llm_batches) == 0
