@@ -142,6 +142,7 @@ async def test_a_sigkilled_summarizers_batches_are_finished_by_another(
     crawl_keys: CrawlKeys,
     queue: DocsQueue,
     mock_factory: type[MockProcess],
+    tmp_path: Path,
 ) -> None:
     mock = mock_factory("--api-key", API_KEY, "--batch-delay", "6")
     docs = make_docs(1000)
@@ -176,6 +177,10 @@ async def test_a_sigkilled_summarizers_batches_are_finished_by_another(
     assert ptok == served["batch_prompt_tokens"]
     assert stats.per_model("prompt_tokens") == {"mock-model": ptok}
     assert await server_store.hlen(crawl_keys.llm_batches) == 0
+    await export_summaries(queue, tmp_path)
+    lines = (tmp_path / "summaries.jsonl").read_text().splitlines()
+    urls = [json.loads(line)["url"] for line in lines]
+    assert sorted(urls) == sorted(d.url for d in docs)  # one line per doc
 
 
 async def test_failed_requests_go_to_later_batches_then_live(
