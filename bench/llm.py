@@ -25,9 +25,13 @@ Measured the same way for every variant, each in its own process: the time is th
 the start of the first doc to the end of the last one (distcrawl: from its summary records in
 Redis, ``created_at - elapsed_ms`` of the first doc to the last ``created_at``; the plain loop
 prints its own timestamps), so interpreter start-up and exit are not counted. Client CPU per
-call: user+sys of the process (os.wait4) minus that of the same command on one doc (imports,
-start-up, first-call set-up), over the requests the mock saw beyond that one (``GET /stats``
-after ``POST /_reset``). Nothing here asserts on time or speed. A line starting with FAILED
+doc is measured inside the client process (``time.process_time``), from the end of its first
+doc (start-up and the first call's set-up, lazy imports included, are behind it) to its last:
+the plain loop reads it itself; the distcrawl worker puts it in every heartbeat (``cpu_s``,
+with the docs it settled), beating every ``BEAT_S`` here, and the bench takes the first beat
+after a settled doc and the last. A subtraction of two processes (the same command on one doc)
+was too noisy: start-up costs about a second of CPU, more than the sequential run's calls.
+Nothing here asserts on time or speed. A line starting with FAILED
 means docs were lost where none should be.
 """
 
@@ -63,15 +67,16 @@ MAX_TOKENS = 256  # LLMSettings.max_output_tokens: what distcrawl sends
 LIMIT_RPM = 3000  # scenario 2: 50 requests/s
 PLAIN_RETRIES = 2  # the naive loop's retries of a 429
 CHILD_TIMEOUT_S = 300.0
+BEAT_S = 0.2  # the distcrawl worker's heartbeat period in the bench (its CPU samples)
 EXIT_GRACE_S = 5.0  # how long a distcrawl worker may take to exit once every doc is settled
 HEADER = (
     f"{'variant':<30} {'docs':>6} {'seconds':>8} {'docs/s':>8} {'x ideal':>8} "
-    f"{'CPU ms/call':>12} {'peak RSS MB':>12} {'host busy':>10}"
+    f"{'CPU ms/doc':>12} {'peak RSS MB':>12} {'host busy':>10}"
 )
 HEADER2 = (
     f"{'variant':<30} {'window':>7} {'docs':>5} {'ok':>5} {'failed':>6} {'seconds':>8} "
     f"{'goodput/s':>10} {'x limit':>8} {'req/doc':>8} {'429 share':>10} "
-    f"{'CPU ms/call':>12}"
+    f"{'CPU ms/doc':>12}"
 )
 
 
@@ -93,9 +98,11 @@ async def plain_loop(
     client = openai.AsyncOpenAI(base_url=base_url, api_key=API_KEY, max_retries=0)
     sem = asyncio.Semaphore(concurrency)
     spans: list[tuple[float, float]] = []  # (start, end) of each doc
+    first: tuple[int, float] | None = None  # (docs done, CPU) when the first doc ended
     outcome = {"ok": 0, "failed": 0, "retries": 0}
 
     async def one(prompt: str) -> None:
+        nonlocal first
         async with sem:
             started = time.time()
             for attempt in range(retries + 1):
@@ -118,13 +125,19 @@ async def plain_loop(
                     outcome["ok" if resp.choices[0].message.content else "failed"] += 1
                     break
             spans.append((started, time.time()))
+            if first is None:  # CPU after the first doc: its set-up (lazy imports) excluded
+                first = (len(spans), time.process_time())
 
     try:
         await asyncio.gather(*(one(p) for p in prompts))
     finally:
+        cpu_end = time.process_time()
         await client.close()
+    docs0, cpu0 = first if first is not None else (len(spans), cpu_end)
     return {
         **outcome,
+        "cpu_s": round(cpu_end - cpu0, 4),
+        "cpu_docs": len(spans) - docs0,
         "starts": [round(s, 4) for s, _ in spans],
         "ends": [round(e, 4) for _, e in spans],
     }
@@ -255,8 +268,10 @@ def run_child(
     args: list[str],
     env: dict[str, str] | None = None,
     done: Callable[[], bool] | None = None,
+    sample: Callable[[], None] | None = None,
 ) -> Child:
-    """Run ``python ARGS`` to its end; CPU and peak RSS from wait4.
+    """Run ``python ARGS`` to its end; CPU and peak RSS from wait4; ``sample()`` is called
+    every 0.25 s while it runs.
 
     A child whose work is ``done()`` but has not exited EXIT_GRACE_S later gets SIGTERM, then
     SIGKILL one second after (``Child.note`` says so); its CPU is what it used until then.
@@ -273,13 +288,16 @@ def run_child(
             env={**os.environ, **(env or {})},
         )
         watch = _Watch(done)
-        started = time.monotonic()
+        started = sampled = time.monotonic()
         try:
             while True:
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     break
                 note = _nudge(proc, watch.poll(), started, note)
+                if sample is not None and time.monotonic() - sampled >= 0.25:
+                    sampled = time.monotonic()
+                    sample()
                 time.sleep(0.05)
         except BaseException:  # interrupted, or Redis gone: do not leave the child behind
             proc.kill()
@@ -333,9 +351,11 @@ class Result:
     ok: int = 0
     failed: int = 0
     seconds: float = math.nan
-    cpu_s: float = math.nan  # of the whole process
-    base_cpu_s: float = 0.0  # of the same command on one doc
-    base_requests: int = 0
+    cpu_s: float = math.nan  # of the whole process, start-up and exit included
+    # measured inside the process: its CPU over ``work_docs`` docs, between a point where it
+    # was already running (0 docs, or the first heartbeat seen) and its last docs
+    work_cpu_s: float = math.nan
+    work_docs: int = 0
     rss_mb: float = math.nan
     busy: float = math.nan
     requests: int = 0
@@ -357,13 +377,9 @@ class Result:
         return self.expected - self.ok
 
     @property
-    def cpu_ms_per_call(self) -> float:
-        calls = self.requests - self.base_requests
-        return 1000 * (self.cpu_s - self.base_cpu_s) / calls if calls > 0 else math.nan
-
-    @property
-    def net_cpu_s(self) -> float:
-        return self.cpu_s - self.base_cpu_s
+    def cpu_ms_per_doc(self) -> float:
+        """Client CPU per doc, from inside the process (start-up and exit excluded)."""
+        return 1000 * self.work_cpu_s / self.work_docs if self.work_docs > 0 else math.nan
 
     def set_span(self, starts: list[float], ends: list[float]) -> None:
         self.starts, self.ends = starts, ends
@@ -372,7 +388,7 @@ class Result:
 
 
 class Bench:
-    """What the runs share: temp dir, Redis, the docs and their prompts, one-doc baselines."""
+    """What the runs share: temp dir, Redis, the docs and their prompts."""
 
     def __init__(self, tmp: Path, redis_url: str, concurrency: int, n: int, log_level: str) -> None:
         from common.settings import LLMSettings
@@ -384,7 +400,6 @@ class Bench:
         self.log_level = log_level
         self.stamp = f"{int(time.time())}-{os.getpid()}"
         self.notes: list[str] = []
-        self.baselines: dict[str, Result] = {}
         self._runs = 0
         # The prompts distcrawl builds for these docs (far below its input budget, so not
         # truncated): the plain loop sends exactly these.
@@ -398,22 +413,6 @@ class Bench:
         self._runs += 1
         return f"bench-{self.stamp}-{self._runs}-{label}"
 
-    def _baseline(self, kind: str, mock: Mock, transport: str = "direct") -> Result:
-        """The one-doc run of ``kind`` ("distcrawl" with a transport, or "plain")."""
-        if transport != "direct":
-            kind = f"{kind}/{transport}"
-        if kind not in self.baselines:
-            if kind.startswith("distcrawl"):
-                base = self.distcrawl(
-                    f"{kind} on one doc", mock, 1, transport=transport, baseline=True
-                )
-            else:
-                base = self.plain(f"{kind} on one doc", mock, 1, baseline=True)
-            if base.error or base.ok != 1:
-                raise SystemExit(f"{kind} failed on one doc: {base.error}")
-            self.baselines[kind] = base
-        return self.baselines[kind]
-
     # distcrawl ----------------------------------------------------------------------------
 
     def distcrawl(
@@ -423,17 +422,15 @@ class Bench:
         n: int,
         rpm: int = 0,
         transport: str = "direct",
-        baseline: bool = False,
     ) -> Result:
         import redis
 
         from common.keys import CrawlKeys
 
-        base = None if baseline else self._baseline("distcrawl", mock, transport)
         keys = CrawlKeys(self._name("dc"))
         asyncio.run(_feed(self.redis_url, keys, self.docs[:n]))
         with redis.Redis.from_url(self.redis_url, decode_responses=True) as client:
-            return self._distcrawl(name, mock, n, rpm, transport, base, keys, client)
+            return self._distcrawl(name, mock, n, rpm, transport, keys, client)
 
     def _distcrawl(
         self,
@@ -442,7 +439,6 @@ class Bench:
         n: int,
         rpm: int,
         transport: str,
-        base: Result | None,
         keys: CrawlKeys,
         client: redis.Redis,
     ) -> Result:
@@ -469,11 +465,20 @@ class Bench:
             "DISTCRAWL_LLM__BASE_URL": mock.base_url,
             "DISTCRAWL_LLM__MODEL": MODEL,
             "DISTCRAWL_LLM__TRANSPORT": transport,
+            # frequent beats: each carries the process's CPU and docs so far (the samples)
+            "DISTCRAWL_WORKER__HEARTBEAT_S": str(BEAT_S),
         }
+        beats = _Beats(client, keys.workers)
         child = run_child(
-            self.tmp, keys.crawl, args, env, done=lambda: int(client.hlen(keys.summaries)) >= n
+            self.tmp,
+            keys.crawl,
+            args,
+            env,
+            done=lambda: int(client.hlen(keys.summaries)) >= n,
+            sample=beats.sample,
         )
-        result = _measured(Result(name, n, mock.window_s), mock, child, base)
+        result = _measured(Result(name, n, mock.window_s), mock, child)
+        result.work_cpu_s, result.work_docs = beats.work()
         redis_cpu1, commands1 = _redis_usage(client)
         result.redis_cpu_s = redis_cpu1 - redis_cpu0
         result.redis_commands = commands1 - commands0
@@ -493,10 +498,7 @@ class Bench:
 
     # the plain loop -----------------------------------------------------------------------
 
-    def plain(
-        self, name: str, mock: Mock, n: int, concurrency: int | None = None, baseline: bool = False
-    ) -> Result:
-        base = None if baseline else self._baseline("plain", mock)
+    def plain(self, name: str, mock: Mock, n: int, concurrency: int | None = None) -> Result:
         mock.reset()
         args = [
             "-m",
@@ -515,17 +517,18 @@ class Bench:
             str(PLAIN_RETRIES),
         ]
         child = run_child(self.tmp, self._name("plain"), args)
-        result = _measured(Result(name, n, mock.window_s), mock, child, base)
+        result = _measured(Result(name, n, mock.window_s), mock, child)
         if child.code != 0:
             result.error = f"exit {child.code}: {_tail(child.stderr)}"
             return result
         doc = json.loads(child.stdout.strip().splitlines()[-1])
         result.ok, result.failed = int(doc["ok"]), int(doc["failed"])
+        result.work_cpu_s, result.work_docs = float(doc["cpu_s"]), int(doc["cpu_docs"])
         result.set_span(doc["starts"], doc["ends"])
         return result
 
 
-def _measured(result: Result, mock: Mock, child: Child, base: Result | None) -> Result:
+def _measured(result: Result, mock: Mock, child: Child) -> Result:
     stats = mock.stats()
     result.requests = int(stats["requests"])
     result.rate_limited = int(stats["rate_limited"])
@@ -533,9 +536,34 @@ def _measured(result: Result, mock: Mock, child: Child, base: Result | None) -> 
     result.cpu_s = child.cpu_s
     result.rss_mb = child.rss_mb
     result.busy = child.busy
-    if base is not None:
-        result.base_cpu_s, result.base_requests = base.cpu_s, base.requests
     return result
+
+
+class _Beats:
+    """The distcrawl worker's heartbeats, read while it runs: (docs settled, process CPU)
+    samples taken inside the process, so CPU of N docs minus CPU of 0 docs excludes start-up
+    (imports, connecting) and exit."""
+
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self._client = client
+        self._key = key
+        self.samples: list[tuple[int, float]] = []
+
+    def sample(self) -> None:
+        for raw in self._client.hvals(self._key):
+            beat = json.loads(raw)
+            if "cpu_s" in beat:
+                docs = int(beat.get("summarized", 0)) + int(beat.get("failed", 0))
+                self.samples.append((docs, float(beat["cpu_s"])))
+
+    def work(self) -> tuple[float, int]:
+        """(CPU seconds, docs) from the first sample after a doc was settled (the first
+        call's set-up excluded, as for the plain loop) to the last."""
+        after = [s for s in self.samples if s[0] > 0]
+        if len(after) < 2:
+            return math.nan, 0
+        (docs0, cpu0), (docs1, cpu1) = min(after), max(after)
+        return cpu1 - cpu0, docs1 - docs0
 
 
 async def _feed(url: str, keys: CrawlKeys, docs: list[Doc]) -> None:
@@ -597,7 +625,7 @@ def print_throughput(results: list[Result], ideal: float, n: int) -> None:
     for r in results:
         print(
             f"{r.name:<30} {r.ok:>6} {_fmt(r.seconds, '.2f', 8)} {_fmt(r.rate, '.1f', 8)} "
-            f"{_fmt(r.rate / ideal, '.3f', 8)} {_fmt(r.cpu_ms_per_call, '.3f', 12)} "
+            f"{_fmt(r.rate / ideal, '.3f', 8)} {_fmt(r.cpu_ms_per_doc, '.3f', 12)} "
             f"{_fmt(r.rss_mb, '.0f', 12)} {_fmt(100 * r.busy, '.0f', 9)}%"
         )
     print(
@@ -615,7 +643,7 @@ def print_limited(results: list[Result], limit_rps: float) -> None:
             f"{_fmt(r.seconds, '.2f', 8)} {_fmt(goodput, '.1f', 10)} "
             f"{_fmt(goodput / limit_rps, '.3f', 8)} "
             f"{_fmt(r.requests / r.expected if r.expected else math.nan, '.2f', 8)} "
-            f"{_fmt(100 * _share(r), '.2f', 9)}% {_fmt(r.cpu_ms_per_call, '.3f', 12)}"
+            f"{_fmt(100 * _share(r), '.2f', 9)}% {_fmt(r.cpu_ms_per_doc, '.3f', 12)}"
         )
 
 
@@ -628,17 +656,17 @@ def print_targets(
 ) -> None:
     print("\ntargets (from the issue; printed, not asserted):")
     ratio = dc.rate / ideal
-    cores = dc.net_cpu_s / dc.seconds if dc.seconds > 0 else math.nan
+    cores = dc.work_cpu_s / dc.seconds if dc.seconds > 0 else math.nan
     print(
         f"  distcrawl / ideal              {ratio:6.3f}  target >= 0.95 until CPU-bound  "
         f"{_verdict(ratio >= 0.95)}  (its process used {cores:.2f} CPU cores over the run, "
         f"net of start-up; the host was {100 * dc.busy:.0f}% busy)"
     )
-    cpu_ratio = dc.cpu_ms_per_call / plain.cpu_ms_per_call
+    cpu_ratio = dc.cpu_ms_per_doc / plain.cpu_ms_per_doc
     print(
-        f"  client CPU/call distcrawl/plain {cpu_ratio:5.3f}  target <= 0.50                "
-        f" {_verdict(cpu_ratio <= 0.5)}  ({dc.cpu_ms_per_call:.3f} vs "
-        f"{plain.cpu_ms_per_call:.3f} ms per call)"
+        f"  client CPU/doc distcrawl/plain  {cpu_ratio:5.3f}  target <= 0.50                "
+        f" {_verdict(cpu_ratio <= 0.5)}  ({dc.cpu_ms_per_doc:.3f} vs "
+        f"{plain.cpu_ms_per_doc:.3f} ms per doc)"
     )
     for r in limited:
         goodput, share = _goodput(r) / limit_rps, _share(r)
@@ -667,8 +695,8 @@ def _notes_throughput(bench: Bench, results: list[Result], ideal: float, latency
     dc, via_openai, plain, seq = results
     print(
         f"# distcrawl / ideal {dc.rate / ideal:.3f}; distcrawl / plain loop "
-        f"{dc.rate / plain.rate:.3f}; client CPU per call distcrawl / plain "
-        f"{dc.cpu_ms_per_call / plain.cpu_ms_per_call:.3f}"
+        f"{dc.rate / plain.rate:.3f}; client CPU per doc distcrawl / plain "
+        f"{dc.cpu_ms_per_doc / plain.cpu_ms_per_doc:.3f}"
     )
     print(
         f"# docs started 1 s or more after the first (distcrawl's AdaptiveLimit starts at "
@@ -684,16 +712,17 @@ def _notes_throughput(bench: Bench, results: list[Result], ideal: float, latency
     print(
         f"# transport: distcrawl posts the AsyncOpenAI client's request on one aiohttp "
         f"session (DISTCRAWL_LLM__TRANSPORT=direct, the default); through AsyncOpenAI.post "
-        f"(=openai) it used {via_openai.cpu_ms_per_call:.3f} CPU ms per call, "
-        f"{via_openai.cpu_ms_per_call / plain.cpu_ms_per_call:.3f} of the plain loop's"
+        f"(=openai) it used {via_openai.cpu_ms_per_doc:.3f} CPU ms per doc, "
+        f"{via_openai.cpu_ms_per_doc / plain.cpu_ms_per_doc:.3f} of the plain loop's"
     )
     print(f"# sequential: {seq.rate:.2f} docs/s = {seq.rate * latency:.3f} of 1/L")
-    bd, bp = bench.baselines.get("distcrawl"), bench.baselines.get("plain")
     print(
-        f"# CPU ms/call: user+sys of the client process (wait4) minus its run on one doc "
-        f"(distcrawl {bd.cpu_s if bd else math.nan:.2f} s, plain loop "
-        f"{bp.cpu_s if bp else math.nan:.2f} s), over the requests the mock saw beyond "
-        f"that one; not included: {_redis_note(dc)}"
+        f"# CPU ms/doc: measured inside the client process after its first doc "
+        f"(time.process_time: the plain loop itself; distcrawl from its heartbeats every "
+        f"{BEAT_S:g} s, the first after a settled doc and the last: distcrawl "
+        f"{dc.work_docs} docs in {dc.work_cpu_s:.2f} s, plain loop {plain.work_docs} in "
+        f"{plain.work_cpu_s:.2f} s), so "
+        f"start-up and exit are not in it; not included: {_redis_note(dc)}"
     )
     print(
         f"# host busy: the whole machine's CPU while the variant ran (the mock, Redis and any "

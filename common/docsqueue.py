@@ -16,7 +16,7 @@ from common.keys import CrawlKeys
 from common.protocol import DOC_OP_FIELDS, DocKind, DocResult
 from common.scripts import ScriptRunner
 from common.shards import OneShard, ShardSet
-from common.store import hash_items
+from common.store import hash_items, translate_errors
 
 __all__ = [
     "CacheWrite",
@@ -156,6 +156,22 @@ class DocsShard(OneShard):
         """Every (fingerprint, summary record JSON), in no particular order."""
         return hash_items(self._redis, self.keys.summaries)
 
+    async def held(self, holder: str, fps: Sequence[str]) -> list[DocLease]:
+        """The leases of ``fps`` that ``holder`` holds in this shard (read only: a batch job's
+        poller reads its docs' text from their leases, "holder \t fp \t attempts \t doc")."""
+        if not fps:
+            return []
+        async with translate_errors():
+            raw = await self._redis.hmget(self.keys.docs_leases, list(fps))
+        leases = []
+        for value in raw:
+            if value is None:
+                continue
+            who, fp, attempts, payload = str(value).split("\t", 3)
+            if who == holder:
+                leases.append(DocLease(fp, int(attempts) + 1, payload))
+        return leases
+
 
 class DocsQueue:
     """Typed access to one crawl's docs queue, over its shards (a doc lives in its page's
@@ -223,6 +239,11 @@ class DocsQueue:
             sum(a.dead for a in answers),
             dict(counts),
         )
+
+    async def held(self, holder: str, fps: Sequence[str]) -> list[DocLease]:
+        """The leases of ``fps`` that ``holder`` holds, from every shard (DocsShard.held)."""
+        answers = await self._set.each(lambda shard: shard.held(holder, fps))
+        return [lease for part in answers for lease in part]
 
     async def summary_records(self) -> AsyncIterator[tuple[str, str]]:
         """Every (fingerprint, summary record JSON), in no particular order."""

@@ -60,6 +60,8 @@ FIXED_KEYS: dict[str, str] = {
     "llm": "llm",
     "workers": "workers",
     "proxies": "proxies",
+    "llm_batches": "llm-batches",
+    "llm_batch_pollers": "llm-batch-pollers",
 }
 PART_KEYS: dict[str, str] = {
     "queue": "q:",
@@ -212,6 +214,16 @@ class CrawlKeys:
     def proxies(self) -> str:
         """The proxy pool's shared health: proxy name -> "failures until_ms" (crawl-wide)."""
         return self.prefix + FIXED_KEYS["proxies"]
+
+    @property
+    def llm_batches(self) -> str:
+        """Batch API jobs in flight (crawl-wide): job id -> record JSON (summarizer.batchjob)."""
+        return self.prefix + FIXED_KEYS["llm_batches"]
+
+    @property
+    def llm_batch_pollers(self) -> str:
+        """Who polls each batch job: job id -> "worker \t hold-until ms" (llm_batches.lua)."""
+        return self.prefix + FIXED_KEYS["llm_batch_pollers"]
 
     def robots(self, domain: str) -> str:
         return self.prefix + PART_KEYS["robots"] + domain

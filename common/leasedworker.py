@@ -322,6 +322,9 @@ class LeasedWorker(abc.ABC, Generic[L]):
             "last": round(time.time(), 3),
             "in_flight": len(self._tasks),
             "paused": self.paused,
+            # the process's CPU (user + sys) so far: work between two beats is measurable
+            # from inside the process (bench/llm.py), start-up excluded
+            "cpu_s": round(time.process_time(), 4),
             "every": self.timing.heartbeat_s,
             **self.beat_fields(),
         }

@@ -54,6 +54,7 @@ SCRIPT_NAMES = (
     "docs_cache_probe",
     "llm_acquire",
     "proxy_health",
+    "llm_batches",
 )
 
 

@@ -230,6 +230,30 @@ class LLMSettings(_Section):
         }
     )
     lease_s: float = Field(300.0, gt=0)
+    mode: Literal["live", "batch"] = Field(
+        "live",
+        description="live: one API call per doc as it comes; batch: docs gathered into the "
+        "provider's Batch API (/v1/files, /v1/batches), cheaper, answers within its window",
+    )
+    batch_size: int = Field(1000, ge=1, le=50_000, description="most requests in one batch")
+    batch_gather_s: float = Field(
+        60.0, ge=0, description="wait this long for a full batch once docs are waiting"
+    )
+    batch_poll_s: float = Field(30.0, gt=0, description="how often a batch's status is asked")
+    batch_adopt_s: float = Field(
+        300.0, gt=0, description="a batch not polled for this long is adopted by another worker"
+    )
+    batch_lease_s: float = Field(
+        3600.0, gt=0, description="the lease of a doc in a batch, renewed at every poll"
+    )
+    batch_price: float = Field(
+        0.5, gt=0, le=1, description="the Batch API's price, a fraction of the live price"
+    )
+    batch_rounds: int = Field(
+        3, ge=1, le=20, description="batches a doc may go through before it is retried live"
+    )
+    batch_in_flight: int = Field(4, ge=1, le=1000, description="batches one worker polls")
+    batch_window: str = Field("24h", pattern=r"^\d+[hd]$", description="completion window")
 
     @property
     def doc_token_cap(self) -> int:
@@ -251,6 +275,17 @@ class LLMSettings(_Section):
             raise ValueError(
                 f"max_doc_tokens ({self.doc_token_cap}) must be at least one call's worth, "
                 f"max_input_tokens + max_output_tokens ({one_call})"
+            )
+        if self.batch_adopt_s < 2 * self.batch_poll_s:
+            raise ValueError(
+                f"batch_adopt_s ({self.batch_adopt_s}) must be at least twice batch_poll_s "
+                f"({self.batch_poll_s}): a live poller must never look dead"
+            )
+        if self.batch_lease_s <= self.batch_adopt_s + self.batch_poll_s:
+            raise ValueError(
+                f"batch_lease_s ({self.batch_lease_s}) must exceed batch_adopt_s + batch_poll_s "
+                f"({self.batch_adopt_s + self.batch_poll_s}): a batch's docs must outlive "
+                "its adoption"
             )
         if self.chunk_overlap_tokens * 2 > self.max_input_tokens:
             raise ValueError(

@@ -267,6 +267,12 @@ def _llm(p: argparse.ArgumentParser) -> None:
         help="the window the provider counts --llm-rpm/--llm-tpm in (default 60 s)",
     )
     g.add_argument("--llm-profiles", metavar="FILE", help="per-site model/prompt profiles (JSON)")
+    g.add_argument(
+        "--llm-mode",
+        choices=("live", "batch"),
+        help="live: a call per doc (default); batch: the provider's Batch API, at its price "
+        "(DISTCRAWL_LLM__BATCH_* tune it)",
+    )
     g.add_argument("--llm-max-input-tokens", type=int, metavar="N")
     _long_pages(g)
     g.add_argument(
@@ -418,6 +424,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         tpm=a.get("llm_tpm"),
         limit_window_s=a.get("llm_limit_window"),
         profiles_file=a.get("llm_profiles"),
+        mode=a.get("llm_mode"),
         schema_file=a.get("llm_schema"),
         response_format=a.get("llm_response_format"),
         max_input_tokens=a.get("llm_max_input_tokens"),

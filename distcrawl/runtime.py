@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -38,6 +38,9 @@ from summarizer.engines import CallableEngine, Engine, ExtractiveEngine
 from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
 from summarizer.profiles import Profiles
 from summarizer.worker import SummarizeWorker
+
+if TYPE_CHECKING:
+    from summarizer.batch import BatchWorker
 
 __all__ = [
     "CrawlRuntime",
@@ -283,7 +286,7 @@ async def crawl_runtime(
 
 @dataclass
 class SummarizeRuntime:
-    worker: SummarizeWorker
+    worker: SummarizeWorker | BatchWorker
     engine: Engine
     metrics: SummarizerMetrics
 
@@ -373,6 +376,9 @@ async def summarize_runtime(
     )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.aclose)
+        runner: SummarizeWorker | BatchWorker = worker
+        if llm.mode == "batch":
+            runner = _batch_worker(settings, redis, worker, engine, queue, keys, scripts, shutdown)
         if settings.metrics_port is not None:
             await _serve_with_gauges(
                 stack,
@@ -381,9 +387,52 @@ async def summarize_runtime(
                 redis,
                 queue.stats,
                 docs_gauges,
-                worker,
+                runner,
             )
-        yield SummarizeRuntime(worker, engine, metrics)
+        yield SummarizeRuntime(runner, engine, metrics)
+
+
+def _batch_worker(
+    settings: Settings,
+    redis: Redis,
+    live: SummarizeWorker,
+    engine: Engine,
+    queue: DocsQueue,
+    keys: CrawlKeys,
+    scripts: ScriptRunner,
+    shutdown: Shutdown,
+) -> BatchWorker:
+    """``--llm-mode batch``: the Batch API worker, with ``live`` for the docs sent live."""
+    from summarizer.batch import BatchWorker
+    from summarizer.batchapi import BatchApi
+    from summarizer.client import OpenAIEngine
+
+    llm, w = settings.llm, settings.worker
+    if not isinstance(engine, OpenAIEngine):
+        raise ConfigError(
+            f"--llm-mode batch needs an LLM API with a Batch API: the {engine.name} summarizer "
+            "has none (set --llm-base-url or OPENAI_API_KEY, or use --llm-mode live)"
+        )
+    timing = WorkerTiming(
+        grace_s=w.grace_s,
+        reap_interval_s=w.reap_interval_s,
+        heartbeat_s=w.heartbeat_s,
+        lease_s=llm.batch_lease_s,
+        claim_batch=llm.batch_in_flight,
+    )
+    return BatchWorker(
+        llm=llm,
+        timing=timing,
+        queue=queue,
+        keys=keys,
+        scripts=scripts,
+        heartbeats=Heartbeats(redis, keys),
+        engine=engine,
+        live=live,
+        cache=SummaryCache(redis, keys, scripts=scripts),
+        api=BatchApi(engine.client, llm.batch_window),
+        shutdown=shutdown,
+    )
 
 
 def docs_gauges(stats: DocsStats) -> dict[str, float]:

@@ -139,3 +139,17 @@ class SummaryCache:
         async with translate_errors():
             value = await self._redis.hget(self._keys.summary_cache, key)
         return None if value is None else str(value)
+
+    async def get_many(self, keys: list[str]) -> list[str | None]:
+        """The cached summaries of ``keys`` (None for a miss), in one round trip."""
+        if not keys:
+            return []
+        async with translate_errors():
+            values = await self._redis.hmget(self._keys.summary_cache, keys)
+        return [None if v is None else str(v) for v in values]
+
+    async def put_many(self, summaries: dict[str, str]) -> None:
+        """Store computed summaries without a lock (the Batch API's answers)."""
+        if summaries:
+            async with translate_errors():
+                await self._redis.hset(self._keys.summary_cache, mapping=dict(summaries.items()))

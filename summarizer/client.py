@@ -33,7 +33,7 @@ from summarizer.retry import translate_openai_error
 from summarizer.schema import InvalidAnswer, OutputSchema, ResponseFormat
 from summarizer.transport import ChatTransport, open_transport
 
-__all__ = ["CallObserver", "OpenAIEngine", "open_client", "resolve_api_key"]
+__all__ = ["CallObserver", "OpenAIEngine", "open_client", "open_openai", "resolve_api_key"]
 
 log = get_logger(__name__)
 # (outcome, latency_s, model, prompt_tokens, completion_tokens) for metrics
@@ -56,6 +56,12 @@ def resolve_api_key(llm: LLMSettings) -> str | None:
 
 def open_client(llm: LLMSettings, api_key: str | None) -> ChatTransport:
     """The process's one AsyncOpenAI, and the transport that sends its requests."""
+    client = open_openai(llm, api_key)
+    return open_transport(llm.transport, client, llm.timeout_s, connections=llm.concurrency)
+
+
+def open_openai(llm: LLMSettings, api_key: str | None) -> openai.AsyncOpenAI:
+    """An AsyncOpenAI for ``llm`` (our retries: ``max_retries=0``); its base URL checked."""
     http_client: openai.DefaultAioHttpClient | None = None
     if llm.transport == "openai":
         try:  # much less CPU per call than openai's default httpx transport
@@ -77,7 +83,7 @@ def open_client(llm: LLMSettings, api_key: str | None) -> ChatTransport:
             "an http(s) URL (set DISTCRAWL_LLM__BASE_URL, --llm-base-url or "
             "OPENAI_BASE_URL, e.g. https://api.openai.com/v1)"
         )
-    return open_transport(llm.transport, client, llm.timeout_s, connections=llm.concurrency)
+    return client
 
 
 class OpenAIEngine:
@@ -97,6 +103,10 @@ class OpenAIEngine:
         self._adaptive = adaptive
         self._observe = observe
         self._json_object: set[str] = set()  # schema digests the provider refused as json_schema
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        return self._transport.client
 
     def cache_identity(self, request: Request) -> tuple[str, str]:
         return request.profile.model, request.profile.prompt
@@ -147,6 +157,38 @@ class OpenAIEngine:
             )
             answer = dataclasses.replace(answer, truncated=cut)
         return dataclasses.replace(answer, chunks=1)
+
+    # -- the Batch API (summarizer.batch): one request per doc, answered later
+
+    def batch_body(self, request: Request) -> tuple[dict[str, Any], bool]:
+        """The body of a doc's one call (its text within the input budget), and whether the
+        text was cut: what a batch request carries."""
+        schema = request.profile.schema
+        if schema is None:
+            prompt, _, cut = self.prompt_for(request)
+            return self._body(request, [{"role": "user", "content": prompt}]), cut
+        reserve = token_counter(request.profile.model).count(schema.instructions())
+        prompt, _, cut = self.prompt_for(request, reserve)
+        return self._extract_body(request, schema, [{"role": "user", "content": prompt}]), cut
+
+    def batch_answer(self, request: Request, completion: bytes, truncated: bool) -> Summary:
+        """A batch's answer to ``batch_body``: a RetryableError for a broken completion, an
+        InvalidAnswer (with the tokens spent as ``.spent``) for one against the schema."""
+        resp = _decode_completion(completion)
+        usage = resp.usage
+        summary = Summary(
+            "",
+            resp.model or request.profile.model,
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+            calls=1,
+            chunks=1,
+            truncated=truncated,
+        )
+        summary = dataclasses.replace(summary, text=_content(resp))
+        if request.profile.schema is None:
+            return summary
+        return _extracted(summary, request.profile.schema.parse(summary.text))
 
     # -- structured extraction
 

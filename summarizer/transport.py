@@ -41,6 +41,11 @@ class ChatTransport(Protocol):
         """POST the body to /chat/completions; the bytes of a 2xx answer, else openai's error."""
         ...
 
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The process's AsyncOpenAI (other endpoints, e.g. the Batch API, go through it)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -49,6 +54,10 @@ class OpenAIPostTransport:
 
     def __init__(self, client: openai.AsyncOpenAI) -> None:
         self._client = client
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        return self._client
 
     async def send(self, body: dict[str, Any]) -> bytes:
         raw = await self._client.post("/" + _PATH, cast_to=_httpx.Response, body=body)
@@ -71,6 +80,10 @@ class DirectTransport:
         self._encode = msgspec.json.Encoder().encode
         # what openai's exceptions point at (they carry the request, not the body)
         self._request = _httpx.Request("POST", self._url)
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        return self._client
 
     def _open(self) -> aiohttp.ClientSession:
         # Built inside the running loop: aiohttp sessions belong to one loop, and openai's

@@ -28,7 +28,7 @@ from summarizer.cache import SummaryCache, content_key
 from summarizer.cost import cost_usd
 from summarizer.engines import DocFailed, Engine, Request, Summary
 from summarizer.limiter import AdaptiveLimit
-from summarizer.profiles import Profiles
+from summarizer.profiles import Profile, Profiles
 from summarizer.records import ExtractionRecord, SummaryRecord, encode_record
 
 __all__ = ["SummarizeStats", "SummarizeWorker"]
@@ -54,9 +54,13 @@ class _Spent:
     cost: float = 0.0
 
     @classmethod
-    def of(cls, summary: Summary, prices: dict[str, tuple[float, float]]) -> _Spent:
+    def of(
+        cls, summary: Summary, prices: dict[str, tuple[float, float]], price: float = 1.0
+    ) -> _Spent:
+        """``price``: the fraction of the live price paid (the Batch API's discount)."""
         ptok, ctok = summary.prompt_tokens, summary.completion_tokens
-        return cls(summary.summarizer, ptok, ctok, cost_usd(prices, summary.summarizer, ptok, ctok))
+        cost = cost_usd(prices, summary.summarizer, ptok, ctok) * price
+        return cls(summary.summarizer, ptok, ctok, cost)
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -113,6 +117,21 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         self._settler: Batcher[DocOp, DocResult] = Batcher(
             lambda ops: self._queue.settle(self.worker_id, ops)
         )
+
+    @property
+    def profiles(self) -> Profiles:
+        return self._profiles
+
+    def count_doc(self, kind: DocKind) -> None:
+        """A doc settled (for the metrics)."""
+        self._metrics.docs.labels(kind).inc()
+
+    def spent_micro_usd(self, summary: Summary, price: float) -> int:
+        """What ``summary``'s calls cost (micro-USD at ``price`` times the live price), also
+        counted in the metrics: the tokens of an answer paid for but not used."""
+        spent = _Spent.of(summary, self._prices, price)
+        self._account(spent)
+        return round(spent.cost * 1_000_000)
 
     # -- LeasedWorker ---------------------------------------------------------------------
 
@@ -179,29 +198,37 @@ class SummarizeWorker(LeasedWorker[DocLease]):
     # -- one doc --------------------------------------------------------------------------
 
     async def handle(self, item: DocLease) -> None:
-        started = time.monotonic()
-        try:
-            doc = decode_doc(item.payload)
-            op = await self._summarize(item, doc, started)
-        except ConfigError as exc:
-            await self._stop_on_config_error(item, exc)
+        op = await self.live_op(item, self.worker_id)
+        if op is None:
             return
-        except (asyncio.CancelledError, StoreUnavailable):
-            raise
-        except DocFailed as exc:  # (invalid_output, max_doc_tokens, a long page's failed chunk)
-            spent = _Spent.of(exc.spent, self._prices)
-            op = self._failed(item, exc.reason, str(exc), started, spent)
-        except PermanentError as exc:
-            op = self._failed(item, exc.reason, str(exc), started)
-        except Exception as exc:  # a bug on one doc must not kill the worker
-            log.exception("doc_crashed", fp=item.fp, error=repr(exc))
-            op = self._failed(item, "internal_error", repr(exc), started)
-        op = dataclasses.replace(op, attempt=item.attempt)
         result = await self.until_stored(lambda: self._settler.submit(op))
         if result is DocResult.STALE:
             self.stats.stale += 1
         elif result is not None:
             self._metrics.docs.labels(op.kind).inc()
+
+    async def live_op(self, item: DocLease, holder: str) -> DocOp | None:
+        """The settle op of one doc summarized by live calls (the batch mode's worker calls it
+        for the docs it sends live, ``holder`` being the batch's lease holder); None when the
+        API's configuration is wrong: the doc was released and the worker told to stop."""
+        started = time.monotonic()
+        try:
+            doc = decode_doc(item.payload)
+            op = await self._summarize(item, doc, started)
+        except ConfigError as exc:
+            await self._stop_on_config_error(item, exc, holder)
+            return None
+        except (asyncio.CancelledError, StoreUnavailable):
+            raise
+        except DocFailed as exc:  # (invalid_output, max_doc_tokens, a long page's failed chunk)
+            spent = _Spent.of(exc.spent, self._prices)
+            op = self.failed_op(item, exc.reason, str(exc), started, spent)
+        except PermanentError as exc:
+            op = self.failed_op(item, exc.reason, str(exc), started)
+        except Exception as exc:  # a bug on one doc must not kill the worker
+            log.exception("doc_crashed", fp=item.fp, error=repr(exc))
+            op = self.failed_op(item, "internal_error", repr(exc), started)
+        return dataclasses.replace(op, attempt=item.attempt)
 
     async def _summarize(self, item: DocLease, doc: Doc, started: float) -> DocOp:
         profile = self._profiles.for_host(host_of(doc.url))
@@ -221,8 +248,31 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         text, cached = await self._cache.single_flight(
             content_key(model, prompt, doc.text, schema), compute, deferred=writes
         )
-        summary = made[0] if made else Summary(text, model)
-        spent = _Spent.of(summary, self._prices) if not cached else _Spent()
+        return self.success_op(
+            item,
+            doc,
+            profile,
+            made[0] if made else Summary(text, model),
+            cached=cached,
+            started=started,
+            cache=writes[0] if writes else None,
+        )
+
+    def success_op(
+        self,
+        item: DocLease,
+        doc: Doc,
+        profile: Profile,
+        summary: Summary,
+        *,
+        cached: bool,
+        started: float,
+        cache: CacheWrite | None = None,
+        price: float = 1.0,
+    ) -> DocOp:
+        """The settle op of a doc's answer (its record, tokens and cost); ``price``: the
+        fraction of the live price its calls cost (the Batch API's discount)."""
+        spent = _Spent.of(summary, self._prices, price) if not cached else _Spent()
         if cached:
             self.stats.cached += 1
             self._metrics.cache_hits.inc()
@@ -231,13 +281,13 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         self.stats.summarized += 1
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         # the map calls made for this record (none for a cache hit)
-        chunks, truncated = (summary.chunks, summary.truncated) if made else (0, False)
+        chunks, truncated = (summary.chunks, summary.truncated) if not cached else (0, False)
         record: SummaryRecord | ExtractionRecord
         if profile.schema is None:
             record = SummaryRecord(
                 url=doc.url,
                 title=doc.title,
-                summary=text,
+                summary=summary.text,
                 summarizer=summary.summarizer,
                 cached=cached,
                 attempts=item.attempt,
@@ -253,7 +303,7 @@ class SummarizeWorker(LeasedWorker[DocLease]):
                 schema=profile.schema.name,
                 title=doc.title,
                 # a cache hit is the JSON of a validated answer to the same schema
-                data=summary.data if made else json.loads(text),
+                data=summary.data if not cached else json.loads(summary.text),
                 summarizer=summary.summarizer,
                 cached=cached,
                 attempts=item.attempt,
@@ -268,7 +318,7 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             item.fp,
             reason="cached" if cached else "",
             record=encode_record(record),
-            cache=writes[0] if writes else None,
+            cache=cache,
         )
 
     def _account(self, spent: _Spent) -> None:
@@ -278,7 +328,7 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         if spent.cost:
             self._metrics.cost.labels(spent.model).inc(spent.cost)
 
-    def _failed(
+    def failed_op(
         self,
         item: DocLease,
         reason: str,
@@ -313,11 +363,11 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         )
         return spent.op(DocKind.FAILED, item.fp, reason=reason, record=encode_record(record))
 
-    async def _stop_on_config_error(self, item: DocLease, exc: ConfigError) -> None:
+    async def _stop_on_config_error(self, item: DocLease, exc: ConfigError, holder: str) -> None:
         if self.fatal is None:
             self.fatal = exc
             log.error("summarizer_misconfigured", error=str(exc))
         await self.until_stored(
-            lambda: self._queue.settle(self.worker_id, [DocOp(DocKind.RELEASE, item.fp)])
+            lambda: self._queue.settle(holder, [DocOp(DocKind.RELEASE, item.fp)])
         )
         self.shutdown.request()

@@ -15,7 +15,8 @@ As a process (prints ``ready <base_url>`` once listening, stops on SIGTERM/SIGIN
 
     python -m tests.mock_llm --port 0 [--latency S] [--jitter S] [--rpm N] [--tpm N]
         [--api-key K] [--error-rate X] [--models a,b] [--mode MODE] [--slow S] [--seed N]
-        [--no-retry-after]
+        [--no-retry-after] [--batch-delay S] [--batch-error-rate X] [--batch-error-status N]
+        [--batch-expire-share X]
 
 API endpoints (under the base URL ``http://127.0.0.1:PORT/v1``):
 
@@ -109,6 +110,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from aiohttp import web
 
 from tests import mock_json
+from tests.mock_batch import MockBatches
 
 __all__ = [
     "MODES",
@@ -178,6 +180,13 @@ class MockConfig:
     """Only requests whose user messages contain this text get ``json_fault`` ("" = all)."""
     json_fault_once: bool = False
     """Repair requests (with an assistant message already) get a good answer."""
+    batch_delay_s: float = 0.0
+    """A batch is in progress this long after its creation (tests/mock_batch.py)."""
+    batch_error_rate: float = 0.0
+    """Share of a batch's requests answered with ``batch_error_status`` (error file)."""
+    batch_error_status: int = 500
+    batch_expire_share: float = 0.0
+    """Share of each batch's requests (the last ones) that never run: the batch expires."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` if a value is out of range."""
@@ -186,8 +195,13 @@ class MockConfig:
                 raise ValueError(f"{name} must be >= 0")
         if not self.window_s > 0:
             raise ValueError("window_s must be > 0")
-        if not 0.0 <= self.error_rate_5xx <= 1.0:
-            raise ValueError("error_rate_5xx must be within [0, 1]")
+        for name in ("error_rate_5xx", "batch_error_rate", "batch_expire_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1]")
+        if self.batch_delay_s < 0:
+            raise ValueError("batch_delay_s must be >= 0")
+        if not 400 <= self.batch_error_status <= 599:
+            raise ValueError("batch_error_status must be an HTTP error status")
         if self.summary_words < 1:
             raise ValueError("summary_words must be >= 1")
         if self.mode not in MODES:
@@ -317,6 +331,15 @@ class MockStats:
     """Tokens of successful completions actually returned."""
     accepted_timestamps: list[float] = field(default_factory=list)
     """``time.time()`` of every request admitted by the rate limiter."""
+    batches: int = 0
+    """Batches created (tests/mock_batch.py)."""
+    batch_requests: int = 0
+    """Requests answered 200 inside batches (not in ``requests``)."""
+    batch_failed: int = 0
+    """Requests in batches' error files (errors and expired)."""
+    batch_prompt_tokens: int = 0
+    batch_completion_tokens: int = 0
+    """Tokens of the batch answers (not in ``prompt_tokens``/``completion_tokens``)."""
 
     def copy(self) -> MockStats:
         return MockStats(
@@ -479,6 +502,13 @@ class MockLLM:
         self._replies: deque[Json] = deque(maxlen=self.config.record_requests)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        self.batches = MockBatches(
+            self._batch_reply,
+            lambda: self.config,
+            self._rng.random,
+            lambda: self._stats,
+            self._unauthorized,
+        )
         self.app = self._make_app()
 
     # -- lifecycle
@@ -573,6 +603,7 @@ class MockLLM:
         app.router.add_post("/_config", self._post_config)
         app.router.add_get("/_requests", self._get_requests)
         app.router.add_get("/_replies", self._get_replies)
+        self.batches.routes(app)
         return app
 
     @web.middleware
@@ -698,6 +729,19 @@ class MockLLM:
             return _error(503, "The server is overloaded or not ready yet.", "server_error", None)
         completed = _completion(model, content, finish, prompt, completion)
         return self._answer(request, completed, messages)
+
+    def _batch_reply(self, body: Json) -> tuple[int, Json]:
+        """How /v1/chat/completions answers ``body`` inside a batch: (status, body), with no
+        latency and no rate limit (a batch has its own pool)."""
+        valid = _validate(body, self.config.response_formats)
+        if isinstance(valid, web.Response):
+            return valid.status, json.loads(valid.text or "{}")
+        model, messages = valid["model"], valid["messages"]
+        if (missing := self._model_not_found(model)) is not None:
+            return missing.status, json.loads(missing.text or "{}")
+        content, finish = self._reply(valid, messages)
+        prompt, completion = prompt_tokens(messages), completion_tokens(content)
+        return 200, _completion(model, content, finish, prompt, completion)
 
     def _reply(self, valid: Json, messages: list[Any]) -> tuple[str, str]:
         """The content (JSON when a response_format asks for it) and the finish reason."""
@@ -853,6 +897,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--window", type=float, default=WINDOW_S, help="rate-limit window in seconds (default 60)"
     )
+    parser.add_argument("--batch-delay", type=float, default=0.0, help="a batch's run time (s)")
+    parser.add_argument(
+        "--batch-error-rate", type=float, default=0.0, help="share of batch requests failing"
+    )
+    parser.add_argument("--batch-error-status", type=int, default=500)
+    parser.add_argument(
+        "--batch-expire-share", type=float, default=0.0, help="share of a batch left to expire"
+    )
     return parser.parse_args(argv)
 
 
@@ -875,6 +927,10 @@ def _config_from_args(args: argparse.Namespace) -> MockConfig:
             "seed": args.seed,
             "omit_retry_after": args.no_retry_after,
             "window_s": args.window,
+            "batch_delay_s": args.batch_delay,
+            "batch_error_rate": args.batch_error_rate,
+            "batch_error_status": args.batch_error_status,
+            "batch_expire_share": args.batch_expire_share,
         },
     )
     return config

@@ -1,0 +1,323 @@
+"""Batch mode (``--llm-mode batch``) against the mock's Batch API, summarizers as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from redis.asyncio import Redis
+
+from common.docsqueue import DocsQueue, DocsStats
+from common.keys import CrawlKeys
+from distcrawl.export import export_summaries
+from distcrawl.redis_server import RedisServer
+from distcrawl.sample_docs import feed_docs, make_docs
+from summarizer.batch import decode_record
+from tests.processes import MockProcess, assert_no_traceback, cli, spawn_cli
+
+API_KEY = "sk-test-0123456789abcdef"
+PRICE = (1.0, 2.0)  # USD per million tokens of mock-model: input, output
+BATCH_PRICE = 0.5
+
+
+@pytest.fixture
+def mock_factory() -> Iterator[type[MockProcess]]:
+    started: list[MockProcess] = []
+
+    class Tracked(MockProcess):
+        def __init__(self, *args: str) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    yield Tracked
+    for mock in started:
+        mock.stop()
+
+
+@pytest.fixture
+def queue(server_store: Redis, crawl_keys: CrawlKeys) -> DocsQueue:
+    return DocsQueue(server_store, crawl_keys)
+
+
+def _env(mock: MockProcess, **extra: str) -> dict[str, str]:
+    return {
+        **mock.worker_env(API_KEY),
+        "DISTCRAWL_LLM__MODE": "batch",
+        "DISTCRAWL_LLM__PRICES": json.dumps({"mock-model": PRICE}),
+        "DISTCRAWL_LLM__BATCH_POLL_S": "0.3",
+        "DISTCRAWL_LLM__BATCH_ADOPT_S": "2",
+        "DISTCRAWL_LLM__BATCH_GATHER_S": "0",
+        "DISTCRAWL_WORKER__HEARTBEAT_S": "1",
+        "DISTCRAWL_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+def _store(redis_server: RedisServer, keys: CrawlKeys) -> list[str]:
+    return ["--redis", redis_server.url, "--crawl", keys.crawl]
+
+
+async def _records(redis: Redis, keys: CrawlKeys) -> dict[str, dict[str, Any]]:
+    raw = await redis.hgetall(keys.summaries)
+    return {str(k): json.loads(v) for k, v in raw.items()}
+
+
+def _cost(ptok: int, ctok: int, price: float) -> float:
+    return (ptok * PRICE[0] + ctok * PRICE[1]) / 1_000_000 * price
+
+
+async def _drain(*args: str, env: dict[str, str]) -> str:
+    done = await asyncio.to_thread(cli, "summarize", *args, "--drain", env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert_no_traceback(done.stderr)
+    return done.stderr
+
+
+def _events(stderr: str, event: str) -> list[dict[str, Any]]:
+    found = []
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            doc = json.loads(line)
+            if doc.get("event") == event:
+                found.append(doc)
+    return found
+
+
+def _assert_all_summarized(stats: DocsStats, n: int) -> None:
+    assert (stats.summarized, stats.failed, stats.pending) == (n, 0, 0)
+    assert stats.balanced
+
+
+async def test_thousand_docs_in_several_batches_at_the_batch_price(
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
+    mock_factory: type[MockProcess],
+    tmp_path: Path,
+) -> None:
+    mock = mock_factory("--api-key", API_KEY, "--batch-delay", "1")
+    docs = make_docs(1000)
+    await feed_docs(server_store, crawl_keys, docs)
+    env = _env(mock, DISTCRAWL_LLM__BATCH_SIZE="300")
+    await _drain(*_store(redis_server, crawl_keys), env=env)
+    stats = await queue.stats()
+    _assert_all_summarized(stats, 1000)
+    served = mock.stats()
+    assert served["batches"] == 4  # 300 + 300 + 300 + 100
+    assert served["batch_requests"] == 1000  # every doc answered once, in a batch...
+    assert mock.requests() == []  # ...and none live
+    assert served["prompt_tokens"] == 0
+    records = await _records(server_store, crawl_keys)
+    assert set(records) == {d.fp for d in docs}
+    assert all(r["summary"].startswith("Summary: ") for r in records.values())
+    ptok = sum(r["prompt_tokens"] for r in records.values())
+    ctok = sum(r["completion_tokens"] for r in records.values())
+    assert (ptok, ctok) == (served["batch_prompt_tokens"], served["batch_completion_tokens"])
+    for r in records.values():
+        assert r["cost_usd"] == pytest.approx(
+            _cost(r["prompt_tokens"], r["completion_tokens"], BATCH_PRICE), abs=1e-8
+        )
+    assert stats.per_model("cost_micro_usd")["mock-model"] == pytest.approx(
+        _cost(ptok, ctok, BATCH_PRICE) * 1e6, abs=1000
+    )
+    assert await server_store.hlen(crawl_keys.llm_batches) == 0  # finished jobs are forgotten
+    await export_summaries(queue, tmp_path)  # (what `distcrawl export` writes)
+    lines = (tmp_path / "summaries.jsonl").read_text().splitlines()
+    assert len(lines) == 1000
+    assert len({json.loads(line)["url"] for line in lines}) == 1000
+
+
+@pytest.mark.slow
+async def test_a_sigkilled_summarizers_batches_are_finished_by_another(
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
+    mock_factory: type[MockProcess],
+    tmp_path: Path,
+) -> None:
+    mock = mock_factory("--api-key", API_KEY, "--batch-delay", "6")
+    docs = make_docs(1000)
+    await feed_docs(server_store, crawl_keys, docs)
+    env = _env(mock, DISTCRAWL_LLM__BATCH_SIZE="250", DISTCRAWL_LLM__BATCH_IN_FLIGHT="4")
+    victim = spawn_cli("summarize", *_store(redis_server, crawl_keys), env=env)
+    deadline = time.monotonic() + 60
+    while True:  # every doc in a batch in flight at the provider
+        raw = await server_store.hgetall(crawl_keys.llm_batches)
+        jobs = [decode_record(r) for r in raw.values()]
+        if sum(len(j.sent) for j in jobs if j.state == "submitted") == 1000:
+            break
+        assert time.monotonic() < deadline, jobs
+        await asyncio.sleep(0.1)
+    victim.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(victim.communicate, timeout=10)
+    assert mock.stats()["batches"] == 4
+    stats = await queue.stats()
+    assert (stats.summarized, stats.in_flight) == (0, 1000)  # held by the batches, not settled
+    err = await _drain(*_store(redis_server, crawl_keys), env=env)
+    assert len(_events(err, "batch_adopted")) == 4
+    stats = await queue.stats()
+    _assert_all_summarized(stats, 1000)
+    assert stats.counts.get("docs_reaped", 0) == 0  # no lease expired: the batches held them
+    served = mock.stats()
+    assert served["batches"] == 4  # adopted, not sent again
+    assert served["batch_requests"] == 1000
+    records = await _records(server_store, crawl_keys)
+    assert set(records) == {d.fp for d in docs}
+    assert {r["attempts"] for r in records.values()} == {1}
+    ptok = sum(r["prompt_tokens"] for r in records.values())
+    assert ptok == served["batch_prompt_tokens"]
+    assert stats.per_model("prompt_tokens") == {"mock-model": ptok}
+    assert await server_store.hlen(crawl_keys.llm_batches) == 0
+    await export_summaries(queue, tmp_path)
+    lines = (tmp_path / "summaries.jsonl").read_text().splitlines()
+    urls = [json.loads(line)["url"] for line in lines]
+    assert sorted(urls) == sorted(d.url for d in docs)  # one line per doc
+
+
+async def test_failed_requests_go_to_later_batches_then_live(
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
+    mock_factory: type[MockProcess],
+) -> None:
+    mock = mock_factory(
+        "--api-key", API_KEY, "--batch-error-rate", "0.3", "--batch-expire-share", "0.1"
+    )
+    docs = make_docs(200)
+    await feed_docs(server_store, crawl_keys, docs)
+    env = _env(mock, DISTCRAWL_LLM__BATCH_ROUNDS="2")
+    await _drain(*_store(redis_server, crawl_keys), env=env)
+    stats = await queue.stats()
+    _assert_all_summarized(stats, 200)
+    served = mock.stats()
+    assert served["batches"] == 2  # round 2 took the failed and expired requests of round 1
+    # what failed in round 2 (the last) was summarized live, at the live price
+    assert served["batch_failed"] > 20
+    records = await _records(server_store, crawl_keys)
+    assert len(records) == 200
+    live_records = [
+        r
+        for r in records.values()
+        if r["cost_usd"]
+        == pytest.approx(_cost(r["prompt_tokens"], r["completion_tokens"], 1.0), abs=1e-8)
+    ]
+    assert 0 < len(live_records) < 60
+    assert served["prompt_tokens"] == sum(r["prompt_tokens"] for r in live_records)
+    assert len(mock.requests()) == len(live_records)  # one live call each
+
+
+async def test_schema_extraction_and_long_pages_in_batch_mode(
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
+    mock_factory: type[MockProcess],
+    tmp_path: Path,
+) -> None:
+    mock = mock_factory("--api-key", API_KEY)
+    schema = tmp_path / "topic.json"
+    schema.write_text(
+        json.dumps(
+            {
+                "title": "topic",
+                "type": "object",
+                "properties": {"topic": {"type": "string"}},
+                "required": ["topic"],
+                "additionalProperties": False,
+            }
+        )
+    )
+    docs = make_docs(20)
+    long_doc = make_docs(1, text="word " * 2000, host="long.test")  # 2x the input budget
+    await feed_docs(server_store, crawl_keys, docs + long_doc)
+    env = _env(mock, DISTCRAWL_LLM__MAX_INPUT_TOKENS="1000")
+    await _drain(*_store(redis_server, crawl_keys), "--llm-schema", str(schema), env=env)
+    stats = await queue.stats()
+    _assert_all_summarized(stats, 21)
+    records = await _records(server_store, crawl_keys)
+    assert all(isinstance(r["data"]["topic"], str) for r in records.values())
+    assert {r["schema"] for r in records.values()} == {"topic"}
+    long_record = records[long_doc[0].fp]
+    assert long_record["chunks"] > 1  # map-reduce, live
+    served = mock.stats()
+    assert served["batch_requests"] == 20
+    assert served["prompt_tokens"] == long_record["prompt_tokens"]
+    # every batch request asked for the schema's JSON (response_format per request)
+    client = openai.OpenAI(base_url=mock.base_url, api_key=API_KEY, max_retries=0)
+    [batch] = client.batches.list().data
+    lines = client.files.content(batch.input_file_id).text.splitlines()
+    bodies = [json.loads(line)["body"] for line in lines]
+    assert len(bodies) == 20
+    assert {b["response_format"]["type"] for b in bodies} == {"json_schema"}
+    assert {b["response_format"]["json_schema"]["name"] for b in bodies} == {"topic"}
+
+
+async def test_a_sigtermed_summarizer_lets_go_of_its_batches_at_once(
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
+    mock_factory: type[MockProcess],
+) -> None:
+    mock = mock_factory("--api-key", API_KEY, "--batch-delay", "3")
+    await feed_docs(server_store, crawl_keys, make_docs(300))
+    # adoption after a lapsed hold would take 300 s, far past the second worker's timeout
+    env = _env(
+        mock,
+        DISTCRAWL_LLM__BATCH_SIZE="100",
+        DISTCRAWL_LLM__BATCH_ADOPT_S="300",
+        DISTCRAWL_WORKER__GRACE_S="0.5",
+    )
+    first = spawn_cli("summarize", *_store(redis_server, crawl_keys), env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        jobs = [
+            decode_record(r) for r in (await server_store.hgetall(crawl_keys.llm_batches)).values()
+        ]
+        if sum(len(j.sent) for j in jobs) == 300:
+            break
+        assert time.monotonic() < deadline, jobs
+        await asyncio.sleep(0.1)
+    first.send_signal(signal.SIGTERM)
+    _, err = await asyncio.to_thread(first.communicate, timeout=30)
+    assert first.returncode == 0, err
+    assert await server_store.hlen(crawl_keys.llm_batch_pollers) == 0  # no job held...
+    assert await server_store.hlen(crawl_keys.llm_batches) == 3  # ...and every job kept
+    err = await _drain(*_store(redis_server, crawl_keys), env=env)
+    assert len(_events(err, "batch_adopted")) == 3
+    _assert_all_summarized(await queue.stats(), 300)
+    assert mock.stats()["batches"] == 3
+
+
+async def test_a_refused_key_stops_batch_mode_with_one_line_and_keeps_the_docs(
+    server_store: Redis,
+    redis_server: RedisServer,
+    crawl_keys: CrawlKeys,
+    queue: DocsQueue,
+    mock_factory: type[MockProcess],
+) -> None:
+    mock = mock_factory("--api-key", API_KEY)
+    await feed_docs(server_store, crawl_keys, make_docs(50))
+    env = _env(mock, OPENAI_API_KEY="sk-wrong-key-98765")
+    proc = await asyncio.to_thread(
+        cli, "summarize", *_store(redis_server, crawl_keys), "--drain", env=env, timeout=60
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("distcrawl: error")]
+    assert len(errors) == 1, proc.stderr
+    assert "refused the credentials (HTTP 401)" in errors[0]
+    assert "sk-wrong-key-98765" not in proc.stderr
+    assert_no_traceback(proc.stderr)
+    stats = await queue.stats()
+    assert (stats.waiting, stats.in_flight, stats.summarized, stats.failed) == (50, 0, 0, 0)
+    assert await server_store.hlen(crawl_keys.llm_batches) == 0
