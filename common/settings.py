@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.errors import ConfigError
 from common.keys import validate_crawl_name
 from common.serde import DEFAULT_LLM_INPUT_TOKENS
+from common.sinks import normalize_sink_url
 from common.spec import CrawlSpec
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "LLMSettings",
     "ProxySettings",
     "Settings",
+    "SinkSettings",
     "WarcSettings",
     "WorkerSettings",
     "build_settings",
@@ -70,9 +72,19 @@ class FrontierDefaults(_Section):
     seen: Literal["set", "bloom"] = _SPEC.seen
     seen_error: float = _SPEC.seen_error
     seen_capacity: int = _SPEC.seen_capacity
+    # where page and summary records go (common/sinks.py): "redis", file:///folder, s3://...
+    sink: str = _SPEC.sink
     # 0: chosen when the crawl is created (crawler.produce.build_spec): 1 on a single Redis,
     # AUTO_CLUSTER_SHARDS on a Redis Cluster
     shards: int = Field(0, ge=0)
+
+    @field_validator("sink")
+    @classmethod
+    def _sink_url(cls, value: str) -> str:
+        try:
+            return normalize_sink_url(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
 
     @model_validator(mode="after")
     def _valid_spec(self) -> FrontierDefaults:
@@ -114,6 +126,21 @@ class WarcSettings(_Section):
         1024**3, ge=1024, description="a file is closed and the next begun at this size"
     )
     gzip_level: int = Field(6, ge=1, le=9, description="zlib level of each record's gzip member")
+
+
+class SinkSettings(_Section):
+    """How this worker writes the crawl's records when its sink is a folder or object storage
+    (where they go is the crawl's, in its spec: ``--sink``)."""
+
+    segment_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="a folder segment is closed at this size"
+    )
+    segment_age_s: float = Field(
+        300.0, gt=0, description="...or this age, so a quiet worker's records are published"
+    )
+    s3_linger_s: float = Field(
+        1.0, ge=0, description="at most one S3 object per this many seconds per worker"
+    )
 
 
 class ProxySettings(_Section):
@@ -325,6 +352,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     crawler: CrawlerSettings = CrawlerSettings()
     warc: WarcSettings = WarcSettings()
+    sink: SinkSettings = SinkSettings()
     proxy: ProxySettings = ProxySettings()
     llm: LLMSettings = LLMSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()

@@ -13,6 +13,7 @@ import msgspec
 from common.errors import ConfigError
 from common.keys import MAX_SHARDS
 from common.serde import DEFAULT_LLM_INPUT_TOKENS, decode_versioned, doc_text_budget
+from common.sinks import SINK_REDIS
 from common.urls import DEFAULT_TRACKING_PARAMS
 
 __all__ = ["SPEC_VERSION", "CrawlSpec", "DomainPolicy", "decode_spec", "encode_spec"]
@@ -62,6 +63,9 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # The proxy pool (crawler/proxies.py): URLs with any password replaced by "***", in pool
     # order; empty: fetches go direct. Workers bring the passwords themselves.
     proxies: list[str] = msgspec.field(default_factory=list)
+    # Where page and summary records go (common/sinks.py): "redis" (the shards' hashes),
+    # file:///folder or s3://bucket/prefix, normalized; export reads from the same place.
+    sink: str = SINK_REDIS
     v: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -95,6 +99,8 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
                 "max pages needs a one-shard crawl (a crawl-wide cap cannot be checked in one"
                 " atomic step across shards): use --shards 1, or --max-domain-pages"
             )
+        if self.sink != SINK_REDIS and not self.sink.startswith(("file:///", "s3://")):
+            problems.append(f"sink must be redis, file:///folder or s3://bucket (got {self.sink})")
         if self.seen_error >= 0.5:
             problems.append(f"seen error must be < 0.5 (got {self.seen_error})")
         if problems:
