@@ -3,7 +3,9 @@
 The claim/slot/shutdown loop is common.leasedworker.LeasedWorker; this module is what a crawl
 does with one URL. Every page ends in exactly one commit, retried while Redis is unreachable.
 If the worker dies meanwhile, its leases expire and are reaped (at-least-once delivery; the
-pages sink is idempotent by fingerprint).
+pages sink is idempotent by fingerprint). Output that cannot be written (a WARC file, a record
+in a folder or S3 sink) stops the worker: it releases the page and every later one, and stops
+claiming, rather than settle a page whose output is lost.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from common.lifecycle import Shutdown
 from common.logging import get_logger
 from common.metrics import CrawlerMetrics
 from common.serde import Doc, encode_doc
+from common.sinks import RecordWriter
 from common.urls import fingerprint, netloc_of
 from crawler.admission import AdmitReport, Admitter
 from crawler.classify import ProxyFailed, SkipPage
@@ -86,6 +89,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         proxies: ProxyPool | None = None,
         extractor: Extractor | None = None,
         worker_id: str | None = None,
+        sink: RecordWriter | None = None,
     ) -> None:
         super().__init__(
             concurrency=concurrency, timing=timing, shutdown=shutdown, worker_id=worker_id
@@ -100,7 +104,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         self._proxies = proxies
         self._extractor = extractor
         self.stats = WorkerStats()
-        self._committer = Committer(frontier, admitter, self.worker_id, self._admitted)
+        self._committer = Committer(frontier, admitter, self.worker_id, self._admitted, sink=sink)
 
     # -- LeasedWorker ---------------------------------------------------------------------
 
@@ -185,9 +189,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         except StoreUnavailable:  # (robots.txt state) the URL goes back untouched, not leaked
             commit = _Commit(SettleOp.release(item.fp))
         except OutputError:  # its WARC record is lost: the URL goes back, the worker stops
-            if not self.shutdown.stop.is_set():
-                log.warning("stop_claiming", worker=self.worker_id, reason="warc_failed")
-                self.shutdown.request()
+            self._stop_on_output("warc_failed")
             commit = _Commit(SettleOp.release(item.fp))
         except Exception as exc:  # a bug on one page must not kill the worker
             log.exception("page_crashed", url=item.url, error=repr(exc))
@@ -344,9 +346,20 @@ class CrawlWorker(LeasedWorker[Lease]):
                 commit.links, depth=commit.depth, base=commit.base, parent=lease.url
             )
         seen = [(netloc_of(u), fingerprint(u)) for u in commit.seen_urls or ()]
-        result = await self.until_stored(lambda: self._committer.commit(commit.op, prepared, seen))
+        try:
+            result = await self.until_stored(
+                lambda: self._committer.commit(commit.op, prepared, seen)
+            )
+        except OutputError:  # its record did not reach the sink: the committer released it
+            self._stop_on_output("sink_failed")
+            return
         if result is not None:
             self._count(commit.op, result)
+
+    def _stop_on_output(self, reason: str) -> None:
+        if not self.shutdown.stop.is_set():
+            log.warning("stop_claiming", worker=self.worker_id, reason=reason)
+            self.shutdown.request()
 
     def _admitted(self, report: AdmitReport) -> None:
         self._metrics.links_admitted.inc(len(report.admitted))

@@ -2,8 +2,8 @@
 
 Every failure a user can cause (bad flag, bad URL, unreachable Redis, bad value) ends as one
 line on stderr and a non-zero exit code, never a traceback:
-2 usage or configuration, 3 Redis unreachable, 4 output (WARC files) could not be written,
-130 interrupted.
+2 usage or configuration, 3 Redis unreachable, 4 output (WARC files, records in a folder or S3
+sink) could not be written or read, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from common.heartbeat import Heartbeats
 from common.lifecycle import Shutdown, run
 from common.logging import configure_logging
 from common.settings import Settings, build_settings
+from common.sinks import SINK_REDIS
 from common.store import EMBEDDED, is_cluster, redis_memory
 from common.urls import canonicalize
 from crawler.admission import Admitter
@@ -144,6 +145,13 @@ def _memory(p: argparse.ArgumentParser, *, llm_budget: bool) -> None:
         metavar="S",
         help="split the frontier and docs queue in S parts, each in its own Redis Cluster slot"
         " (default: 1 on a single Redis, 16 on a cluster; fixed when the crawl is created)",
+    )
+    g.add_argument(
+        "--sink",
+        metavar="URL",
+        help="where page and summary records go: redis (default: hashes in Redis), a folder "
+        "(path or file:///path: JSONL segments per worker) or s3://bucket/prefix (credentials "
+        "from the AWS environment/config chain); export reads from there",
     )
     g.add_argument("--seen-error", type=float, metavar="P", help="Bloom error rate (1e-6)")
     g.add_argument(
@@ -378,8 +386,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="default 3")
 
-    p = sub.add_parser("export", help="write pages.jsonl and summaries.jsonl from Redis")
+    p = sub.add_parser(
+        "export",
+        help="write pages and summaries (one record per URL) from the crawl's sink to DIR",
+    )
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument(
+        "--format",
+        choices=["jsonl", "parquet"],
+        default="jsonl",
+        help="jsonl (default: pages.jsonl, summaries.jsonl) or parquet (pages.parquet ...)",
+    )
     _common(p, redis_required=True)
     return parser
 
@@ -410,6 +427,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         seen_error=a.get("seen_error"),
         seen_capacity=a.get("seen_capacity"),
         shards=a.get("shards"),
+        sink=a.get("sink"),
     )
     fetch = given(max_body_bytes=a.get("max_body_bytes"), user_agent=a.get("user_agent"))
     crawler = given(concurrency=a.get("concurrency"), extractor=a.get("extractor"))
@@ -568,8 +586,7 @@ async def _summarize(settings: Settings, args: argparse.Namespace) -> int:
         args.drain,
         lambda redis, f, stop: summarize_runtime(settings, redis, f.keys, stop),
     )
-    if rt.worker.fatal is not None:
-        raise rt.worker.fatal
+    rt.check_output()
     s = rt.worker.stats
     print(
         f"summarizer finished: summarized {s.summarized} ({s.cached} from cache), "
@@ -597,8 +614,12 @@ async def _top(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
     async with store_session(settings, existing=True) as (redis, frontier):
-        path, n = await export_pages(frontier, args.out)
-        exported = await export_summaries(DocsQueue(redis, frontier.keys), args.out)
+        spec = await frontier.spec()
+        sink = spec.sink if spec is not None else SINK_REDIS
+        path, n = await export_pages(frontier, args.out, sink=sink, fmt=args.format)
+        exported = await export_summaries(
+            DocsQueue(redis, frontier.keys), args.out, sink=sink, fmt=args.format
+        )
     print(f"wrote {n} page records to {path} and {exported.describe()}")
     return 0
 

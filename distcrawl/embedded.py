@@ -199,19 +199,19 @@ async def _crawl(
                 done.set()
                 await reporter
         crawl.check_output()
-        if summarizer is not None and summarizer.worker.fatal is not None:
-            raise summarizer.worker.fatal
+        if summarizer is not None:
+            summarizer.check_output()
         failed = [code for code in results[-1] if code != 0] if req.processes > 1 else []
         if failed:
             print(f"distcrawl: {len(failed)} crawl processes failed: {failed}", file=sys.stderr)
-        code = await _report(frontier, redis, req, shutdown, summarized=spec.summarize)
+        code = await _report(frontier, redis, req, shutdown, spec)
         return code or (1 if failed else 0)
 
 
 async def _report(
-    frontier: Frontier, redis: Redis, req: RunRequest, shutdown: Shutdown, *, summarized: bool
+    frontier: Frontier, redis: Redis, req: RunRequest, shutdown: Shutdown, spec: CrawlSpec
 ) -> int:
-    path, n = await export_pages(frontier, req.out)
+    path, n = await export_pages(frontier, req.out, sink=spec.sink)
     stats = await frontier.stats(0)
     print(
         f"wrote {n} page records to {path}: done {stats.done}, failed {stats.failed}, "
@@ -219,9 +219,9 @@ async def _report(
         file=sys.stderr,
     )
     pending = stats.pending
-    if summarized:
+    if spec.summarize:
         queue = DocsQueue(redis, frontier.keys)
-        exported = await export_summaries(queue, req.out)
+        exported = await export_summaries(queue, req.out, sink=spec.sink)
         docs = await queue.stats()
         pending += docs.pending
         print(

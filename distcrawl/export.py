@@ -1,37 +1,65 @@
-"""Writing a crawl's sinks to files: one JSON line per URL, deduplicated by fingerprint."""
+"""Writing a crawl's records to files: one record per URL, as JSON lines or Parquet.
+
+Records are read from the crawl's sink (common/sinks.py): Redis hashes, or the segments of a
+folder or S3 sink. In a segment sink a URL re-crawled after a crash has two lines: the one
+written last wins. The Redis hashes are read in every case and win over a segment line: outside
+a Redis sink they hold only what the scripts write themselves (the record of a URL dead-lettered
+by a reap or at its last retry, of a doc failed after its last lease), the final word on it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import types
+import typing
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
 from common.docsqueue import DocsQueue
 from common.errors import ConfigError
+from common.sinks import SINK_REDIS, Stream, latest_records, read_lines
 from crawler.frontier import Frontier
 from crawler.records import PageRecord
 from summarizer.records import ExtractionRecord, SummaryRecord, is_extraction
 
-__all__ = ["Exported", "export_pages", "export_summaries", "write_jsonl"]
+__all__ = [
+    "ExportFormat",
+    "Exported",
+    "arrow_schema",
+    "collect_records",
+    "export_pages",
+    "export_summaries",
+    "write_jsonl",
+]
 
+ExportFormat = Literal["jsonl", "parquet"]
 _dec = msgspec.json.Decoder(PageRecord)
 _enc = msgspec.json.Encoder()
+R = TypeVar("R", PageRecord, SummaryRecord, ExtractionRecord)
 
 
-async def export_pages(frontier: Frontier, out_dir: Path) -> tuple[Path, int]:
-    """Write ``out_dir/pages.jsonl`` (sorted by URL) from the pages sink; returns (path, n).
+async def collect_records(
+    redis_items: AsyncIterator[tuple[str, str]], sink: str, stream: Stream
+) -> dict[str, bytes]:
+    """fingerprint -> record JSON: the latest line of each URL in the sink, then the Redis
+    hash's records over them."""
+    found = latest_records([line async for line in read_lines(sink, stream)])
+    async for fp, raw in redis_items:
+        found[fp] = raw.encode()
+    return found
 
-    The sink is a Redis hash keyed by URL fingerprint, so a URL fetched twice (after a worker
-    crash) is one line here.
-    """
-    records: list[PageRecord] = []
-    async for _, raw in frontier.page_records():
-        records.append(_dec.decode(raw))
-    records.sort(key=lambda r: r.url)
-    lines = [_enc.encode(r) for r in records]
-    path = await asyncio.to_thread(write_jsonl, out_dir, "pages.jsonl", lines)
+
+async def export_pages(
+    frontier: Frontier, out_dir: Path, *, sink: str = SINK_REDIS, fmt: ExportFormat = "jsonl"
+) -> tuple[Path, int]:
+    """Write ``out_dir/pages.jsonl`` (or ``.parquet``), sorted by URL; returns (path, n)."""
+    found = await collect_records(frontier.page_records(), sink, "pages")
+    records = sorted((_dec.decode(raw) for raw in found.values()), key=lambda r: r.url)
+    path = await _write(out_dir, "pages", records, PageRecord, fmt)
     return path, len(records)
 
 
@@ -49,27 +77,38 @@ class Exported:
         return text
 
 
-async def export_summaries(queue: DocsQueue, out_dir: Path) -> Exported:
+async def export_summaries(
+    queue: DocsQueue, out_dir: Path, *, sink: str = SINK_REDIS, fmt: ExportFormat = "jsonl"
+) -> Exported:
     """Write ``out_dir/summaries.jsonl`` and, when a schema was used, ``extractions.jsonl``
     (each sorted by URL, one line per doc fingerprint; a record is an extraction when it
-    names its schema)."""
+    names its schema); ``.parquet`` files with ``fmt="parquet"``."""
     summaries: list[SummaryRecord] = []
     extractions: list[ExtractionRecord] = []
-    async for _, raw in queue.summary_records():
+    found = await collect_records(queue.summary_records(), sink, "summaries")
+    for raw in found.values():
         if is_extraction(raw):
             extractions.append(msgspec.json.decode(raw, type=ExtractionRecord))
         else:
             summaries.append(msgspec.json.decode(raw, type=SummaryRecord))
-    spath = await _write_sorted(out_dir, "summaries.jsonl", summaries)
-    epath = await _write_sorted(out_dir, "extractions.jsonl", extractions) if extractions else None
+    summaries.sort(key=lambda r: r.url)
+    extractions.sort(key=lambda r: r.url)
+    spath = await _write(out_dir, "summaries", summaries, SummaryRecord, fmt)
+    epath = (
+        await _write(out_dir, "extractions", extractions, ExtractionRecord, fmt)
+        if extractions
+        else None
+    )
     return Exported(spath, len(summaries), epath, len(extractions))
 
 
-async def _write_sorted(
-    out_dir: Path, name: str, records: list[SummaryRecord] | list[ExtractionRecord]
+async def _write(
+    out_dir: Path, stem: str, records: Sequence[R], kind: type[R], fmt: ExportFormat
 ) -> Path:
-    lines = [_enc.encode(r) for r in sorted(records, key=lambda r: r.url)]
-    return await asyncio.to_thread(write_jsonl, out_dir, name, lines)
+    if fmt == "parquet":
+        return await asyncio.to_thread(write_parquet, out_dir, f"{stem}.parquet", records, kind)
+    lines = [_enc.encode(r) for r in records]
+    return await asyncio.to_thread(write_jsonl, out_dir, f"{stem}.jsonl", lines)
 
 
 def write_jsonl(out_dir: Path, name: str, lines: list[bytes]) -> Path:
@@ -85,4 +124,51 @@ def write_jsonl(out_dir: Path, name: str, lines: list[bytes]) -> Path:
         tmp.replace(path)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+    return path
+
+
+# -- Parquet --------------------------------------------------------------------------------
+
+_SCALARS = {str: "string", int: "int64", float: "float64", bool: "bool"}
+
+
+def _column_type(annotation: Any) -> str:
+    """The Arrow type of a record field: its scalar type (None allowed), else JSON text."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(inner) == 1:
+            return _column_type(inner[0])
+    return _SCALARS.get(annotation, "json")
+
+
+def arrow_schema(kind: type[msgspec.Struct]) -> list[tuple[str, str]]:
+    """(column, type) for every field of a record struct: string, int64, float64, bool, or
+    json (any other value, e.g. an extraction's ``data``, stored as its JSON text)."""
+    return [(f.encode_name, _column_type(f.type)) for f in msgspec.structs.fields(kind)]
+
+
+def write_parquet(out_dir: Path, name: str, records: Sequence[R], kind: type[R]) -> Path:
+    """One Parquet file (zstd), written to a temp file and renamed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = arrow_schema(kind)
+    arrow = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
+    arrow |= {"bool": pa.bool_(), "json": pa.string()}
+    schema = pa.schema([(col, arrow[t]) for col, t in columns])
+    rows: list[dict[str, Any]] = msgspec.to_builtins(list(records))
+    for col, t in columns:
+        if t == "json":
+            for row in rows:
+                if row.get(col) is not None:
+                    row[col] = _enc.encode(row[col]).decode()
+    table = pa.Table.from_pylist(rows, schema=schema)
+    path = out_dir / name
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        tmp.replace(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path

@@ -22,6 +22,7 @@ from common.metrics import CrawlerMetrics, SnapshotCollector, SummarizerMetrics,
 from common.scripts import CrawlScripts, ScriptRunner
 from common.serde import doc_text_budget
 from common.settings import Settings
+from common.sinks import RecordWriter, Stream, open_writer
 from common.spec import CrawlSpec
 from common.store import open_store, redis_memory, translate_errors
 from crawler.admission import Admitter
@@ -151,12 +152,15 @@ class CrawlRuntime:
     metrics: CrawlerMetrics
     archive: WarcArchive | None = None
     proxies: ProxyPool | None = None
+    sink: RecordWriter | None = None
 
     def check_output(self) -> None:
         """Raise the OutputError (or the proxies' ConfigError) that stopped the worker, if one
         did."""
         if self.archive is not None and self.archive.failure is not None:
             raise self.archive.failure
+        if self.sink is not None and self.sink.failure is not None:
+            raise self.sink.failure
         if self.proxies is not None and self.proxies.fatal is not None:
             raise self.proxies.fatal
 
@@ -189,6 +193,19 @@ async def open_proxy_pool(
     health = ProxyHealth(CrawlScripts(ScriptRunner(redis), keys))
     log.info("proxy_pool", proxies=[p.redacted for p in pool])
     return ProxyPool(routes, health, rotate_on=frozenset(settings.proxy.rotate_on), metrics=metrics)
+
+
+async def open_sink(
+    stack: contextlib.AsyncExitStack, settings: Settings, spec: CrawlSpec, stream: Stream
+) -> RecordWriter | None:
+    """This worker's writer of the crawl's sink (None: Redis, written by the settle scripts),
+    checked before any work is claimed and closed (last segment published) with ``stack``."""
+    sink = open_writer(spec.sink, stream, settings.sink)
+    if sink is None:
+        return None
+    await sink.start()
+    stack.push_async_callback(sink.aclose)
+    return sink
 
 
 async def open_archive(stack: contextlib.AsyncExitStack, settings: Settings) -> WarcArchive | None:
@@ -227,6 +244,7 @@ async def crawl_runtime(
         )
     metrics = CrawlerMetrics()
     async with contextlib.AsyncExitStack() as stack:
+        sink = await open_sink(stack, settings, spec, "pages")
         archive = await open_archive(stack, settings)
         session = await stack.enter_async_context(
             Fetcher.open_session(settings.fetch, allow_private=settings.allow_private)
@@ -270,6 +288,7 @@ async def crawl_runtime(
             doc_max_chars=spec.doc_max_chars if spec.summarize else 0,
             proxies=proxies,
             extractor=Extractor(c.extractor) if c.extractor else None,
+            sink=sink,
         )
         if settings.metrics_port is not None:
             await _serve_with_gauges(
@@ -281,7 +300,7 @@ async def crawl_runtime(
                 frontier_gauges,
                 worker,
             )
-        yield CrawlRuntime(worker, frontier, spec, metrics, archive, proxies)
+        yield CrawlRuntime(worker, frontier, spec, metrics, archive, proxies, sink)
 
 
 @dataclass
@@ -289,6 +308,14 @@ class SummarizeRuntime:
     worker: SummarizeWorker | BatchWorker
     engine: Engine
     metrics: SummarizerMetrics
+    sink: RecordWriter | None = None
+
+    def check_output(self) -> None:
+        """Raise the error that stopped the worker (a misconfiguration, a sink that failed)."""
+        if self.worker.fatal is not None:
+            raise self.worker.fatal
+        if self.sink is not None and self.sink.failure is not None:
+            raise self.sink.failure
 
 
 def build_engine(
@@ -361,21 +388,23 @@ async def summarize_runtime(
         lease_s=llm.lease_s,
         claim_batch=min(64, llm.concurrency),
     )
-    worker = SummarizeWorker(
-        concurrency=llm.concurrency,
-        timing=timing,
-        queue=queue,
-        heartbeats=Heartbeats(redis, keys),
-        engine=engine,
-        profiles=profiles,
-        cache=SummaryCache(redis, keys, scripts=scripts),
-        prices=dict(llm.prices),
-        metrics=metrics,
-        shutdown=shutdown,
-        adaptive=adaptive if engine.calls_api else None,
-    )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.aclose)
+        sink = await open_sink(stack, settings, spec, "summaries") if spec is not None else None
+        worker = SummarizeWorker(
+            concurrency=llm.concurrency,
+            timing=timing,
+            queue=queue,
+            heartbeats=Heartbeats(redis, keys),
+            engine=engine,
+            profiles=profiles,
+            cache=SummaryCache(redis, keys, scripts=scripts),
+            prices=dict(llm.prices),
+            metrics=metrics,
+            shutdown=shutdown,
+            adaptive=adaptive if engine.calls_api else None,
+            sink=sink,
+        )
         runner: SummarizeWorker | BatchWorker = worker
         if llm.mode == "batch":
             runner = _batch_worker(settings, redis, worker, engine, queue, keys, scripts, shutdown)
@@ -389,7 +418,7 @@ async def summarize_runtime(
                 docs_gauges,
                 runner,
             )
-        yield SummarizeRuntime(runner, engine, metrics)
+        yield SummarizeRuntime(runner, engine, metrics, sink)
 
 
 def _batch_worker(

@@ -33,7 +33,13 @@ from typing import Any, Literal
 import msgspec
 
 from common.docsqueue import DocKind, DocLease, DocOp, DocResult, DocsQueue
-from common.errors import ConfigError, PermanentError, RetryableError, StoreUnavailable
+from common.errors import (
+    ConfigError,
+    OutputError,
+    PermanentError,
+    RetryableError,
+    StoreUnavailable,
+)
 from common.heartbeat import Heartbeats
 from common.keys import CrawlKeys
 from common.leasedworker import LeasedWorker, WorkerTiming
@@ -543,14 +549,20 @@ class BatchWorker(LeasedWorker[Job]):
         await self._settle(record, [op])
 
     async def _settle(self, record: BatchRecord, ops: list[DocOp]) -> None:
+        # Through the live worker's settle: with a sink outside Redis the records go there
+        # first; a doc whose record could not be written is released and the worker stops.
         for start in range(0, len(ops), 256):
             part = ops[start : start + 256]
             results = await self.until_stored(
-                functools.partial(self._queue.settle, record.holder, part)
+                functools.partial(self._live.settle_ops, record.holder, part)
             )
             for op, result in zip(part, results or [], strict=False):
                 record.docs.pop(op.fp, None)
-                if result is DocResult.STALE:
+                if isinstance(result, OutputError):
+                    if not self.shutdown.stop.is_set():
+                        log.warning("stop_claiming", worker=self.worker_id, reason="sink_failed")
+                        self.shutdown.request()
+                elif result is DocResult.STALE:
                     self.stats.stale += 1
                 else:
                     self._live.count_doc(op.kind)

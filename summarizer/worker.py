@@ -16,13 +16,14 @@ from typing import Any
 
 from common.batcher import Batcher
 from common.docsqueue import CacheWrite, DocKind, DocLease, DocOp, DocResult, DocsQueue
-from common.errors import ConfigError, PermanentError, StoreUnavailable
+from common.errors import ConfigError, OutputError, PermanentError, StoreUnavailable
 from common.heartbeat import Heartbeats
 from common.leasedworker import LeasedWorker, WorkerTiming
 from common.lifecycle import Shutdown
 from common.logging import get_logger
 from common.metrics import SummarizerMetrics
 from common.serde import Doc, decode_doc
+from common.sinks import RecordWriter
 from common.urls import host_of
 from summarizer.cache import SummaryCache, content_key
 from summarizer.cost import cost_usd
@@ -99,6 +100,7 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         shutdown: Shutdown,
         adaptive: AdaptiveLimit | None = None,
         worker_id: str | None = None,
+        sink: RecordWriter | None = None,
     ) -> None:
         super().__init__(
             concurrency=concurrency, timing=timing, shutdown=shutdown, worker_id=worker_id
@@ -113,9 +115,10 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         self._adaptive = adaptive
         self.stats = SummarizeStats()
         self.fatal: ConfigError | None = None
+        self._sink = sink
         # Finished docs are settled together: one docs_settle call per flush, not per doc.
-        self._settler: Batcher[DocOp, DocResult] = Batcher(
-            lambda ops: self._queue.settle(self.worker_id, ops)
+        self._settler: Batcher[DocOp, DocResult | OutputError] = Batcher(
+            lambda ops: self.settle_ops(self.worker_id, ops)
         )
 
     @property
@@ -202,7 +205,11 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         if op is None:
             return
         result = await self.until_stored(lambda: self._settler.submit(op))
-        if result is DocResult.STALE:
+        if isinstance(result, OutputError):  # the record did not reach the sink: released
+            if not self.shutdown.stop.is_set():
+                log.warning("stop_claiming", worker=self.worker_id, reason="sink_failed")
+                self.shutdown.request()
+        elif result is DocResult.STALE:
             self.stats.stale += 1
         elif result is not None:
             self._metrics.docs.labels(op.kind).inc()
@@ -229,6 +236,33 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             log.exception("doc_crashed", fp=item.fp, error=repr(exc))
             op = self.failed_op(item, "internal_error", repr(exc), started)
         return dataclasses.replace(op, attempt=item.attempt)
+
+    async def settle_ops(self, holder: str, ops: list[DocOp]) -> list[DocResult | OutputError]:
+        """Settle finished docs held by ``holder`` in one call (the batch mode's worker too).
+        With a sink outside Redis their records are written there first (one write, durable
+        before the settle) and the ops carry none; if that write fails, the docs are released
+        instead and each gets the OutputError."""
+        held = [i for i, op in enumerate(ops) if op.kind != DocKind.RELEASE and op.record]
+        error: OutputError | None = None
+        if self._sink is not None and held:
+            sent = list(ops)
+            try:
+                await self._sink.write([(ops[i].fp, ops[i].record) for i in held])
+            except OutputError as exc:
+                error = exc
+            for i in held:
+                op = ops[i]
+                sent[i] = (
+                    dataclasses.replace(op, record="")
+                    if error is None
+                    else DocOp(DocKind.RELEASE, op.fp, attempt=op.attempt, cache=op.cache)
+                )
+            ops = sent
+        results: list[DocResult | OutputError] = list(await self._queue.settle(holder, ops))
+        if error is not None:
+            for i in held:
+                results[i] = error
+        return results
 
     async def _summarize(self, item: DocLease, doc: Doc, started: float) -> DocOp:
         profile = self._profiles.for_host(host_of(doc.url))
