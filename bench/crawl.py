@@ -28,6 +28,7 @@ from pathlib import Path
 import redis
 
 from bench.nginx_site import NginxSite, nginx_available
+from common.sinks import latest_records, whole_lines
 from distcrawl.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,8 +115,10 @@ def run_distcrawl(
     per_host: int,
     processes: int,
     extra: Sequence[str] = (),
+    sink: Path | None = None,
 ) -> Result:
-    """``extra``: more `crawl` flags (the --warc row)."""
+    """``extra``: more `crawl` flags (the --warc row); ``sink``: records to that folder
+    (--sink) instead of Redis' pages hash."""
     store = ["--redis", url, "--crawl", crawl]
     client = redis.Redis.from_url(url, decode_responses=True)
     redis_cpu_before = _redis_cpu(client)
@@ -124,6 +127,7 @@ def run_distcrawl(
     produce(
         [*store, *seeds, "--rate", "1000000", "--burst", "1000000", "--max-docs-backlog",
          "1000000000", "--per-domain-inflight", str(per_host * processes)]
+        + (["--sink", str(sink)] if sink else [])
     )  # fmt: skip
     procs = [
         spawn(
@@ -156,7 +160,8 @@ def run_distcrawl(
     redis_cpu = _redis_cpu(client) - redis_cpu_before
     starts, ends = [], []
     pages = 0
-    for raw in client.hvals(f"distcrawl:{{{crawl}}}:pages"):
+    raws = _sink_records(sink) if sink else client.hvals(f"distcrawl:{{{crawl}}}:pages")
+    for raw in raws:
         rec = json.loads(raw)
         if rec.get("outcome") == "done":
             pages += 1
@@ -164,6 +169,14 @@ def run_distcrawl(
             ends.append(rec["fetched_at"] + rec["elapsed_ms"] / 1000)
     client.close()
     return Result(name, pages, max(ends) - min(starts), sum(cpus), rss, redis_cpu, cpus)
+
+
+def _sink_records(folder: Path) -> list[bytes]:
+    """The page records of a folder sink, one per URL."""
+    lines = [
+        line for path in (folder / "pages").iterdir() for line in whole_lines(path.read_bytes())
+    ]
+    return list(latest_records(lines).values())
 
 
 def _redis_cpu(client: redis.Redis) -> float:
@@ -200,6 +213,9 @@ def main() -> None:
     p.add_argument("--per-host", type=int, default=20, help="connections/in-flight per host")
     p.add_argument("--quick", action="store_true", help="a small site, for a smoke test")
     p.add_argument("--skip-two", action="store_true", help="do not run the 2-process case")
+    p.add_argument(
+        "--skip-sink", action="store_true", help="do not run the 1-process folder sink case"
+    )
     p.add_argument("--skip-run", action="store_true", help="do not run the `distcrawl run` cases")
     p.add_argument("--skip-warc", action="store_true", help="do not run the --warc case")
     p.add_argument(
@@ -258,6 +274,13 @@ def _run_all(args: argparse.Namespace, url: str, seeds: list[str]) -> list[Resul
                 1,
                 ["--warc", str(warc)],
             )
+        )
+    if not args.skip_sink:  # records to JSONL segments (fdatasync per flush), none in Redis
+        sink = Path(args.tmp) / "sink"
+        name = "distcrawl crawl, 1 process, folder sink"
+        crawl = f"bs-{stamp}"
+        results.append(
+            run_distcrawl(name, url, crawl, seeds, args.concurrency, args.per_host, 1, sink=sink)
         )
     if not args.skip_run:
         # The same crawl cut at a quarter, then whole: is the process's RSS flat in crawl size?
@@ -324,6 +347,15 @@ def _report(results: list[Result], total: int) -> None:
         expected = r.expected or total
         if r.pages != expected:
             print(f"FAILED: {r.name} crawled {r.pages} pages, expected {expected}")
+    sinks = [r for r in results if r.name.endswith("folder sink")]
+    if sinks:
+        one, sink = results[1], sinks[0]
+        redis_x = sink.per_1k(sink.redis_cpu_s) / max(1e-9, one.per_1k(one.redis_cpu_s))
+        print(
+            f"# folder sink vs Redis pages hash, 1 process: "
+            f"{sink.per_1k(sink.cpu_s) / one.per_1k(one.cpu_s):.2f}x CPU per page in the "
+            f"crawler, {redis_x:.2f}x Redis CPU per page, {sink.rate / one.rate:.2f}x pages/s"
+        )
     two = [r for r in results if r.name.endswith("2 processes")]
     if two:
         print(f"# two processes / one: {two[0].rate / results[1].rate:.2f}x")

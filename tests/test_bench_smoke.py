@@ -47,6 +47,7 @@ def test_crawl_bench_quick() -> None:
         "| distcrawl crawl, 1 process",
         "| distcrawl crawl, 2 processes",
         "| distcrawl crawl, 1 process, --warc",
+        "| distcrawl crawl, 1 process, folder sink",
         "| distcrawl run (embedded, no summaries), first 75 pages",
         "| distcrawl run (embedded, no summaries), all pages",
     ], output
