@@ -61,7 +61,7 @@ from summarizer.cache import SummaryCache, content_key
 from summarizer.client import OpenAIEngine
 from summarizer.engines import Request, Summary
 from summarizer.schema import InvalidAnswer
-from summarizer.worker import SummarizeStats, SummarizeWorker
+from summarizer.worker import SummarizeStats, SummarizeWorker, docs_finished, reap_docs
 
 __all__ = ["BatchRecord", "BatchWorker", "Job", "decode_record", "encode_record"]
 
@@ -279,19 +279,10 @@ class BatchWorker(LeasedWorker[Job]):
         await self._queue.renew(record.holder, list(record.docs), self._llm.batch_lease_s)
 
     async def reap(self) -> int:
-        requeued, dead = await self._queue.reap()
-        if requeued or dead:
-            log.info("docs_reaped", requeued=requeued, dead=dead)
-        return requeued + dead
+        return await reap_docs(self._queue)
 
     async def finished(self) -> bool:
-        stats = await self._queue.stats()
-        c = stats.counts
-        crawl_pending = (
-            c.get("admitted", 0) - c.get("done", 0) - c.get("failed", 0) - c.get("skipped", 0)
-        )
-        # (docs held by a batch are in flight: a job anywhere keeps pending above 0)
-        return stats.pending == 0 and crawl_pending <= 0
+        return await docs_finished(self._queue)
 
     async def beat(self, worker_id: str, beat: str) -> None:
         await self._heartbeats.beat(worker_id, beat)

@@ -82,6 +82,25 @@ class _Spent:
         )
 
 
+async def reap_docs(queue: DocsQueue) -> int:
+    """Return the expired leases of dead summarizers (or dead batch pollers); how many."""
+    requeued, dead = await queue.reap()
+    if requeued or dead:
+        log.info("docs_reaped", requeued=requeued, dead=dead)
+    return requeued + dead
+
+
+async def docs_finished(queue: DocsQueue) -> bool:
+    """Nothing to summarize now, and the crawl will not produce more (docs held by a batch job
+    are in flight: a job anywhere keeps pending above 0)."""
+    stats = await queue.stats()
+    c = stats.counts
+    crawl_pending = (
+        c.get("admitted", 0) - c.get("done", 0) - c.get("failed", 0) - c.get("skipped", 0)
+    )
+    return stats.pending == 0 and crawl_pending <= 0
+
+
 class SummarizeWorker(LeasedWorker[DocLease]):
     role = "summarize"
 
@@ -166,19 +185,10 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         await self._queue.renew(self.worker_id, keys, self.timing.lease_s)
 
     async def reap(self) -> int:
-        requeued, dead = await self._queue.reap()
-        if requeued or dead:
-            log.info("docs_reaped", requeued=requeued, dead=dead)
-        return requeued + dead
+        return await reap_docs(self._queue)
 
     async def finished(self) -> bool:
-        """Nothing to summarize now, and the crawl will not produce more."""
-        stats = await self._queue.stats()
-        c = stats.counts
-        crawl_pending = (
-            c.get("admitted", 0) - c.get("done", 0) - c.get("failed", 0) - c.get("skipped", 0)
-        )
-        return stats.pending == 0 and crawl_pending <= 0
+        return await docs_finished(self._queue)
 
     async def beat(self, worker_id: str, beat: str) -> None:
         await self._heartbeats.beat(worker_id, beat)
@@ -316,36 +326,27 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         # the map calls made for this record (none for a cache hit)
         chunks, truncated = (summary.chunks, summary.truncated) if not cached else (0, False)
+        common: dict[str, Any] = {
+            "url": doc.url,
+            "title": doc.title,
+            "summarizer": summary.summarizer,
+            "cached": cached,
+            "attempts": item.attempt,
+            "elapsed_ms": elapsed_ms,
+            "created_at": round(time.time(), 3),
+            "chunks": chunks,
+            "truncated": truncated,
+            **spent.fields(),
+        }
         record: SummaryRecord | ExtractionRecord
         if profile.schema is None:
-            record = SummaryRecord(
-                url=doc.url,
-                title=doc.title,
-                summary=summary.text,
-                summarizer=summary.summarizer,
-                cached=cached,
-                attempts=item.attempt,
-                elapsed_ms=elapsed_ms,
-                created_at=round(time.time(), 3),
-                chunks=chunks,
-                truncated=truncated,
-                **spent.fields(),
-            )
+            record = SummaryRecord(summary=summary.text, **common)
         else:
             record = ExtractionRecord(
-                url=doc.url,
                 schema=profile.schema.name,
-                title=doc.title,
                 # a cache hit is the JSON of a validated answer to the same schema
                 data=summary.data if not cached else json.loads(summary.text),
-                summarizer=summary.summarizer,
-                cached=cached,
-                attempts=item.attempt,
-                elapsed_ms=elapsed_ms,
-                created_at=round(time.time(), 3),
-                chunks=chunks,
-                truncated=truncated,
-                **spent.fields(),
+                **common,
             )
         return spent.op(
             DocKind.SUMMARIZED,
