@@ -12,12 +12,13 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
+from common.docsqueue import DocsQueue
 from common.keys import CrawlKeys
 from common.private_server import private_server
 from common.settings import EmbeddedSettings
 from common.store import open_store
 from distcrawl.redis_server import RedisClusterServer, RedisServer
-from tests.processes import SiteProcess
+from tests.processes import MockProcess, SiteProcess
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -106,3 +107,25 @@ def site_factory(tmp_path: Path) -> Iterator[Callable[..., SiteProcess]]:
     yield start
     for site in started:
         site.stop()
+
+
+@pytest.fixture
+def mock_factory() -> Iterator[type[MockProcess]]:
+    """Start mock OpenAI servers (tests/mock_llm.py) in their own processes; all are stopped
+    after the test."""
+    started: list[MockProcess] = []
+
+    class Tracked(MockProcess):
+        def __init__(self, *args: str) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    yield Tracked
+    for mock in started:
+        mock.stop()
+
+
+@pytest.fixture
+def queue(server_store: Redis, crawl_keys: CrawlKeys) -> DocsQueue:
+    """The docs queue of the test's crawl on the session's redis-server."""
+    return DocsQueue(server_store, crawl_keys)

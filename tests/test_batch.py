@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +24,6 @@ from tests.processes import MockProcess, assert_no_traceback, cli, spawn_cli
 API_KEY = "sk-test-0123456789abcdef"
 PRICE = (1.0, 2.0)  # USD per million tokens of mock-model: input, output
 BATCH_PRICE = 0.5
-
-
-@pytest.fixture
-def mock_factory() -> Iterator[type[MockProcess]]:
-    started: list[MockProcess] = []
-
-    class Tracked(MockProcess):
-        def __init__(self, *args: str) -> None:
-            super().__init__(*args)
-            started.append(self)
-
-    yield Tracked
-    for mock in started:
-        mock.stop()
-
-
-@pytest.fixture
-def queue(server_store: Redis, crawl_keys: CrawlKeys) -> DocsQueue:
-    return DocsQueue(server_store, crawl_keys)
 
 
 def _env(mock: MockProcess, **extra: str) -> dict[str, str]:

@@ -51,11 +51,6 @@ def mock() -> Iterator[MockProcess]:
     server.stop()
 
 
-@pytest.fixture
-def queue(server_store: Redis, crawl_keys: CrawlKeys) -> DocsQueue:
-    return DocsQueue(server_store, crawl_keys)
-
-
 def _write(path: Path, value: object) -> str:
     path.write_text(json.dumps(value))
     return str(path)

@@ -45,11 +45,6 @@ def mock() -> Iterator[MockProcess]:
     server.stop()
 
 
-@pytest.fixture
-def queue(server_store: Redis, crawl_keys: CrawlKeys) -> DocsQueue:
-    return DocsQueue(server_store, crawl_keys)
-
-
 def _env(mock: MockProcess, **llm: str) -> dict[str, str]:
     env = {**mock.worker_env(API_KEY)}
     env.update({f"DISTCRAWL_LLM__{k.upper()}": v for k, v in llm.items()})

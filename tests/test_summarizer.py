@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +19,6 @@ from distcrawl.sample_docs import feed_docs, make_docs
 from tests.processes import MockProcess, assert_no_traceback, cli, spawn_cli
 
 API_KEY = "sk-test-0123456789abcdef"
-
-
-@pytest.fixture
-def mock_factory() -> Iterator[type[MockProcess]]:
-    started: list[MockProcess] = []
-
-    class Tracked(MockProcess):
-        def __init__(self, *args: str) -> None:
-            super().__init__(*args)
-            started.append(self)
-
-    yield Tracked
-    for mock in started:
-        mock.stop()
-
-
-@pytest.fixture
-def queue(server_store: Redis, crawl_keys: CrawlKeys) -> DocsQueue:
-    return DocsQueue(server_store, crawl_keys)
 
 
 def _env(mock: MockProcess, **extra: str) -> dict[str, str]:
