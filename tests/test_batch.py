@@ -277,27 +277,3 @@ async def test_a_sigtermed_summarizer_lets_go_of_its_batches_at_once(
     assert len(_events(err, "batch_adopted")) == 3
     _assert_all_summarized(await queue.stats(), 300)
     assert mock.stats()["batches"] == 3
-
-
-async def test_a_refused_key_stops_batch_mode_with_one_line_and_keeps_the_docs(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
-    mock_factory: type[MockProcess],
-) -> None:
-    mock = mock_factory("--api-key", API_KEY)
-    await feed_docs(server_store, crawl_keys, make_docs(50))
-    env = _env(mock, OPENAI_API_KEY="sk-wrong-key-98765")
-    proc = await asyncio.to_thread(
-        cli, "summarize", *_store(redis_server, crawl_keys), "--drain", env=env, timeout=60
-    )
-    assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("distcrawl: error")]
-    assert len(errors) == 1, proc.stderr
-    assert "refused the credentials (HTTP 401)" in errors[0]
-    assert "sk-wrong-key-98765" not in proc.stderr
-    assert_no_traceback(proc.stderr)
-    stats = await queue.stats()
-    assert (stats.waiting, stats.in_flight, stats.summarized, stats.failed) == (50, 0, 0, 0)
-    assert await server_store.hlen(crawl_keys.llm_batches) == 0

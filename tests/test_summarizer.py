@@ -122,16 +122,24 @@ async def test_sigkilled_summarizer_docs_are_reaped_by_the_others(
     assert len(await _summaries(server_store, crawl_keys)) == 200
 
 
+@pytest.mark.parametrize("mode", ["live", "batch"])
 async def test_wrong_api_key_stops_with_one_line_and_keeps_docs(
     server_store: Redis,
     redis_server: RedisServer,
     crawl_keys: CrawlKeys,
     queue: DocsQueue,
     mock_factory: type[MockProcess],
+    mode: str,
 ) -> None:
+    """Live calls and batch uploads alike: one line, and every doc back in the queue."""
     mock = mock_factory("--api-key", API_KEY)
     await feed_docs(server_store, crawl_keys, make_docs(50))
-    env = _env(mock, OPENAI_API_KEY="sk-wrong-key-98765")
+    env = _env(
+        mock,
+        OPENAI_API_KEY="sk-wrong-key-98765",
+        DISTCRAWL_LLM__MODE=mode,
+        DISTCRAWL_LLM__BATCH_GATHER_S="0",
+    )
     proc = await asyncio.to_thread(
         cli, "summarize", *_store(redis_server, crawl_keys), "--drain", env=env, timeout=60
     )
@@ -143,6 +151,7 @@ async def test_wrong_api_key_stops_with_one_line_and_keeps_docs(
     assert_no_traceback(proc.stderr)
     stats = await queue.stats()
     assert (stats.waiting, stats.in_flight, stats.summarized, stats.failed) == (50, 0, 0, 0)
+    assert await server_store.hlen(crawl_keys.llm_batches) == 0  # no batch job left behind
 
 
 async def test_big_page_is_truncated_to_the_input_budget(
