@@ -336,6 +336,41 @@ def _nudge(
     return note
 
 
+def summarize_drain(
+    tmp: Path,
+    redis_url: str,
+    keys: CrawlKeys,
+    mock: Mock,
+    n: int,
+    *,
+    label: str,
+    price: tuple[float, float],
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """One `summarize --drain` process on the crawl ``keys`` against ``mock`` (the model priced
+    at ``price``), until ``n`` summaries exist; their records. Exits the bench on failure."""
+    import redis
+
+    full_env = {
+        "OPENAI_API_KEY": API_KEY,
+        "DISTCRAWL_LLM__BASE_URL": mock.base_url,
+        "DISTCRAWL_LLM__MODEL": MODEL,
+        "DISTCRAWL_LLM__PRICES": json.dumps({MODEL: price}),
+        **(env or {}),
+    }
+    argv = ["-m", "distcrawl.cli", "summarize", "--drain", "--redis", redis_url]
+    argv += ["--crawl", keys.crawl, "--log-level", "WARNING", *args]
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        child = run_child(
+            tmp, keys.crawl, argv, full_env, done=lambda: int(client.hlen(keys.summaries)) >= n
+        )
+        records = [json.loads(raw) for raw in client.hvals(keys.summaries)]
+    if child.code != 0:
+        raise SystemExit(f"FAILED: {label}: exit {child.code}: {_tail(child.stderr)}")
+    return records
+
+
 def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 

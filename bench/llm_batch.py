@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.llm import API_KEY, MODEL, Mock, _feed, _tail, run_child
+from bench.llm import Mock, _feed, summarize_drain
 
 PRICE = (0.15, 0.60)  # gpt-4o-mini, USD per million tokens (input, output)
 HEADER = (
@@ -46,33 +45,28 @@ class ModeResult:
 
 
 def run_mode(tmp: Path, redis_url: str, mock: Mock, mode: str, n: int, size: int) -> ModeResult:
-    import redis
-
     from common.keys import CrawlKeys
     from distcrawl.sample_docs import make_docs
 
     keys = CrawlKeys(f"batch-bench-{mode}-{n}")
     asyncio.run(_feed(redis_url, keys, make_docs(n)))
     mock.reset(record_requests=100_000)
-    env = {
-        "OPENAI_API_KEY": API_KEY,
-        "DISTCRAWL_LLM__BASE_URL": mock.base_url,
-        "DISTCRAWL_LLM__MODEL": MODEL,
-        "DISTCRAWL_LLM__PRICES": json.dumps({MODEL: PRICE}),
-        "DISTCRAWL_LLM__BATCH_SIZE": str(size),
-        "DISTCRAWL_LLM__BATCH_POLL_S": "0.2",
-        "DISTCRAWL_LLM__BATCH_ADOPT_S": "10",
-        "DISTCRAWL_LLM__BATCH_GATHER_S": "0",
-    }
-    args = ["-m", "distcrawl.cli", "summarize", "--drain", "--redis", redis_url]
-    args += ["--crawl", keys.crawl, "--llm-mode", mode, "--log-level", "WARNING"]
-    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        child = run_child(
-            tmp, keys.crawl, args, env, done=lambda: int(client.hlen(keys.summaries)) >= n
-        )
-        records = [json.loads(raw) for raw in client.hvals(keys.summaries)]
-    if child.code != 0:
-        raise SystemExit(f"FAILED: {mode}: exit {child.code}: {_tail(child.stderr)}")
+    records = summarize_drain(
+        tmp,
+        redis_url,
+        keys,
+        mock,
+        n,
+        label=mode,
+        price=PRICE,
+        args=["--llm-mode", mode],
+        env={
+            "DISTCRAWL_LLM__BATCH_SIZE": str(size),
+            "DISTCRAWL_LLM__BATCH_POLL_S": "0.2",
+            "DISTCRAWL_LLM__BATCH_ADOPT_S": "10",
+            "DISTCRAWL_LLM__BATCH_GATHER_S": "0",
+        },
+    )
     stats = mock.stats()
     prompt = sum(r["prompt_tokens"] for r in records)
     completion = sum(r["completion_tokens"] for r in records)

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import re
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.llm import API_KEY, MODEL, Mock, _feed, _tail, run_child
+from bench.llm import Mock, _feed, summarize_drain
 
 _SENTENCE = re.compile(r"Page (\d+) paragraph (\d+) discusses topic \d+ with detail \d+\.")
 PRICE = (0.15, 0.60)  # gpt-4o-mini, USD per million tokens (input, output)
@@ -67,8 +66,6 @@ def page_text(i: int, tokens: int) -> str:
 def run_mode(
     tmp: Path, redis_url: str, mock: Mock, mode: str, pages: int, page_tokens: int
 ) -> LongResult:
-    import redis
-
     from common.keys import CrawlKeys
     from common.serde import Doc
 
@@ -85,21 +82,10 @@ def run_mode(
     ]
     asyncio.run(_feed(redis_url, keys, docs))
     mock.reset()
-    env = {
-        "OPENAI_API_KEY": API_KEY,
-        "DISTCRAWL_LLM__BASE_URL": mock.base_url,
-        "DISTCRAWL_LLM__MODEL": MODEL,
-        "DISTCRAWL_LLM__PRICES": json.dumps({MODEL: PRICE}),
-    }
-    args = ["-m", "distcrawl.cli", "summarize", "--drain", "--redis", redis_url]
-    args += ["--crawl", keys.crawl, "--llm-long-pages", mode, "--log-level", "WARNING"]
-    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        child = run_child(
-            tmp, keys.crawl, args, env, done=lambda: int(client.hlen(keys.summaries)) >= pages
-        )
-        records = [json.loads(raw) for raw in client.hvals(keys.summaries)]
-    if child.code != 0:
-        raise SystemExit(f"FAILED: {mode}: exit {child.code}: {_tail(child.stderr)}")
+    records = summarize_drain(
+        tmp, redis_url, keys, mock, pages, label=mode, price=PRICE,
+        args=["--llm-long-pages", mode],
+    )  # fmt: skip
     stats = mock.stats()
     prompt = sum(r["prompt_tokens"] for r in records)
     completion = sum(r["completion_tokens"] for r in records)
