@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +207,14 @@ def run_quick_bench(module: str, timeout: float, *headers: str) -> tuple[str, st
     assert not [line for line in output.splitlines() if line.startswith("FAILED")], output
     assert "Traceback" not in output, output
     return proc.stdout, output
+
+
+def file_size_limit(max_bytes: int) -> Callable[[], None]:
+    """A ``preexec_fn``: in the child, files may not grow past ``max_bytes`` (EFBIG instead of
+    SIGXFSZ), as on a disk that fills up mid-crawl."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return limit

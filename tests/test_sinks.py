@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from common.sink_s3 import S3Writer, read_objects
 from common.sinks import latest_records, normalize_sink_url, read_lines, record_line, whole_lines
 from distcrawl.redis_server import RedisServer, free_port
 from tests.chaos import Fleet, check_invariants, wait_for
-from tests.processes import ROOT, SiteProcess, assert_no_traceback, cli, read_pages
+from tests.processes import ROOT, SiteProcess, assert_no_traceback, cli, file_size_limit, read_pages
 from tests.s3server import MotoServer, aws_env
 
 HOSTS = "127.0.0.1,127.0.0.2,127.0.0.3"
@@ -334,13 +333,6 @@ def test_a_sink_that_cannot_be_written_stops_the_worker_before_any_page(
     assert status["in_flight"] == 0
 
 
-def _small_files() -> None:
-    """In the child: files may not grow past 20 KB (EFBIG instead of SIGXFSZ), as on a disk
-    that fills up mid-crawl."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-
-
 @pytest.mark.slow
 def test_a_full_disk_stops_claiming_and_a_later_worker_loses_no_record(
     site_factory: Callable[..., SiteProcess], tmp_path: Path, redis_server: RedisServer
@@ -359,7 +351,7 @@ def test_a_full_disk_stops_claiming_and_a_later_worker_loses_no_record(
         capture_output=True,
         text=True,
         timeout=120,
-        preexec_fn=_small_files,
+        preexec_fn=file_size_limit(20_000),  # a disk that fills up
         env={**os.environ},
     )
     assert full.returncode == 4, full.stderr

@@ -6,8 +6,6 @@ import base64
 import hashlib
 import json
 import os
-import resource
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -24,7 +22,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from distcrawl.demosite import DemoSite
 from distcrawl.redis_server import RedisServer
-from tests.processes import ROOT, SiteProcess, assert_no_traceback, cli, read_pages
+from tests.processes import ROOT, SiteProcess, assert_no_traceback, cli, file_size_limit, read_pages
 from tests.site import GZIPPED, GZIPPED_HTML, HUGE_CHUNK, bomb
 
 MB = 1024 * 1024
@@ -276,13 +274,6 @@ def test_unwritable_warc_folder_is_one_error_line(
     assert site.requests() == []  # stopped before fetching anything
 
 
-def _small_files() -> None:
-    """In the child: files may not grow past 60 KB (EFBIG instead of SIGXFSZ), as on a disk
-    that fills up mid-crawl."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
-
-
 @pytest.mark.slow
 def test_full_disk_stops_claiming_and_loses_no_record(
     site_factory: Callable[..., SiteProcess], tmp_path: Path, redis_server: RedisServer
@@ -307,7 +298,7 @@ def test_full_disk_stops_claiming_and_loses_no_record(
         capture_output=True,
         text=True,
         timeout=120,
-        preexec_fn=_small_files,
+        preexec_fn=file_size_limit(60_000),  # a disk that fills up
         env={**os.environ},
     )
     assert proc.returncode == 4, proc.stderr
