@@ -62,6 +62,8 @@ FIXED_KEYS: dict[str, str] = {
     "proxies": "proxies",
     "llm_batches": "llm-batches",
     "llm_batch_pollers": "llm-batch-pollers",
+    "revisit": "revisit",
+    "due": "due",
 }
 PART_KEYS: dict[str, str] = {
     "queue": "q:",
@@ -224,6 +226,17 @@ class CrawlKeys:
     def llm_batch_pollers(self) -> str:
         """Who polls each batch job: job id -> "worker \t hold-until ms" (llm_batches.lua)."""
         return self.prefix + FIXED_KEYS["llm_batch_pollers"]
+
+    @property
+    def revisit(self) -> str:
+        """Revisit state of every done URL: fp -> "domain \t interval_ms \t fetched_ms \t
+        held_pass \t payload" (docs/revisits.md)."""
+        return self.prefix + FIXED_KEYS["revisit"]
+
+    @property
+    def due(self) -> str:
+        """URLs asleep until their next visit: fp scored by when it is due (+inf: next pass)."""
+        return self.prefix + FIXED_KEYS["due"]
 
     def robots(self, domain: str) -> str:
         return self.prefix + PART_KEYS["robots"] + domain

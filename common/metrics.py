@@ -43,6 +43,12 @@ class CrawlerMetrics:
         self.fetch_bytes = Counter("distcrawl_fetch_bytes", "Body bytes read", registry=r)
         self.pages = Counter("distcrawl_pages", "URLs settled by outcome", ["outcome"], registry=r)
         self.pages_parsed = Counter("distcrawl_pages_parsed", "HTML pages parsed", registry=r)
+        self.changes = Counter(
+            "distcrawl_page_changes",
+            "Visits by what they found: new, changed, unchanged (304 or same text), gone",
+            ["change"],
+            registry=r,
+        )
         self.links_found = Counter("distcrawl_links_found", "Links found on pages", registry=r)
         self.links_admitted = Counter(
             "distcrawl_links_admitted", "Links admitted to the frontier", registry=r

@@ -17,6 +17,8 @@ import json
 __all__ = [
     "ADMIT_FIELDS",
     "DOC_OP_FIELDS",
+    "PASS_FIELD",
+    "REVISIT_FORGET",
     "SETTLE_FIELDS",
     "AdmitCode",
     "CacheProbe",
@@ -30,7 +32,9 @@ __all__ = [
 ]
 
 # One admitted URL in an admit section (lib_admit.lua): its group of ARGV values, in order.
-ADMIT_FIELDS = ("domain", "fp", "depth", "payload")
+# lastmod_ms: a sitemap's <lastmod> for the URL (0: none): a URL already known and fetched
+# before that time becomes due for a revisit (lib_admit.lua).
+ADMIT_FIELDS = ("domain", "fp", "depth", "payload", "lastmod_ms")
 
 # One settle op of the frontier (lib_settle.lua).
 SETTLE_FIELDS = (
@@ -43,7 +47,17 @@ SETTLE_FIELDS = (
     "record",
     "doc",
     "attempt",
+    # Revisits (docs/revisits.md): "" leaves the URL's revisit state as it is; else the
+    # interval in ms until its next visit (0: at the next pass only), with ``revisit`` the
+    # queue payload that visit will carry (its validators), or REVISIT_FORGET (gone).
+    "revisit_ms",
+    "revisit",
 )
+
+# The revisit_ms of an ack whose URL is gone (404/410 on a revisit): never visit it again.
+REVISIT_FORGET = -1
+# The spec hash field holding the crawl's current pass (1, 2, ... ; absent: 1).
+PASS_FIELD = "pass"
 
 # One settle op of the docs queue (docs_settle.lua).
 DOC_OP_FIELDS = (
@@ -150,5 +164,7 @@ def lua_header() -> str:
             _codes("DOC_RESULT", DocResult),
             _codes("CACHE_PROBE", CacheProbe),
             _codes("CLAIM_WAIT", ClaimWait),
+            f"local REVISIT_FORGET = {REVISIT_FORGET}",
+            f"local PASS_FIELD = {json.dumps(PASS_FIELD)}",
         ]
     )

@@ -55,6 +55,7 @@ SCRIPT_NAMES = (
     "llm_acquire",
     "proxy_health",
     "llm_batches",
+    "revisit",
 )
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "DOC_VERSION",
     "URL_ENTRY_VERSION",
     "Doc",
+    "Revisit",
     "UrlEntry",
     "decode_doc",
     "decode_url_entry",
@@ -28,12 +29,22 @@ __all__ = [
 URL_ENTRY_VERSION = 1
 
 
+class Revisit(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a revisit knows of the URL's last visit (docs/revisits.md)."""
+
+    h: str  # hash of the main text at the last visit
+    e: str | None = None  # its ETag (sent as If-None-Match)
+    m: str | None = None  # its Last-Modified (sent as If-Modified-Since)
+    i: int = 0  # the interval in ms that led to this visit (0: the next pass)
+
+
 class UrlEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     """What the frontier stores for one admitted URL (short field names: there are millions)."""
 
     u: str  # canonical URL
     d: int = 0  # depth: seeds are 0
     p: str | None = None  # the page it was found on
+    r: Revisit | None = None  # on a revisit: what the last visit found
     v: int = URL_ENTRY_VERSION
 
 

@@ -77,6 +77,20 @@ class FrontierDefaults(_Section):
     # 0: chosen when the crawl is created (crawler.produce.build_spec): 1 on a single Redis,
     # AUTO_CLUSTER_SHARDS on a Redis Cluster
     shards: int = Field(0, ge=0)
+    # Revisits (docs/revisits.md). None: on, unless the seen set is a Bloom filter (a crawl
+    # too big for an exact seen set is too big to keep revisit state for every page).
+    revisit: bool | None = None
+    revisit_after_s: float = _SPEC.revisit_after_s
+    revisit_min_s: float = _SPEC.revisit_min_s
+    revisit_max_s: float = _SPEC.revisit_max_s
+
+    def spec_fields(self) -> dict[str, Any]:
+        """The CrawlSpec fields these defaults give (shards and revisit resolved)."""
+        fields = self.model_dump(exclude={"shards", "revisit"})
+        fields["revisit"] = self.seen != "bloom" if self.revisit is None else self.revisit
+        if self.revisit_after_s and self.revisit is None:
+            fields["revisit"] = True
+        return fields
 
     @field_validator("sink")
     @classmethod
@@ -89,7 +103,7 @@ class FrontierDefaults(_Section):
     @model_validator(mode="after")
     def _valid_spec(self) -> FrontierDefaults:
         try:
-            CrawlSpec(**self.model_dump(exclude={"shards"}), shards=self.shards or 1)
+            CrawlSpec(**self.spec_fields(), shards=self.shards or 1)
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
         return self

@@ -66,6 +66,14 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # Where page and summary records go (common/sinks.py): "redis" (the shards' hashes),
     # file:///folder or s3://bucket/prefix, normalized; export reads from the same place.
     sink: str = SINK_REDIS
+    # Revisits (docs/revisits.md): whether done URLs keep their validators and text hash so a
+    # later pass or a schedule can revisit them; the first interval between visits (0: at the
+    # next pass only) and the bounds the adaptive interval moves within (0: after / 4 and
+    # after x 16).
+    revisit: bool = True
+    revisit_after_s: float = 0.0
+    revisit_min_s: float = 0.0
+    revisit_max_s: float = 0.0
     v: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -85,6 +93,9 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             ("seen_error", 0, False),
             ("seen_capacity", 1000, True),
             ("shards", 1, True),
+            ("revisit_after_s", 0, True),
+            ("revisit_min_s", 0, True),
+            ("revisit_max_s", 0, True),
         )
         problems = [
             f"{name.replace('_', ' ')} must be {'>=' if inclusive else '>'} {low}"
@@ -101,10 +112,40 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             )
         if self.sink != SINK_REDIS and not self.sink.startswith(("file:///", "s3://")):
             problems.append(f"sink must be redis, file:///folder or s3://bucket (got {self.sink})")
+        if (self.revisit_min_s or self.revisit_max_s) and not self.revisit_after_s:
+            problems.append("revisit min/max need --revisit-after (the first interval)")
+        if self.revisit_after_s and not self.revisit:
+            problems.append("--revisit-after needs revisits (drop --no-revisit)")
+        low, high = self.revisit_bounds_ms
+        if low > high:
+            problems.append(
+                f"revisit min must be <= revisit max (got {low / 1000}s > {high / 1000}s)"
+            )
         if self.seen_error >= 0.5:
             problems.append(f"seen error must be < 0.5 (got {self.seen_error})")
         if problems:
             raise ConfigError("invalid crawl spec: " + "; ".join(problems))
+
+    @property
+    def revisit_bounds_ms(self) -> tuple[int, int]:
+        """(shortest, longest) interval between visits of one URL, in ms."""
+        after = self.revisit_after_s
+        low = self.revisit_min_s or after / 4
+        high = self.revisit_max_s or after * 16
+        return int(low * 1000), int(high * 1000)
+
+    def next_interval_ms(self, previous_ms: int | None, changed: bool) -> int:
+        """The interval until a URL's next visit: the spec's first interval for a new page;
+        then half the previous one when the page changed, twice when it did not, within the
+        bounds (StormCrawler's and Nutch's adaptive fetch schedule). 0: no schedule, the URL
+        waits for the next pass."""
+        if not self.revisit_after_s:
+            return 0
+        if previous_ms is None or previous_ms <= 0:
+            return int(self.revisit_after_s * 1000)
+        low, high = self.revisit_bounds_ms
+        interval = previous_ms // 2 if changed else previous_ms * 2
+        return max(low, min(high, interval))
 
     def lua_fields(self) -> dict[str, str]:
         """The fields the Lua scripts read from the spec hash."""

@@ -39,6 +39,8 @@ from crawler.warc import SIDE_BODY_BYTES, Exchange, WarcArchive, WarcLocation
 __all__ = ["FetchResult", "Fetcher", "decode_body"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+NOT_MODIFIED = 304
+_VALIDATOR_MAX = 512  # longer ETag/Last-Modified values are not kept (nor sent back)
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
 _CHUNK = 64 * 1024
 _PROXY_AUTH = "proxy-authorization"
@@ -56,6 +58,13 @@ class FetchResult:
     elapsed_ms: float
     redirects: list[str] = field(default_factory=list)
     warc: WarcLocation | None = None  # the final response's record, when archiving
+    etag: str | None = None  # the final response's validators (revisits send them back)
+    last_modified: str | None = None
+
+    @property
+    def not_modified(self) -> bool:
+        """A 304 to a conditional request: the page is as it was at the last visit."""
+        return self.status == NOT_MODIFIED
 
     def text(self) -> str:
         return decode_body(self.body, self.charset)
@@ -238,14 +247,27 @@ class Fetcher:
             max_field_size=16 * 1024,
         )
 
-    async def fetch(self, url: str, *, accept_any_type: bool = False) -> FetchResult:
+    async def fetch(
+        self,
+        url: str,
+        *,
+        accept_any_type: bool = False,
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> FetchResult:
         """GET ``url``; raise RetryableError, PermanentError or SkipPage when it cannot be used
-        (ProxyFailed when the proxy, not the site, failed)."""
+        (ProxyFailed when the proxy, not the site, failed). ``etag``/``last_modified`` (a
+        revisit) make it conditional: a 304 answer is a result (``not_modified``), no body."""
+        conditional: dict[str, str] = {}
+        if etag:
+            conditional["If-None-Match"] = etag
+        if last_modified:
+            conditional["If-Modified-Since"] = last_modified
         started = time.perf_counter()
         # A fetch and its redirects go through the proxy of the URL's domain.
         route = self._proxies.route(host_of(url)) if self._proxies is not None else None
         try:
-            result = await self._fetch(url, started, accept_any_type, route)
+            result = await self._fetch(url, started, accept_any_type, route, conditional)
         except ProxyFailed as exc:
             if route is not None and self._proxies is not None:
                 await self._proxies.failed(route, exc)
@@ -272,7 +294,12 @@ class Fetcher:
         return result
 
     async def _fetch(
-        self, url: str, started: float, accept_any_type: bool, route: Route | None
+        self,
+        url: str,
+        started: float,
+        accept_any_type: bool,
+        route: Route | None,
+        conditional: dict[str, str],
     ) -> FetchResult:
         current = url
         hops: list[str] = []
@@ -284,7 +311,9 @@ class Fetcher:
             elif not self._allow_private:
                 check_literal_host(host_of(current))
             sent = time.time()
-            async with session.get(current, allow_redirects=False, proxy=proxy) as resp:
+            async with session.get(
+                current, allow_redirects=False, proxy=proxy, headers=conditional or None
+            ) as resp:
                 if route is not None and self._proxies is not None:
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                     self._proxies.status_failure(route, resp.status, retry_after)
@@ -293,14 +322,14 @@ class Fetcher:
                     current = self._next_hop(current, resp.headers.get("Location"), hops)
                     continue
                 content_type = resp.content_type.lower()
+                if resp.status == NOT_MODIFIED and conditional:
+                    await self._archive_unread(resp, current, sent)
+                    return self._result(resp, url, current, b"", False, started, hops)
                 try:
                     check_status(resp.status, resp.headers.get("Retry-After"))
                     if not accept_any_type and not content_type.startswith(self._types):
                         raise SkipPage(f"content type {content_type}", reason="content_type")
-                except PermanentError:  # (SkipPage included) archived, then raised
-                    await self._archive_unread(resp, current, sent)
-                    raise
-                except RetryableError:
+                except (PermanentError, RetryableError):  # (SkipPage too) archived, then raised
                     await self._archive_unread(resp, current, sent)
                     raise
                 raw: list[bytes] | None = [] if self._archive is not None else None
@@ -312,17 +341,7 @@ class Fetcher:
                         ex = _exchange(resp, current, sent, b"".join(raw), cut)
                         await self._archive.record(ex)
                     raise
-            result = FetchResult(
-                url=url,
-                final_url=current,
-                status=resp.status,
-                content_type=content_type,
-                charset=resp.charset,
-                body=body,
-                truncated=truncated,
-                elapsed_ms=(time.perf_counter() - started) * 1000,
-                redirects=hops,
-            )
+            result = self._result(resp, url, current, body, truncated, started, hops)
             if raw is not None and self._archive is not None:
                 # (uncoded bodies are archived as kept: cut at the cap, not at a chunk's end)
                 payload = body if resp.headers.get("Content-Encoding") is None else b"".join(raw)
@@ -330,6 +349,31 @@ class Fetcher:
                 result.warc = await self._archive.record(ex)
             return result
         raise PermanentError(f"more than {self._s.max_redirects} redirects", reason="redirects")
+
+    @staticmethod
+    def _result(
+        resp: aiohttp.ClientResponse,
+        url: str,
+        final_url: str,
+        body: bytes,
+        truncated: bool,
+        started: float,
+        hops: list[str],
+    ) -> FetchResult:
+        etag, modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+        return FetchResult(
+            url=url,
+            final_url=final_url,
+            status=resp.status,
+            content_type=resp.content_type.lower(),
+            charset=resp.charset,
+            body=body,
+            truncated=truncated,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+            redirects=hops,
+            etag=etag if etag and len(etag) <= _VALIDATOR_MAX else None,
+            last_modified=modified if modified and len(modified) <= _VALIDATOR_MAX else None,
+        )
 
     async def _archive_unread(self, resp: aiohttp.ClientResponse, url: str, sent: float) -> None:
         """Archive a response the crawler does not parse (a redirect, an error status, a skipped

@@ -54,6 +54,7 @@ class Candidate:
     fp: str
     depth: int
     payload: str
+    lastmod_ms: int = 0  # a sitemap's <lastmod> for it (0: none; lib_admit.lua)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class Lease:
     domain: str
     attempt: int  # 1 on the first try
     entry: UrlEntry
+    pass_no: int = 1  # the crawl's pass when it was claimed: the pass its record belongs to
 
     @property
     def url(self) -> str:
@@ -95,6 +97,10 @@ class SettleOp:
     record: str = ""
     doc: str = ""
     attempt: int = 0  # the lease's attempt; 0: any attempt of this worker's lease
+    # An ack's revisit state (docs/revisits.md): None leaves it as it was; else the interval in
+    # ms until the next visit (0: next pass; REVISIT_FORGET: gone) and that visit's payload.
+    revisit_ms: int | None = None
+    revisit: str = ""
 
     @classmethod
     def ack(
@@ -105,6 +111,9 @@ class SettleOp:
         record: str = "",
         doc: str = "",
         attempt: int = 0,
+        *,
+        revisit_ms: int | None = None,
+        revisit: str = "",
     ) -> SettleOp:
         return cls(
             SettleKind.ACK,
@@ -114,6 +123,8 @@ class SettleOp:
             record=record,
             doc=doc,
             attempt=attempt,
+            revisit_ms=revisit_ms,
+            revisit=revisit,
         )
 
     @classmethod
@@ -153,6 +164,8 @@ class SettleOp:
             "record": self.record,
             "doc": self.doc,
             "attempt": str(self.attempt),
+            "revisit_ms": "" if self.revisit_ms is None else str(self.revisit_ms),
+            "revisit": self.revisit,
         }
         return [values[name] for name in SETTLE_FIELDS]
 
@@ -198,6 +211,10 @@ class FrontierStats:
     domains: int
     top_domains: list[tuple[str, int]]
     bloom: BloomStats | None = None
+    revisit_known: int = 0  # URLs with revisit state (done, not gone)
+    asleep: int = 0  # of those, not in the frontier now
+    due_now: int = 0  # of those, due already (a claim wakes them)
+    pass_no: int = 1
 
     def count(self, name: str) -> int:
         return self.counts.get(name, 0)
@@ -300,14 +317,15 @@ class FrontierShard(OneShard):
         """Claim up to ``n`` URLs, each leased to ``worker``."""
         lease_ms = "" if lease_s is None else str(int(lease_s * 1000))
         res = await self._run.rows("claim", [n, worker, lease_ms])
-        got, wait_ms = int(res[0]), int(res[1])
+        got, wait_ms, pass_no = int(res[0]), int(res[1]), int(res[2])
         leases: list[Lease] = []
         invalid: list[str] = []
-        for i in range(2, 2 + 2 * got, 2):
+        for i in range(3, 3 + 2 * got, 2):
             domain, entry = res[i], res[i + 1]
             fp, attempts, payload = entry.split("\t", 2)
             try:
-                leases.append(Lease(fp, domain, int(attempts) + 1, decode_url_entry(payload)))
+                url_entry = decode_url_entry(payload)
+                leases.append(Lease(fp, domain, int(attempts) + 1, url_entry, pass_no))
             except PermanentError:
                 invalid.append(fp)
         if invalid:  # a payload from a foreign or future version: fail it, never crash on it
@@ -376,7 +394,7 @@ class FrontierShard(OneShard):
 
     async def stats(self, top: int = 10) -> FrontierStats:
         res = await self._run.rows("stats", [top])
-        flat, top_flat, bloom = res[0], res[8], res[9]
+        flat, top_flat, bloom, revisit = res[0], res[8], res[9], res[10]
         counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return FrontierStats(
             counts=counts,
@@ -389,6 +407,10 @@ class FrontierShard(OneShard):
             domains=int(res[7]),
             top_domains=[(top_flat[i], int(top_flat[i + 1])) for i in range(0, len(top_flat), 2)],
             bloom=BloomStats.from_meta(dict(zip(bloom[::2], bloom[1::2], strict=True))),
+            revisit_known=int(revisit[0]),
+            asleep=int(revisit[1]),
+            due_now=int(revisit[2]),
+            pass_no=int(revisit[3]),
         )
 
     async def dead_letters(self, start: int = 0, stop: int = -1) -> list[DeadLetter]:
@@ -407,6 +429,24 @@ class FrontierShard(OneShard):
     def page_records(self) -> AsyncIterator[tuple[str, str]]:
         """Every (fingerprint, record JSON) in the pages sink, in no particular order."""
         return hash_items(self._redis, self.keys.pages)
+
+    # -- passes and revisits (docs/revisits.md) -------------------------------------------
+
+    async def pass_no(self) -> int:
+        return int(str(await self._run("revisit", ["pass"])))
+
+    async def set_pass(self, n: int) -> int:
+        """Make ``n`` the current pass (never lowers it); the pass in force."""
+        return int(str(await self._run("revisit", ["set_pass", n])))
+
+    async def wake(self, batch: int = 1000) -> int:
+        """Wake every URL asleep (a new pass), in bounded steps; how many were woken."""
+        cursor, woken = "0", 0
+        while True:
+            res = await self._run.rows("revisit", ["wake", cursor, batch])
+            cursor, woken = str(res[0]), woken + int(res[1])
+            if cursor == "0":
+                return woken
 
 
 def _merge_bloom(parts: Sequence[BloomStats | None]) -> BloomStats | None:
@@ -441,6 +481,10 @@ def merge_stats(parts: Sequence[FrontierStats], top: int) -> FrontierStats:
         domains=sum(p.domains for p in parts),
         top_domains=tops[:top],
         bloom=_merge_bloom([p.bloom for p in parts]),
+        revisit_known=sum(p.revisit_known for p in parts),
+        asleep=sum(p.asleep for p in parts),
+        due_now=sum(p.due_now for p in parts),
+        pass_no=max(p.pass_no for p in parts),
     )
 
 
@@ -680,3 +724,22 @@ class Frontier:
         for shard in await self.shards():
             async for item in shard.page_records():
                 yield item
+
+    # -- passes and revisits (docs/revisits.md) -------------------------------------------
+
+    async def pass_no(self) -> int:
+        """The crawl's current pass (1 until a new pass is started)."""
+        return max(await self._set.each(lambda shard: shard.pass_no()))
+
+    async def next_pass(self) -> int:
+        """Start a new pass: every shard's pass becomes one more than the highest. The caller
+        then admits the pass's seeds (a sitemap may say some URLs are unmodified) and wakes
+        what is asleep (``wake``)."""
+        n = await self.pass_no() + 1
+        await self._set.each(lambda shard: shard.set_pass(n))
+        return n
+
+    async def wake(self) -> int:
+        """Wake every URL asleep, due or not, in every shard, except those a sitemap said are
+        unmodified in this pass: a new pass's revisits. Returns how many."""
+        return sum(await self._set.each(lambda shard: shard.wake()))

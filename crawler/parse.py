@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -40,6 +41,9 @@ class ParsedPage:
     # Length of the whole main text: exact when it fitted under max_text_chars; above that the
     # text is cut before its whitespace is collapsed, and this is the length before collapsing.
     text_chars: int = 0
+    # With hash_text: a hash of the title and the whole main text, what a revisit compares to
+    # tell a changed page from one whose markup changed around the same text (ads, dates).
+    text_hash: str = ""
 
 
 def _attr(node: LexborNode | None, name: str) -> str | None:
@@ -108,7 +112,7 @@ def flatten_deep_nesting(html: str) -> str:
     return _TAG.sub(keep, html)
 
 
-def parse_html(html: str | bytes, max_text_chars: int) -> ParsedPage:
+def parse_html(html: str | bytes, max_text_chars: int, *, hash_text: bool = False) -> ParsedPage:
     """Parse a page (text, or bytes in UTF-8); never raises on malformed markup."""
     if isinstance(html, bytes) and html.count(b"<") >= _CHECK_ABOVE_TAGS:
         html = html.decode("utf-8", errors="replace")  # flattening works on text
@@ -137,6 +141,10 @@ def parse_html(html: str | bytes, max_text_chars: int) -> ParsedPage:
     body = tree.body
     raw = body.text(separator=" ", strip=True, skip_empty=True) if body is not None else ""
     page.text, page.text_chars = _capped_text(raw, max_text_chars)
+    if hash_text:
+        h = hashlib.blake2b(page.title.encode("utf-8", "replace"), digest_size=8)
+        h.update(raw.encode("utf-8", "replace"))
+        page.text_hash = h.hexdigest()
     return page
 
 

@@ -109,7 +109,7 @@ def build_spec(
         doc_max_chars=doc_text_budget(settings.llm.doc_tokens),
         shards=shards,
         proxies=[p.redacted for p in configured_proxies(settings.proxy)],
-        **settings.frontier.model_dump(exclude={"shards"}),
+        **settings.frontier.spec_fields(),
     )
 
 

@@ -37,6 +37,11 @@ class PageRecord(msgspec.Struct, kw_only=True):
     # (reason extractor_error), its message.
     data: dict[str, Any] | None = None
     error: str | None = None
+    # Revisits (docs/revisits.md): what this visit found (new | changed | gone; an unchanged
+    # page keeps the record of the visit that last found it new or changed) and the crawl's
+    # pass it belongs to.
+    change: str | None = None
+    pass_no: int | None = msgspec.field(default=None, name="pass")
 
 
 _enc = msgspec.json.Encoder()

@@ -153,6 +153,18 @@ class SeenStatus(msgspec.Struct):
     bloom: BloomStats | None = None
 
 
+class RevisitStatus(msgspec.Struct, kw_only=True):
+    """Passes and revisits (docs/revisits.md): the current pass, the pages kept for revisits
+    (asleep: not in the frontier now; due: their time has come), and what visits found."""
+
+    pass_no: int = msgspec.field(default=1, name="pass")
+    revisits: int = 0  # revisits admitted, all passes
+    known: int = 0
+    asleep: int = 0
+    due: int = 0
+    changes: dict[str, int] = msgspec.field(default_factory=dict)  # changed, unchanged, gone
+
+
 class CrawlStatus(msgspec.Struct, kw_only=True):
     """The crawl equation admitted = done + failed + skipped + pending, and the rest."""
 
@@ -182,6 +194,7 @@ class CrawlStatus(msgspec.Struct, kw_only=True):
     backpressure: Backpressure | None = None
     seen: SeenStatus = msgspec.field(default_factory=lambda: SeenStatus("set"))
     proxies: list[ProxyStatus] = msgspec.field(default_factory=list)
+    revisits: RevisitStatus = msgspec.field(default_factory=lambda: RevisitStatus())
 
     @property
     def settled(self) -> int:
@@ -257,6 +270,19 @@ async def crawl_status(
         **counters,
         failed_reasons=stats.reasons("failed"),
         skipped_reasons=stats.reasons("skipped"),
+        revisits=RevisitStatus(
+            pass_no=stats.pass_no,
+            revisits=stats.count("revisits"),
+            known=stats.revisit_known,
+            asleep=stats.asleep,
+            due=stats.due_now,
+            changes={
+                k: v
+                for outcome, kinds in (("done", ("changed", "unchanged")), ("failed", ("gone",)))
+                for k, v in stats.reasons(outcome).items()
+                if k in kinds
+            },
+        ),
         rejected=stats.reasons("rejected"),
         top_domains=[TopDomain(dom, n) for dom, n in stats.top_domains],
         docs=DocsStatus(
@@ -325,6 +351,13 @@ def render_status(status: CrawlStatus) -> str:
         f"  domains {s.domains} (ready {s.ready_domains}), dead letters {s.dead_letters},"
         f" retries {s.retries}, reaped {s.reaped}, docs queued {s.docs_queued}",
     ]
+    r = s.revisits
+    if r.known or r.pass_no > 1:
+        found = ", ".join(f"{k} {v}" for k, v in sorted(r.changes.items())) or "nothing yet"
+        lines.append(
+            f"  pass {r.pass_no}: revisits {r.revisits} ({found}); pages kept for revisits"
+            f" {r.known}, asleep {r.asleep}, due now {r.due}"
+        )
     for title, counts in reason_groups(s):
         if counts:
             parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))

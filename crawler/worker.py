@@ -43,6 +43,7 @@ from crawler.frontier import Frontier, Lease, Outcome, SettleOp, SettleResult
 from crawler.parse import ParsedPage, parse_html
 from crawler.proxypool import ProxyPool
 from crawler.records import PageRecord, encode_record
+from crawler.revisit import Change, RevisitPolicy
 from crawler.robots import RobotsCache
 
 __all__ = ["CrawlWorker", "WorkerStats"]
@@ -90,6 +91,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         extractor: Extractor | None = None,
         worker_id: str | None = None,
         sink: RecordWriter | None = None,
+        revisits: RevisitPolicy | None = None,
     ) -> None:
         super().__init__(
             concurrency=concurrency, timing=timing, shutdown=shutdown, worker_id=worker_id
@@ -103,6 +105,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         self._doc_max_chars = doc_max_chars  # 0: the crawl is not summarized, no docs
         self._proxies = proxies
         self._extractor = extractor
+        self._revisits = revisits  # None: the crawl keeps no revisit state
         self.stats = WorkerStats()
         self._committer = Committer(frontier, admitter, self.worker_id, self._admitted, sink=sink)
 
@@ -199,16 +202,47 @@ class CrawlWorker(LeasedWorker[Lease]):
         await self._commit(item, commit)
 
     async def _process(self, lease: Lease) -> _Commit:
-        scheme = lease.url.split(":", 1)[0]
         started = time.time()
+        result = await self._fetch(lease)
+        if isinstance(result, _Commit):
+            return result
+        self._metrics.fetches.labels(status_class(result.status)).inc()
+        self._metrics.fetch_bytes.inc(len(result.body))
+        if result.not_modified:
+            return self._unchanged(lease, result)
+        # The text only feeds the doc: clean no more of it than a doc carries (1 character
+        # when the crawl is not summarized; text_chars still counts all of it).
+        page = parse_html(
+            result.markup(), self._doc_max_chars or 1, hash_text=self._revisits is not None
+        )
+        self._metrics.pages_parsed.inc()
+        if RevisitPolicy.judge(lease.entry, page.text_hash) is Change.UNCHANGED:
+            return self._unchanged(lease, result, page.text_hash)
+        if self._extractor is None:
+            return self._done(lease, result, page, started)
         try:
+            data = await self._extractor.extract(lease.url, result.final_url, result.text())
+        except ExtractorError as exc:  # the page fails; its links are still followed
+            log.warning("extractor_error", url=lease.url, error=str(exc))
+            return self._done(lease, result, page, started, error=str(exc))
+        return self._done(lease, result, page, started, data=data)
+
+    async def _fetch(self, lease: Lease) -> FetchResult | _Commit:
+        """The page's response (conditional on a revisit), or how the URL ends without one."""
+        try:
+            scheme = lease.url.split(":", 1)[0]
             if self._robots is not None and not await self._robots.allowed(
                 lease.url, scheme, lease.domain
             ):
                 self._metrics.robots_skips.inc()
                 return _Commit(self._final(lease, Outcome.SKIPPED, "robots"))
+            last = lease.entry.r if self._revisits is not None else None
             with self._metrics.fetch_seconds.time():
-                result = await self._fetcher.fetch(lease.url)
+                return await self._fetcher.fetch(
+                    lease.url,
+                    etag=last.e if last is not None else None,
+                    last_modified=last.m if last is not None else None,
+                )
         except ProxyFailed as exc:  # the proxy's failure, not the site's
             if exc.unsent:  # the site never saw it: back without spending an attempt
                 self._metrics.retries.labels(exc.reason).inc()
@@ -223,21 +257,9 @@ class CrawlWorker(LeasedWorker[Lease]):
             self._metrics.fetches.labels(exc.status_class).inc()
             if exc.reason == "tls_error":
                 log.warning("tls_error", url=lease.url, error=str(exc))
+            if self._revisits is not None and RevisitPolicy.gone(lease.entry, exc.status):
+                return self._gone(lease, exc.status)
             return _Commit(self._final(lease, Outcome.FAILED, exc.reason))
-        self._metrics.fetches.labels(status_class(result.status)).inc()
-        self._metrics.fetch_bytes.inc(len(result.body))
-        # The text only feeds the doc: clean no more of it than a doc carries (1 character
-        # when the crawl is not summarized; text_chars still counts all of it).
-        page = parse_html(result.markup(), self._doc_max_chars or 1)
-        self._metrics.pages_parsed.inc()
-        if self._extractor is None:
-            return self._done(lease, result, page, started)
-        try:
-            data = await self._extractor.extract(lease.url, result.final_url, result.text())
-        except ExtractorError as exc:  # the page fails; its links are still followed
-            log.warning("extractor_error", url=lease.url, error=str(exc))
-            return self._done(lease, result, page, started, error=str(exc))
-        return self._done(lease, result, page, started, data=data)
 
     def _done(
         self,
@@ -250,6 +272,8 @@ class CrawlWorker(LeasedWorker[Lease]):
         error: str | None = None,
     ) -> _Commit:
         outcome = Outcome.DONE if error is None else Outcome.FAILED
+        change = RevisitPolicy.judge(lease.entry, page.text_hash)
+        self._metrics.changes.labels(change.value).inc()
         record = PageRecord(
             url=lease.url,
             final_url=result.final_url,
@@ -272,6 +296,8 @@ class CrawlWorker(LeasedWorker[Lease]):
             warc_offset=result.warc.offset if result.warc else None,
             data=data,
             error=error,
+            change=change.value,
+            pass_no=lease.pass_no,
         )
         if error is not None:
             record.reason = "extractor_error"
@@ -292,20 +318,77 @@ class CrawlWorker(LeasedWorker[Lease]):
             with contextlib.suppress(ValueError):
                 base = urljoin(base, page.base_href)
         self._metrics.links_found.inc(len(page.links))
+        revisit_ms, revisit = None, ""
+        if self._revisits is not None and error is None:
+            revisit_ms, revisit = self._revisits.keep(
+                lease.entry,
+                change,
+                text_hash=page.text_hash,
+                etag=result.etag,
+                last_modified=result.last_modified,
+            )
+        reason = "extractor_error" if error is not None else "" if change is Change.NEW else change
         return _Commit(
             SettleOp.ack(
                 lease.fp,
                 outcome,
-                "" if error is None else "extractor_error",
+                reason,
                 record=encode_record(record),
                 doc=doc,
                 attempt=lease.attempt,
+                revisit_ms=revisit_ms,
+                revisit=revisit,
             ),
             links=None if page.nofollow else page.links,
             base=base,
             depth=lease.depth + 1,
             seen_urls=result.redirects or None,
         )
+
+    def _unchanged(self, lease: Lease, result: FetchResult, text_hash: str = "") -> _Commit:
+        """A revisit that found the page as it was (304, or the same text): the URL sleeps
+        until its next visit; its record, its summary and its links stay as they are."""
+        assert self._revisits is not None  # (only revisits carry what judges a page unchanged)
+        self._metrics.changes.labels(Change.UNCHANGED.value).inc()
+        revisit_ms, revisit = self._revisits.keep(
+            lease.entry,
+            Change.UNCHANGED,
+            text_hash=text_hash,
+            etag=result.etag,
+            last_modified=result.last_modified,
+        )
+        op = SettleOp.ack(
+            lease.fp,
+            Outcome.DONE,
+            Change.UNCHANGED,
+            attempt=lease.attempt,
+            revisit_ms=revisit_ms,
+            revisit=revisit,
+        )
+        return _Commit(op, seen_urls=result.redirects or None)
+
+    def _gone(self, lease: Lease, status: int | None) -> _Commit:
+        """A revisit answered 404/410: the page is gone, the URL is never visited again."""
+        self._metrics.changes.labels(Change.GONE.value).inc()
+        record = PageRecord(
+            url=lease.url,
+            outcome=Outcome.FAILED.value,
+            reason=Change.GONE.value,
+            status=status,
+            depth=lease.depth,
+            attempts=lease.attempt,
+            change=Change.GONE.value,
+            pass_no=lease.pass_no,
+        )
+        op = SettleOp.ack(
+            lease.fp,
+            Outcome.FAILED,
+            Change.GONE,
+            encode_record(record),
+            attempt=lease.attempt,
+            revisit_ms=RevisitPolicy.FORGET,
+        )
+        return _Commit(op)
 
     def _final(self, lease: Lease, outcome: Outcome, reason: str) -> SettleOp:
         record = PageRecord(
@@ -314,6 +397,7 @@ class CrawlWorker(LeasedWorker[Lease]):
             reason=reason,
             depth=lease.depth,
             attempts=lease.attempt,
+            pass_no=lease.pass_no,
         )
         return SettleOp.ack(lease.fp, outcome, reason, encode_record(record), attempt=lease.attempt)
 
@@ -328,6 +412,7 @@ class CrawlWorker(LeasedWorker[Lease]):
             reason=reason,
             depth=lease.depth,
             attempts=lease.attempt,
+            pass_no=lease.pass_no,
         )
         return SettleOp.retry(
             lease.fp,

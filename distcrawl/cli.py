@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -63,6 +64,18 @@ __all__ = ["main"]
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"distcrawl: error: {message} (see `{self.prog} --help`)\n")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``6h``, ``1d`` or ``500ms``."""
+    m = _DURATION.match(text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 15m, 6h, 1d)")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
 
 
 def _positive_int(text: str) -> int:
@@ -123,6 +136,30 @@ def _scope(p: argparse.ArgumentParser) -> None:
     g.add_argument("--per-domain-inflight", type=int, metavar="K", help="default 4")
     g.add_argument("--max-attempts", type=int, metavar="N", help="default 3")
     g.add_argument("--no-robots", action="store_true", help="ignore robots.txt")
+
+
+def _revisits(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("revisits (written into a new crawl's spec; docs/revisits.md)")
+    g.add_argument(
+        "--revisit-after",
+        type=_duration,
+        metavar="DURATION",
+        help="revisit each done page this long after its visit (30s, 15m, 6h, 1d; default: "
+        "only when a new pass starts); the interval then halves when the page changed and "
+        "doubles when it did not",
+    )
+    g.add_argument(
+        "--revisit-min", type=_duration, metavar="DURATION", help="shortest interval (after/4)"
+    )
+    g.add_argument(
+        "--revisit-max", type=_duration, metavar="DURATION", help="longest interval (after*16)"
+    )
+    g.add_argument(
+        "--no-revisit",
+        action="store_true",
+        help="keep no revisit state (validators, text hash) for done pages: a one-off crawl "
+        "saves ~150 bytes of Redis per page (the default with --seen bloom)",
+    )
 
 
 def _memory(p: argparse.ArgumentParser, *, llm_budget: bool) -> None:
@@ -313,6 +350,7 @@ def _parser() -> argparse.ArgumentParser:
     _sources(p)
     _common(p, redis_required=False)
     _scope(p)
+    _revisits(p)
     _memory(p, llm_budget=False)
     _worker(p)
     _proxy(p, worker=True)
@@ -328,8 +366,15 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="allow sitemaps and feeds on loopback/private addresses (local sites)",
     )
+    p.add_argument(
+        "--recrawl",
+        action="store_true",
+        help="start a new pass: every page the crawl knows is revisited now (conditional GETs;"
+        " only new and changed pages reach the summarizers)",
+    )
     _common(p, redis_required=True)
     _scope(p)
+    _revisits(p)
     _memory(p, llm_budget=True)
     _proxy(p, worker=False)
 
@@ -397,6 +442,12 @@ def _parser() -> argparse.ArgumentParser:
         default="jsonl",
         help="jsonl (default: pages.jsonl, summaries.jsonl) or parquet (pages.parquet ...)",
     )
+    p.add_argument(
+        "--since",
+        type=_positive_int,
+        metavar="PASS",
+        help="also write changes.jsonl: the pages passes PASS and later found new, changed or gone",
+    )
     _common(p, redis_required=True)
     return parser
 
@@ -428,6 +479,10 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         seen_capacity=a.get("seen_capacity"),
         shards=a.get("shards"),
         sink=a.get("sink"),
+        revisit=False if a.get("no_revisit") else None,
+        revisit_after_s=a.get("revisit_after"),
+        revisit_min_s=a.get("revisit_min"),
+        revisit_max_s=a.get("revisit_max"),
     )
     fetch = given(max_body_bytes=a.get("max_body_bytes"), user_agent=a.get("user_agent"))
     crawler = given(concurrency=a.get("concurrency"), extractor=a.get("extractor"))
@@ -519,7 +574,7 @@ def _need_server(settings: Settings, command: str) -> None:
 async def _produce(settings: Settings, args: argparse.Namespace) -> int:
     lines = list(read_seed_lines(args.seeds, args.file))
     lines += await source_seed_lines(settings, args.sitemap, args.feed)
-    async with store_session(settings) as (redis, frontier):
+    async with store_session(settings, existing=args.recrawl) as (redis, frontier):
         spec = build_spec(
             settings,
             [s.text for s in lines],
@@ -529,7 +584,11 @@ async def _produce(settings: Settings, args: argparse.Namespace) -> int:
             cluster=is_cluster(redis),
         )
         current = await frontier.init(spec)
+        pass_no = await frontier.next_pass() if args.recrawl else None
         report = await produce(Admitter(frontier, current), lines)
+        if pass_no is not None:  # (after the seeds: a sitemap may have said what is unmodified)
+            woken = await frontier.wake()
+            print(f"pass {pass_no} of crawl {settings.crawl!r}: {woken} known pages to revisit")
     asked = msgspec.structs.replace(
         spec,
         seeds=current.seeds,
@@ -616,11 +675,12 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     async with store_session(settings, existing=True) as (redis, frontier):
         spec = await frontier.spec()
         sink = spec.sink if spec is not None else SINK_REDIS
-        path, n = await export_pages(frontier, args.out, sink=sink, fmt=args.format)
+        changes = None if args.since is None else ("changes", args.since)
+        pages = await export_pages(frontier, args.out, sink=sink, fmt=args.format, changes=changes)
         exported = await export_summaries(
             DocsQueue(redis, frontier.keys), args.out, sink=sink, fmt=args.format
         )
-    print(f"wrote {n} page records to {path} and {exported.describe()}")
+    print(f"wrote {pages.describe()} and {exported.describe()}")
     return 0
 
 

@@ -156,7 +156,7 @@ async def _crawl(
     private: bool,
 ) -> int:
     async with store_session(settings) as (redis, frontier):
-        stored = await frontier.spec() if private else None
+        stored = await frontier.spec()
         spec = build_spec(
             settings,
             [s.text for s in seeds],
@@ -165,14 +165,20 @@ async def _crawl(
             exclude=req.exclude,
             cluster=is_cluster(redis),
         )
-        if stored is not None:
+        new_pass = False
+        if stored is not None and private:
             if seeds:
                 _check_same_crawl(stored, spec, req.out)
             await _resume(redis, frontier, req)
+        if stored is not None:
+            new_pass = await _finished(redis, frontier)
         spec = await frontier.init(spec)
+        pass_no = await frontier.next_pass() if new_pass else await frontier.pass_no()
         report = await produce(Admitter(frontier, spec), seeds)
         for error in report.errors:
             print(f"distcrawl: skipped seed {error}", file=sys.stderr)
+        if new_pass:  # (after the seeds: a sitemap may have said what is unmodified)
+            await _wake(frontier, spec, pass_no)
         if await frontier.pending() == 0 and report.admitted == 0:
             print("distcrawl: nothing (new) to crawl", file=sys.stderr)
         async with contextlib.AsyncExitStack() as stack:
@@ -204,17 +210,45 @@ async def _crawl(
         failed = [code for code in results[-1] if code != 0] if req.processes > 1 else []
         if failed:
             print(f"distcrawl: {len(failed)} crawl processes failed: {failed}", file=sys.stderr)
-        code = await _report(frontier, redis, req, shutdown, spec)
+        code = await _report(frontier, redis, req, shutdown, spec, pass_no)
         return code or (1 if failed else 0)
 
 
+async def _finished(redis: Redis, frontier: Frontier) -> bool:
+    """Whether the crawl has nothing pending, pages nor docs: run again, it starts a pass."""
+    if await frontier.pending():
+        return False
+    return (await DocsQueue(redis, frontier.keys).stats()).pending == 0
+
+
+async def _wake(frontier: Frontier, spec: CrawlSpec, pass_no: int) -> None:
+    """A new pass's revisits: every known page when the crawl has no schedule (revisits
+    happen at passes), else those whose time has come (the claims wake them)."""
+    if not spec.revisit:
+        return
+    if spec.revisit_after_s:
+        stats = await frontier.stats(0)
+        woken, asleep = stats.due_now, stats.asleep - stats.due_now
+        note = f" ({asleep} not due yet)"
+    else:
+        woken, note = await frontier.wake(), ""
+    print(f"pass {pass_no}: {woken} known pages to revisit{note}", file=sys.stderr)
+
+
 async def _report(
-    frontier: Frontier, redis: Redis, req: RunRequest, shutdown: Shutdown, spec: CrawlSpec
+    frontier: Frontier,
+    redis: Redis,
+    req: RunRequest,
+    shutdown: Shutdown,
+    spec: CrawlSpec,
+    pass_no: int,
 ) -> int:
-    path, n = await export_pages(frontier, req.out, sink=spec.sink)
+    pages = await export_pages(
+        frontier, req.out, sink=spec.sink, changes=(f"changes-{pass_no}", pass_no)
+    )
     stats = await frontier.stats(0)
     print(
-        f"wrote {n} page records to {path}: done {stats.done}, failed {stats.failed}, "
+        f"wrote {pages.describe()}: done {stats.done}, failed {stats.failed}, "
         f"skipped {stats.skipped}, pending {stats.pending}",
         file=sys.stderr,
     )

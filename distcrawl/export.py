@@ -29,6 +29,7 @@ from summarizer.records import ExtractionRecord, SummaryRecord, is_extraction
 __all__ = [
     "ExportFormat",
     "Exported",
+    "PagesExported",
     "arrow_schema",
     "collect_records",
     "export_pages",
@@ -53,14 +54,44 @@ async def collect_records(
     return found
 
 
+# What a pass's changes file lists: the pages it found new or changed, and those now gone.
+CHANGES = frozenset({"new", "changed", "gone"})
+
+
+@dataclass(frozen=True, slots=True)
+class PagesExported:
+    path: Path
+    n: int
+    changes: Path | None = None  # with ``changes``: the changes file and its records
+    n_changes: int = 0
+
+    def describe(self) -> str:
+        text = f"{self.n} page records to {self.path}"
+        if self.changes is not None:
+            text += f" ({self.n_changes} new, changed or gone in {self.changes.name})"
+        return text
+
+
 async def export_pages(
-    frontier: Frontier, out_dir: Path, *, sink: str = SINK_REDIS, fmt: ExportFormat = "jsonl"
-) -> tuple[Path, int]:
-    """Write ``out_dir/pages.jsonl`` (or ``.parquet``), sorted by URL; returns (path, n)."""
+    frontier: Frontier,
+    out_dir: Path,
+    *,
+    sink: str = SINK_REDIS,
+    fmt: ExportFormat = "jsonl",
+    changes: tuple[str, int] | None = None,
+) -> PagesExported:
+    """Write ``out_dir/pages.jsonl`` (or ``.parquet``), sorted by URL: the latest record of
+    every URL. ``changes`` = (stem, pass): also ``out_dir/<stem>.jsonl``, the records of that
+    pass and later ones that found a page new, changed or gone (docs/revisits.md)."""
     found = await collect_records(frontier.page_records(), sink, "pages")
     records = sorted((_dec.decode(raw) for raw in found.values()), key=lambda r: r.url)
     path = await _write(out_dir, "pages", records, PageRecord, fmt)
-    return path, len(records)
+    if changes is None:
+        return PagesExported(path, len(records))
+    stem, since = changes
+    changed = [r for r in records if r.change in CHANGES and (r.pass_no or 1) >= since]
+    cpath = await _write(out_dir, stem, changed, PageRecord, fmt)
+    return PagesExported(path, len(records), cpath, len(changed))
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from crawler.fetch import Fetcher
 from crawler.frontier import Frontier, FrontierStats
 from crawler.proxies import check_proxy_addresses, configured_proxies, crawl_pool
 from crawler.proxypool import ProxyHealth, ProxyPool, Route
+from crawler.revisit import RevisitPolicy
 from crawler.robots import RobotsCache
 from crawler.warc import WarcArchive
 from crawler.worker import CrawlWorker
@@ -289,6 +290,7 @@ async def crawl_runtime(
             proxies=proxies,
             extractor=Extractor(c.extractor) if c.extractor else None,
             sink=sink,
+            revisits=RevisitPolicy(spec) if spec.revisit else None,
         )
         if settings.metrics_port is not None:
             await _serve_with_gauges(

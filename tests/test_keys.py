@@ -133,7 +133,8 @@ async def test_lua_sees_the_python_protocol(store: Redis, crawl_keys: CrawlKeys)
     op = SettleOp.retry("f" * 16, "timeout", delay_s=1.5, retry_after_s=2, record="{}", attempt=3)
     assert dict(zip(SETTLE_FIELDS, op.args(), strict=True)) == {
         "kind": "retry", "fp": "f" * 16, "outcome": "", "reason": "timeout", "delay_ms": "1500",
-        "retry_after_ms": "2000", "record": "{}", "doc": "", "attempt": "3",
+        "retry_after_ms": "2000", "record": "{}", "doc": "", "attempt": "3", "revisit_ms": "",
+        "revisit": "",
     }  # fmt: skip
     doc = DocOp(DocKind.FAILED, "d" * 16, reason="http_400", model="m", prompt_tokens=5)
     assert len(doc.args()) == len(DOC_OP_FIELDS)

@@ -1,7 +1,8 @@
 -- Claim up to n URLs for one worker.
 -- ARGV[3] = n, ARGV[4] = worker id, ARGV[5] = lease ms ("" = the crawl's default).
--- Returns {count, wait_ms, domain1, entry1, domain2, entry2, ...}. When count is 0, wait_ms is
--- how long until the earliest domain (or delayed retry) becomes ready, so callers sleep exactly
+-- Returns {count, wait_ms, pass, domain1, entry1, domain2, entry2, ...} (pass: the crawl's
+-- current pass, which the claimed pages belong to). When count is 0, wait_ms is how long until
+-- the earliest domain (or delayed retry, or revisit) becomes ready, so callers sleep exactly
 -- that long instead of polling; CLAIM_WAIT.NONE when no time is known: nothing is queued, or
 -- everything queued waits for an in-flight slot (it becomes ready when some lease settles);
 -- CLAIM_WAIT.PAUSED when the crawl is paused because the summarizer's backlog is full.
@@ -20,7 +21,7 @@ if SPEC.summarize and SPEC.max_docs_backlog > 0 then
   -- (resume only once a tenth of the bound is free: claims then come in batches instead of
   -- one URL per summarized doc)
   if room < math.max(1, math.floor(SPEC.max_docs_backlog / 10)) then
-    return {0, CLAIM_WAIT.PAUSED}
+    return {0, CLAIM_WAIT.PAUSED, current_pass()}
   end
   if room < n then n = room end
 end
@@ -32,6 +33,12 @@ for _, member in ipairs(due) do
   redis.call('ZREM', K_DELAYED, member)
   redis.call('RPUSH', queue_key(d), entry)
   schedule(d, load_domain(d))
+end
+
+-- Revisits whose time has come go to the tail of their domain's list.
+for _, fp in ipairs(redis.call('ZRANGEBYSCORE', K_DUE, '-inf', NOW, 'LIMIT', 0, 256)) do
+  local d = promote(fp)
+  if d then schedule(d, load_domain(d)) end
 end
 
 local out = {}
@@ -74,9 +81,13 @@ if got == 0 then
   local l = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
   local t = nil
   if #r > 0 then t = tonumber(r[2]) end
+  local v = redis.call('ZRANGE', K_DUE, 0, 0, 'WITHSCORES')
   if #l > 0 and (t == nil or tonumber(l[2]) < t) then t = tonumber(l[2]) end
+  if #v > 0 and tonumber(v[2]) ~= math.huge and (t == nil or tonumber(v[2]) < t) then
+    t = tonumber(v[2])
+  end
   if t ~= nil then wait = math.max(1, t - NOW) end
 end
-local res = {got, wait}
+local res = {got, wait, current_pass()}
 for _, v in ipairs(out) do res[#res + 1] = v end
 return res

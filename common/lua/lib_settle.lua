@@ -10,6 +10,9 @@
 --                   writing the record; else back to the queue after delay_ms. retry_after_ms > 0
 --                   also pushes the whole domain back (429/503 Retry-After).
 --   kind "release": back to the head of its queue untouched (shutdown).
+-- An ack's revisit_ms and revisit, when given, keep the URL's revisit state and put it to sleep
+-- (prelude's revisit_set); an ack without them, or a dead letter, puts a URL that has revisit
+-- state back to sleep as it was (revisit_resleep).
 -- Returns one SETTLE_RESULT per op: STALE (the lease is gone or now someone else's), SETTLED,
 -- REQUEUED or DEAD (dead-lettered).
 local function settle_batch(argv, i, worker)
@@ -21,6 +24,7 @@ local function settle_batch(argv, i, worker)
     local retry_after_ms = tonumber(argv[i + SETTLE.retry_after_ms])
     local record, doc = argv[i + SETTLE.record], argv[i + SETTLE.doc]
     local attempt = tonumber(argv[i + SETTLE.attempt])
+    local revisit_ms, revisit = argv[i + SETTLE.revisit_ms], argv[i + SETTLE.revisit]
     i = i + SETTLE.width
     local lease = redis.call('HGET', K_LEASES, fp)
     local d, w, entry = nil, nil, nil
@@ -39,6 +43,11 @@ local function settle_batch(argv, i, worker)
         if doc ~= '' then
           redis.call('RPUSH', K_DOCS, fp .. '\t0\t' .. doc)
           count('docs_queued')
+        end
+        if revisit_ms ~= '' then
+          revisit_set(fp, d, tonumber(revisit_ms), revisit)
+        else
+          revisit_resleep(fp)
         end
         out[#out + 1] = SETTLE_RESULT.SETTLED
       elseif kind == SETTLE_KIND.RETRY then

@@ -113,6 +113,65 @@ local function count(field, n)
   redis.call('HINCRBY', K_COUNTS, field, n or 1)
 end
 
+-- The crawl's current pass (docs/revisits.md): 1 until a new pass is started.
+local function current_pass()
+  return tonumber(redis.call('HGET', K_SPEC, PASS_FIELD)) or 1
+end
+
+-- Revisit state (docs/revisits.md): K_REVISIT fp -> "domain \t interval_ms \t fetched_ms \t
+-- held_pass \t payload", and K_DUE holds the fingerprints of the URLs asleep (not in the
+-- frontier now), scored by when they are due: +inf for "at the next pass".
+local function split_revisit(v)
+  local d, interval, fetched, held, payload =
+    string.match(v, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  return d, tonumber(interval), tonumber(fetched), tonumber(held), payload
+end
+
+local function join_revisit(d, interval, fetched, held, payload)
+  return d .. '\t' .. interval .. '\t' .. fetched .. '\t' .. held .. '\t' .. payload
+end
+
+local function due_at(interval)
+  if interval > 0 then return NOW + interval end
+  return 'inf'
+end
+
+-- After a visit: keep the URL's state and put it to sleep for interval ms (REVISIT_FORGET:
+-- it is gone, forget it).
+local function revisit_set(fp, d, interval, payload)
+  if interval == REVISIT_FORGET then
+    redis.call('HDEL', K_REVISIT, fp)
+    redis.call('ZREM', K_DUE, fp)
+    return
+  end
+  redis.call('HSET', K_REVISIT, fp, join_revisit(d, interval, NOW, 0, payload))
+  redis.call('ZADD', K_DUE, due_at(interval), fp)
+end
+
+-- A revisit that ended without a new visit (failed, skipped, dead-lettered): asleep again for
+-- its interval, its state as it was. (A URL on its first visit has no state: nothing to do.)
+local function revisit_resleep(fp)
+  local v = redis.call('HGET', K_REVISIT, fp)
+  if v then
+    local _, interval = split_revisit(v)
+    redis.call('ZADD', K_DUE, due_at(interval), fp)
+  end
+end
+
+-- Wake fp (asleep in K_DUE): its revisit goes to the tail of its domain's queue with fresh
+-- attempts and counts as an admission (so the outcome equation holds) and a revisit. Returns
+-- its domain (nil when its state is missing).
+local function promote(fp)
+  redis.call('ZREM', K_DUE, fp)
+  local v = redis.call('HGET', K_REVISIT, fp)
+  if not v then return nil end
+  local d, _, _, _, payload = split_revisit(v)
+  redis.call('RPUSH', queue_key(d), fp .. '\t0\t' .. payload)
+  count('admitted')
+  count('revisits')
+  return d
+end
+
 -- Move a leased entry to the dead-letter list as failed. The record, when the caller has none,
 -- is a minimal one built from the payload so that export still shows the URL and the reason.
 local function dead_letter(fp, d, attempts, payload, reason, record)
@@ -128,4 +187,5 @@ local function dead_letter(fp, d, attempts, payload, reason, record)
       attempts = attempts})
   end
   redis.call('HSET', K_PAGES, fp, record)
+  revisit_resleep(fp)
 end

@@ -2,7 +2,7 @@
 -- (admitted = done + failed + skipped + pending) can be checked at any moment.
 -- ARGV[3] = how many top domains (by queue length) to list.
 -- Returns {counts-flat, queued, delayed, inflight, ready, ready_now, dead, domains, top-flat,
--- bloom-meta-flat}.
+-- bloom-meta-flat, {revisit states, asleep, due now, pass}}.
 local top_n = tonumber(ARGV[3])
 local queued = 0
 local top = {}
@@ -28,4 +28,6 @@ return {
   redis.call('SCARD', K_DOMAINS),
   top_flat,
   redis.call('HGETALL', K_SEEN_BLOOM),
+  {redis.call('HLEN', K_REVISIT), redis.call('ZCARD', K_DUE),
+    redis.call('ZCOUNT', K_DUE, '-inf', NOW), current_pass()},
 }
