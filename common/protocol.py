@@ -18,6 +18,7 @@ __all__ = [
     "ADMIT_FIELDS",
     "DOC_OP_FIELDS",
     "PASS_FIELD",
+    "PASS_STARTED_FIELD",
     "REVISIT_FORGET",
     "SETTLE_FIELDS",
     "AdmitCode",
@@ -58,6 +59,9 @@ SETTLE_FIELDS = (
 REVISIT_FORGET = -1
 # The spec hash field holding the crawl's current pass (1, 2, ... ; absent: 1).
 PASS_FIELD = "pass"
+# ... and when it started (ms): a new pass's wake-up skips URLs visited since, so it can be
+# repeated after a crash without visiting a page twice in one pass.
+PASS_STARTED_FIELD = "pass_started"
 
 # One settle op of the docs queue (docs_settle.lua).
 DOC_OP_FIELDS = (
@@ -166,5 +170,6 @@ def lua_header() -> str:
             _codes("CLAIM_WAIT", ClaimWait),
             f"local REVISIT_FORGET = {REVISIT_FORGET}",
             f"local PASS_FIELD = {json.dumps(PASS_FIELD)}",
+            f"local PASS_STARTED_FIELD = {json.dumps(PASS_STARTED_FIELD)}",
         ]
     )

@@ -125,6 +125,8 @@ async def _resume(redis: Redis, frontier: Frontier, req: RunRequest) -> None:
             if requeued + dead < 1000:
                 break
     stats = await frontier.stats(0)
+    if not stats.pending and not returned:
+        return  # (a finished crawl: this run is its next pass)
     print(
         f"resuming the crawl in {req.out / STORE_DIR}: done {stats.done}, failed {stats.failed}, "
         f"skipped {stats.skipped}, pending {stats.pending} ({returned} leases of the previous "
@@ -165,19 +167,22 @@ async def _crawl(
             exclude=req.exclude,
             cluster=is_cluster(redis),
         )
-        new_pass = False
+        new_pass = resumed_pass = False
         if stored is not None and private:
             if seeds:
                 _check_same_crawl(stored, spec, req.out)
             await _resume(redis, frontier, req)
         if stored is not None:
             new_pass = await _finished(redis, frontier)
+            resumed_pass = not new_pass
         spec = await frontier.init(spec)
         pass_no = await frontier.next_pass() if new_pass else await frontier.pass_no()
         report = await produce(Admitter(frontier, spec), seeds)
         for error in report.errors:
             print(f"distcrawl: skipped seed {error}", file=sys.stderr)
-        if new_pass:  # (after the seeds: a sitemap may have said what is unmodified)
+        # (after the seeds: a sitemap may have said what is unmodified; and again on a pass
+        # resumed, in case its wake-up was cut short: it skips what the pass visited)
+        if new_pass or (resumed_pass and pass_no > 1):
             await _wake(frontier, spec, pass_no)
         if await frontier.pending() == 0 and report.admitted == 0:
             print("distcrawl: nothing (new) to crawl", file=sys.stderr)

@@ -28,12 +28,13 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
 
 
 class SiteProcess:
-    """A tests.site server in its own process, with its request log."""
+    """A tests.site server (or another ``module`` taking --log) in its own process, with its
+    request log."""
 
-    def __init__(self, log: Path, *args: str) -> None:
+    def __init__(self, log: Path, *args: str, module: str = "tests.site") -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.site", "--log", str(log), *args],
+            [sys.executable, "-m", module, "--log", str(log), *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
