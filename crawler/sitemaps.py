@@ -76,7 +76,7 @@ def parse_lastmod(text: str | None) -> float | None:
         return None
 
 
-def parse_sitemap(body: bytes, base_url: str, limit: int = 50_000) -> ParsedSitemap:
+def parse_sitemap(body: bytes, base_url: str, limit: int = 1_000_000) -> ParsedSitemap:
     """The entries of a sitemap, a sitemap index or a text sitemap (at most ``limit`` pages);
     relative locations are resolved against ``base_url``, the sitemap's own URL."""
     head = body.lstrip(_LEADING)
