@@ -36,6 +36,7 @@ class SeedLine:
     source: str  # "argv", a file name, or "stdin"
     line: int
     text: str
+    lastmod: float | None = None  # a sitemap's <lastmod> (epoch seconds), when it gave one
 
 
 @dataclass(slots=True)

@@ -21,12 +21,12 @@ from common.store import translate_errors
 from crawler.fetch import Fetcher
 from crawler.frontier import Frontier
 
-__all__ = ["RobotsCache"]
+__all__ = ["MAX_ROBOTS_BYTES", "RobotsCache"]
 
 log = get_logger(__name__)
 _ALLOW_ALL = ""
 _LOCK_S = 30
-_MAX_ROBOTS_BYTES = 512 * 1024
+MAX_ROBOTS_BYTES = 512 * 1024
 
 
 class RobotsCache:
@@ -83,7 +83,7 @@ class RobotsCache:
         url = f"{scheme}://{domain}/robots.txt"
         try:
             result = await self._fetcher.fetch(url, accept_any_type=True)
-            body = result.text()[:_MAX_ROBOTS_BYTES]
+            body = result.text()[:MAX_ROBOTS_BYTES]
         except PermanentError as exc:  # 4xx (and skips): no usable robots.txt, all allowed
             log.info("robots_missing", domain=domain, reason=exc.reason)
             body = _ALLOW_ALL

@@ -42,7 +42,7 @@ from common.store import EMBEDDED, is_cluster, redis_memory
 from common.urls import canonicalize
 from crawler.admission import Admitter
 from crawler.frontier import Frontier
-from crawler.produce import build_spec, produce, read_seed_lines
+from crawler.produce import SeedLine, build_spec, produce, read_seed_lines
 from crawler.proxies import configured_proxies
 from crawler.sources import source_seed_lines
 from crawler.status import crawl_status, render_status
@@ -114,6 +114,11 @@ def _sources(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="URL",
         help="seed every entry of an RSS or Atom feed (repeatable)",
+    )
+    g.add_argument(
+        "--sitemaps-from-robots",
+        action="store_true",
+        help="also seed what the sitemaps listed in each seed site's robots.txt list",
     )
 
 
@@ -571,9 +576,22 @@ def _need_server(settings: Settings, command: str) -> None:
         )
 
 
+async def _source_lines(
+    settings: Settings, args: argparse.Namespace, seeds: list[SeedLine]
+) -> list[SeedLine]:
+    """--sitemap, --feed and, with --sitemaps-from-robots, the sitemaps the seeds' sites list."""
+    if args.sitemaps_from_robots and not seeds:
+        raise ConfigError(
+            "--sitemaps-from-robots reads the robots.txt of each seed's site: "
+            "give a SEED or --file F"
+        )
+    robots_of = seeds if args.sitemaps_from_robots else []
+    return await source_seed_lines(settings, args.sitemap, args.feed, robots_of=robots_of)
+
+
 async def _produce(settings: Settings, args: argparse.Namespace) -> int:
     lines = list(read_seed_lines(args.seeds, args.file))
-    lines += await source_seed_lines(settings, args.sitemap, args.feed)
+    lines += await _source_lines(settings, args, lines)
     async with store_session(settings, existing=args.recrawl) as (redis, frontier):
         spec = build_spec(
             settings,
@@ -716,7 +734,7 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         if args.processes < 1:
             raise ConfigError(f"--processes must be >= 1 (got {args.processes})")
         seeds = list(read_seed_lines(args.seeds, args.file))
-        seeds += await source_seed_lines(settings, args.sitemap, args.feed)
+        seeds += await _source_lines(settings, args, seeds)
         request = RunRequest(
             seeds=seeds,
             out=args.out,

@@ -48,8 +48,12 @@ class TestSite(SiteServer):
         crawl_delay: float | None,
         page_delay_s: float,
         hostile: bool = False,
+        robots_sitemaps: bool = False,
+        no_robots_on: tuple[str, ...] = (),
     ) -> None:
         self.hostile = hostile
+        self.robots_sitemaps = robots_sitemaps
+        self.no_robots_on = no_robots_on
         super().__init__(site, addresses)
         self.log_path = log
         self.trouble = trouble
@@ -90,11 +94,18 @@ class TestSite(SiteServer):
                 + "\n"
             )
 
-    def robots_txt(self, host: str) -> str:  # noqa: ARG002 (the same rules for every host)
+    def robots_txt(self, host: str) -> str:
         lines = ["User-agent: *", "Disallow: /private/"]
         if self.crawl_delay:
             lines.append(f"Crawl-delay: {self.crawl_delay}")
+        if self.robots_sitemaps:  # one index, one relative line to a sitemap that is not there
+            lines += [f"Sitemap: http://{host}/sitemap-split.xml", "sitemap: /nowhere.xml"]
         return "\n".join(lines) + "\n"
+
+    async def _robots(self, request: web.Request) -> web.Response:
+        if request.host.rsplit(":", 1)[0] in self.no_robots_on:
+            return _status(404)
+        return await super()._robots(request)
 
     def root_html_with_trouble(self, host: str) -> str:
         return self.site.root_html(host).replace("</ul>", '</ul><a href="/t/">trouble</a>')
@@ -104,6 +115,9 @@ class TestSite(SiteServer):
         r.add_get("/sitemap.xml", self._sitemap_index)
         r.add_get("/sitemap-pages.xml", self._sitemap)
         r.add_get("/sitemap-pages.xml.gz", self._sitemap_gz)
+        r.add_get("/sitemap-lastmod.xml", self._sitemap_lastmod)
+        r.add_get("/sitemap-split.xml", self._sitemap_split)
+        r.add_get("/sitemap-half/{n}.xml", self._sitemap_half)
         r.add_get("/feed.rss", self._rss)
         r.add_get("/feed.atom", self._atom)
         r.add_get("/gzipped", _const(_gzipped))
@@ -209,6 +223,41 @@ class TestSite(SiteServer):
         body = gzip.compress(plain.text.encode())
         return web.Response(body=body, content_type="application/x-gzip")
 
+    async def _sitemap_lastmod(self, request: web.Request) -> web.StreamResponse:
+        """Pages 0-3 with LASTMODS (a date, a datetime with a zone, a Z time, nonsense), sent
+        with Content-Encoding: gzip (the transport's compression, undone by the Fetcher)."""
+        urls = "".join(
+            f"<url><loc>http://{request.host}/p/{i}.html</loc><lastmod>{mod}</lastmod></url>"
+            for i, mod in enumerate(LASTMODS)
+        )
+        text = f'<?xml version="1.0"?><urlset xmlns="{SITEMAP_NS}">{urls}</urlset>'
+        return web.Response(
+            body=gzip.compress(text.encode()),
+            headers={"Content-Type": "application/xml", "Content-Encoding": "gzip"},
+        )
+
+    async def _sitemap_split(self, request: web.Request) -> web.StreamResponse:
+        """A sitemap index with two children: the even pages, then the odd ones."""
+        children = "".join(
+            f"<sitemap><loc>http://{request.host}/sitemap-half/{n}.xml</loc></sitemap>"
+            for n in (0, 1)
+        )
+        return web.Response(
+            text=f'<?xml version="1.0"?><sitemapindex xmlns="{SITEMAP_NS}">{children}'
+            "</sitemapindex>",
+            content_type="application/xml",
+        )
+
+    async def _sitemap_half(self, request: web.Request) -> web.StreamResponse:
+        half = int(request.match_info["n"])
+        urls = "".join(
+            f"<url><loc>http://{request.host}/p/{i}.html</loc></url>"
+            for i in range(half, self.site.pages_per_host, 2)
+        )
+        return web.Response(
+            text=f'<urlset xmlns="{SITEMAP_NS}">{urls}</urlset>', content_type="application/xml"
+        )
+
     async def _rss(self, request: web.Request) -> web.StreamResponse:
         """RSS 2.0 listing pages 0-4 (newest first, as blogs do)."""
         items = "".join(
@@ -299,6 +348,9 @@ def _make_bomb() -> bytes:
 
 
 _BOMB = _make_bomb()
+SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
+# /sitemap-lastmod.xml: the <lastmod> of pages 0-3
+LASTMODS = ("2026-11-01", "2026-11-02T10:30:00+02:00", "2026-11-03T08:00Z", "soon")
 HUGE_CHUNK = b"<p>" + b"a" * (64 * 1024 - 7) + b"</p>\n"  # /t/huge: this, over and over
 GZIPPED_HTML = b"<!doctype html><title>gzipped</title><p>" + b"compressible text " * 500
 GZIPPED = gzip.compress(GZIPPED_HTML, mtime=0)  # /gzipped sends these bytes
@@ -345,6 +397,8 @@ async def _main(args: argparse.Namespace) -> None:
         args.crawl_delay,
         args.page_delay,
         args.hostile,
+        args.robots_sitemaps,
+        tuple(args.no_robots_on.split(",")) if args.no_robots_on else (),
     )
     await site.start()
     print(f"ready {site.port}", flush=True)
@@ -364,6 +418,8 @@ def main() -> None:
     p.add_argument("--hostile", action="store_true", help="serve tests/hostile.py's pages at /")
     p.add_argument("--crawl-delay", type=float, default=None)
     p.add_argument("--page-delay", type=float, default=0.0)
+    p.add_argument("--robots-sitemaps", action="store_true", help="robots.txt lists sitemaps")
+    p.add_argument("--no-robots-on", default="", help="addresses whose robots.txt is a 404")
     asyncio.run(_main(p.parse_args()))
 
 
