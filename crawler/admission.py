@@ -8,7 +8,7 @@ only what is left of a page reaches Redis, in one batched admit call.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from common.errors import InvalidUrl
@@ -86,10 +86,17 @@ class Admitter:
         base: str | None = None,
         parent: str | None = None,
         keep_invalid: bool = False,
+        lastmod: Mapping[str, float] | None = None,
     ) -> AdmitReport:
-        """Admit ``links`` found at ``depth`` on the page ``base`` (None for seeds)."""
+        """Admit ``links`` found at ``depth`` on the page ``base`` (None for seeds).
+        ``lastmod``: a sitemap's <lastmod> (epoch seconds) of some of them, by link text."""
         prepared = self.prepare(
-            links, depth=depth, base=base, parent=parent, keep_invalid=keep_invalid
+            links,
+            depth=depth,
+            base=base,
+            parent=parent,
+            keep_invalid=keep_invalid,
+            lastmod=lastmod,
         )
         codes = await self._frontier.admit(
             list(prepared.batch.values()), dict(prepared.report.rejected)
@@ -104,6 +111,7 @@ class Admitter:
         base: str | None = None,
         parent: str | None = None,
         keep_invalid: bool = False,
+        lastmod: Mapping[str, float] | None = None,
     ) -> Prepared:
         """The in-process half of admission (no I/O): canonicalize, scope, local dedupe."""
         prepared = Prepared()
@@ -130,7 +138,10 @@ class Admitter:
                 if keep_invalid:
                     report.invalid.append((raw, str(exc)))
                 continue
-            reason = seen.get(url) or ("duplicate" if url in batch else None)
+            # (a URL with a sitemap's lastmod goes to the script even when known: it may be due)
+            modified = int(lastmod.get(raw, 0) * 1000) if lastmod else 0
+            known = None if modified else seen.get(url)
+            reason = known or ("duplicate" if url in batch else None)
             if reason is None:
                 reason = self._scope.reject_reason(url)
                 if reason is not None:
@@ -139,7 +150,7 @@ class Admitter:
                 rejected[reason] += 1
                 continue
             payload = encode_url_entry(UrlEntry(u=url, d=depth, p=parent))
-            batch[url] = Candidate(netloc_of(url), fingerprint(url), depth, payload)
+            batch[url] = Candidate(netloc_of(url), fingerprint(url), depth, payload, modified)
         return prepared
 
     def apply(self, prepared: Prepared, codes: list[AdmitCode]) -> AdmitReport:

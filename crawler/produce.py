@@ -122,7 +122,10 @@ async def produce(
     chunk: list[SeedLine] = []
 
     async def flush() -> None:
-        result = await admitter.admit([s.text for s in chunk], depth=0, keep_invalid=True)
+        lastmod = {s.text: s.lastmod for s in chunk if s.lastmod is not None}
+        result = await admitter.admit(
+            [s.text for s in chunk], depth=0, keep_invalid=True, lastmod=lastmod
+        )
         report.add(result)
         bad = {raw for raw, _ in result.invalid}
         for seed in chunk:
