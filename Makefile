@@ -8,7 +8,7 @@ SEEDS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck bench-frontier bench-crawl bench-memory bench-llm bench-llm-batch system-deps deploy-tools clean
+.PHONY: run test lint typecheck bench-frontier bench-crawl bench-memory bench-llm bench-llm-batch bench-revisit system-deps deploy-tools clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -62,6 +62,10 @@ bench-llm: $(STAMP) system-deps
 ## bench-llm-batch: the same docs summarized live and through the Batch API, cost compared
 bench-llm-batch: $(STAMP) system-deps
 	$(PY) -m bench.llm_batch
+
+## bench-revisit: bytes and LLM calls of a second pass where 5% of 10,000 pages changed
+bench-revisit: $(STAMP) system-deps
+	$(PY) -m bench.revisit
 
 clean:
 	rm -rf $(VENV) out .tools .pytest_cache .mypy_cache .ruff_cache

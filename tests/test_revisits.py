@@ -1,6 +1,6 @@
 """Continuous crawling (docs/revisits.md): passes, conditional revisits, change tracking.
 
-A folder site (tests/folder_site.py: real ETag/Last-Modified/304) changes between two passes of
+A folder site (distcrawl/foldersite.py: real ETag/Last-Modified/304) changes between two passes of
 one crawl; the server's log and the mock LLM's call count show what each pass fetched and
 summarized.
 """
@@ -74,7 +74,7 @@ class Folder:
 def folder_site(tmp_path: Path) -> Iterator[tuple[Folder, SiteProcess]]:
     folder = Folder(tmp_path / "site")
     site = SiteProcess(
-        tmp_path / "site.log", "--root", str(folder.root), module="tests.folder_site"
+        tmp_path / "site.log", "--root", str(folder.root), module="distcrawl.foldersite"
     )
     yield folder, site
     site.stop()

@@ -1,13 +1,14 @@
-"""A site served from a folder that tests change between passes, with real validators.
+"""A site served from a folder that tests and benchmarks change between passes, with real
+validators.
 
-    python -m tests.folder_site --root DIR --log FILE
+    python -m distcrawl.foldersite --root DIR --log FILE
 
 Every file under DIR is a page (``.xml`` files are feeds); a test edits, adds and deletes
 files between two crawls. Responses carry an ``ETag`` (a hash of the file) and a
 ``Last-Modified`` (its mtime) and honour ``If-None-Match`` / ``If-Modified-Since`` with a 304,
 as nginx and Apache do for static files. ``/live/<name>`` pages change every second (their text
 carries the time), for revisit schedules. Prints ``ready <port>``; appends one JSON line per
-request to FILE: time, path, status, and the validators the request sent.
+request to FILE: time, path, status, body bytes sent, and the validators the request sent.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ class FolderSite:
         self.app.router.add_get("/live/{name}", self._live)
         self.app.router.add_get("/{path:.*}", self._file)
 
-    def _write_log(self, request: web.Request, status: int) -> None:
+    def _write_log(self, request: web.Request, status: int, sent: int = 0) -> None:
         entry = {
             "t": round(time.time(), 3),
             "path": request.path,
             "status": status,
+            "bytes": sent,
             "if_none_match": request.headers.get("If-None-Match"),
             "if_modified_since": request.headers.get("If-Modified-Since"),
         }
@@ -57,7 +59,7 @@ class FolderSite:
             self._write_log(request, 304)
             return web.Response(status=304, headers=headers)
         kind = "application/rss+xml" if path.suffix == ".xml" else "text/html"
-        self._write_log(request, 200)
+        self._write_log(request, 200, len(body))
         return web.Response(body=body, headers=headers, content_type=kind, charset="utf-8")
 
     async def _live(self, request: web.Request) -> web.StreamResponse:
