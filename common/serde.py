@@ -45,6 +45,7 @@ class UrlEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     d: int = 0  # depth: seeds are 0
     p: str | None = None  # the page it was found on
     r: Revisit | None = None  # on a revisit: what the last visit found
+    k: str | None = None  # what it is when not a page: "feed" (crawler.feeds)
     v: int = URL_ENTRY_VERSION
 
 

@@ -83,6 +83,7 @@ class FrontierDefaults(_Section):
     revisit_after_s: float = _SPEC.revisit_after_s
     revisit_min_s: float = _SPEC.revisit_min_s
     revisit_max_s: float = _SPEC.revisit_max_s
+    follow_feeds: bool = _SPEC.follow_feeds
 
     def spec_fields(self) -> dict[str, Any]:
         """The CrawlSpec fields these defaults give (shards and revisit resolved)."""

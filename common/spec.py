@@ -74,6 +74,9 @@ class CrawlSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     revisit_after_s: float = 0.0
     revisit_min_s: float = 0.0
     revisit_max_s: float = 0.0
+    # Whether the feeds pages advertise (<link rel="alternate" type="application/rss+xml">) are
+    # followed: read for their items, and kept for revisits like pages (crawler/feeds.py).
+    follow_feeds: bool = False
     v: int = SPEC_VERSION
 
     def __post_init__(self) -> None:

@@ -87,9 +87,11 @@ class Admitter:
         parent: str | None = None,
         keep_invalid: bool = False,
         lastmod: Mapping[str, float] | None = None,
+        kinds: Mapping[str, str] | None = None,
     ) -> AdmitReport:
         """Admit ``links`` found at ``depth`` on the page ``base`` (None for seeds).
-        ``lastmod``: a sitemap's <lastmod> (epoch seconds) of some of them, by link text."""
+        ``lastmod``: a sitemap's <lastmod> (epoch seconds) of some of them, by link text;
+        ``kinds``: the kind of those that are not pages (crawler.feeds.FEED), by link text."""
         prepared = self.prepare(
             links,
             depth=depth,
@@ -97,6 +99,7 @@ class Admitter:
             parent=parent,
             keep_invalid=keep_invalid,
             lastmod=lastmod,
+            kinds=kinds,
         )
         codes = await self._frontier.admit(
             list(prepared.batch.values()), dict(prepared.report.rejected)
@@ -112,6 +115,7 @@ class Admitter:
         parent: str | None = None,
         keep_invalid: bool = False,
         lastmod: Mapping[str, float] | None = None,
+        kinds: Mapping[str, str] | None = None,
     ) -> Prepared:
         """The in-process half of admission (no I/O): canonicalize, scope, local dedupe."""
         prepared = Prepared()
@@ -149,7 +153,8 @@ class Admitter:
             if reason is not None:
                 rejected[reason] += 1
                 continue
-            payload = encode_url_entry(UrlEntry(u=url, d=depth, p=parent))
+            kind = kinds.get(raw) if kinds else None
+            payload = encode_url_entry(UrlEntry(u=url, d=depth, p=parent, k=kind))
             batch[url] = Candidate(netloc_of(url), fingerprint(url), depth, payload, modified)
         return prepared
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from crawler.feeds import FEED_TYPES
+
 __all__ = ["MAX_NESTING", "ParsedPage", "flatten_deep_nesting", "parse_html"]
 
 _BOILERPLATE = [
@@ -44,6 +46,8 @@ class ParsedPage:
     # With hash_text: a hash of the title and the whole main text, what a revisit compares to
     # tell a changed page from one whose markup changed around the same text (ads, dates).
     text_hash: str = ""
+    # With find_feeds: the feeds the page advertises (<link rel="alternate" type="...rss+xml">)
+    feeds: list[str] = field(default_factory=list)
 
 
 def _attr(node: LexborNode | None, name: str) -> str | None:
@@ -112,7 +116,9 @@ def flatten_deep_nesting(html: str) -> str:
     return _TAG.sub(keep, html)
 
 
-def parse_html(html: str | bytes, max_text_chars: int, *, hash_text: bool = False) -> ParsedPage:
+def parse_html(
+    html: str | bytes, max_text_chars: int, *, hash_text: bool = False, find_feeds: bool = False
+) -> ParsedPage:
     """Parse a page (text, or bytes in UTF-8); never raises on malformed markup."""
     if isinstance(html, bytes) and html.count(b"<") >= _CHECK_ABOVE_TAGS:
         html = html.decode("utf-8", errors="replace")  # flattening works on text
@@ -137,6 +143,12 @@ def parse_html(html: str | bytes, max_text_chars: int, *, hash_text: bool = Fals
         if not href or href.lower().startswith(_SKIP_HREF):
             continue
         links.append(href)
+    if find_feeds:
+        for node in tree.css('link[rel="alternate"][href]'):
+            kind = (node.attributes.get("type") or "").strip().lower()
+            href = (node.attributes.get("href") or "").strip()
+            if kind in FEED_TYPES and href:
+                page.feeds.append(href)
     tree.strip_tags(_BOILERPLATE)
     body = tree.body
     raw = body.text(separator=" ", strip=True, skip_empty=True) if body is not None else ""

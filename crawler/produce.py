@@ -37,6 +37,7 @@ class SeedLine:
     line: int
     text: str
     lastmod: float | None = None  # a sitemap's <lastmod> (epoch seconds), when it gave one
+    kind: str | None = None  # crawler.feeds.FEED: a feed, read for its items (None: a page)
 
 
 @dataclass(slots=True)
@@ -123,8 +124,9 @@ async def produce(
 
     async def flush() -> None:
         lastmod = {s.text: s.lastmod for s in chunk if s.lastmod is not None}
+        kinds = {s.text: s.kind for s in chunk if s.kind is not None}
         result = await admitter.admit(
-            [s.text for s in chunk], depth=0, keep_invalid=True, lastmod=lastmod
+            [s.text for s in chunk], depth=0, keep_invalid=True, lastmod=lastmod, kinds=kinds
         )
         report.add(result)
         bad = {raw for raw, _ in result.invalid}

@@ -41,6 +41,7 @@ class PageRecord(msgspec.Struct, kw_only=True):
     # page keeps the record of the visit that last found it new or changed) and the crawl's
     # pass it belongs to.
     change: str | None = None
+    kind: str | None = None  # "feed" for a feed (its items are the links it admitted)
     pass_no: int | None = msgspec.field(default=None, name="pass")
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import msgspec
+
 from common.protocol import REVISIT_FORGET
 from common.serde import Revisit, UrlEntry, encode_url_entry
 from common.spec import CrawlSpec
@@ -66,7 +68,7 @@ class RevisitPolicy:
             etag = etag or last.e
             last_modified = last_modified or last.m
         nxt = Revisit(h=text_hash, e=etag, m=last_modified, i=interval)
-        return interval, encode_url_entry(UrlEntry(u=entry.u, d=entry.d, p=entry.p, r=nxt))
+        return interval, encode_url_entry(msgspec.structs.replace(entry, r=nxt))
 
     @staticmethod
     def gone(entry: UrlEntry, status: int | None) -> bool:

@@ -22,13 +22,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from urllib.parse import urljoin
 
-import feedparser
 from protego import Protego
 
 from common.errors import ClassifiedError, ConfigError, InvalidUrl, PermanentError, RetryableError
 from common.logging import get_logger
 from common.settings import Settings
 from common.urls import canonicalize, netloc_of
+from crawler.feeds import FEED, parse_feed
 from crawler.fetch import Fetcher
 from crawler.produce import SeedLine
 from crawler.robots import MAX_ROBOTS_BYTES
@@ -126,20 +126,11 @@ async def sitemap_entries(
 
 async def feed_urls(fetcher: Fetcher, url: str) -> list[str]:
     """The entries' links of an RSS or Atom feed, in the feed's order."""
-    body = await _get(fetcher, url, "feed")
-    parsed = feedparser.parse(body)
-    links: list[str] = []
-    for entry in parsed.entries:
-        link = entry.get("link") or next(
-            (x.get("href") for x in entry.get("links", []) if x.get("rel") == "alternate"), None
-        )
-        if isinstance(link, str) and link.strip():
-            links.append(link.strip())
-    if not links and (parsed.get("bozo") or not parsed.get("version")):
-        why = parsed.get("bozo_exception") or "no RSS or Atom document"
-        raise ConfigError(f"feed {url}: not a feed with entries ({why})")
-    log.info("feed_read", url=url, format=parsed.get("version") or "?", urls=len(links))
-    return links
+    feed = parse_feed(await _get(fetcher, url, "feed"))
+    if feed.error is not None:
+        raise ConfigError(f"feed {url}: not a feed with entries ({feed.error})")
+    log.info("feed_read", url=url, format=feed.version or "?", urls=len(feed.links))
+    return feed.links
 
 
 def seed_origins(lines: Iterable[SeedLine]) -> list[str]:
@@ -200,4 +191,7 @@ async def source_seed_lines(
         for url in feeds:
             urls = await feed_urls(fetcher, url)
             lines += [SeedLine(f"feed {url}", i, u) for i, u in enumerate(urls, 1)]
+            # ... and the feed itself, kept in the frontier like a page: read again at every
+            # pass and on the crawl's revisit schedule (docs/revisits.md)
+            lines.append(SeedLine("--feed", 0, url, kind=FEED))
     return lines

@@ -38,6 +38,7 @@ from crawler.admission import AdmitReport, Admitter
 from crawler.classify import ProxyFailed, SkipPage
 from crawler.committer import Committer
 from crawler.extractor import Extractor, ExtractorError
+from crawler.feeds import FEED, parse_feed
 from crawler.fetch import Fetcher, FetchResult
 from crawler.frontier import Frontier, Lease, Outcome, SettleOp, SettleResult
 from crawler.parse import ParsedPage, parse_html
@@ -66,6 +67,7 @@ class _Commit:
 
     op: SettleOp
     links: list[str] | None = None
+    kinds: dict[str, str] | None = None  # of the links that are not pages (feeds)
     base: str = ""
     depth: int = 0
     seen_urls: list[str] | None = None
@@ -92,6 +94,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         worker_id: str | None = None,
         sink: RecordWriter | None = None,
         revisits: RevisitPolicy | None = None,
+        follow_feeds: bool = False,
     ) -> None:
         super().__init__(
             concurrency=concurrency, timing=timing, shutdown=shutdown, worker_id=worker_id
@@ -106,6 +109,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         self._proxies = proxies
         self._extractor = extractor
         self._revisits = revisits  # None: the crawl keeps no revisit state
+        self._follow_feeds = follow_feeds
         self.stats = WorkerStats()
         self._committer = Committer(frontier, admitter, self.worker_id, self._admitted, sink=sink)
 
@@ -210,10 +214,15 @@ class CrawlWorker(LeasedWorker[Lease]):
         self._metrics.fetch_bytes.inc(len(result.body))
         if result.not_modified:
             return self._unchanged(lease, result)
+        if lease.entry.k == FEED:
+            return await self._feed(lease, result, started)
         # The text only feeds the doc: clean no more of it than a doc carries (1 character
         # when the crawl is not summarized; text_chars still counts all of it).
         page = parse_html(
-            result.markup(), self._doc_max_chars or 1, hash_text=self._revisits is not None
+            result.markup(),
+            self._doc_max_chars or 1,
+            hash_text=self._revisits is not None,
+            find_feeds=self._follow_feeds,
         )
         self._metrics.pages_parsed.inc()
         if RevisitPolicy.judge(lease.entry, page.text_hash) is Change.UNCHANGED:
@@ -240,6 +249,7 @@ class CrawlWorker(LeasedWorker[Lease]):
             with self._metrics.fetch_seconds.time():
                 return await self._fetcher.fetch(
                     lease.url,
+                    accept_any_type=lease.entry.k == FEED,
                     etag=last.e if last is not None else None,
                     last_modified=last.m if last is not None else None,
                 )
@@ -339,11 +349,58 @@ class CrawlWorker(LeasedWorker[Lease]):
                 revisit_ms=revisit_ms,
                 revisit=revisit,
             ),
-            links=None if page.nofollow else page.links,
+            links=None if page.nofollow else page.links + page.feeds,
+            kinds=dict.fromkeys(page.feeds, FEED) if page.feeds and not page.nofollow else None,
             base=base,
             depth=lease.depth + 1,
             seen_urls=result.redirects or None,
         )
+
+    async def _feed(self, lease: Lease, result: FetchResult, started: float) -> _Commit:
+        """A feed (crawler/feeds.py): its items are admitted at depth 0; no doc. Kept for
+        revisits like a page, it is unchanged while its items are."""
+        feed = await asyncio.to_thread(parse_feed, result.body)
+        change = RevisitPolicy.judge(lease.entry, feed.items_hash)
+        if change is Change.UNCHANGED:
+            return self._unchanged(lease, result, feed.items_hash)
+        if feed.error is not None:
+            log.warning("feed_unreadable", url=lease.url, error=feed.error)
+        record = PageRecord(
+            url=lease.url,
+            final_url=result.final_url,
+            outcome=Outcome.DONE.value,
+            status=result.status,
+            depth=lease.depth,
+            title=feed.title,
+            content_type=result.content_type,
+            bytes=len(result.body),
+            links=len(feed.links),
+            fetched_at=round(started, 3),
+            elapsed_ms=round(result.elapsed_ms, 1),
+            attempts=lease.attempt,
+            change=change.value,
+            pass_no=lease.pass_no,
+            kind=FEED,
+        )
+        revisit_ms, revisit = None, ""
+        if self._revisits is not None:
+            revisit_ms, revisit = self._revisits.keep(
+                lease.entry,
+                change,
+                text_hash=feed.items_hash,
+                etag=result.etag,
+                last_modified=result.last_modified,
+            )
+        op = SettleOp.ack(
+            lease.fp,
+            Outcome.DONE,
+            "" if change is Change.NEW else change,
+            encode_record(record),
+            attempt=lease.attempt,
+            revisit_ms=revisit_ms,
+            revisit=revisit,
+        )
+        return _Commit(op, links=feed.links, base=result.final_url, depth=0)
 
     def _unchanged(self, lease: Lease, result: FetchResult, text_hash: str = "") -> _Commit:
         """A revisit that found the page as it was (304, or the same text): the URL sleeps
@@ -428,7 +485,11 @@ class CrawlWorker(LeasedWorker[Lease]):
         prepared = None
         if commit.links:
             prepared = self._admitter.prepare(
-                commit.links, depth=commit.depth, base=commit.base, parent=lease.url
+                commit.links,
+                depth=commit.depth,
+                base=commit.base,
+                parent=lease.url,
+                kinds=commit.kinds,
             )
         seen = [(netloc_of(u), fingerprint(u)) for u in commit.seen_urls or ()]
         try:

@@ -141,6 +141,13 @@ def _scope(p: argparse.ArgumentParser) -> None:
     g.add_argument("--per-domain-inflight", type=int, metavar="K", help="default 4")
     g.add_argument("--max-attempts", type=int, metavar="N", help="default 3")
     g.add_argument("--no-robots", action="store_true", help="ignore robots.txt")
+    g.add_argument(
+        "--follow-feeds",
+        action="store_true",
+        default=None,
+        help="follow the RSS/Atom feeds pages advertise (<link rel=alternate>): their items "
+        "become seeds, and the feeds are read again at every pass",
+    )
 
 
 def _revisits(p: argparse.ArgumentParser) -> None:
@@ -485,6 +492,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         shards=a.get("shards"),
         sink=a.get("sink"),
         revisit=False if a.get("no_revisit") else None,
+        follow_feeds=a.get("follow_feeds"),
         revisit_after_s=a.get("revisit_after"),
         revisit_min_s=a.get("revisit_min"),
         revisit_max_s=a.get("revisit_max"),

@@ -291,6 +291,7 @@ async def crawl_runtime(
             extractor=Extractor(c.extractor) if c.extractor else None,
             sink=sink,
             revisits=RevisitPolicy(spec) if spec.revisit else None,
+            follow_feeds=spec.follow_feeds,
         )
         if settings.metrics_port is not None:
             await _serve_with_gauges(

@@ -142,7 +142,7 @@ def test_second_run_revisits_conditionally_and_summarizes_only_changes(
     pass1 = _by_change(out / "changes-1.jsonl")
     assert set(pass1) == {"new"}
     known = {"", *(f"p{i}.html" for i in range(PAGES)), "f0.html", "f1.html"}
-    assert pass1["new"] == known
+    assert pass1["new"] == known | {"feed.xml"}  # the feed is kept too, read at every pass
     calls_1 = mock.stats()["requests"]
     assert calls_1 == len(known)  # every page's text summarized once
 
@@ -162,7 +162,9 @@ def test_second_run_revisits_conditionally_and_summarizes_only_changes(
 
     # pages.jsonl: the latest state of every URL; an unchanged page keeps its pass-1 record.
     pages = {r["url"].rsplit("/", 1)[1]: r for r in _records(out / "pages.jsonl")}
-    assert set(pages) == known | NEW
+    assert set(pages) == known | NEW | {"feed.xml"}
+    assert pages["feed.xml"]["kind"] == "feed"
+    assert pages["feed.xml"]["links"] == 3
     assert pages["p5.html"]["pass"] == 1
     assert pages["p5.html"]["change"] == "new"
     assert pages["p0.html"]["pass"] == 2
@@ -184,16 +186,20 @@ def _check_pass_two(site: SiteProcess, started: float, changes: Path) -> None:
     """What the second pass asked the server and what it reported (k changed, m new, j gone)."""
     known = {"", *(f"p{i}.html" for i in range(PAGES)), "f0.html", "f1.html"}
     seen: dict[str, list[dict[str, Any]]] = {}
+    feed: list[dict[str, Any]] = []
     for r in _requests_since(site, started):
-        if r["path"] != "/feed.xml":
+        if r["path"] == "/feed.xml":  # read by the producer, then revisited by a worker
+            feed.append(r)
+        else:
             seen.setdefault(r["path"].lstrip("/"), []).append(r)
+    assert [(r["status"], bool(r["if_none_match"])) for r in feed] == [(200, False), (200, True)]
     assert all(len(v) == 1 for v in seen.values()), {k: len(v) for k, v in seen.items()}
     revisits = {p: v[0] for p, v in seen.items() if v[0]["if_none_match"]}
     assert set(revisits) == known
     assert {p for p, r in revisits.items() if r["status"] == 304} == known - CHANGED - GONE
     assert {p for p, r in revisits.items() if r["status"] == 404} == GONE
     assert {p for p, v in seen.items() if not v[0]["if_none_match"]} == NEW
-    assert _by_change(changes) == {"changed": CHANGED, "new": NEW, "gone": GONE}
+    assert _by_change(changes) == {"changed": CHANGED | {"feed.xml"}, "new": NEW, "gone": GONE}
 
 
 def _drain(store: list[str], env: dict[str, str], crawlers: int = 2) -> None:
@@ -252,7 +258,7 @@ def test_distributed_recrawl_pass(
     recrawl = cli("produce", *store, *seeds, "--recrawl")
     assert recrawl.returncode == 0, recrawl.stderr
     assert "pass 2 of crawl" in recrawl.stdout
-    assert "23 known pages" in recrawl.stdout
+    assert "24 known pages" in recrawl.stdout  # 23 pages and the feed
     _drain(store, env)
     out = tmp_path / "export"
     exported = cli("export", *store, "--out", str(out), "--since", "2")
@@ -263,8 +269,8 @@ def test_distributed_recrawl_pass(
     assert status["balanced"]
     assert status["pending"] == 0
     assert status["revisits"]["pass"] == 2
-    assert status["revisits"]["revisits"] == 23
-    assert status["revisits"]["changes"] == {"changed": 3, "unchanged": 18, "gone": 2}
+    assert status["revisits"]["revisits"] == 24
+    assert status["revisits"]["changes"] == {"changed": 4, "unchanged": 18, "gone": 2}
 
 
 def test_a_sigkill_during_the_second_pass_loses_nothing(
@@ -305,10 +311,14 @@ def test_a_sigkill_during_the_second_pass_loses_nothing(
     resumed = cli(*args, *slow, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert "pass 3" not in resumed.stderr  # the same pass, resumed
-    assert _by_change(out / "changes-2.jsonl") == {"changed": CHANGED, "new": NEW, "gone": GONE}
+    assert _by_change(out / "changes-2.jsonl") == {
+        "changed": CHANGED | {"feed.xml"},
+        "new": NEW,
+        "gone": GONE,
+    }
     # Every known page was revisited in pass 2, and none twice except what was in flight.
     revisited = {r["path"] for r in _requests_since(site, started) if r["if_none_match"]}
-    assert len(revisited) == 23
+    assert len(revisited) == 24  # 23 pages and the feed
     stats, docs = asyncio.run(_embedded_stats(out))
     assert stats.balanced
     assert stats.pending == 0
@@ -376,5 +386,27 @@ def test_continuous_workers_revisit_on_an_adaptive_schedule(
     assert 4.0 <= still[1] <= 5.5, still
     status = json.loads(cli("status", *store, "--json").stdout)
     assert status["revisits"]["changes"]["unchanged"] >= 2
-    assert status["revisits"]["changes"]["changed"] >= 5
+    # (at 0.5 s two visits may fall in the same second of the live page: unchanged then)
+    assert status["revisits"]["changes"]["changed"] >= 3
     assert status["balanced"]
+
+
+def test_follow_feeds_reads_the_feeds_pages_advertise(
+    folder_site: tuple[Folder, SiteProcess], tmp_path: Path
+) -> None:
+    folder, site = folder_site
+    base = f"http://127.0.0.1:{site.port}"
+    link = '<link rel="alternate" type="application/rss+xml" href="/feed.xml">'
+    folder.write("index.html", f"<html><head>{link}</head><body>front page</body></html>")
+    folder.write("f0.html", _page("f0", "Only the feed links this story."))
+    folder.write("feed.xml", _feed(base, ["f0"]))
+    args = ["run", f"{base}/", "--no-progress", "--no-summarize", *FAST]
+    plain = cli(*args, "--out", str(tmp_path / "plain"))
+    assert plain.returncode == 0, plain.stderr
+    assert {r["url"] for r in _records(tmp_path / "plain" / "pages.jsonl")} == {f"{base}/"}
+    followed = cli(*args, "--out", str(tmp_path / "out"), "--follow-feeds")
+    assert followed.returncode == 0, followed.stderr
+    pages = {r["url"]: r for r in _records(tmp_path / "out" / "pages.jsonl")}
+    assert set(pages) == {f"{base}/", f"{base}/feed.xml", f"{base}/f0.html"}
+    assert pages[f"{base}/feed.xml"]["kind"] == "feed"
+    assert pages[f"{base}/f0.html"]["depth"] == 0  # a feed's items are seeds
