@@ -163,7 +163,7 @@ def test_sigkilled_run_resumes_and_exports_each_page_once(
     asyncio.run(_check_equations(out, len(expected)))
 
 
-def test_rerun_on_a_finished_dir_fetches_nothing_and_fresh_starts_over(
+def test_rerun_on_a_finished_dir_is_its_next_pass_and_fresh_starts_over(
     site_factory: Callable[..., SiteProcess], tmp_path: Path
 ) -> None:
     site = site_factory("--pages", "20")
@@ -176,12 +176,16 @@ def test_rerun_on_a_finished_dir_fetches_nothing_and_fresh_starts_over(
     assert done.returncode == 0, done.stderr
     _check_once_each(out, expected)
 
+    # A finished crawl run again is its next pass: every page revisited once (this site sends
+    # no validators: full fetches, found unchanged by their text), one record per URL still.
     again = cli("run", seed, "--out", str(out), *fast)
     assert again.returncode == 0, again.stderr
-    assert "resuming the crawl" in again.stderr
-    assert "done 21, failed 0, skipped 0, pending 0" in again.stderr
+    assert "resuming the crawl" not in again.stderr
+    assert "pass 2: 21 known pages to revisit" in again.stderr
+    assert "done 42, failed 0, skipped 0, pending 0" in again.stderr
     _check_once_each(out, expected)
-    assert all(site.hits()[u] == 1 for u in expected)  # nothing fetched twice
+    assert all(site.hits()[u] == 2 for u in expected)
+    assert (out / "changes-2.jsonl").read_text() == ""  # nothing changed
 
     # another crawl's seeds would run under this one's scope: refused, with the way out
     other = cli("run", "http://127.0.0.9:9/", "--out", str(out), *fast)
@@ -189,9 +193,9 @@ def test_rerun_on_a_finished_dir_fetches_nothing_and_fresh_starts_over(
     assert other.stderr.startswith("distcrawl: error: ")
     assert "holds another crawl" in other.stderr
     assert "--fresh" in other.stderr
-    seedless = cli("run", "--out", str(out), *fast)  # resuming needs no seed
+    seedless = cli("run", "--out", str(out), *fast)  # a pass (or a resume) needs no seed
     assert seedless.returncode == 0, seedless.stderr
-    assert "resuming the crawl" in seedless.stderr
+    assert "pass 3:" in seedless.stderr
     _check_once_each(out, expected)
 
     fresh = cli("run", seed, "--out", str(out), "--fresh", *fast)
@@ -199,7 +203,7 @@ def test_rerun_on_a_finished_dir_fetches_nothing_and_fresh_starts_over(
     assert_no_traceback(fresh.stderr)
     assert "resuming" not in fresh.stderr
     _check_once_each(out, expected)
-    assert all(site.hits()[u] == 2 for u in expected)  # the crawl started over
+    assert all(site.hits()[u] == 4 for u in expected)  # the crawl started over: one fetch
 
 
 @pytest.mark.parametrize(

@@ -80,7 +80,7 @@ def test_feeds_seed_their_entries(
     feeds = ["--feed", f"http://{host}/feed.rss", "--feed", f"http://{host}/feed.atom"]
     proc = cli("produce", *store, *feeds, "--allow-private")
     assert proc.returncode == 0, proc.stderr
-    assert "admitted 10 seeds" in proc.stdout
+    assert "admitted 12 seeds" in proc.stdout  # 10 entries, and the 2 feeds themselves
     bad = cli("produce", *store, "--feed", f"http://{host}/p/1.html", "--allow-private")
     assert bad.returncode == 2, bad.stderr
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
@@ -101,8 +101,11 @@ def test_run_crawls_what_a_feed_lists(
         "--allow-private", "--no-progress", "--no-summarize", "--max-depth", "0",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    urls = sorted(p["url"] for p in read_pages(out))
+    pages = read_pages(out)
+    urls = sorted(p["url"] for p in pages if p.get("kind") != "feed")
     assert urls == sorted(f"http://{site.hosts[0]}/p/{i}.html" for i in range(5))
+    feeds = [p for p in pages if p.get("kind") == "feed"]  # kept, to be read at every pass
+    assert [(f["url"], f["links"]) for f in feeds] == [(f"http://{site.hosts[0]}/feed.rss", 5)]
 
 
 def test_second_producer_keeps_the_spec(tmp_path: Path, redis_server: RedisServer) -> None:
