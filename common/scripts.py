@@ -35,6 +35,10 @@ _LIBRARIES: dict[str, tuple[str, ...]] = {
     "admit": ("lib_seen", "lib_admit"),
     "settle": ("lib_settle",),
     "commit": ("lib_seen", "lib_admit", "lib_settle"),
+    "docs_settle": ("lib_docs_dead",),
+    "docs_reap": ("lib_docs_dead",),
+    "requeue": ("lib_requeue",),
+    "docs_requeue": ("lib_requeue",),
 }
 SCRIPT_NAMES = (
     "admit",
@@ -55,6 +59,8 @@ SCRIPT_NAMES = (
     "llm_acquire",
     "proxy_health",
     "llm_batches",
+    "requeue",
+    "docs_requeue",
 )
 
 
