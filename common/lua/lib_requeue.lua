@@ -1,9 +1,9 @@
 -- Helpers of the two requeue scripts (requeue.lua, docs_requeue.lua).
 
--- Take one back from a counter; a reason's counter that reaches 0 is deleted, so that status
--- lists no "http_503 0" once every such failure was requeued.
+-- Take one back from a counter; one that reaches 0 is deleted (as if never counted), so that
+-- status lists no "http_503 0" once every such failure was requeued.
 local function uncount(field)
-  if redis.call('HINCRBY', K_COUNTS, field, -1) <= 0 and string.find(field, ':', 1, true) then
+  if redis.call('HINCRBY', K_COUNTS, field, -1) <= 0 then
     redis.call('HDEL', K_COUNTS, field)
   end
 end
