@@ -5,7 +5,9 @@ Run as a process so that crawlers under test (also processes) see a real server:
     python -m tests.site --addresses 127.0.0.1,127.0.0.2 --pages 100 --log FILE [--trouble]
 
 It prints ``ready <port>`` when listening and appends one JSON line per request to FILE
-(time, host, path, status, bytes sent) so tests measure at the server.
+(time, host, path, status, bytes sent) so tests measure at the server. ``--outage-file F``
+simulates a site outage: while F exists, the addresses it lists (one a line; none: all of them)
+answer every request but robots.txt with 503.
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ class TestSite(SiteServer):
         crawl_delay: float | None,
         page_delay_s: float,
         hostile: bool = False,
+        outage_file: Path | None = None,
     ) -> None:
         self.hostile = hostile
+        self.outage_file = outage_file
         super().__init__(site, addresses)
         self.log_path = log
         self.trouble = trouble
@@ -58,6 +62,7 @@ class TestSite(SiteServer):
         self.hits: dict[str, int] = {}
         self._log = log.open("a", buffering=1)
         self.app.middlewares.append(self._logger)
+        self.app.middlewares.append(self._outage)
 
     @web.middleware
     async def _logger(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -89,6 +94,20 @@ class TestSite(SiteServer):
                 )
                 + "\n"
             )
+
+    @web.middleware
+    async def _outage(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """503 for the addresses the outage file lists (every one if it lists none)."""
+        if self.outage_file is None or request.path == "/robots.txt":
+            return await handler(request)
+        try:
+            down = self.outage_file.read_text().split()
+        except FileNotFoundError:
+            return await handler(request)
+        address = request.host.rsplit(":", 1)[0]
+        if down and address not in down:
+            return await handler(request)
+        return _status(503)
 
     def robots_txt(self, host: str) -> str:  # noqa: ARG002 (the same rules for every host)
         lines = ["User-agent: *", "Disallow: /private/"]
@@ -345,6 +364,7 @@ async def _main(args: argparse.Namespace) -> None:
         args.crawl_delay,
         args.page_delay,
         args.hostile,
+        Path(args.outage_file) if args.outage_file else None,
     )
     await site.start()
     print(f"ready {site.port}", flush=True)
@@ -364,6 +384,7 @@ def main() -> None:
     p.add_argument("--hostile", action="store_true", help="serve tests/hostile.py's pages at /")
     p.add_argument("--crawl-delay", type=float, default=None)
     p.add_argument("--page-delay", type=float, default=0.0)
+    p.add_argument("--outage-file", help="while this file exists, its addresses answer 503")
     asyncio.run(_main(p.parse_args()))
 
 
