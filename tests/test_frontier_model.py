@@ -10,7 +10,8 @@ equation, every counter, queued / delayed / in flight / dead letters / ready dom
 stored layout (list order, retry due times, lease deadlines and holders, page keys) must equal
 the model's; every claim, settle, renew, reap and requeue result must be the one the model
 predicts.
-Each sequence ends by checking the dead letters through the API and draining the crawl.
+Each sequence ends by checking the dead letters through the API, requeuing them and draining the
+crawl.
 
 Time is explicit (FakeClock). Every claim advances the clock by at least a second first, so with
 rate 10/s and burst 2 the token bucket is always full when a claim runs: the model need not
@@ -687,6 +688,12 @@ async def test_frontier_matches_model(store: Redis, seeds: Admit, ops: list[Op])
         expired = sum(1 for x in model.dead if x.reason == "lease_expired")
         target(float(expired), label="leases expired for good before the drain")
         await _check_outputs(frontier, model)
+        # Replay what ended dead, as `distcrawl requeue` does: timeouts one per call, then all.
+        for reason, batch in (("timeout", 1), ("", 1000)):
+            requeued = await frontier.requeue(reason or None, None, batch)
+            event(f"final requeue {'some' if requeued.count else 'none'}")
+            assert requeued == model.requeue(reason, "")
+            await _check(frontier, store, keys, model)
         await _drain(frontier, store, keys, model)
     finally:
         domain_keys = [k for d in DOMAINS for k in (keys.queue(d), keys.domain(d))]
