@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from common.keys import CrawlKeys
+from common.deadletters import REQUEUE_BATCH, Requeued, requeue_all
+from common.keys import CrawlKeys, shard_of
 from common.protocol import DOC_OP_FIELDS, DocKind, DocResult
 from common.scripts import ScriptRunner
 from common.shards import OneShard, ShardSet
@@ -172,6 +173,17 @@ class DocsShard(OneShard):
                 leases.append(DocLease(fp, int(attempts) + 1, payload))
         return leases
 
+    async def requeue(
+        self, reason: str | None = None, domain: str | None = None, batch: int = REQUEUE_BATCH
+    ) -> Requeued:
+        """Put this shard's dead docs (those of ``reason`` and ``domain``, if given) that kept
+        their text back in the queue with fresh attempts, ``batch`` entries per script call
+        (common/lua/docs_requeue.lua)."""
+        return await requeue_all(
+            lambda limit: self._run.rows("docs_requeue", [reason or "", domain or "", limit]),
+            batch,
+        )
+
 
 class DocsQueue:
     """Typed access to one crawl's docs queue, over its shards (a doc lives in its page's
@@ -250,3 +262,18 @@ class DocsQueue:
         for shard in await self.shards():
             async for item in shard.summary_records():
                 yield item
+
+    async def requeue(
+        self, reason: str | None = None, domain: str | None = None, batch: int = REQUEUE_BATCH
+    ) -> Requeued:
+        """Put the dead docs (those of ``reason`` and of ``domain``, their URL's host[:port],
+        if given: then only its shard is asked) back in the queue with fresh attempts; the
+        docs' equation holds throughout. Dead docs that kept no text stay dead, counted in
+        ``kept_no_text`` (see common/lua/docs_requeue.lua)."""
+        shards = await self.shards()
+        if domain:
+            shard = shards[shard_of(domain, len(shards))]
+            return await shard.requeue(reason, domain, batch)
+        return Requeued.total(
+            await self._set.each(lambda shard: shard.requeue(reason, domain, batch))
+        )

@@ -119,6 +119,9 @@ class DocKind(enum.StrEnum):
     SUMMARIZED = "summarized"
     FAILED = "failed"
     RELEASE = "release"  # back to the head of the queue, untouched (shutdown)
+    # Failed after its retries on a passing trouble (the API down, slow or pacing us): counted
+    # as failed, and dead-lettered with its text for `distcrawl requeue --docs`.
+    DEAD = "dead"
 
 
 class DocResult(enum.IntEnum):

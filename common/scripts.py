@@ -35,6 +35,10 @@ _LIBRARIES: dict[str, tuple[str, ...]] = {
     "admit": ("lib_seen", "lib_admit"),
     "settle": ("lib_settle",),
     "commit": ("lib_seen", "lib_admit", "lib_settle"),
+    "docs_settle": ("lib_docs_dead",),
+    "docs_reap": ("lib_docs_dead",),
+    "requeue": ("lib_requeue",),
+    "docs_requeue": ("lib_requeue",),
 }
 SCRIPT_NAMES = (
     "admit",
@@ -56,6 +60,8 @@ SCRIPT_NAMES = (
     "proxy_health",
     "llm_batches",
     "revisit",
+    "requeue",
+    "docs_requeue",
 )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from common.deadletters import REQUEUE_BATCH, Requeued, requeue_all
 from common.errors import PermanentError
 from common.keys import CrawlKeys, shard_of
 from common.protocol import (
@@ -448,6 +449,18 @@ class FrontierShard(OneShard):
             if cursor == "0":
                 return woken
 
+    # -- replaying dead letters -----------------------------------------------------------
+
+    async def requeue(
+        self, reason: str | None = None, domain: str | None = None, batch: int = REQUEUE_BATCH
+    ) -> Requeued:
+        """Put this shard's dead letters (those of ``reason`` and ``domain``, if given) back
+        in their queues with fresh attempts, ``batch`` entries per script call
+        (common/lua/requeue.lua)."""
+        return await requeue_all(
+            lambda limit: self._run.rows("requeue", [reason or "", domain or "", limit]), batch
+        )
+
 
 def _merge_bloom(parts: Sequence[BloomStats | None]) -> BloomStats | None:
     blooms = [b for b in parts if b is not None]
@@ -743,3 +756,17 @@ class Frontier:
         """Wake every URL asleep, due or not, in every shard, except those a sitemap said are
         unmodified in this pass: a new pass's revisits. Returns how many."""
         return sum(await self._set.each(lambda shard: shard.wake()))
+
+    # -- replaying dead letters -----------------------------------------------------------
+
+    async def requeue(
+        self, reason: str | None = None, domain: str | None = None, batch: int = REQUEUE_BATCH
+    ) -> Requeued:
+        """Put the dead letters (those of ``reason`` and of ``domain``, host[:port] as in
+        the queues, if given: then only its shard is asked) back in their queues with fresh
+        attempts; the crawl's equation holds throughout (see common/lua/requeue.lua)."""
+        if domain:
+            return await (await self._shard_of(domain)).requeue(reason, domain, batch)
+        return Requeued.total(
+            await self._set.each(lambda shard: shard.requeue(reason, domain, batch))
+        )

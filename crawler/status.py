@@ -107,6 +107,8 @@ class DocsStatus(msgspec.Struct, kw_only=True):
     cache_hits: int
     reaped: int
     failed_reasons: dict[str, int]
+    dead: int = 0  # dead docs (`distcrawl requeue --docs` replays those that kept their text)
+    requeued: int = 0
 
     @property
     def settled(self) -> int:
@@ -195,6 +197,7 @@ class CrawlStatus(msgspec.Struct, kw_only=True):
     seen: SeenStatus = msgspec.field(default_factory=lambda: SeenStatus("set"))
     proxies: list[ProxyStatus] = msgspec.field(default_factory=list)
     revisits: RevisitStatus = msgspec.field(default_factory=lambda: RevisitStatus())
+    requeued: int = 0  # dead letters put back by `distcrawl requeue`
 
     @property
     def settled(self) -> int:
@@ -263,7 +266,9 @@ async def crawl_status(
         except (ValueError, TypeError, msgspec.ValidationError):
             continue  # a beat this version cannot read (another version's worker)
     workers.sort(key=lambda w: w.id)
-    counters: dict[str, Any] = {n: stats.count(n) for n in ("retries", "reaped", "docs_queued")}
+    counters: dict[str, Any] = {
+        n: stats.count(n) for n in ("retries", "reaped", "docs_queued", "requeued")
+    }
     return CrawlStatus(
         crawl=frontier.keys.crawl,
         **{name: getattr(stats, name) for name in _FROM_FRONTIER},
@@ -289,6 +294,8 @@ async def crawl_status(
             **{name: getattr(d, name) for name in _FROM_DOCS},
             cache_hits=d.counts.get("docs_summarized:cached", 0),
             reaped=d.counts.get("docs_reaped", 0),
+            dead=d.dead,
+            requeued=d.counts.get("docs_requeued", 0),
             failed_reasons={
                 k[len("docs_failed:") :]: v
                 for k, v in d.counts.items()
@@ -349,7 +356,8 @@ def render_status(status: CrawlStatus) -> str:
         f" + skipped {s.skipped} + pending {s.pending}   ({eq})",
         f"  pending: queued {s.queued}, delayed retries {s.delayed}, in flight {s.in_flight}",
         f"  domains {s.domains} (ready {s.ready_domains}), dead letters {s.dead_letters},"
-        f" retries {s.retries}, reaped {s.reaped}, docs queued {s.docs_queued}",
+        f" retries {s.retries}, reaped {s.reaped}, docs queued {s.docs_queued}"
+        + (f", requeued {s.requeued}" if s.requeued else ""),
     ]
     r = s.revisits
     if r.known or r.pass_no > 1:
@@ -370,6 +378,8 @@ def render_status(status: CrawlStatus) -> str:
     lines.append(
         f"  docs {docs.queued} = summarized {docs.summarized} + failed {docs.failed}"
         f" + pending {docs.pending}   ({eq}); cache hits {docs.cache_hits}"
+        + (f", dead letters {docs.dead}" if docs.dead else "")
+        + (f", requeued {docs.requeued}" if docs.requeued else "")
     )
     for model, use in s.llm.items():
         lines.append(

@@ -49,6 +49,7 @@ from crawler.status import crawl_status, render_status
 from distcrawl import __version__
 from distcrawl.embedded import STORE_DIR, RunRequest, run_all
 from distcrawl.export import export_pages, export_summaries
+from distcrawl.requeue import requeue_command
 from distcrawl.runtime import (
     CrawlRuntime,
     SummarizeRuntime,
@@ -461,7 +462,26 @@ def _parser() -> argparse.ArgumentParser:
         help="also write changes.jsonl: the pages passes PASS and later found new, changed or gone",
     )
     _common(p, redis_required=True)
+    _requeue_parser(sub)
     return parser
+
+
+def _requeue_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "requeue",
+        help="put dead letters (URLs, or with --docs docs) back in their queues with fresh "
+        "attempts, after an outage",
+    )
+    p.add_argument("--docs", action="store_true", help="the dead docs instead of the dead URLs")
+    p.add_argument("--reason", metavar="R", help="only those that failed with R (e.g. http_503)")
+    p.add_argument("--domain", metavar="D", help="only those of D (host[:port], as status says)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="the crawl of `distcrawl run --out DIR` (its embedded store), instead of --redis",
+    )
+    _common(p, redis_required=True)
 
 
 def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
@@ -763,6 +783,10 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             )
             settings = settings.model_copy(update={"allow_private": True, "frontier": frontier})
         return await run_all(settings, request)
+    if args.command == "requeue":  # (--out DIR: the embedded store of a run, opened here)
+        return await requeue_command(
+            settings, out=args.out, docs=args.docs, reason=args.reason, domain=args.domain
+        )
     _need_server(settings, args.command)
     handlers = {
         "produce": _produce,

@@ -22,22 +22,45 @@ from common.errors import (
     find_cause,
 )
 
-__all__ = ["translate_openai_error"]
+__all__ = ["passing_trouble", "translate_openai_error"]
+
+# The reasons of the RetryableErrors made here (besides http_<status>).
+TIMEOUT, CONNECTION, BAD_RESPONSE, CLIENT_ERROR = (
+    "timeout",
+    "connection",
+    "bad_response",
+    "client_error",
+)
+
+
+def _retryable_status(status: int) -> bool:
+    return status in (408, 409, 429) or status >= 500
+
+
+def passing_trouble(reason: str) -> bool:
+    """Whether a doc that failed with ``reason`` failed because its retries ran out on a
+    retryable error (the API down, slow, pacing us, dropping connections, answering garbage)
+    rather than on the doc itself: such a doc is dead-lettered with its text, for
+    `distcrawl requeue --docs` to replay after the trouble."""
+    if reason in (TIMEOUT, CONNECTION, BAD_RESPONSE, CLIENT_ERROR):
+        return True
+    status = reason.removeprefix("http_")
+    return status != reason and status.isdigit() and _retryable_status(int(status))
 
 
 def translate_openai_error(exc: Exception) -> DistcrawlError:
     if isinstance(exc, DistcrawlError):
         return exc
     if isinstance(exc, openai.APITimeoutError) and not _disconnected(exc):
-        return RetryableError("LLM request timed out", reason="timeout")
+        return RetryableError("LLM request timed out", reason=TIMEOUT)
     if isinstance(exc, openai.APIConnectionError):
-        return RetryableError(f"cannot reach the LLM API: {exc}", reason="connection")
+        return RetryableError(f"cannot reach the LLM API: {exc}", reason=CONNECTION)
     if isinstance(exc, openai.APIStatusError):
         return _from_status(exc)
     if isinstance(exc, openai.APIResponseValidationError | ValueError | KeyError | IndexError):
-        return RetryableError(f"malformed LLM response: {exc}", reason="bad_response")
+        return RetryableError(f"malformed LLM response: {exc}", reason=BAD_RESPONSE)
     if isinstance(exc, openai.OpenAIError):
-        return RetryableError(f"LLM client error: {exc}", reason="client_error")
+        return RetryableError(f"LLM client error: {exc}", reason=CLIENT_ERROR)
     raise exc
 
 
@@ -67,7 +90,7 @@ def _from_status(exc: openai.APIStatusError) -> DistcrawlError:
         return ConfigError(
             f"the LLM API does not know this model or endpoint (HTTP 404): {message}"
         )
-    if status in (408, 409, 429) or status >= 500:
+    if _retryable_status(status):
         retry_after = retry_after_from_headers(exc.response.headers)
         return RetryableError(
             f"HTTP {status}: {message}", reason=f"http_{status}", retry_after_s=retry_after

@@ -31,6 +31,7 @@ from summarizer.engines import DocFailed, Engine, Request, Summary
 from summarizer.limiter import AdaptiveLimit
 from summarizer.profiles import Profile, Profiles
 from summarizer.records import ExtractionRecord, SummaryRecord, encode_record
+from summarizer.retry import passing_trouble
 
 __all__ = ["SummarizeStats", "SummarizeWorker"]
 
@@ -145,8 +146,8 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         return self._profiles
 
     def count_doc(self, kind: DocKind) -> None:
-        """A doc settled (for the metrics)."""
-        self._metrics.docs.labels(kind).inc()
+        """A doc settled (for the metrics: a dead doc is a failed one)."""
+        self._metrics.docs.labels(DocKind.FAILED if kind is DocKind.DEAD else kind).inc()
 
     def spent_micro_usd(self, summary: Summary, price: float) -> int:
         """What ``summary``'s calls cost (micro-USD at ``price`` times the live price), also
@@ -222,7 +223,7 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         elif result is DocResult.STALE:
             self.stats.stale += 1
         elif result is not None:
-            self._metrics.docs.labels(op.kind).inc()
+            self.count_doc(op.kind)
 
     async def live_op(self, item: DocLease, holder: str) -> DocOp | None:
         """The settle op of one doc summarized by live calls (the batch mode's worker calls it
@@ -396,7 +397,9 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             if schema is None
             else ExtractionRecord(schema=schema.name, **common)
         )
-        return spent.op(DocKind.FAILED, item.fp, reason=reason, record=encode_record(record))
+        # (out of retries on a passing trouble: a dead letter, kept for `requeue --docs`)
+        kind = DocKind.DEAD if passing_trouble(reason) else DocKind.FAILED
+        return spent.op(kind, item.fp, reason=reason, record=encode_record(record))
 
     async def _stop_on_config_error(self, item: DocLease, exc: ConfigError, holder: str) -> None:
         if self.fatal is None:

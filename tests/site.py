@@ -5,7 +5,9 @@ Run as a process so that crawlers under test (also processes) see a real server:
     python -m tests.site --addresses 127.0.0.1,127.0.0.2 --pages 100 --log FILE [--trouble]
 
 It prints ``ready <port>`` when listening and appends one JSON line per request to FILE
-(time, host, path, status, bytes sent) so tests measure at the server.
+(time, host, path, status, bytes sent) so tests measure at the server. ``--outage-file F``
+simulates a site outage: while F exists, the addresses it lists (one a line; none: all of them)
+answer every request but robots.txt with 503.
 """
 
 from __future__ import annotations
@@ -50,10 +52,12 @@ class TestSite(SiteServer):
         hostile: bool = False,
         robots_sitemaps: bool = False,
         no_robots_on: tuple[str, ...] = (),
+        outage_file: Path | None = None,
     ) -> None:
         self.hostile = hostile
         self.robots_sitemaps = robots_sitemaps
         self.no_robots_on = no_robots_on
+        self.outage_file = outage_file
         super().__init__(site, addresses)
         self.log_path = log
         self.trouble = trouble
@@ -62,6 +66,7 @@ class TestSite(SiteServer):
         self.hits: dict[str, int] = {}
         self._log = log.open("a", buffering=1)
         self.app.middlewares.append(self._logger)
+        self.app.middlewares.append(self._outage)
 
     @web.middleware
     async def _logger(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -93,6 +98,20 @@ class TestSite(SiteServer):
                 )
                 + "\n"
             )
+
+    @web.middleware
+    async def _outage(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """503 for the addresses the outage file lists (every one if it lists none)."""
+        if self.outage_file is None or request.path == "/robots.txt":
+            return await handler(request)
+        try:
+            down = self.outage_file.read_text().split()
+        except FileNotFoundError:
+            return await handler(request)
+        address = request.host.rsplit(":", 1)[0]
+        if down and address not in down:
+            return await handler(request)
+        return _status(503)
 
     def robots_txt(self, host: str) -> str:
         lines = ["User-agent: *", "Disallow: /private/"]
@@ -399,6 +418,7 @@ async def _main(args: argparse.Namespace) -> None:
         args.hostile,
         args.robots_sitemaps,
         tuple(args.no_robots_on.split(",")) if args.no_robots_on else (),
+        Path(args.outage_file) if args.outage_file else None,
     )
     await site.start()
     print(f"ready {site.port}", flush=True)
@@ -420,6 +440,7 @@ def main() -> None:
     p.add_argument("--page-delay", type=float, default=0.0)
     p.add_argument("--robots-sitemaps", action="store_true", help="robots.txt lists sitemaps")
     p.add_argument("--no-robots-on", default="", help="addresses whose robots.txt is a 404")
+    p.add_argument("--outage-file", help="while this file exists, its addresses answer 503")
     asyncio.run(_main(p.parse_args()))
 
 

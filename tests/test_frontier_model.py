@@ -1,14 +1,17 @@
 """Model-based test of the frontier: random operation sequences against a plain-Python model.
 
 Hypothesis generates sequences of admit / claim / settle (ack, retry, release, in batches) /
-renew / reap / back-off / clock-advance operations. Each sequence runs on a fresh crawl against
-the real frontier (on the real redis-server and on the embedded store) and, step by step, against
+renew / reap / back-off / clock-advance / requeue (of dead letters) operations. Each sequence
+runs on a fresh crawl against the real frontier (on the real redis-server and on the embedded
+store) and, step by step, against
 ``Model``: per-domain FIFO lists, delayed retries, leases, domain back-offs, in-flight caps,
 counters, dead letters and recorded pages. After every step the frontier's stats (the outcome
 equation, every counter, queued / delayed / in flight / dead letters / ready domains) and its
 stored layout (list order, retry due times, lease deadlines and holders, page keys) must equal
-the model's; every claim, settle, renew and reap result must be the one the model predicts.
-Each sequence ends by checking the dead letters through the API and draining the crawl.
+the model's; every claim, settle, renew, reap and requeue result must be the one the model
+predicts.
+Each sequence ends by checking the dead letters through the API, requeuing them and draining the
+crawl.
 
 Time is explicit (FakeClock). Every claim advances the clock by at least a second first, so with
 rate 10/s and burst 2 the token bucket is always full when a claim runs: the model need not
@@ -26,6 +29,7 @@ from hypothesis import HealthCheck, event, given, note, settings, target
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from common.deadletters import Requeued
 from common.keys import CrawlKeys
 from common.serde import UrlEntry, encode_url_entry
 from common.spec import CrawlSpec
@@ -160,7 +164,16 @@ class BackOff:
     seconds: float
 
 
-Op = Admit | ClaimOp | Settle | Renew | Reap | Advance | BackOff
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """`distcrawl requeue`: dead letters back in their queues (filters "" = any)."""
+
+    reason: str
+    domain: str
+    batch: int
+
+
+Op = Admit | ClaimOp | Settle | Renew | Reap | Advance | BackOff | Requeue
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -343,6 +356,23 @@ class Model:
     def back_off(self, d: str, seconds: float) -> None:
         self.until[d] = max(self.until.get(d, 0), self.now + _ms(seconds))
 
+    def requeue(self, reason: str, domain: str) -> Requeued:
+        """Matching dead letters to the tail of their queues with 0 attempts, in order; their
+        dead_letter undone (counters, page record)."""
+        left, reasons = [], Counter[str]()
+        for dead in self.dead:
+            if (reason and dead.reason != reason) or (domain and dead.domain != domain):
+                left.append(dead)
+                continue
+            self.queues[dead.domain].append((dead.fp, 0))
+            for name in ("failed", f"failed:{dead.reason}", "dead_letters"):
+                self.counts[name] -= 1
+            self.counts["requeued"] += 1
+            self.pages.discard(dead.fp)
+            reasons[dead.reason] += 1
+        self.dead = left
+        return Requeued(sum(reasons.values()), dict(reasons))
+
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)  # as SettleOp.args and Frontier.back_off convert
@@ -465,6 +495,10 @@ async def _step(frontier: Frontier, model: Model, op: Op) -> None:
         assert reaped == model.reap(op.limit)
     elif isinstance(op, Advance):
         model.clock.advance(op.ms)
+    elif isinstance(op, Requeue):
+        requeued = await frontier.requeue(op.reason or None, op.domain or None, op.batch)
+        event(f"requeue {requeued.count}")
+        assert requeued == model.requeue(op.reason, op.domain)
     else:
         await frontier.back_off(op.domain, op.seconds)
         model.back_off(op.domain, op.seconds)
@@ -605,6 +639,12 @@ _advances = st.builds(
 _back_offs = st.builds(
     BackOff, domain=st.sampled_from(DOMAINS), seconds=st.sampled_from([0.5, 2.0])
 )
+_requeues = st.builds(
+    Requeue,
+    reason=st.sampled_from(["", "", "http_500", "timeout", "lease_expired"]),
+    domain=st.sampled_from(["", "", *DOMAINS]),
+    batch=st.sampled_from([1000, 1, 2]),
+)
 # Claims and settles are most of a crawl. (one_of would drop repeated strategies: weight by
 # drawing the kind first.)
 _WEIGHTED: tuple[tuple[st.SearchStrategy[Op], int], ...] = (
@@ -615,6 +655,7 @@ _WEIGHTED: tuple[tuple[st.SearchStrategy[Op], int], ...] = (
     (_renews, 1),
     (_reaps, 2),
     (_back_offs, 1),
+    (_requeues, 1),
 )
 OPS: st.SearchStrategy[Op] = st.sampled_from(
     [i for i, (_, weight) in enumerate(_WEIGHTED) for _ in range(weight)]
@@ -647,6 +688,12 @@ async def test_frontier_matches_model(store: Redis, seeds: Admit, ops: list[Op])
         expired = sum(1 for x in model.dead if x.reason == "lease_expired")
         target(float(expired), label="leases expired for good before the drain")
         await _check_outputs(frontier, model)
+        # Replay what ended dead, as `distcrawl requeue` does: timeouts one per call, then all.
+        for reason, batch in (("timeout", 1), ("", 1000)):
+            requeued = await frontier.requeue(reason or None, None, batch)
+            event(f"final requeue {'some' if requeued.count else 'none'}")
+            assert requeued == model.requeue(reason, "")
+            await _check(frontier, store, keys, model)
         await _drain(frontier, store, keys, model)
     finally:
         domain_keys = [k for d in DOMAINS for k in (keys.queue(d), keys.domain(d))]

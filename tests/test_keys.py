@@ -65,6 +65,7 @@ async def test_scripts_only_write_keys_that_crawlkeys_names(
     claim = await frontier.claim("w", 1)
     clock.advance(2000)
     await frontier.reap()
+    assert (await frontier.requeue()).count == 1
     expected = set(crawl_keys.all_fixed())
     for d in ("a.test", "b.test:8080"):
         expected |= {crawl_keys.queue(d), crawl_keys.domain(d)}

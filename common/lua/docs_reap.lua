@@ -1,7 +1,7 @@
 -- Return docs whose summarizer died (lease expired) to the queue with attempts + 1, or fail
 -- them (docs_failed:lease_expired) after the crawl's max_doc_leases: a failed summary record goes
--- to the summaries sink and docs-dead keeps "fp \t attempts \t reason \t url", not the text
--- (nothing holds a doc's text once it is settled).
+-- to the summaries sink and the doc to docs-dead (dead_doc in lib_docs_dead.lua: with its text
+-- up to the shard's bound, for `distcrawl requeue --docs`).
 -- ARGV[3] = the most to reap; ARGV[4], if given, replaces NOW as the cut-off ('+inf': every
 -- lease, for a store whose holders are all known dead). Returns {requeued, dead}.
 local due = (ARGV[4] ~= nil and ARGV[4] ~= '') and ARGV[4] or NOW
@@ -18,14 +18,11 @@ for _, fp in ipairs(expired) do
     attempts = attempts + 1
     count('docs_reaped')
     if attempts >= SPEC.max_doc_leases then
-      local ok, parsed = pcall(cjson.decode, doc)
-      local url = ok and type(parsed) == 'table' and parsed.url or ''
-      local title = ok and type(parsed) == 'table' and parsed.title or nil
-      redis.call('RPUSH', K_DOCS_DEAD, fp .. '\t' .. attempts .. '\tlease_expired\t' .. url)
+      local parsed = dead_doc(fp, attempts, 'lease_expired', doc)
+      local url = parsed and type(parsed.url) == 'string' and parsed.url or ''
+      local title = parsed and parsed.title or nil
       redis.call('HSET', K_SUMMARIES, fp, cjson.encode({url = url, title = title,
         outcome = 'failed', reason = 'lease_expired', attempts = attempts}))
-      count('docs_failed')
-      count('docs_failed:lease_expired')
       dead = dead + 1
     else
       redis.call('RPUSH', K_DOCS, fp .. '\t' .. attempts .. '\t' .. doc)

@@ -6,13 +6,16 @@
 -- as the summary, so every counted token belongs to a stored doc.
 --   "summarized": the record (a summary JSON) is written to the summaries sink under fp
 --   "failed":     final failure with a reason; the record, if any, is written too
+--   "dead":       failed (counted so) after retries on a passing trouble: also dead-lettered
+--                 with its doc, for `distcrawl requeue --docs` (dead_doc, lib_docs_dead.lua)
 --   "release":    back to the head of the queue untouched (shutdown)
 -- A non-empty cache key stores the summary in the content cache (and drops the key's lock when
 -- cache unlock is "1") whether or not the lease is still this worker's: the summary is good
 -- for the next doc with the same text either way.
 -- Returns one DOC_RESULT per op: STALE (lease gone or someone else's), SETTLED, REQUEUED.
 -- The counter of each final kind (DOC_KIND): an unknown kind is an error, never a new counter.
-local DOC_COUNTERS = {[DOC_KIND.SUMMARIZED] = 'docs_summarized', [DOC_KIND.FAILED] = 'docs_failed'}
+local DOC_COUNTERS = {[DOC_KIND.SUMMARIZED] = 'docs_summarized', [DOC_KIND.FAILED] = 'docs_failed',
+  [DOC_KIND.DEAD] = 'docs_failed'}
 local worker = ARGV[3]
 for i = 4, #ARGV, DOC_OP.width do  -- (checked before anything is written: no roll back)
   local kind = ARGV[i + DOC_OP.kind]
@@ -49,8 +52,13 @@ for i = 4, #ARGV, DOC_OP.width do
       out[#out + 1] = DOC_RESULT.REQUEUED
     else
       local counter = DOC_COUNTERS[kind]
-      count(counter)
-      if reason ~= '' then count(counter .. ':' .. reason) end
+      if kind == DOC_KIND.DEAD then
+        local _, attempts, doc = split_entry(entry)
+        dead_doc(fp, attempts + 1, reason, doc)
+      else
+        count(counter)
+        if reason ~= '' then count(counter .. ':' .. reason) end
+      end
       if record ~= '' then redis.call('HSET', K_SUMMARIES, fp, record) end
       if model ~= '' then
         if ptok > 0 then count('llm_prompt_tokens:' .. model, ptok) end
