@@ -602,12 +602,16 @@ class _Beats:
 
 
 async def _feed(url: str, keys: CrawlKeys, docs: list[Doc]) -> None:
+    """Queue ``docs`` for a run, with the summary cache emptied: the runs of a bench summarize
+    the same texts, and the cache is shared by every crawl on the bench's (private) Redis."""
     from redis.asyncio import Redis
 
     from distcrawl.sample_docs import feed_docs
+    from summarizer.cache import SummaryCache
 
     client = Redis.from_url(url, decode_responses=True)
     try:
+        await SummaryCache(client, ttl_s=0).clear()
         await feed_docs(client, keys, docs)
     finally:
         await client.aclose()

@@ -20,7 +20,6 @@ from common.shards import OneShard, ShardSet
 from common.store import hash_items, translate_errors
 
 __all__ = [
-    "CacheWrite",
     "DocKind",
     "DocLease",
     "DocOp",
@@ -39,16 +38,6 @@ class DocLease:
 
 
 @dataclass(frozen=True, slots=True)
-class CacheWrite:
-    """A computed summary to store under its content key (summarizer.cache), and whether to
-    drop the key's lock (the computing caller took it)."""
-
-    key: str
-    summary: str
-    unlock: bool
-
-
-@dataclass(frozen=True, slots=True)
 class DocOp:
     kind: DocKind
     fp: str
@@ -59,13 +48,9 @@ class DocOp:
     completion_tokens: int = 0
     cost_micro_usd: int = 0
     attempt: int = 0  # the lease's attempt; 0: any attempt of this worker's lease
-    # A summary computed for the content cache, stored in the same step (even when the lease
-    # turns out stale: the summary is good for the next doc with the same text).
-    cache: CacheWrite | None = None
 
     def args(self) -> list[str]:
         """The op's ARGV group, in common.protocol.DOC_OP_FIELDS order."""
-        cache = self.cache
         values = {
             "kind": str(self.kind),
             "fp": self.fp,
@@ -76,9 +61,6 @@ class DocOp:
             "completion_tokens": str(self.completion_tokens),
             "cost_micro_usd": str(self.cost_micro_usd),
             "attempt": str(self.attempt),
-            "cache_key": cache.key if cache else "",
-            "cache_summary": cache.summary if cache else "",
-            "cache_unlock": "1" if cache and cache.unlock else "",
         }
         return [values[name] for name in DOC_OP_FIELDS]
 

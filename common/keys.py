@@ -1,6 +1,6 @@
 """Every Redis key name of a crawl, built in one place.
 
-A crawl's own keys (spec, heartbeats, LLM buckets, the summary cache, robots.txt) share the
+A crawl's own keys (spec, heartbeats, LLM buckets, robots.txt) share the
 prefix ``distcrawl:{<crawl>}:``. A crawl of S > 1 shards keeps its frontier and docs queue in
 S parts, shard k under ``distcrawl:{<crawl>:<k>-<n>}:`` (``shard_tag``; a domain's queue,
 state and pages live in shard ``shard_of(domain, S)``); a one-shard crawl keeps them under the
@@ -8,6 +8,10 @@ crawl's prefix. The
 braces are a Redis Cluster hash tag: every key of one prefix hashes to one slot, so each Lua
 script call touches one node, the shards of a crawl spread over a cluster's masters, and
 several crawls can share a Redis. See docs/frontier.md.
+
+The summary cache belongs to no crawl: every crawl on one Redis shares it (``summary_cache_key``),
+each entry under a hash tag of its own content key's first characters, so the entries spread
+over a cluster's masters.
 """
 
 from __future__ import annotations
@@ -21,7 +25,17 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from common.errors import ConfigError
 
-__all__ = ["FIXED_KEYS", "MAX_SHARDS", "PART_KEYS", "CrawlKeys", "shard_of", "validate_crawl_name"]
+__all__ = [
+    "FIXED_KEYS",
+    "MAX_SHARDS",
+    "PART_KEYS",
+    "SUMMARY_CACHE_MATCH",
+    "CrawlKeys",
+    "shard_of",
+    "summary_cache_key",
+    "summary_lock_key",
+    "validate_crawl_name",
+]
 
 MAX_SHARDS = 1024
 
@@ -56,7 +70,6 @@ FIXED_KEYS: dict[str, str] = {
     "docs_leases": "docs-leases",
     "docs_dead": "docs-dead",
     "summaries": "summaries",
-    "summary_cache": "summary-cache",
     "llm": "llm",
     "workers": "workers",
     "proxies": "proxies",
@@ -68,10 +81,30 @@ FIXED_KEYS: dict[str, str] = {
 PART_KEYS: dict[str, str] = {
     "queue": "q:",
     "domain": "d:",
-    "summary_lock": "summary-cache:lock:",
     "robots": "robots:",
     "robots_lock": "robots-lock:",
 }
+
+
+# The summary cache, shared by every crawl on one Redis (summarizer/cache.py). An entry is one
+# string, ``distcrawl:summary-cache:{<tag>}:<content key>`` (tag: the content key's first
+# SUMMARY_CACHE_TAG_CHARS hex characters: 65,536 tags over the 16,384 cluster slots, so entries
+# spread evenly over the masters), and its single-flight lock is the same name + ":lock", in the
+# same slot, so one script reads the entry and takes the lock.
+_SUMMARY_CACHE = "distcrawl:summary-cache:"
+SUMMARY_CACHE_TAG_CHARS = 4
+SUMMARY_CACHE_MATCH = _SUMMARY_CACHE + "*"
+"""A SCAN pattern that matches every entry and lock of the summary cache (and nothing else)."""
+
+
+def summary_cache_key(content_key: str) -> str:
+    """The shared cache entry of one content key (summarizer.cache.content_key)."""
+    return f"{_SUMMARY_CACHE}{{{content_key[:SUMMARY_CACHE_TAG_CHARS]}}}:{content_key}"
+
+
+def summary_lock_key(content_key: str) -> str:
+    """The single-flight lock of one content key (short-lived, kept alive while computing)."""
+    return summary_cache_key(content_key) + ":lock"
 
 
 def shard_of(domain: str, shards: int) -> int:
@@ -192,15 +225,6 @@ class CrawlKeys:
     def summaries(self) -> str:
         """The summaries sink: fp -> summary record JSON."""
         return self.prefix + FIXED_KEYS["summaries"]
-
-    @property
-    def summary_cache(self) -> str:
-        """Content-hash cache: sha256(model, prompt, text) -> summary JSON."""
-        return self.prefix + FIXED_KEYS["summary_cache"]
-
-    def summary_lock(self, content_key: str) -> str:
-        """The single-flight lock of one content key (short-lived, kept alive while computing)."""
-        return self.prefix + PART_KEYS["summary_lock"] + content_key
 
     @property
     def llm(self) -> str:

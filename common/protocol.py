@@ -74,9 +74,6 @@ DOC_OP_FIELDS = (
     "completion_tokens",
     "cost_micro_usd",
     "attempt",
-    "cache_key",
-    "cache_summary",
-    "cache_unlock",
 )
 
 
@@ -131,7 +128,7 @@ class DocResult(enum.IntEnum):
 
 
 class CacheProbe(enum.IntEnum):
-    """docs_cache_probe.lua's answer (its first element)."""
+    """summary_cache_probe.lua's answer (its first element)."""
 
     BUSY = 0  # another caller holds the key's lock: wait, probe again
     HIT = 1  # the summary follows

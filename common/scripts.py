@@ -30,7 +30,7 @@ __all__ = [
     "spec_defaults_header",
 ]
 
-# Each script is the prelude, the function libraries it uses, then its own file.
+# Each crawl script is the prelude, the function libraries it uses, then its own file.
 _LIBRARIES: dict[str, tuple[str, ...]] = {
     "admit": ("lib_seen", "lib_admit"),
     "settle": ("lib_settle",),
@@ -55,7 +55,7 @@ SCRIPT_NAMES = (
     "docs_renew",
     "docs_reap",
     "docs_stats",
-    "docs_cache_probe",
+    "summary_cache_probe",
     "llm_acquire",
     "proxy_health",
     "llm_batches",
@@ -63,6 +63,11 @@ SCRIPT_NAMES = (
     "requeue",
     "docs_requeue",
 )
+
+
+# Scripts outside any crawl (the shared summary cache): they get their keys in KEYS (one slot)
+# and only the protocol header, no crawl prefix and no prelude (which reads the crawl's spec).
+_CRAWL_FREE = frozenset({"summary_cache_probe"})
 
 
 def keys_header() -> str:
@@ -90,10 +95,13 @@ def spec_defaults_header() -> str:
 @cache
 def script_source(name: str) -> str:
     """The full source of one script, as sent to Redis: the generated header, the prelude, the
-    function libraries it uses, then its own file."""
+    function libraries it uses, then its own file (a script outside any crawl: the protocol
+    header and its own file)."""
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     lua = resources.files("common") / "lua"
+    if name in _CRAWL_FREE:
+        return "\n".join([lua_header(), (lua / f"{name}.lua").read_text()])
     parts = ["prelude", *_LIBRARIES.get(name, ()), name]
     return "\n".join(
         [

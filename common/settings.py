@@ -8,6 +8,7 @@ ConfigError before anything starts.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import (
@@ -28,6 +29,7 @@ from common.sinks import normalize_sink_url
 from common.spec import CrawlSpec
 
 __all__ = [
+    "DEFAULT_CACHE_TTL_S",
     "DOC_TOKENS_PER_INPUT_TOKEN",
     "CrawlerSettings",
     "EmbeddedSettings",
@@ -40,6 +42,7 @@ __all__ = [
     "WarcSettings",
     "WorkerSettings",
     "build_settings",
+    "parse_duration",
 ]
 
 
@@ -48,6 +51,19 @@ class _Section(BaseModel):
 
 
 _SPEC = CrawlSpec()
+DEFAULT_CACHE_TTL_S = 30 * 86400.0  # the summary cache's entries: 30 days after the last use
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a number of seconds, or one with a unit, s, m, h or d (``30d``)."""
+    match = _DURATION.match(text.lower())
+    if match is None:
+        raise ValueError(f"expected seconds or a duration like 30d, 12h, 90m, 45s (got {text!r})")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
 # A doc may spend this many times the input budget by default (long pages, map-reduce).
 DOC_TOKENS_PER_INPUT_TOKEN = 5
 
@@ -272,6 +288,12 @@ class LLMSettings(_Section):
         }
     )
     lease_s: float = Field(300.0, gt=0)
+    cache_ttl_s: float = Field(
+        DEFAULT_CACHE_TTL_S,
+        ge=0,
+        description="how long a summary cache entry lives after its last write or hit: "
+        "seconds, or a duration like 30d, 12h, 90m (0: for ever)",
+    )
     mode: Literal["live", "batch"] = Field(
         "live",
         description="live: one API call per doc as it comes; batch: docs gathered into the "
@@ -296,6 +318,11 @@ class LLMSettings(_Section):
     )
     batch_in_flight: int = Field(4, ge=1, le=1000, description="batches one worker polls")
     batch_window: str = Field("24h", pattern=r"^\d+[hd]$", description="completion window")
+
+    @field_validator("cache_ttl_s", mode="before")
+    @classmethod
+    def _cache_ttl(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @property
     def doc_token_cap(self) -> int:

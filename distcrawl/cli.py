@@ -344,6 +344,12 @@ def _llm(p: argparse.ArgumentParser) -> None:
         help="how extraction asks for JSON (default auto: json_schema, json_object after a "
         "400 that names response_format)",
     )
+    g.add_argument(
+        "--llm-cache-ttl",
+        metavar="DURATION",
+        help="how long a summary stays in the summary cache (shared by the crawls on this "
+        "Redis) after its last use: seconds or 30d, 12h, 90m (default 30d; 0: for ever)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -536,6 +542,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         max_input_tokens=a.get("llm_max_input_tokens"),
         long_pages=a.get("llm_long_pages"),
         max_doc_tokens=a.get("llm_max_doc_tokens"),
+        cache_ttl_s=a.get("llm_cache_ttl"),
         concurrency=a.get("llm_concurrency"),
     )
     if env.get("OPENAI_API_KEY") and not env.get("DISTCRAWL_LLM__API_KEY"):

@@ -391,6 +391,8 @@ async def summarize_runtime(
         lease_s=llm.lease_s,
         claim_batch=min(64, llm.concurrency),
     )
+    # one per process: its single flight covers the live and the batch worker
+    cache = SummaryCache(redis, ttl_s=llm.cache_ttl_s, scripts=scripts)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.aclose)
         sink = await open_sink(stack, settings, spec, "summaries") if spec is not None else None
@@ -401,7 +403,7 @@ async def summarize_runtime(
             heartbeats=Heartbeats(redis, keys),
             engine=engine,
             profiles=profiles,
-            cache=SummaryCache(redis, keys, scripts=scripts),
+            cache=cache,
             prices=dict(llm.prices),
             metrics=metrics,
             shutdown=shutdown,
@@ -461,7 +463,7 @@ def _batch_worker(
         heartbeats=Heartbeats(redis, keys),
         engine=engine,
         live=live,
-        cache=SummaryCache(redis, keys, scripts=scripts),
+        cache=live.cache,
         api=BatchApi(engine.client, llm.batch_window),
         shutdown=shutdown,
     )

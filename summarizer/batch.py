@@ -387,9 +387,7 @@ class BatchWorker(LeasedWorker[Job]):
         return Request(doc.url, doc.title, doc.text, self._profiles.for_host(host_of(doc.url)))
 
     def _content_key(self, request: Request) -> str:
-        model, prompt = self._engine.cache_identity(request)
-        schema = request.profile.schema.digest if request.profile.schema is not None else ""
-        return content_key(model, prompt, request.text, schema)
+        return content_key(self._engine.cache_identity(request), request.text)
 
     async def _send_round(self, record: BatchRecord, requests: dict[str, dict[str, Any]]) -> None:
         lines = request_lines(requests)

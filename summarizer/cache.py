@@ -1,69 +1,84 @@
-"""A content-hash cache: identical text is summarized once per model, prompt and schema."""
+"""The summary cache: identical text is summarized once per summarizer identity, by every crawl
+on one Redis and in every pass of a crawl.
+
+An entry is keyed by a digest of the page text and of everything that shapes the answer (the
+engine's ``cache_identity``: model, prompt template, schema, output budget, long-page
+settings), never by crawl, so a crawl on the same Redis, or a later pass of the same crawl, that
+meets the same text gets the stored answer instead of paying for another call. Entries are
+strings under ``common.keys.summary_cache_key`` (a hash tag of their own, spread over a
+cluster's masters) with a time-to-live (``--llm-cache-ttl``) that starts again on every hit, so
+the cache holds what is still being read and forgets the rest.
+
+This module is the cache's one owner: the only code that reads or writes its keys.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from redis.asyncio import Redis
 
-from common.docsqueue import CacheWrite
 from common.errors import StoreUnavailable
-from common.keys import CrawlKeys
+from common.keys import SUMMARY_CACHE_MATCH, summary_cache_key, summary_lock_key
+from common.logging import get_logger
 from common.protocol import CacheProbe
-from common.scripts import CrawlScripts, ScriptRunner
+from common.scripts import ScriptRunner
 from common.store import translate_errors
 
-__all__ = ["CacheProbe", "SummaryCache", "content_key"]
+__all__ = ["CONTENT_KEY_VERSION", "CacheProbe", "SummaryCache", "content_key"]
+
+log = get_logger(__name__)
+
+CONTENT_KEY_VERSION = "2"
+"""Part of every content key: a new version makes every older entry a miss (1: the keys of the
+per-crawl cache, which lived under the crawl's prefix)."""
 
 
-def content_key(model: str, prompt: str, text: str, schema: str = "") -> str:
-    """The cache key of an answer; ``schema``: the extraction schema's digest ("" for a
-    summary), so no schema's answer is served for a summary or for another schema."""
+def content_key(identity: Sequence[str], text: str) -> str:
+    """The cache key of an answer: a digest of ``identity`` (what produced it: the engine's
+    ``cache_identity``, every setting that changes the answer) and of the page ``text``."""
     digest = hashlib.sha256()
-    for part in (model, prompt, text):
-        digest.update(part.encode("utf-8", "surrogatepass"))
-        digest.update(b"\x00")
-    if schema:  # (summaries keep the keys they had)
-        digest.update(b"schema\x00" + schema.encode())
+    digest.update(json.dumps([CONTENT_KEY_VERSION, *identity]).encode())
+    digest.update(b"\x00")
+    digest.update(text.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:32]
 
 
 class SummaryCache:
-    """Cached summaries by content key, with single flight: while one caller computes a key,
-    others (in this process, or in another one through a short Redis lock) wait for its result
+    """Cached answers by content key, with single flight: while one caller computes a key,
+    others (in this process, or in another one through a short Redis lock) wait for its answer
     instead of paying for the same call.
 
-    One round trip per lookup: a script looks the key up and takes its lock. The summary is
-    then stored (and the lock dropped) by one pipeline, or, when the caller passes ``deferred``,
-    handed to it as a CacheWrite to write in its own step: the summarizer worker writes it with
-    the doc's settle, which saves a round trip per summary."""
+    One round trip per lookup: a script looks the key up (starting its time-to-live again on a
+    hit) and takes its lock on a miss. A computed answer is stored, and the lock dropped, in one
+    transaction right after it is computed, before the caller settles its doc: a crash between
+    the two leaves the answer cached for the doc's next attempt, which is then a hit.
+
+    ``ttl_s``: how long an entry lives after its last write or hit (0: for ever).
+    """
 
     def __init__(
         self,
         redis: Redis,
-        keys: CrawlKeys,
+        *,
+        ttl_s: float,
         lock_s: float = 10.0,
         scripts: ScriptRunner | None = None,
     ) -> None:
         self._redis = redis
-        self._keys = keys
-        self._run = CrawlScripts(scripts or ScriptRunner(redis), keys)
+        self._scripts = scripts or ScriptRunner(redis)
+        self._ttl_ms = int(ttl_s * 1000)
         self._lock_s = lock_s
         self._local: dict[str, asyncio.Future[str | None]] = {}
 
     async def single_flight(
-        self,
-        key: str,
-        compute: Callable[[], Awaitable[str]],
-        *,
-        deferred: list[CacheWrite] | None = None,
+        self, key: str, compute: Callable[[], Awaitable[str]]
     ) -> tuple[str, bool]:
-        """(summary, cached): the cached summary, or ``compute()``'s, stored for the others
-        (or appended to ``deferred`` for the caller to store; until it does, other processes
-        wait on the key's lock, which expires after ``lock_s`` if the write never comes)."""
+        """(answer, cached): the cached answer, or ``compute()``'s, stored for the others."""
         local = self._local.get(key)
         if local is not None:
             shared = await asyncio.shield(local)
@@ -82,11 +97,8 @@ class SummaryCache:
             # others take over within lock_s instead of waiting for a long TTL.
             keepalive = asyncio.create_task(self._keep_lock(key))
             summary = await compute()
-            write = CacheWrite(key, summary, unlock=locked)
-            if deferred is None:
-                await self._store(write)
-            else:
-                deferred.append(write)
+            keepalive.cancel()
+            await self._store(key, summary, unlock=locked)
             locked = False
             mine.set_result(summary)
             return summary, False
@@ -98,7 +110,7 @@ class SummaryCache:
             self._local.pop(key, None)
             if locked:
                 async with translate_errors():
-                    await self._redis.delete(self._keys.summary_lock(key))
+                    await self._redis.delete(summary_lock_key(key))
 
     async def _keep_lock(self, key: str) -> None:
         while True:
@@ -106,7 +118,7 @@ class SummaryCache:
             try:
                 async with translate_errors():
                     await self._redis.set(
-                        self._keys.summary_lock(key), "1", xx=True, px=int(self._lock_s * 1000)
+                        summary_lock_key(key), "1", xx=True, px=int(self._lock_s * 1000)
                     )
             except StoreUnavailable:
                 continue
@@ -116,8 +128,10 @@ class SummaryCache:
         holder neither finished nor died in time (compute without the lock). A holder that dies
         leaves the lock to expire; then this caller takes it."""
         deadline = time.monotonic() + self._lock_s + 5
+        keys = [summary_cache_key(key), summary_lock_key(key)]
+        args: list[str | int | float] = [int(self._lock_s * 1000), self._ttl_ms]
         while True:
-            res = await self._run.rows("docs_cache_probe", [key, int(self._lock_s * 1000)])
+            res = await self._scripts.run("summary_cache_probe", keys, args)
             answer = CacheProbe(int(res[0]))
             if answer is CacheProbe.HIT:
                 return str(res[1]), False
@@ -127,29 +141,56 @@ class SummaryCache:
                 return None, False
             await asyncio.sleep(0.2)
 
-    async def _store(self, write: CacheWrite) -> None:
-        async with translate_errors():
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(self._keys.summary_cache, write.key, write.summary)
-            if write.unlock:
-                pipe.delete(self._keys.summary_lock(write.key))
-            await pipe.execute()
+    async def _store(self, key: str, summary: str, *, unlock: bool) -> None:
+        """Store a computed answer (and drop its lock). Best effort: an answer that cannot be
+        stored is still the caller's (its doc settles as usual, the next doc with this text
+        computes again) and the lock, if the delete did not go either, expires by itself."""
+        try:
+            async with translate_errors():
+                pipe = self._redis.pipeline(transaction=True)  # (one slot: one node)
+                pipe.set(summary_cache_key(key), summary, px=self._ttl_ms or None)
+                if unlock:
+                    pipe.delete(summary_lock_key(key))
+                await pipe.execute()
+        except StoreUnavailable as exc:
+            log.warning("summary_cache_write_failed", key=key, error=str(exc))
 
-    async def get(self, key: str) -> str | None:
-        async with translate_errors():
-            value = await self._redis.hget(self._keys.summary_cache, key)
-        return None if value is None else str(value)
-
-    async def get_many(self, keys: list[str]) -> list[str | None]:
-        """The cached summaries of ``keys`` (None for a miss), in one round trip."""
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        """The cached answers of ``keys`` (None for a miss), in one round trip per node; a hit
+        starts its time-to-live again."""
         if not keys:
             return []
         async with translate_errors():
-            values = await self._redis.hmget(self._keys.summary_cache, keys)
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                if self._ttl_ms:
+                    pipe.getex(summary_cache_key(key), px=self._ttl_ms)
+                else:
+                    pipe.get(summary_cache_key(key))
+            values = await pipe.execute()
         return [None if v is None else str(v) for v in values]
 
     async def put_many(self, summaries: dict[str, str]) -> None:
-        """Store computed summaries without a lock (the Batch API's answers)."""
-        if summaries:
-            async with translate_errors():
-                await self._redis.hset(self._keys.summary_cache, mapping=dict(summaries.items()))
+        """Store computed answers without a lock (the Batch API's answers)."""
+        if not summaries:
+            return
+        async with translate_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            for key, summary in summaries.items():
+                pipe.set(summary_cache_key(key), summary, px=self._ttl_ms or None)
+            await pipe.execute()
+
+    async def clear(self) -> int:
+        """Delete every entry and lock of the cache on this store (every crawl's: they share
+        it); how many keys. For benchmarks and tests that summarize the same texts again."""
+        deleted = 0
+        async with translate_errors():
+            batch: list[str] = []
+            async for name in self._redis.scan_iter(match=SUMMARY_CACHE_MATCH, count=1000):
+                batch.append(str(name))
+                if len(batch) >= 500:
+                    deleted += int(await self._redis.delete(*batch))
+                    batch = []
+            if batch:
+                deleted += int(await self._redis.delete(*batch))
+        return deleted

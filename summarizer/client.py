@@ -28,7 +28,7 @@ from common.settings import LLMSettings
 from summarizer.budget import token_counter
 from summarizer.engines import DocFailed, InvalidOutput, Request, Summary
 from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
-from summarizer.mapreduce import DocBudget, failed_with_spent, map_reduce
+from summarizer.mapreduce import DocBudget, failed_with_spent, identity, map_reduce
 from summarizer.retry import translate_openai_error
 from summarizer.schema import InvalidAnswer, OutputSchema, ResponseFormat
 from summarizer.transport import ChatTransport, open_transport
@@ -108,8 +108,18 @@ class OpenAIEngine:
     def client(self) -> openai.AsyncOpenAI:
         return self._transport.client
 
-    def cache_identity(self, request: Request) -> tuple[str, str]:
-        return request.profile.model, request.profile.prompt
+    def cache_identity(self, request: Request) -> tuple[str, ...]:
+        """The model, prompt template, output budget and input budget; with a schema its
+        digest and the response format asked for; with map-reduce its settings. (Not the base
+        URL: one model name is taken for one model, whichever endpoint serves it.)"""
+        profile, llm = request.profile, self._llm
+        parts = [profile.model, "openai", profile.prompt, str(profile.max_tokens)]
+        parts += [str(llm.max_input_tokens), llm.long_pages]
+        if profile.schema is not None:
+            parts += [profile.schema.digest, llm.response_format]
+        if llm.long_pages == "map-reduce":
+            parts += identity(request, llm)
+        return tuple(parts)
 
     def prompt_for(
         self, request: Request, reserve: int = 0, *, cut: bool = True

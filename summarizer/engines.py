@@ -5,9 +5,11 @@ blocks the event loop)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from common.errors import PermanentError
@@ -25,6 +27,7 @@ __all__ = [
     "Request",
     "Summary",
     "load_callable",
+    "source_digest",
 ]
 
 
@@ -72,8 +75,12 @@ class Engine(Protocol):
     name: str
     calls_api: bool  # subject to the adaptive concurrency limit
 
-    def cache_identity(self, request: Request) -> tuple[str, str]:
-        """(model, prompt) under which identical text may share one summary."""
+    def cache_identity(self, request: Request) -> tuple[str, ...]:
+        """Everything besides the page text that shapes ``request``'s answer (its model,
+        prompt, schema, budgets ...), first the name a record gives as its ``summarizer``:
+        identical text under one identity shares one answer in the summary cache
+        (summarizer.cache.content_key). The page's title and URL are not part of it: the cache
+        deduplicates content."""
         ...
 
     async def summarize(self, request: Request) -> Summary: ...
@@ -87,8 +94,11 @@ class ExtractiveEngine:
     name = "extractive"
     calls_api = False
 
-    def cache_identity(self, request: Request) -> tuple[str, str]:  # noqa: ARG002 (one identity)
-        return "extractive", ""
+    def __init__(self) -> None:
+        self._code = source_digest(summarize_extractive)
+
+    def cache_identity(self, request: Request) -> tuple[str, ...]:  # noqa: ARG002 (one identity)
+        return "extractive", self._code
 
     async def summarize(self, request: Request) -> Summary:
         # CPU work on ~50 KB of text at most (the crawler caps it): a thread keeps the loop free
@@ -108,9 +118,10 @@ class CallableEngine:
         self.name = path
         self._fn = load_callable(path, "summarizer")
         self._is_async = inspect.iscoroutinefunction(self._fn)
+        self._code = source_digest(self._fn)
 
-    def cache_identity(self, request: Request) -> tuple[str, str]:  # noqa: ARG002 (one identity)
-        return self.name, ""
+    def cache_identity(self, request: Request) -> tuple[str, ...]:  # noqa: ARG002 (one identity)
+        return self.name, "callable", self._code
 
     async def summarize(self, request: Request) -> Summary:
         kwargs = {"title": request.title, "url": request.url}
@@ -131,3 +142,17 @@ class CallableEngine:
 
     async def aclose(self) -> None:
         return None
+
+
+def source_digest(fn: Any) -> str:
+    """A digest of the source file that defines ``fn`` ("" when there is none to read): part of
+    a summarizer function's cache identity, so an edited summarizer writes new entries instead
+    of reading its old answers (an edit in another module it calls is not seen)."""
+    for obj in (fn, type(fn)):
+        try:
+            path = inspect.getsourcefile(obj)
+            if path:
+                return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        except (TypeError, OSError):
+            continue
+    return ""

@@ -44,6 +44,7 @@ __all__ = [
     "Shape",
     "failed_with_spent",
     "gather_all",
+    "identity",
     "map_reduce",
     "merge",
     "pack",
@@ -216,6 +217,12 @@ def _joined(parts: Sequence[str]) -> str:
 
 def _reduce_prompt(request: Request, llm: LLMSettings) -> str:
     return llm.extract_reduce_prompt if request.profile.schema is not None else llm.reduce_prompt
+
+
+def identity(request: Request, llm: LLMSettings) -> tuple[str, ...]:
+    """The settings that shape a long page's answer besides its profile's (part of the summary
+    cache's key): the doc's token cap, the chunks' overlap and the reduce prompt."""
+    return str(llm.doc_token_cap), str(llm.chunk_overlap_tokens), _reduce_prompt(request, llm)
 
 
 # -- the schema-aware merge ---------------------------------------------------------------------

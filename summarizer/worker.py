@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.batcher import Batcher
-from common.docsqueue import CacheWrite, DocKind, DocLease, DocOp, DocResult, DocsQueue
+from common.docsqueue import DocKind, DocLease, DocOp, DocResult, DocsQueue
 from common.errors import ConfigError, OutputError, PermanentError, StoreUnavailable
 from common.heartbeat import Heartbeats
 from common.leasedworker import LeasedWorker, WorkerTiming
@@ -145,6 +145,10 @@ class SummarizeWorker(LeasedWorker[DocLease]):
     def profiles(self) -> Profiles:
         return self._profiles
 
+    @property
+    def cache(self) -> SummaryCache:
+        return self._cache
+
     def count_doc(self, kind: DocKind) -> None:
         """A doc settled (for the metrics: a dead doc is a failed one)."""
         self._metrics.docs.labels(DocKind.FAILED if kind is DocKind.DEAD else kind).inc()
@@ -266,7 +270,7 @@ class SummarizeWorker(LeasedWorker[DocLease]):
                 sent[i] = (
                     dataclasses.replace(op, record="")
                     if error is None
-                    else DocOp(DocKind.RELEASE, op.fp, attempt=op.attempt, cache=op.cache)
+                    else DocOp(DocKind.RELEASE, op.fp, attempt=op.attempt)
                 )
             ops = sent
         results: list[DocResult | OutputError] = list(await self._queue.settle(holder, ops))
@@ -278,29 +282,22 @@ class SummarizeWorker(LeasedWorker[DocLease]):
     async def _summarize(self, item: DocLease, doc: Doc, started: float) -> DocOp:
         profile = self._profiles.for_host(host_of(doc.url))
         request = Request(doc.url, doc.title, doc.text, profile)
-        model, prompt = self._engine.cache_identity(request)
         made: list[Summary] = []
-        # stored with the settle, one round trip less per doc; a sharded crawl's cache is not in
-        # the doc's slot, so the cache stores it on its own
-        writes: list[CacheWrite] | None = None if await self._queue.sharded() else []
 
         async def compute() -> str:
             made.append(await self._engine.summarize(request))
             return made[0].text
 
-        # another schema is another answer: the schema is part of the key
-        schema = profile.schema.digest if profile.schema is not None else ""
-        text, cached = await self._cache.single_flight(
-            content_key(model, prompt, doc.text, schema), compute, deferred=writes
-        )
+        # (the answer is in the shared cache before the doc settles: see summarizer.cache)
+        identity = self._engine.cache_identity(request)
+        text, cached = await self._cache.single_flight(content_key(identity, doc.text), compute)
         return self.success_op(
             item,
             doc,
             profile,
-            made[0] if made else Summary(text, model),
+            made[0] if made else Summary(text, identity[0]),
             cached=cached,
             started=started,
-            cache=writes[0] if writes else None,
         )
 
     def success_op(
@@ -312,7 +309,6 @@ class SummarizeWorker(LeasedWorker[DocLease]):
         *,
         cached: bool,
         started: float,
-        cache: CacheWrite | None = None,
         price: float = 1.0,
     ) -> DocOp:
         """The settle op of a doc's answer (its record, tokens and cost); ``price``: the
@@ -354,7 +350,6 @@ class SummarizeWorker(LeasedWorker[DocLease]):
             item.fp,
             reason="cached" if cached else "",
             record=encode_record(record),
-            cache=cache,
         )
 
     def _account(self, spent: _Spent) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,7 +19,15 @@ from common.private_server import private_server
 from common.settings import EmbeddedSettings
 from common.store import open_store
 from distcrawl.redis_server import RedisClusterServer, RedisServer
+from summarizer.cache import SummaryCache
 from tests.processes import MockProcess, SiteProcess
+
+# The session's servers (URLs) that have been started: the summary cache on them is emptied
+# after each test that used one (see _fresh_summary_cache).
+_SESSION_STORES: list[str] = []
+_STORE_FIXTURES = {
+    "redis_server", "redis_url", "server_store", "store", "queue", "embedded_url", "redis_cluster"
+}  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,6 +49,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(Path(tmp_path_factory.mktemp("redis")))
     server.start()
+    _SESSION_STORES.append(server.url)
     yield server
     server.stop()
 
@@ -60,6 +70,7 @@ async def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     """The embedded store's server, started as `distcrawl run` starts it (on the session's
     loop, which owns the child process until the session ends)."""
     async with private_server(tmp_path_factory.mktemp("embedded"), EmbeddedSettings()) as url:
+        _SESSION_STORES.append(url)
         yield url
 
 
@@ -69,8 +80,28 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     start their own with replicas)."""
     cluster = RedisClusterServer(Path(tmp_path_factory.mktemp("cluster")))
     cluster.start()
+    _SESSION_STORES.append(cluster.url)
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_summary_cache(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests share the session's servers but each has its own crawl; the summary cache is
+    shared by every crawl on a server (as in production), so it is emptied after each test that
+    used a server: no test reads answers another test paid for."""
+    yield
+    if not _STORE_FIXTURES.isdisjoint(request.fixturenames):
+        for url in _SESSION_STORES:
+            asyncio.run(_clear_summary_cache(url))
+
+
+async def _clear_summary_cache(url: str) -> None:
+    client = await open_store(url)
+    try:
+        await SummaryCache(client, ttl_s=0).clear()
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(params=["server", "embedded", "cluster"])

@@ -7,11 +7,18 @@ import json
 
 import pytest
 from redis.asyncio import Redis
-from redis.crc import key_slot
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from common.docsqueue import DocOp
 from common.errors import ConfigError
-from common.keys import FIXED_KEYS, PART_KEYS, CrawlKeys
+from common.keys import (
+    FIXED_KEYS,
+    PART_KEYS,
+    SUMMARY_CACHE_MATCH,
+    CrawlKeys,
+    summary_cache_key,
+    summary_lock_key,
+)
 from common.protocol import (
     ADMIT_FIELDS,
     DOC_OP_FIELDS,
@@ -28,6 +35,7 @@ from common.protocol import (
 from common.scripts import script_source
 from common.spec import CrawlSpec
 from crawler.frontier import Frontier, SettleOp
+from summarizer.cache import content_key
 from tests.helpers import FakeClock, make_frontier
 
 
@@ -42,6 +50,24 @@ def test_every_key_of_a_crawl_hashes_to_one_slot() -> None:
 def test_two_crawls_use_disjoint_keys() -> None:
     a, b = CrawlKeys("a"), CrawlKeys("b")
     assert not set(a.all_fixed()) & set(b.all_fixed())
+
+
+def test_the_summary_cache_belongs_to_no_crawl_and_spreads_over_the_slots() -> None:
+    """An entry and its lock share one slot (the probe script touches both); the names hold no
+    crawl, and their tags spread entries evenly over the slot space (so over a cluster's
+    masters, which own contiguous thirds of it in the test cluster)."""
+    keys = [content_key(("model", "prompt"), f"text {i}") for i in range(3000)]
+    for key in keys[:100]:
+        entry, lock = summary_cache_key(key), summary_lock_key(key)
+        assert key_slot(entry.encode()) == key_slot(lock.encode())
+        assert entry.startswith("distcrawl:summary-cache:{")
+        assert key in entry
+    crawl = CrawlKeys("summary-cache")  # even a crawl of that name has other keys
+    assert not any(name.startswith(SUMMARY_CACHE_MATCH[:-1]) for name in crawl.all_fixed())
+    slots = [key_slot(summary_cache_key(k).encode()) for k in keys]
+    assert len(set(slots)) > 2500
+    thirds = [sum(1 for s in slots if s * 3 // REDIS_CLUSTER_HASH_SLOTS == t) for t in range(3)]
+    assert min(thirds) > 800, thirds
 
 
 @pytest.mark.parametrize("bad", ["", "has space", "brace{", "x" * 65, "-lead"])

@@ -5,21 +5,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 import redis.exceptions
 from redis.asyncio import Redis
 
-from common.docsqueue import CacheWrite, DocKind, DocOp, DocResult, DocsQueue
+from common.docsqueue import DocKind, DocOp, DocResult, DocsQueue
 from common.errors import ConfigError
-from common.keys import CrawlKeys
+from common.keys import CrawlKeys, summary_cache_key, summary_lock_key
 from common.serde import encode_doc
 from common.settings import LLMSettings, build_settings
 from distcrawl.sample_docs import feed_docs, make_docs
 from summarizer.budget import token_counter
 from summarizer.cache import SummaryCache, content_key
+from summarizer.client import OpenAIEngine
 from summarizer.cost import cost_usd
+from summarizer.engines import CallableEngine, ExtractiveEngine, Request
 from summarizer.profiles import Profiles
 from summarizer.schema import InvalidAnswer, load_schema
 from tests.helpers import FakeClock
@@ -99,9 +102,15 @@ async def test_a_late_answer_for_a_reaped_doc_attempt_is_stale(
     assert (stats.summarized, stats.pending, stats.balanced) == (1, 0, True)
 
 
-async def test_single_flight_across_two_caches_computes_once(
-    store: Redis, crawl_keys: CrawlKeys
-) -> None:
+TTL_S = 3600.0
+
+
+def _key(label: str) -> str:
+    """A content key of its own (the cache is shared by every test's crawl on a server)."""
+    return content_key(("test-model", label, uuid.uuid4().hex), "some page text")
+
+
+async def test_single_flight_across_two_caches_computes_once(store: Redis) -> None:
     """Two caches on one store (as two processes would be): one computes, the other waits for
     its summary; the lock is gone afterwards and a later lookup is a hit."""
     calls = 0
@@ -112,53 +121,99 @@ async def test_single_flight_across_two_caches_computes_once(
         await asyncio.sleep(0.3)
         return "the summary"
 
-    first, second = SummaryCache(store, crawl_keys), SummaryCache(store, crawl_keys)
+    key = _key("k1")
+    first, second = SummaryCache(store, ttl_s=TTL_S), SummaryCache(store, ttl_s=TTL_S)
     results = await asyncio.gather(
-        first.single_flight("k1", compute), second.single_flight("k1", compute)
+        first.single_flight(key, compute), second.single_flight(key, compute)
     )
     assert calls == 1
     assert sorted(results) == [("the summary", False), ("the summary", True)]
-    assert not await store.exists(crawl_keys.summary_lock("k1"))
-    assert await second.single_flight("k1", compute) == ("the summary", True)
+    assert not await store.exists(summary_lock_key(key))
+    assert await second.single_flight(key, compute) == ("the summary", True)
 
 
-async def test_a_failed_computation_releases_the_lock(store: Redis, crawl_keys: CrawlKeys) -> None:
+async def test_a_failed_computation_releases_the_lock(store: Redis) -> None:
     async def broken() -> str:
         raise RuntimeError("API down")
 
-    cache = SummaryCache(store, crawl_keys)
+    key = _key("k2")
+    cache = SummaryCache(store, ttl_s=TTL_S)
     with pytest.raises(RuntimeError):
-        await cache.single_flight("k2", broken)
-    assert not await store.exists(crawl_keys.summary_lock("k2"))
-    assert await cache.get("k2") is None
+        await cache.single_flight(key, broken)
+    assert not await store.exists(summary_lock_key(key))
+    assert await cache.get_many([key]) == [None]
 
 
-async def test_a_deferred_cache_write_lands_with_the_settle_even_when_stale(
+async def test_the_answer_is_cached_before_the_doc_settles(
     store: Redis, crawl_keys: CrawlKeys
 ) -> None:
-    """The worker's path: the summary is stored (and the lock dropped) by the settle script, not
-    by the cache; a waiter in another process sees the key locked until then, and a stale lease
-    does not throw the computed summary away."""
+    """The cache is not in the doc's slot: single_flight stores the answer (and drops the lock)
+    itself, before the worker settles the doc. A worker that dies before its settle leaves the
+    answer cached: the doc's next attempt is a hit, and a late settle is stale as ever."""
     clock = FakeClock()
     queue = DocsQueue(store, crawl_keys, clock=clock)
     await feed_docs(store, crawl_keys, make_docs(1))
     [lease] = await queue.claim("w", 1, lease_s=5)
-    writes: list[CacheWrite] = []
+    key = _key("k3")
 
     async def compute() -> str:
         return "the summary"
 
-    cache = SummaryCache(store, crawl_keys)
-    assert await cache.single_flight("k3", compute, deferred=writes) == ("the summary", False)
-    assert writes == [CacheWrite("k3", "the summary", unlock=True)]
-    assert await cache.get("k3") is None  # not stored yet...
-    assert await store.exists(crawl_keys.summary_lock("k3"))  # ...and others still wait
-    clock.advance(5_000)
-    assert await queue.reap() == (1, 0)  # the lease is gone: this settle will be stale
-    op = DocOp(DocKind.SUMMARIZED, lease.fp, attempt=lease.attempt, cache=writes[0])
-    assert await queue.settle("w", [op]) == [DocResult.STALE]
-    assert await cache.get("k3") == "the summary"
-    assert not await store.exists(crawl_keys.summary_lock("k3"))
+    cache = SummaryCache(store, ttl_s=TTL_S)
+    assert await cache.single_flight(key, compute) == ("the summary", False)
+    assert await cache.get_many([key]) == ["the summary"]  # stored, no settle yet...
+    assert not await store.exists(summary_lock_key(key))  # ...and nobody waits for it
+    clock.advance(5_000)  # the worker died here: its lease expires
+    assert await queue.reap() == (1, 0)
+    [again] = await queue.claim("w2", 1, lease_s=5)
+    other = SummaryCache(store, ttl_s=TTL_S)  # another process
+    assert await other.single_flight(key, compute) == ("the summary", True)
+    late = DocOp(DocKind.SUMMARIZED, lease.fp, attempt=lease.attempt)
+    assert await queue.settle("w", [late]) == [DocResult.STALE]
+    done = DocOp(DocKind.SUMMARIZED, again.fp, attempt=again.attempt)
+    assert await queue.settle("w2", [done]) == [DocResult.SETTLED]
+
+
+async def test_entries_expire_and_a_hit_starts_their_time_again(store: Redis) -> None:
+    """An entry lives ttl_s after its write; a hit (single flight or get_many) sets it back to
+    ttl_s; ttl_s 0 writes entries that never expire."""
+    cache = SummaryCache(store, ttl_s=TTL_S)
+    ttl_ms = int(TTL_S * 1000)
+    key, batched = _key("ttl"), _key("ttl-batch")
+
+    async def compute() -> str:
+        return "the summary"
+
+    await cache.single_flight(key, compute)
+    await cache.put_many({batched: "a batch answer"})
+    for name in (summary_cache_key(key), summary_cache_key(batched)):
+        assert ttl_ms - 60_000 < await store.pttl(name) <= ttl_ms
+        await store.pexpire(name, 5_000)  # as if most of its time had passed
+    assert await cache.single_flight(key, compute) == ("the summary", True)
+    assert await cache.get_many([batched, _key("missing")]) == ["a batch answer", None]
+    for name in (summary_cache_key(key), summary_cache_key(batched)):
+        assert await store.pttl(name) > 5_000, name
+    forever = SummaryCache(store, ttl_s=0)
+    lasting = _key("forever")
+    await forever.single_flight(lasting, compute)
+    await forever.put_many({batched: "a batch answer"})
+    assert await store.pttl(summary_cache_key(lasting)) == -1
+    assert await store.pttl(summary_cache_key(batched)) == -1
+    assert await forever.single_flight(lasting, compute) == ("the summary", True)
+    assert await store.pttl(summary_cache_key(lasting)) == -1
+
+
+async def test_clear_deletes_the_cache_and_nothing_else(
+    store: Redis, crawl_keys: CrawlKeys
+) -> None:
+    await feed_docs(store, crawl_keys, make_docs(2))
+    before = {k async for k in store.scan_iter(match=crawl_keys.prefix + "*")}
+    cache = SummaryCache(store, ttl_s=TTL_S)
+    keys = [_key(f"c{i}") for i in range(40)]
+    await cache.put_many(dict.fromkeys(keys, "x"))
+    assert await cache.clear() >= 40
+    assert await cache.get_many(keys) == [None] * 40
+    assert {k async for k in store.scan_iter(match=crawl_keys.prefix + "*")} == before
 
 
 async def test_a_dead_doc_keeps_its_text_in_docs_dead_only(
@@ -274,12 +329,76 @@ def test_answers_are_parsed_and_validated(tmp_path: Path) -> None:
     assert (strict["name"], strict["strict"]) == ("s", True)
 
 
-def test_the_content_key_separates_schemas_and_keeps_summary_keys() -> None:
-    base = content_key("m", "p", "text")
-    assert content_key("m", "p", "text", "") == base
-    assert (
-        len({base, content_key("m", "p", "text", "a1"), content_key("m", "p", "text", "b2")}) == 3
+def test_the_content_key_is_the_identity_and_the_text() -> None:
+    base = content_key(("m", "p"), "text")
+    assert content_key(("m", "p"), "text") == base
+    others = [
+        content_key(("m", "p"), "text!"),
+        content_key(("m2", "p"), "text"),
+        content_key(("m", "p", "schema"), "text"),
+        content_key(("m", "p\x00"), "text"),
+        content_key(("m",), "p\x00text"),
+    ]
+    assert len({base, *others}) == 1 + len(others)
+    assert len(base) == 32
+    assert set(base) <= set("0123456789abcdef")
+
+
+def _identity(llm: LLMSettings, host: str = "a.test") -> tuple[str, ...]:
+    profiles = Profiles.from_settings(llm)
+    engine = OpenAIEngine(None, llm, None, None, lambda *_: None)  # type: ignore[arg-type]
+    return engine.cache_identity(Request("http://a.test/", "T", "text", profiles.for_host(host)))
+
+
+def test_every_setting_that_shapes_an_answer_is_in_its_identity(tmp_path: Path) -> None:
+    """The API engine's identity changes with each setting that changes the request or the
+    answer (and so does the content key), and with nothing else (not the rate limits)."""
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"n": {"type": "integer"}}}))
+    profiles = tmp_path / "p.json"
+    profiles.write_text(json.dumps([{"match": "b.test", "max_tokens": 99}]))
+    base = LLMSettings()
+    identity = _identity(base)
+    assert identity[0] == base.model  # the name a cached answer's record gives
+    changed = [
+        {"model": "other-model"},
+        {"prompt": "Summarize: {text}"},
+        {"max_output_tokens": 100},
+        {"max_input_tokens": 2000},
+        {"long_pages": "cut"},
+        {"max_doc_tokens": 20_000},
+        {"chunk_overlap_tokens": 50},
+        {"reduce_prompt": "Combine: {text}"},
+        {"schema_file": str(schema)},
+    ]
+    seen = {identity}
+    for change in changed:
+        other = _identity(LLMSettings(**change))  # type: ignore[arg-type]
+        assert other not in seen, change
+        seen.add(other)
+    extract = LLMSettings(schema_file=str(schema))
+    assert _identity(extract) != _identity(
+        extract.model_copy(update={"response_format": "json_object"})
     )
+    assert _identity(LLMSettings(profiles_file=str(profiles)), "b.test") != identity
+    assert _identity(LLMSettings(rpm=10, tpm=1000, concurrency=3, timeout_s=5)) == identity
+    # cut pages: the map-reduce settings do not matter
+    cut = LLMSettings(long_pages="cut")
+    assert _identity(cut) == _identity(cut.model_copy(update={"reduce_prompt": "R {text}"}))
+
+
+def test_a_user_summarizer_is_a_new_identity_when_its_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin = tmp_path / "cachesum.py"
+    plugin.write_text("def summarize(text, *, title, url):\n    return text[:10]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    request = Request("http://a.test/", "T", "text", Profiles.from_settings(LLMSettings()).default)
+    first = CallableEngine("cachesum:summarize").cache_identity(request)
+    assert first[0] == "cachesum:summarize"
+    plugin.write_text("def summarize(text, *, title, url):\n    return text[:20]\n")
+    assert CallableEngine("cachesum:summarize").cache_identity(request) != first
+    assert ExtractiveEngine().cache_identity(request)[0] == "extractive"
 
 
 def test_a_schema_from_the_command_line_keeps_the_extraction_prompt(tmp_path: Path) -> None:

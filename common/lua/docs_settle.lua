@@ -1,17 +1,15 @@
 -- Settle docs held by one worker. ARGV[3] = worker, then groups of DOC_OP.width fields (kind,
--- fp, reason, record, model, prompt tokens, completion tokens, cost in micro-USD, attempt, cache
--- key, cache summary, cache unlock: offsets DOC_OP.<name>, generated from
--- common/protocol.py DOC_OP_FIELDS). A non-zero attempt must be the lease's, so a late answer for a reaped and
--- re-claimed attempt is stale. Token and cost accounting is done here, in the same atomic step
+-- fp, reason, record, model, prompt tokens, completion tokens, cost in micro-USD, attempt:
+-- offsets DOC_OP.<name>, generated from common/protocol.py DOC_OP_FIELDS). A non-zero attempt
+-- must be the lease's, so a late answer for a reaped and re-claimed attempt is stale. Token and cost accounting is done here, in the same atomic step
 -- as the summary, so every counted token belongs to a stored doc.
 --   "summarized": the record (a summary JSON) is written to the summaries sink under fp
 --   "failed":     final failure with a reason; the record, if any, is written too
 --   "dead":       failed (counted so) after retries on a passing trouble: also dead-lettered
 --                 with its doc, for `distcrawl requeue --docs` (dead_doc, lib_docs_dead.lua)
 --   "release":    back to the head of the queue untouched (shutdown)
--- A non-empty cache key stores the summary in the content cache (and drops the key's lock when
--- cache unlock is "1") whether or not the lease is still this worker's: the summary is good
--- for the next doc with the same text either way.
+-- (A computed summary is already in the shared summary cache: summarizer/cache.py stores it,
+-- in its own slot, before the doc is settled.)
 -- Returns one DOC_RESULT per op: STALE (lease gone or someone else's), SETTLED, REQUEUED.
 -- The counter of each final kind (DOC_KIND): an unknown kind is an error, never a new counter.
 local DOC_COUNTERS = {[DOC_KIND.SUMMARIZED] = 'docs_summarized', [DOC_KIND.FAILED] = 'docs_failed',
@@ -32,13 +30,6 @@ for i = 4, #ARGV, DOC_OP.width do
   local ctok = tonumber(ARGV[i + DOC_OP.completion_tokens])
   local cost = tonumber(ARGV[i + DOC_OP.cost_micro_usd])
   local attempt = tonumber(ARGV[i + DOC_OP.attempt])
-  local cache_key = ARGV[i + DOC_OP.cache_key]
-  if cache_key ~= '' then
-    redis.call('HSET', K_SUMMARY_CACHE, cache_key, ARGV[i + DOC_OP.cache_summary])
-    if ARGV[i + DOC_OP.cache_unlock] == '1' then
-      redis.call('DEL', summary_lock_key(cache_key))
-    end
-  end
   local lease = redis.call('HGET', K_DOCS_LEASES, fp)
   local w, entry = nil, nil
   if lease then w, entry = string.match(lease, '^([^\t]*)\t(.*)$') end

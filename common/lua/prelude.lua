@@ -10,7 +10,7 @@
 -- document built by Python; Lua only ever touches the fingerprint and the attempt count.
 -- Lease records are "domain \t worker \t entry".
 
--- The key names (P, K_SPEC ... and queue_key(d), domain_key(d), summary_lock_key(k)) are
+-- The key names (P, K_SPEC ... and queue_key(d), domain_key(d), robots_key(d)) are
 -- generated from common/keys.py by common/scripts.py and come before this file.
 
 local function clock(arg)
