@@ -410,3 +410,42 @@ def test_follow_feeds_reads_the_feeds_pages_advertise(
     assert set(pages) == {f"{base}/", f"{base}/feed.xml", f"{base}/f0.html"}
     assert pages[f"{base}/feed.xml"]["kind"] == "feed"
     assert pages[f"{base}/f0.html"]["depth"] == 0  # a feed's items are seeds
+
+
+def _sitemap(base: str, pages: dict[str, str]) -> str:
+    urls = "".join(
+        f"<url><loc>{base}/{name}</loc><lastmod>{lastmod}</lastmod></url>"
+        for name, lastmod in pages.items()
+    )
+    return (
+        '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        f"{urls}</urlset>"
+    )
+
+
+def test_a_sitemap_lastmod_decides_what_a_pass_fetches(
+    folder_site: tuple[Folder, SiteProcess], tmp_path: Path
+) -> None:
+    """Pages whose <lastmod> is older than their last visit get no request at all in the next
+    pass; one whose lastmod moved past it is fetched again."""
+    folder, site = folder_site
+    base = f"http://127.0.0.1:{site.port}"
+    old = "2020-01-01T00:00:00Z"
+    for i in range(5):
+        folder.write(f"s{i}.html", _page(f"s{i}", f"Sitemap story {i}."))
+    folder.write("sitemap.xml", _sitemap(base, {f"s{i}.html": old for i in range(5)}))
+    args = ["run", "--sitemap", f"{base}/sitemap.xml", "--out", str(tmp_path / "out")]
+    args += ["--no-progress", "--no-summarize", "--max-depth", "0", *FAST]
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr
+    folder.write("s2.html", _page("s2", "Sitemap story 2, revised."))
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+    folder.write(
+        "sitemap.xml", _sitemap(base, {f"s{i}.html": later if i == 2 else old for i in range(5)})
+    )
+    started = time.time()
+    second = cli(*args)
+    assert second.returncode == 0, second.stderr
+    fetched = [r["path"] for r in _requests_since(site, started)]
+    assert sorted(fetched) == ["/s2.html", "/sitemap.xml"]
+    assert _by_change(tmp_path / "out" / "changes-2.jsonl") == {"changed": {"s2.html"}}
