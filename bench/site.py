@@ -18,7 +18,7 @@ import textwrap
 
 from aiohttp import web
 
-from common.lifecycle import Shutdown
+from distcrawl.demosite import serve_until_stopped
 
 _TEXT = (
     "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega crawler frontier "
@@ -116,11 +116,7 @@ async def serve(addresses: list[str], pages: int) -> None:
     for h in hosts:  # pre-render so that the server does no work but sending during the bench
         for i in range(pages):
             cache[(h, i)] = render(h, hosts, i, pages)
-    print(f"ready {port}", flush=True)
-    shutdown = Shutdown()
-    shutdown.install()
-    await shutdown.stop.wait()
-    await runner.cleanup()
+    await serve_until_stopped(runner, port)
 
 
 def main() -> None:

@@ -328,15 +328,9 @@ class CrawlWorker(LeasedWorker[Lease]):
             with contextlib.suppress(ValueError):
                 base = urljoin(base, page.base_href)
         self._metrics.links_found.inc(len(page.links))
-        revisit_ms, revisit = None, ""
-        if self._revisits is not None and error is None:
-            revisit_ms, revisit = self._revisits.keep(
-                lease.entry,
-                change,
-                text_hash=page.text_hash,
-                etag=result.etag,
-                last_modified=result.last_modified,
-            )
+        revisit_ms, revisit = (
+            (None, "") if error else self._keep(lease, change, page.text_hash, result)
+        )
         reason = "extractor_error" if error is not None else "" if change is Change.NEW else change
         return _Commit(
             SettleOp.ack(
@@ -382,15 +376,7 @@ class CrawlWorker(LeasedWorker[Lease]):
             pass_no=lease.pass_no,
             kind=FEED,
         )
-        revisit_ms, revisit = None, ""
-        if self._revisits is not None:
-            revisit_ms, revisit = self._revisits.keep(
-                lease.entry,
-                change,
-                text_hash=feed.items_hash,
-                etag=result.etag,
-                last_modified=result.last_modified,
-            )
+        revisit_ms, revisit = self._keep(lease, change, feed.items_hash, result)
         op = SettleOp.ack(
             lease.fp,
             Outcome.DONE,
@@ -402,18 +388,26 @@ class CrawlWorker(LeasedWorker[Lease]):
         )
         return _Commit(op, links=feed.links, base=result.final_url, depth=0)
 
-    def _unchanged(self, lease: Lease, result: FetchResult, text_hash: str = "") -> _Commit:
-        """A revisit that found the page as it was (304, or the same text): the URL sleeps
-        until its next visit; its record, its summary and its links stay as they are."""
-        assert self._revisits is not None  # (only revisits carry what judges a page unchanged)
-        self._metrics.changes.labels(Change.UNCHANGED.value).inc()
-        revisit_ms, revisit = self._revisits.keep(
+    def _keep(
+        self, lease: Lease, change: Change, text_hash: str, result: FetchResult
+    ) -> tuple[int | None, str]:
+        """The revisit fields of a visit's ack: (interval, next payload), or (None, "") when
+        the crawl keeps no revisit state."""
+        if self._revisits is None:
+            return None, ""
+        return self._revisits.keep(
             lease.entry,
-            Change.UNCHANGED,
+            change,
             text_hash=text_hash,
             etag=result.etag,
             last_modified=result.last_modified,
         )
+
+    def _unchanged(self, lease: Lease, result: FetchResult, text_hash: str = "") -> _Commit:
+        """A revisit that found the page as it was (304, or the same text): the URL sleeps
+        until its next visit; its record, its summary and its links stay as they are."""
+        self._metrics.changes.labels(Change.UNCHANGED.value).inc()
+        revisit_ms, revisit = self._keep(lease, Change.UNCHANGED, text_hash, result)
         op = SettleOp.ack(
             lease.fp,
             Outcome.DONE,

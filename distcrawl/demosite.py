@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-__all__ = ["DemoSite", "SiteServer"]
+from common.lifecycle import Shutdown
+
+__all__ = ["DemoSite", "SiteServer", "serve_until_stopped"]
 
 _TEXT = (
     "crawler frontier queue domain token bucket lease worker redis shard replica latency "
@@ -141,3 +143,13 @@ class SiteServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+async def serve_until_stopped(runner: web.AppRunner, port: int) -> None:
+    """A site process's life after set-up: say ``ready <port>`` (the line its parent waits
+    for), serve until SIGTERM or SIGINT, then clean up."""
+    print(f"ready {port}", flush=True)
+    shutdown = Shutdown()
+    shutdown.install()
+    await shutdown.stop.wait()
+    await runner.cleanup()

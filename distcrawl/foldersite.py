@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from common.lifecycle import Shutdown
+from distcrawl.demosite import serve_until_stopped
 
 
 class FolderSite:
@@ -93,11 +93,7 @@ async def _main(args: argparse.Namespace) -> None:
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
     await tcp.start()
     port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    print(f"ready {port}", flush=True)
-    shutdown = Shutdown()
-    shutdown.install()
-    await shutdown.stop.wait()
-    await runner.cleanup()
+    await serve_until_stopped(runner, port)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,23 @@ def folder_site(tmp_path: Path) -> Iterator[tuple[Folder, SiteProcess]]:
     site.stop()
 
 
+@dataclass(frozen=True)
+class News:
+    """The news site of the two-pass tests, as it is before its first pass."""
+
+    folder: Folder
+    site: SiteProcess
+    base: str
+
+
+@pytest.fixture
+def news(folder_site: tuple[Folder, SiteProcess]) -> News:
+    folder, site = folder_site
+    base = f"http://127.0.0.1:{site.port}"
+    _first_site(folder, base)
+    return News(folder, site, base)
+
+
 def _requests_since(site: SiteProcess, t: float) -> list[dict[str, Any]]:
     return [r for r in site.requests() if r["t"] >= t]
 
@@ -125,13 +143,11 @@ NEW = {"n0.html", "n1.html", "f2.html"}
 
 
 def test_second_run_revisits_conditionally_and_summarizes_only_changes(
-    folder_site: tuple[Folder, SiteProcess],
+    news: News,
     mock_factory: type[MockProcess],
     tmp_path: Path,
 ) -> None:
-    folder, site = folder_site
-    base = f"http://127.0.0.1:{site.port}"
-    _first_site(folder, base)
+    folder, site, base = news.folder, news.site, news.base
     mock = mock_factory("--api-key", KEY)
     out = tmp_path / "out"
     args = ["run", f"{base}/", "--feed", f"{base}/feed.xml", "--out", str(out), "--no-progress"]
@@ -233,16 +249,14 @@ def _drain(store: list[str], env: dict[str, str], crawlers: int = 2) -> None:
 def test_distributed_recrawl_pass(
     backend: str,
     request: pytest.FixtureRequest,
-    folder_site: tuple[Folder, SiteProcess],
+    news: News,
     mock_factory: type[MockProcess],
     tmp_path: Path,
 ) -> None:
     """produce, 2 crawl processes and a summarizer; then `produce --recrawl` and the same
     fleet: the second pass is the same as run's (on a cluster, over 16 shards)."""
     server = request.getfixturevalue(backend)
-    folder, site = folder_site
-    base = f"http://127.0.0.1:{site.port}"
-    _first_site(folder, base)
+    folder, site, base = news.folder, news.site, news.base
     mock = mock_factory("--api-key", KEY)
     env = mock.worker_env(KEY)
     store = ["--redis", server.url, "--crawl", f"rv{tmp_path.name[-8:]}"]
@@ -274,13 +288,11 @@ def test_distributed_recrawl_pass(
 
 
 def test_a_sigkill_during_the_second_pass_loses_nothing(
-    folder_site: tuple[Folder, SiteProcess],
+    news: News,
     mock_factory: type[MockProcess],
     tmp_path: Path,
 ) -> None:
-    folder, site = folder_site
-    base = f"http://127.0.0.1:{site.port}"
-    _first_site(folder, base)
+    folder, site, base = news.folder, news.site, news.base
     mock = mock_factory("--api-key", KEY, "--latency", "0.05")
     env = {**os.environ, **mock.worker_env(KEY)}
     out = tmp_path / "out"
