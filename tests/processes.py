@@ -97,6 +97,17 @@ def read_pages(out_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
+def log_events(logs: str, name: str | None = None) -> list[dict[str, Any]]:
+    """The JSON log lines (--log-format json) in ``logs``; with ``name``, of that event only."""
+    found = []
+    for line in logs.splitlines():
+        if line.startswith("{"):
+            doc = json.loads(line)
+            if name is None or doc.get("event") == name:
+                found.append(doc)
+    return found
+
+
 def assert_no_traceback(*texts: str) -> None:
     for text in texts:
         assert "Traceback" not in text, text

@@ -19,7 +19,7 @@ from distcrawl.export import export_summaries
 from distcrawl.redis_server import RedisServer
 from distcrawl.sample_docs import feed_docs, make_docs
 from summarizer.batch import decode_record
-from tests.processes import MockProcess, assert_no_traceback, cli, spawn_cli
+from tests.processes import MockProcess, assert_no_traceback, cli, log_events, spawn_cli
 
 API_KEY = "sk-test-0123456789abcdef"
 PRICE = (1.0, 2.0)  # USD per million tokens of mock-model: input, output
@@ -58,16 +58,6 @@ async def _drain(*args: str, env: dict[str, str]) -> str:
     assert done.returncode == 0, done.stderr
     assert_no_traceback(done.stderr)
     return done.stderr
-
-
-def _events(stderr: str, event: str) -> list[dict[str, Any]]:
-    found = []
-    for line in stderr.splitlines():
-        if line.startswith("{"):
-            doc = json.loads(line)
-            if doc.get("event") == event:
-                found.append(doc)
-    return found
 
 
 def _assert_all_summarized(stats: DocsStats, n: int) -> None:
@@ -143,7 +133,7 @@ async def test_a_sigkilled_summarizers_batches_are_finished_by_another(
     stats = await queue.stats()
     assert (stats.summarized, stats.in_flight) == (0, 1000)  # held by the batches, not settled
     err = await _drain(*_store(redis_server, crawl_keys), env=env)
-    assert len(_events(err, "batch_adopted")) == 4
+    assert len(log_events(err, "batch_adopted")) == 4
     stats = await queue.stats()
     _assert_all_summarized(stats, 1000)
     assert stats.counts.get("docs_reaped", 0) == 0  # no lease expired: the batches held them
@@ -274,6 +264,6 @@ async def test_a_sigtermed_summarizer_lets_go_of_its_batches_at_once(
     assert await server_store.hlen(crawl_keys.llm_batch_pollers) == 0  # no job held...
     assert await server_store.hlen(crawl_keys.llm_batches) == 3  # ...and every job kept
     err = await _drain(*_store(redis_server, crawl_keys), env=env)
-    assert len(_events(err, "batch_adopted")) == 3
+    assert len(log_events(err, "batch_adopted")) == 3
     _assert_all_summarized(await queue.stats(), 300)
     assert mock.stats()["batches"] == 3

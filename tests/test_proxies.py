@@ -28,7 +28,7 @@ from crawler.proxies import crawl_pool, parse_proxy_url
 from crawler.proxypool import ProxyHealth, ProxyPool, Route, preference
 from distcrawl.redis_server import RedisServer, free_port
 from tests.chaos import Fleet, check_invariants, wait_for
-from tests.processes import SiteProcess, assert_no_traceback, cli
+from tests.processes import SiteProcess, assert_no_traceback, cli, log_events
 from tests.proxies import HttpProxy, SocksProxy
 
 pytestmark = [pytest.mark.timeout(240)]
@@ -65,16 +65,6 @@ def expected_pages(site: SiteProcess, pages: int) -> set[str]:
     return {f"http://{h}/" for h in site.hosts} | {
         f"http://{h}/p/{i}.html" for h in site.hosts for i in range(pages)
     }
-
-
-def events(logs: str, name: str) -> list[dict[str, Any]]:
-    found = []
-    for line in logs.splitlines():
-        if line.startswith("{") and f'"{name}"' in line:
-            doc = json.loads(line)
-            if doc["event"] == name:
-                found.append(doc)
-    return found
 
 
 def busiest(stamps: list[float], window: float) -> int:
@@ -327,7 +317,7 @@ def test_a_proxy_killed_mid_crawl_is_rotated_away_from(
     carried = set(http[1].requests()) | set(http[2].requests())
     assert after <= carried
     assert not set(victim.requests()) & after
-    failed = events(fleet.logs(), "proxy_failed")
+    failed = log_events(fleet.logs(), "proxy_failed")
     assert {e["proxy"] for e in failed} == {"first"}, failed
 
 
@@ -367,13 +357,13 @@ def test_a_dead_pool_pauses_the_crawl_and_resumes(
         logs=logs,
     )  # fmt: skip
     assert (figures.done, figures.failed) == (pages + 1, 0), figures
-    down = events(logs, "proxy_pool_down")
+    down = log_events(logs, "proxy_pool_down")
     assert [e["level"] for e in down].count("warning") == 1, down  # reported once, crawl-wide
-    assert len(events(logs, "worker_resumed")) >= 2
+    assert len(log_events(logs, "worker_resumed")) >= 2
 
 
 def _paused(logs: str) -> list[dict[str, Any]]:
-    return [e for e in events(logs, "worker_paused") if e["reason"] == "proxies_down"]
+    return [e for e in log_events(logs, "worker_paused") if e["reason"] == "proxies_down"]
 
 
 @pytest.mark.parametrize("kind", ["http", "socks5"])

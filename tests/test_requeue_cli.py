@@ -10,7 +10,6 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,7 +23,14 @@ from common.spec import CrawlSpec
 from common.store import open_store
 from crawler.frontier import Frontier
 from distcrawl.redis_server import RedisServer
-from tests.processes import MockProcess, SiteProcess, assert_no_traceback, cli, read_pages
+from tests.processes import (
+    MockProcess,
+    SiteProcess,
+    assert_no_traceback,
+    cli,
+    log_events,
+    read_pages,
+)
 
 KEY = "sk-requeue-0123456789"
 PAGES = 8  # per host
@@ -38,17 +44,6 @@ FLAGS = [
     "--allow-private",
     "--no-progress",
 ]
-
-
-def _events(stderr: str, event: str) -> list[dict[str, Any]]:
-    """The JSON log lines (--log-format json) of one event."""
-    found = []
-    for line in stderr.splitlines():
-        if line.startswith("{"):
-            doc = json.loads(line)
-            if doc.get("event") == event:
-                found.append(doc)
-    return found
 
 
 async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -85,7 +80,7 @@ async def test_after_a_site_outage_requeue_and_run_fetch_the_dead_urls(
     assert code == 0, err
     n = len(failed)
     assert out_text.strip() == f"requeued {n} URLs (reason http_503: {n})"
-    [event] = _events(err, "dead_letters_requeued")
+    [event] = log_events(err, "dead_letters_requeued")
     assert (event["queue"], event["requeued"], event["reasons"]) == ("urls", n, {"http_503": n})
 
     code, _, err = await _run("run", "--out", str(out), *FLAGS)

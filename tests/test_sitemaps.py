@@ -3,11 +3,9 @@ CLI's answers (robots.txt ``Sitemap:`` lines, unreachable and private sitemaps).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,7 +14,7 @@ from common.settings import build_settings
 from crawler.sitemaps import SitemapEntry, parse_lastmod, parse_sitemap
 from crawler.sources import open_fetcher, sitemap_entries
 from distcrawl.redis_server import RedisServer, free_port
-from tests.processes import SiteProcess, assert_no_traceback, cli, read_pages
+from tests.processes import SiteProcess, assert_no_traceback, cli, log_events, read_pages
 from tests.site import LASTMODS, SITEMAP_NS
 
 
@@ -158,10 +156,6 @@ def _one_line_error(stderr: str) -> str:
     return lines[0]
 
 
-def _events(stderr: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-
-
 @pytest.mark.parametrize("command", ["produce", "run"])
 def test_unreachable_sitemap_is_one_line(
     command: str, tmp_path: Path, redis_server: RedisServer
@@ -193,7 +187,7 @@ def test_sitemaps_from_robots(
     assert proc.returncode == 0, proc.stderr
     assert_no_traceback(proc.stderr)
     assert "admitted 8 seeds" in proc.stdout  # 3 seeds + 6 sitemap pages, /p/1.html twice
-    events = _events(proc.stderr)
+    events = log_events(proc.stderr)
     robots = {e["origin"]: e["sitemaps"] for e in events if e["event"] == "robots_sitemaps"}
     assert robots == {f"http://{one}": 2, f"http://{two}": 0}
     skipped = [e["url"] for e in events if e["event"] == "sitemap_skipped"]
