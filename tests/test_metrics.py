@@ -60,6 +60,7 @@ def test_crawl_worker_serves_metrics(
         assert samples["distcrawl_redis_used_memory_bytes"] > 0
         assert "distcrawl_redis_maxmemory_bytes" in samples
         assert samples['distcrawl_pages_total{outcome="failed"}'] == 0  # preset label values
+        assert samples['distcrawl_page_changes_total{change="new"}'] == 31
         health = cli("health", "--metrics-port", str(port))
         assert (health.returncode, health.stdout.split(":")[0]) == (0, "healthy"), health
         labels = {
@@ -68,7 +69,7 @@ def test_crawl_worker_serves_metrics(
             if "{" in name
             for pair in name[name.index("{") + 1 : -1].split(",")
         }
-        assert labels <= {"status_class", "outcome", "reason", "le", "quantile"}, labels
+        assert labels <= {"status_class", "outcome", "reason", "change", "le", "quantile"}, labels
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=20)
