@@ -10,7 +10,7 @@ import subprocess
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +32,8 @@ class SiteProcess:
 
     def __init__(self, log: Path, *args: str) -> None:
         self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.site", "--log", str(log), *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("ready "):
-            self.proc.kill()
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RuntimeError(f"test site did not start: {line!r} {err}")
-        self.port = int(line.split()[1])
+        self.proc, ready = spawn_ready("tests.site", "--log", str(log), *args)
+        self.port = int(ready)
         addresses = args[args.index("--addresses") + 1] if "--addresses" in args else "127.0.0.1"
         self.hosts = [f"{a}:{self.port}" for a in addresses.split(",")]
 
@@ -61,6 +49,27 @@ class SiteProcess:
         stop_process(self.proc)
 
 
+def run_text(
+    args: Sequence[str | Path],
+    *,
+    cwd: Path = ROOT,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` to its end, text in and out; its exit code is the caller's to check."""
+    return subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        input=input_text,
+        check=False,
+    )
+
+
 def cli(
     *args: str,
     timeout: float = 180,
@@ -69,26 +78,58 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``distcrawl ARGS`` as a separate process, as a user would."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "distcrawl.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-        input=input_text,
-    )
+    command = [sys.executable, "-m", "distcrawl.cli", *args]
+    return run_text(command, timeout=timeout, env=full_env, input_text=input_text)
 
 
-def spawn_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def spawn_module(
+    module: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``python -m MODULE ARGS`` from the repo root, left running, its output piped (text);
+    ``env`` is added to this process's environment."""
     return subprocess.Popen(
-        [sys.executable, "-m", "distcrawl.cli", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **env} if env else None,
     )
+
+
+def spawn_ready(module: str, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """`spawn_module`, once it has printed its ``ready WHERE`` line: the process and WHERE."""
+    proc = spawn_module(module, *args)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("ready "):
+        proc.kill()
+        _, err = proc.communicate()
+        raise RuntimeError(f"{module} did not start: {line!r} {err}")
+    return proc, line.split()[1]
+
+
+def spawn_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return spawn_module("distcrawl.cli", *args, env=env)
+
+
+def scrape_metrics(port: int, timeout: float = 5) -> str:
+    """The /metrics page of the worker on this host's ``port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
+        return str(resp.read().decode())
+
+
+def metric_value(port: int, name: str) -> float | None:
+    """Sample ``name`` (without labels) on the /metrics page of the worker on ``port``; None
+    while the page does not answer or does not have it."""
+    try:
+        text = scrape_metrics(port, timeout=3)
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
 
 
 def read_pages(out_dir: Path) -> list[dict[str, Any]]:
@@ -101,23 +142,19 @@ def assert_no_traceback(*texts: str) -> None:
         assert "Traceback" not in text, text
 
 
+def error_line(stderr: str) -> str:
+    """The one ``distcrawl: error: ...`` line among a process's log lines; no traceback."""
+    errors = [line for line in stderr.splitlines() if line.startswith("distcrawl: error: ")]
+    assert len(errors) == 1, stderr
+    assert_no_traceback(stderr)
+    return errors[0]
+
+
 class MockProcess:
     """tests.mock_llm in its own process."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.mock_llm", "--port", "0", *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("ready "):
-            self.proc.kill()
-            raise RuntimeError(f"mock LLM did not start: {line!r}")
-        self.base_url = line.split()[1]
+        self.proc, self.base_url = spawn_ready("tests.mock_llm", "--port", "0", *args)
         self.server_url = self.base_url.removesuffix("/v1")
 
     def _get(self, path: str) -> Any:
@@ -192,14 +229,7 @@ class PeakRss:
 def run_quick_bench(module: str, timeout: float, *headers: str) -> tuple[str, str]:
     """``python -m MODULE --quick`` from the repo root, checked: exit 0, each header printed, no
     FAILED line and no traceback. Returns (stdout, stdout + stderr)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", module, "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    proc = run_text([sys.executable, "-m", module, "--quick"], timeout=timeout)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     for header in headers:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 
 from distcrawl.redis_server import RedisServer
 from tests.chaos import Fleet, check_invariants
-from tests.processes import ROOT, SiteProcess, cli, read_pages, stop_process
+from tests.processes import SiteProcess, cli, read_pages, spawn_ready, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(240)]
 
@@ -42,26 +40,10 @@ class ProxyProcess:
     def __init__(self, upstream_port: int, log: Path) -> None:
         listen = [arg for addr, fault in FAULTS.items() for arg in ("--listen", f"{addr}={fault}")]
         self.log = log
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.faultproxy",
-                "--upstream-port",
-                str(upstream_port),
-                "--log",
-                str(log),
-                *listen,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        self.proc, ready = spawn_ready(
+            "tests.faultproxy", "--upstream-port", str(upstream_port), "--log", str(log), *listen
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("ready "), line
-        self.port = int(line.split()[1])
+        self.port = int(ready)
 
     def requests(self) -> list[dict[str, object]]:
         return [json.loads(x) for x in self.log.read_text().splitlines() if x]

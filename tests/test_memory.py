@@ -20,7 +20,7 @@ import redis
 from common.keys import CrawlKeys
 from distcrawl.redis_server import RedisServer, free_port
 from tests.chaos import Fleet, check_invariants, wait_for
-from tests.processes import MockProcess, SiteProcess, cli
+from tests.processes import MockProcess, SiteProcess, cli, metric_value
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -209,18 +209,6 @@ def test_bloom_crawl_of_a_heavily_linked_site_reaches_every_page(
     assert status["rejected"]["duplicate"] > 10 * figures.done  # heavy duplication indeed
 
 
-def _metric(port: int, name: str) -> float | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return None
-
-
 def _healthz(port: int) -> str:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as resp:
@@ -272,7 +260,7 @@ def _full_redis_scenario(
         wait_for("the crawl to start", lambda: done() >= 40, timeout=60)
         used = int(client.info("memory")["used_memory"])
         client.config_set("maxmemory", str(used + 64 * 1024))
-        wait_for("the store_full pause", lambda: _metric(port, paused) == 1.0, timeout=60)
+        wait_for("the store_full pause", lambda: metric_value(port, paused) == 1.0, timeout=60)
         assert "store_full" in _healthz(port)
         status = json.loads(cli("status", *store, "--json").stdout)
         assert status["backpressure"]["store_full"], status["backpressure"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,14 +14,12 @@ from redis.asyncio import Redis
 from common.keys import CrawlKeys
 from distcrawl.redis_server import RedisServer, free_port
 from distcrawl.sample_docs import feed_docs, make_docs
-from tests.processes import MockProcess, SiteProcess, cli, spawn_cli
+from tests.processes import MockProcess, SiteProcess, cli, scrape_metrics, spawn_cli
 
 
 def _scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
     samples: dict[str, float] = {}
-    for line in text.splitlines():
+    for line in scrape_metrics(port).splitlines():
         if line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
