@@ -18,6 +18,7 @@ from common.private_server import private_server
 from common.settings import EmbeddedSettings
 from common.store import open_store
 from distcrawl.redis_server import RedisClusterServer, RedisServer
+from tests.docscrawl import DocsCrawl
 from tests.processes import MockProcess, SiteProcess
 
 
@@ -129,3 +130,9 @@ def mock_factory() -> Iterator[type[MockProcess]]:
 def queue(server_store: Redis, crawl_keys: CrawlKeys) -> DocsQueue:
     """The docs queue of the test's crawl on the session's redis-server."""
     return DocsQueue(server_store, crawl_keys)
+
+
+@pytest.fixture
+def docs_crawl(server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys) -> DocsCrawl:
+    """The docs stage of the test's crawl on the session's redis-server."""
+    return DocsCrawl(server_store, crawl_keys, redis_server.url)
