@@ -19,6 +19,9 @@ from crawler.frontier import Frontier, FrontierStats
 from summarizer.client import OpenAIEngine, open_client
 from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
 
+MOCK_KEY = "sk-test-key"
+"""The API key the in-process mock LLM of the ``mock`` fixture (conftest) takes."""
+
 
 @dataclass
 class FakeClock:
