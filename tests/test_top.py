@@ -153,6 +153,15 @@ def test_rates_never_go_negative_and_need_elapsed_time() -> None:
         Rates.from_samples(before, before, 0.0)
 
 
+def _assert_cells(text: str, cells: dict[str, int], in_flight: tuple[int, int]) -> None:
+    """Each ``label value`` cell of the tables, and the frontier's and the docs' in flight."""
+    for label, value in cells.items():
+        assert re.search(rf"│ {label}\s+{value:,} ", text), (label, value)
+    frontier, docs = in_flight
+    assert re.search(rf"│ in flight\s+{frontier:,} ", text), frontier
+    assert re.search(rf"│ in flight\s+{docs:,} ", text), docs
+
+
 def test_first_frame_shows_every_number_and_no_rates() -> None:
     text = _text(render_top(_status(), None))
     assert "admitted 1,234 = done 1,000 + failed 21 + skipped 13 + pending 200" in text
@@ -161,19 +170,9 @@ def test_first_frame_shows_every_number_and_no_rates() -> None:
     assert f"pages/s {NO_RATE}" in text
     assert re.search(rf"docs/s\s+{NO_RATE}", text)
     assert f"tokens/s {NO_RATE}" in text
-    for label, value in (
-        ("queued", "151"),
-        ("delayed", "9"),
-        ("ready domains", "7"),
-        ("domains", "12"),
-        ("dead letters", "5"),
-        ("waiting", "82"),
-        ("summarized", "901"),
-        ("cache hits", "33"),
-    ):
-        assert re.search(rf"│ {label}\s+{value} ", text), (label, value)
-    assert re.search(r"│ in flight\s+40 ", text)  # frontier
-    assert re.search(r"│ in flight\s+34 ", text)  # docs
+    cells = {"queued": 151, "delayed": 9, "ready domains": 7, "domains": 12, "dead letters": 5}
+    cells |= {"waiting": 82, "summarized": 901, "cache hits": 33}
+    _assert_cells(text, cells, in_flight=(40, 34))
     assert "retries 55" in text
     assert "reaped 2" in text
     assert "http_404 17, timeout 4" in text
@@ -332,17 +331,8 @@ async def test_once_prints_one_frame_of_a_real_crawl(
     assert f"pages/s {NO_RATE}" in text
     assert f"tokens/s {NO_RATE}" in text
     assert "http_404 1" in text
-    for label, value in (
-        ("queued", "2"),
-        ("ready domains", str(ready)),
-        ("domains", "2"),
-        ("dead letters", "0"),
-        ("waiting", "3"),
-        ("summarized", "0"),
-    ):
-        assert re.search(rf"│ {label}\s+{value} ", text), (label, value)
-    assert re.search(r"│ in flight\s+1 ", text)  # frontier
-    assert re.search(r"│ in flight\s+0 ", text)  # docs
+    cells = {"queued": 2, "ready domains": ready, "domains": 2, "dead letters": 0}
+    _assert_cells(text, cells | {"waiting": 3, "summarized": 0}, in_flight=(1, 0))
     assert re.search(r"gpt-test\s+4,321\s+765\s+0\.0042", text)
     assert "workers 2 (1 stale)" in text
     fresh = _line_with(text, "crawl:testhost:4242:aaaaaa")
