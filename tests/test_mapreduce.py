@@ -39,19 +39,29 @@ def mock() -> Iterator[MockProcess]:
     server.stop()
 
 
-def _env(mock: MockProcess, **llm: str) -> dict[str, str]:
-    env = {**mock.worker_env(API_KEY)}
-    env.update({f"DISTCRAWL_LLM__{k.upper()}": v for k, v in llm.items()})
-    return env
+Json = dict[str, Any]
+PROMPTS = {"prompt": "{text}\n\n" + MAP, "reduce_prompt": "{text}\n\n" + REDUCE}
 
 
-async def _record(docs_crawl: DocsCrawl) -> dict[str, Any]:
+async def _summarize_long(
+    docs_crawl: DocsCrawl, mock: MockProcess, *args: str, **llm: str
+) -> tuple[list[Json], Json]:
+    """LONG, summarized by one ``summarize --drain ARGS`` with the LLM settings ``llm``: the
+    mock's replies (one per call) and the doc's record."""
+    await docs_crawl.feed(make_docs(1, text=LONG))
+    env = mock.worker_env(API_KEY) | {f"DISTCRAWL_LLM__{k.upper()}": v for k, v in llm.items()}
+    await docs_crawl.drain(env, *args)
     [record] = (await docs_crawl.records()).values()
-    return record
+    return mock.replies(), record
 
 
-def _prompt(reply: dict[str, Any]) -> str:
+def _prompt(reply: Json) -> str:
     return str(reply["messages"][-1]["content"])
+
+
+def _maps_and_reduces(replies: list[Json]) -> tuple[list[Json], list[Json]]:
+    maps = [r for r in replies if _prompt(r).endswith(MAP)]
+    return maps, [r for r in replies if _prompt(r).endswith(REDUCE)]
 
 
 async def _check_tokens(
@@ -67,23 +77,11 @@ async def test_a_page_ten_times_the_budget_is_summarized_whole(
     docs_crawl: DocsCrawl,
     mock: MockProcess,
 ) -> None:
-    await docs_crawl.feed(make_docs(1, text=LONG))
     mock.configure(summary_words=5)  # short summaries: all of them fit one reduce call
-    env = _env(
-        mock,
-        max_input_tokens="300",
-        max_output_tokens="40",
-        prompt="{text}\n\n" + MAP,
-        reduce_prompt="{text}\n\n" + REDUCE,
-        max_doc_tokens="20000",
-    )
-    await docs_crawl.drain(env)
-
-    replies = mock.replies()
-    maps = [r for r in replies if _prompt(r).endswith(MAP)]
-    reduces = [r for r in replies if _prompt(r).endswith(REDUCE)]
+    budget = {"max_input_tokens": "300", "max_output_tokens": "40", "max_doc_tokens": "20000"}
+    replies, record = await _summarize_long(docs_crawl, mock, **budget, **PROMPTS)
+    maps, reduces = _maps_and_reduces(replies)
     assert len(maps) + len(reduces) == len(replies) == len(mock.requests())
-    record = await _record(docs_crawl)
     assert (record["outcome"], record["truncated"]) == ("summarized", False)
     assert record["chunks"] == len(maps) >= 10
     # the mock saw every chunk: every word of the page, and none cut by the budget
@@ -109,22 +107,11 @@ async def test_many_chunks_are_reduced_in_levels(
 ) -> None:
     """The chunk summaries do not fit one reduce call: groups are reduced, then their
     summaries, until one is left; every summary goes into exactly one reduce call."""
-    await docs_crawl.feed(make_docs(1, text=LONG))
-    env = _env(
-        mock,
-        max_input_tokens="150",
-        max_output_tokens="30",
-        prompt="{text}\n\n" + MAP,
-        reduce_prompt="{text}\n\n" + REDUCE,
-        chunk_overlap_tokens="20",
-        max_doc_tokens="40000",
+    budget = {"max_input_tokens": "150", "max_output_tokens": "30", "max_doc_tokens": "40000"}
+    replies, record = await _summarize_long(
+        docs_crawl, mock, chunk_overlap_tokens="20", **budget, **PROMPTS
     )
-    await docs_crawl.drain(env)
-
-    replies = mock.replies()
-    maps = [r for r in replies if _prompt(r).endswith(MAP)]
-    reduces = [r for r in replies if _prompt(r).endswith(REDUCE)]
-    record = await _record(docs_crawl)
+    maps, reduces = _maps_and_reduces(replies)
     assert record["chunks"] == len(maps) >= 20
     final = next(r for r in reduces if r["content"] == record["summary"])
     inner = [r for r in reduces if r is not final]
@@ -160,20 +147,12 @@ async def test_a_long_page_is_extracted_by_chunks_and_merged(
     against the schema, decides the headline."""
     schema = tmp_path / "page.json"
     schema.write_text(json.dumps(SCHEMA))
-    await docs_crawl.feed(make_docs(1, text=LONG))
-    env = _env(
-        mock,
-        max_input_tokens="400",
-        max_output_tokens="60",
-        extract_prompt="{text}\n\n" + MAP,
-        max_doc_tokens="20000",
+    budget = {"max_input_tokens": "400", "max_output_tokens": "60", "max_doc_tokens": "20000"}
+    replies, record = await _summarize_long(
+        docs_crawl, mock, "--llm-schema", str(schema), extract_prompt="{text}\n\n" + MAP, **budget
     )
-    await docs_crawl.drain(env, "--llm-schema", str(schema))
-
-    replies = mock.replies()
     maps = sorted((r for r in replies if _prompt(r).endswith(MAP)), key=_first_word)
     [reduce] = [r for r in replies if not _prompt(r).endswith(MAP)]
-    record = await _record(docs_crawl)
     assert (record["outcome"], record["chunks"], record["truncated"]) == (
         "extracted",
         len(maps),
@@ -198,19 +177,10 @@ async def test_the_doc_cap_keeps_the_chunks_that_fit_and_marks_the_record(
     docs_crawl: DocsCrawl,
     mock: MockProcess,
 ) -> None:
-    await docs_crawl.feed(make_docs(1, text=LONG))
-    env = _env(
-        mock,
-        max_input_tokens="300",
-        max_output_tokens="40",
-        prompt="{text}\n\n" + MAP,
-        reduce_prompt="{text}\n\n" + REDUCE,
-    )
-    await docs_crawl.drain(env, "--llm-max-doc-tokens", "1500")
-
-    replies = mock.replies()
-    maps = [r for r in replies if _prompt(r).endswith(MAP)]
-    record = await _record(docs_crawl)
+    budget = {"max_input_tokens": "300", "max_output_tokens": "40"}
+    cap = ("--llm-max-doc-tokens", "1500")
+    replies, record = await _summarize_long(docs_crawl, mock, *cap, **budget, **PROMPTS)
+    maps, _ = _maps_and_reduces(replies)
     assert (record["outcome"], record["truncated"]) == ("summarized", True)
     assert record["chunks"] == len(maps) == 3  # 3 x (300 + 40) + a reduce of 3 fit 1500
     seen = {w for r in maps for w in _prompt(r).split()}
