@@ -366,6 +366,19 @@ def _record_frames(monkeypatch: pytest.MonkeyPatch) -> Frames:
     return frames
 
 
+async def _start_live(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, first_frames: int
+) -> tuple[asyncio.Task[int], Frames, Console]:
+    """`top` refreshing every 0.1 s, once it has rendered ``first_frames`` frames: its task,
+    the frames so far (and to come) and its console."""
+    frames = _record_frames(monkeypatch)
+    console = _console()
+    task = asyncio.create_task(run_top(settings, interval_s=0.1, once=False, console=console))
+    await _until(lambda: len(frames) >= first_frames or task.done())
+    assert not task.done(), task
+    return task, frames, console
+
+
 async def test_live_refreshes_rates_and_stops_on_sigterm(
     server_store: Redis,
     crawl_keys: CrawlKeys,
@@ -373,14 +386,8 @@ async def test_live_refreshes_rates_and_stops_on_sigterm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     frontier, in_flight = await _seed(server_store, crawl_keys)
-    frames = _record_frames(monkeypatch)
-    console = _console()
     before = signal.getsignal(signal.SIGTERM)
-    task = asyncio.create_task(
-        run_top(_settings(redis_server, crawl_keys), interval_s=0.1, once=False, console=console)
-    )
-    await _until(lambda: len(frames) >= 1 or task.done())
-    assert not task.done(), task
+    task, frames, console = await _start_live(_settings(redis_server, crawl_keys), monkeypatch, 1)
     # three pages settle between refreshes
     leases = (await frontier.claim("w2", 3)).leases
     assert len(leases) == 2  # the two queued URLs; the third is still leased to w1
@@ -421,14 +428,8 @@ async def test_live_stops_cleanly_when_cancelled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await _seed(server_store, crawl_keys)
-    frames = _record_frames(monkeypatch)
-    console = _console()
     before = signal.getsignal(signal.SIGTERM)
-    task = asyncio.create_task(
-        run_top(_settings(redis_server, crawl_keys), interval_s=0.1, once=False, console=console)
-    )
-    await _until(lambda: len(frames) >= 3 or task.done())
-    assert not task.done(), task
+    task, frames, console = await _start_live(_settings(redis_server, crawl_keys), monkeypatch, 3)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)
