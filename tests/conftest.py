@@ -59,6 +59,12 @@ def crawl_keys() -> CrawlKeys:
     return CrawlKeys(f"t{uuid.uuid4().hex[:12]}")
 
 
+@pytest.fixture
+def crawl_args(redis_server: RedisServer, crawl_keys: CrawlKeys) -> list[str]:
+    """The CLI's arguments naming the test's crawl on the session's redis-server."""
+    return ["--redis", redis_server.url, "--crawl", crawl_keys.crawl]
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """The embedded store's server, started as `distcrawl run` starts it (on the session's

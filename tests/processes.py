@@ -10,7 +10,7 @@ import subprocess
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,11 @@ class SiteProcess:
         self.port = int(ready)
         addresses = args[args.index("--addresses") + 1] if "--addresses" in args else "127.0.0.1"
         self.hosts = [f"{a}:{self.port}" for a in addresses.split(",")]
+
+    @property
+    def roots(self) -> list[str]:
+        """Each host's root page, the usual seeds."""
+        return [f"http://{h}/" for h in self.hosts]
 
     def requests(self) -> list[dict[str, Any]]:
         if not self.log.exists():
@@ -80,6 +85,30 @@ def cli(
     full_env = {**os.environ, **(env or {})}
     command = [sys.executable, "-m", "distcrawl.cli", *args]
     return run_text(command, timeout=timeout, env=full_env, input_text=input_text)
+
+
+def produce(
+    store: Sequence[str],
+    seeds: Iterable[str],
+    *flags: str,
+    rate: float | None = None,
+    burst: int | None = None,
+    inflight: int | None = None,
+    max_attempts: int | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
+    """``distcrawl produce`` of ``seeds`` into the crawl ``store`` names, with the politeness
+    given (``inflight``: ``--per-domain-inflight``) and ``flags``; it must succeed. Its stdout."""
+    limits = {
+        "--rate": rate,
+        "--burst": burst,
+        "--per-domain-inflight": inflight,
+        "--max-attempts": max_attempts,
+    }
+    given = [arg for flag, v in limits.items() if v is not None for arg in (flag, f"{v:g}")]
+    proc = cli("produce", *store, *seeds, *given, *flags, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def spawn_module(
@@ -237,6 +266,31 @@ def run_quick_bench(module: str, timeout: float, *headers: str) -> tuple[str, st
     assert not [line for line in output.splitlines() if line.startswith("FAILED")], output
     assert "Traceback" not in output, output
     return proc.stdout, output
+
+
+def crawl_on_a_full_disk(store: Sequence[str], *args: str, max_bytes: int) -> str:
+    """``distcrawl crawl --drain --allow-private ARGS`` on a disk that fills up (files may not
+    grow past ``max_bytes``): it must stop with exit code 4 and one error line, returned."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distcrawl.cli",
+            "crawl",
+            *store,
+            "--drain",
+            "--allow-private",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=file_size_limit(max_bytes),
+        check=False,
+    )
+    assert proc.returncode == 4, proc.stderr
+    return error_line(proc.stderr)
 
 
 def file_size_limit(max_bytes: int) -> Callable[[], None]:

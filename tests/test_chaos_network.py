@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from distcrawl.redis_server import RedisServer
-from tests.chaos import Fleet, check_invariants
-from tests.processes import SiteProcess, cli, read_pages, spawn_ready, stop_process
+from tests.chaos import Fleet, check_invariants, concurrency
+from tests.processes import SiteProcess, produce, read_pages, spawn_ready, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(240)]
 
@@ -65,21 +65,8 @@ def test_latency_resets_half_open_and_trickle(
     _, proxy = proxied_site
     host = {addr: f"{addr}:{proxy.port}" for addr in FAULTS}
     store = ["--redis", redis_server.url, "--crawl", f"net{tmp_path.name[-8:]}"]
-    produced = cli(
-        "produce",
-        *store,
-        *(f"http://{h}/" for h in host.values()),
-        "--rate",
-        "20",
-        "--burst",
-        "4",
-        "--max-attempts",
-        "3",
-    )
-    assert produced.returncode == 0, produced.stderr
-    fleet = Fleet(
-        tmp_path, store, env=TIMEOUTS, args={"crawl": ["--allow-private", "--concurrency", "16"]}
-    )
+    produce(store, [f"http://{h}/" for h in host.values()], rate=20, burst=4, max_attempts=3)
+    fleet = Fleet(tmp_path, store, env=TIMEOUTS, args=concurrency(crawl=16))
     fleet.run_one_crawler(timeout=180)
     figures = check_invariants(
         "network faults (proxy)",

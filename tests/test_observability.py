@@ -36,7 +36,7 @@ from tests.processes import (
     ROOT,
     MockProcess,
     SiteProcess,
-    cli,
+    produce,
     run_text,
     scrape_metrics,
     stop_process,
@@ -638,17 +638,7 @@ def stack(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         mock = MockProcess("--api-key", "sk-observe", "--latency", "0.05", "--rpm", "12")
         stopped.append(mock.stop)
         store = ["--redis", redis.url, "--crawl", crawl]
-        produced = cli(
-            "produce",
-            *store,
-            f"http://{site.hosts[0]}/",
-            "--rate",
-            "30",
-            "--burst",
-            "8",
-            timeout=60,
-        )
-        assert produced.returncode == 0, produced.stderr
+        produce(store, site.roots, rate=30, burst=8)
         stack = Stack(crawl, free_port(), free_port(), "", f"{crawl}k8s", logs)
         distcrawl = [sys.executable, "-m", "distcrawl.cli"]
         procs.append(
