@@ -226,10 +226,9 @@ def test_two_workers_rotate_files_that_all_check(
     site_factory: Callable[..., SiteProcess], tmp_path: Path, crawl_args: list[str]
 ) -> None:
     site = site_factory("--addresses", "127.0.0.1,127.0.0.2", "--pages", "40")
-    store = crawl_args
-    produce(store, site.roots, rate=200, burst=50)
+    produce(crawl_args, site.roots, rate=200, burst=50)
     folder = tmp_path / "warc"
-    args = ["crawl", *store, "--drain", "--allow-private", "--concurrency", "8"]
+    args = ["crawl", *crawl_args, "--drain", "--allow-private", "--concurrency", "8"]
     args += ["--warc", str(folder), "--warc-max-bytes", "16000"]
     workers = [spawn_cli(*args) for _ in range(2)]
     for w in workers:
@@ -249,7 +248,7 @@ def test_two_workers_rotate_files_that_all_check(
     count, _ = fastwarc_read(files)
     assert count == len(index)
     out = tmp_path / "export"
-    assert cli("export", *store, "--out", str(out)).returncode == 0
+    assert cli("export", *crawl_args, "--out", str(out)).returncode == 0
     assert check_page_offsets(folder, read_pages(out)) == 82
 
 
@@ -276,21 +275,22 @@ def test_full_disk_stops_claiming_and_loses_no_record(
     site_factory: Callable[..., SiteProcess], tmp_path: Path, crawl_args: list[str]
 ) -> None:
     site = site_factory("--addresses", "127.0.0.1", "--pages", "150")
-    store = crawl_args
-    produce(store, site.roots, rate=200)
+    produce(crawl_args, site.roots, rate=200)
     folder = tmp_path / "warc"
-    assert "File too large" in crawl_on_a_full_disk(store, "--warc", str(folder), max_bytes=60_000)
+    assert "File too large" in crawl_on_a_full_disk(
+        crawl_args, "--warc", str(folder), max_bytes=60_000
+    )
     files = warc_files(folder)
     warcio_check(files)
     count, _ = fastwarc_read(files)  # cut back to its last whole record (warcio check skips
     assert count == len(warcio_index(files))  # a torn tail; fastwarc's digests do not)
     assert count % 2 == 1  # warcinfo + whole exchanges
-    status = json.loads(cli("status", *store, "--json").stdout)
+    status = json.loads(cli("status", *crawl_args, "--json").stdout)
     assert status["in_flight"] == 0
     assert status["pending"] > 0
     assert status["done"] > 0
     out = tmp_path / "export"
-    assert cli("export", *store, "--out", str(out)).returncode == 0
+    assert cli("export", *crawl_args, "--out", str(out)).returncode == 0
     pages = read_pages(out)
     assert check_page_offsets(folder, pages) == status["done"]  # every settled page's record
     assert {urlsplit(p["url"]).path for p in pages} <= {"/", *(f"/p/{i}.html" for i in range(150))}
