@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 SEEDS ?=
 ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist: one worker per core (at most 4), each test file whole on one worker (its module
+# fixtures start once). PYTEST_PARALLEL= runs the suite in one process.
+PYTEST_PARALLEL ?= -n auto --maxprocesses=4 --dist loadfile
 
 .PHONY: run test lint typecheck bench-frontier bench-crawl bench-memory bench-llm bench-llm-batch bench-revisit system-deps deploy-tools clean
 
@@ -35,7 +38,7 @@ run: $(STAMP)
 
 ## test: lint, type-check and the whole test suite (slow and chaos tests included)
 test: $(STAMP) system-deps deploy-tools lint typecheck
-	DISTCRAWL_TEST_TOOLS=1 $(PY) -m pytest $(PYTEST_ARGS)
+	DISTCRAWL_TEST_TOOLS=1 $(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

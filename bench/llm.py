@@ -371,6 +371,37 @@ def summarize_drain(
     return records
 
 
+@dataclass(frozen=True)
+class Spent:
+    """What a run's records account for, checked against what the mock served."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    failed: int  # docs that ended failed
+    mismatch: str  # empty when the records hold exactly the tokens the mock served
+
+    @classmethod
+    def of(cls, records: list[dict[str, Any]], served: tuple[int, int]) -> Spent:
+        """``served``: the (prompt, completion) tokens the mock answered with."""
+        prompt = sum(int(r["prompt_tokens"]) for r in records)
+        completion = sum(int(r["completion_tokens"]) for r in records)
+        mismatch = ""
+        if (prompt, completion) != served:
+            mismatch = (
+                f"records {prompt}/{completion} vs mock {served[0]}/{served[1]} "
+                "prompt/completion tokens"
+            )
+        cost = sum(float(r["cost_usd"]) for r in records)
+        failed = sum(1 for r in records if r["outcome"] != "summarized")
+        return cls(prompt, completion, cost, failed, mismatch)
+
+    def failures(self, mode: str, unit: str) -> list[str]:
+        """The FAILED lines of the run ``mode`` (``unit``: what its records are of)."""
+        lines = [f"FAILED: {mode}: {self.failed} {unit} failed"] if self.failed else []
+        return lines + ([f"FAILED: {mode}: {self.mismatch}"] if self.mismatch else [])
+
+
 def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.llm import Mock, _feed, summarize_drain
+from bench.llm import Mock, Spent, _feed, summarize_drain
 
 PRICE = (0.15, 0.60)  # gpt-4o-mini, USD per million tokens (input, output)
 HEADER = (
@@ -37,11 +37,7 @@ class ModeResult:
     live_calls: int
     batch_requests: int
     batches: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost: float
-    failed: int
-    mismatch: str = ""
+    spent: Spent
 
 
 def run_mode(tmp: Path, redis_url: str, mock: Mock, mode: str, n: int, size: int) -> ModeResult:
@@ -68,26 +64,14 @@ def run_mode(tmp: Path, redis_url: str, mock: Mock, mode: str, n: int, size: int
         },
     )
     stats = mock.stats()
-    prompt = sum(r["prompt_tokens"] for r in records)
-    completion = sum(r["completion_tokens"] for r in records)
-    result = ModeResult(
-        mode,
-        len(records),
-        len(mock.requests()),  # (the chat completions sent live)
-        int(stats.get("batch_requests", 0)),
-        int(stats.get("batches", 0)),
-        prompt,
-        completion,
-        sum(r["cost_usd"] for r in records),
-        sum(1 for r in records if r["outcome"] != "summarized"),
-    )
     served = (
         stats["prompt_tokens"] + stats.get("batch_prompt_tokens", 0),
         stats["completion_tokens"] + stats.get("batch_completion_tokens", 0),
     )
-    if (prompt, completion) != served:
-        result.mismatch = f"records {prompt}/{completion} vs mock {served[0]}/{served[1]}"
-    return result
+    live_calls = len(mock.requests())  # (the chat completions sent live)
+    batch_requests, batches = int(stats.get("batch_requests", 0)), int(stats.get("batches", 0))
+    spent = Spent.of(records, served)
+    return ModeResult(mode, len(records), live_calls, batch_requests, batches, spent)
 
 
 def print_results(results: list[ModeResult]) -> None:
@@ -95,17 +79,16 @@ def print_results(results: list[ModeResult]) -> None:
     for r in results:
         print(
             f"{r.mode:<6} {r.docs:>6} {r.live_calls:>10} {r.batch_requests:>9} {r.batches:>7} "
-            f"{r.prompt_tokens:>10} {r.completion_tokens:>9} {r.cost:>10.6f} "
-            f"{1000 * r.cost / max(r.docs, 1):>11.6f}"
+            f"{r.spent.prompt_tokens:>10} {r.spent.completion_tokens:>9} {r.spent.cost:>10.6f} "
+            f"{1000 * r.spent.cost / max(r.docs, 1):>11.6f}"
         )
     by = {r.mode: r for r in results}
-    if "live" in by and "batch" in by and by["live"].cost > 0:
-        print(f"batch / live cost for the same docs: {by['batch'].cost / by['live'].cost:.3f}")
+    if "live" in by and "batch" in by and by["live"].spent.cost > 0:
+        ratio = by["batch"].spent.cost / by["live"].spent.cost
+        print(f"batch / live cost for the same docs: {ratio:.3f}")
     for r in results:
-        if r.failed:
-            print(f"FAILED: {r.mode}: {r.failed} docs failed")
-        if r.mismatch:
-            print(f"FAILED: {r.mode}: {r.mismatch}")
+        for line in r.spent.failures(r.mode, "docs"):
+            print(line)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.llm import Mock, _feed, summarize_drain
+from bench.llm import Mock, Spent, _feed, summarize_drain
 
 _SENTENCE = re.compile(r"Page (\d+) paragraph (\d+) discusses topic \d+ with detail \d+\.")
 PRICE = (0.15, 0.60)  # gpt-4o-mini, USD per million tokens (input, output)
@@ -41,13 +41,9 @@ class LongResult:
     pages: int
     calls: int
     chunks: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost: float
     truncated: int
     read: float  # the share of the pages' tokens the model was sent
-    failed: int
-    mismatch: str = ""
+    spent: Spent
 
 
 def page_text(i: int, tokens: int) -> str:
@@ -87,26 +83,12 @@ def run_mode(
         args=["--llm-long-pages", mode],
     )  # fmt: skip
     stats = mock.stats()
-    prompt = sum(r["prompt_tokens"] for r in records)
-    completion = sum(r["completion_tokens"] for r in records)
-    result = LongResult(
-        mode,
-        len(records),
-        int(stats["by_status"].get("200", 0)),
-        sum(r["chunks"] for r in records),
-        prompt,
-        completion,
-        sum(r["cost_usd"] for r in records),
-        sum(1 for r in records if r["truncated"]),
-        _read(mock, pages, page_tokens),
-        sum(1 for r in records if r["outcome"] != "summarized"),
-    )
-    if (prompt, completion) != (stats["prompt_tokens"], stats["completion_tokens"]):
-        result.mismatch = (
-            f"records {prompt}/{completion} vs mock {stats['prompt_tokens']}/"
-            f"{stats['completion_tokens']} prompt/completion tokens"
-        )
-    return result
+    calls = int(stats["by_status"].get("200", 0))
+    chunks = sum(r["chunks"] for r in records)
+    truncated = sum(1 for r in records if r["truncated"])
+    spent = Spent.of(records, (stats["prompt_tokens"], stats["completion_tokens"]))
+    read = _read(mock, pages, page_tokens)
+    return LongResult(mode, len(records), calls, chunks, truncated, read, spent)
 
 
 def _read(mock: Mock, pages: int, page_tokens: int) -> float:
@@ -125,14 +107,12 @@ def print_long(results: list[LongResult]) -> None:
         n = max(r.pages, 1)
         print(
             f"{r.mode:<12} {r.pages:>5} {r.calls / n:>10.2f} {r.chunks / n:>11.2f} "
-            f"{100 * r.read:>5.0f}% {r.prompt_tokens / n:>15.0f} "
-            f"{r.completion_tokens / n:>14.0f} {r.cost / n:>10.6f} {r.truncated:>9}"
+            f"{100 * r.read:>5.0f}% {r.spent.prompt_tokens / n:>15.0f} "
+            f"{r.spent.completion_tokens / n:>14.0f} {r.spent.cost / n:>10.6f} {r.truncated:>9}"
         )
     for r in results:
-        if r.failed:
-            print(f"FAILED: {r.mode}: {r.failed} pages failed")
-        if r.mismatch:
-            print(f"FAILED: {r.mode}: {r.mismatch}")
+        for line in r.spent.failures(r.mode, "pages"):
+            print(line)
 
 
 def run_long(tmp: Path, redis_url: str, latency: float, pages: int, page_tokens: int) -> None:

@@ -54,18 +54,18 @@ class ProxyEndpoint:
     @property
     def redacted(self) -> str:
         """The URL fit for Redis, logs and errors: any password is ``***``."""
-        user = ""
-        if self.username is not None:
-            user = self.username + (f":{_REDACTED}" if self.password is not None else "") + "@"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{user}{host}:{self.port}" + (f"#{self.name}" if self.named else "")
+        return self._url(_REDACTED) + (f"#{self.name}" if self.named else "")
 
     @property
     def url(self) -> str:
         """The URL with its credentials, for the connection only."""
+        return self._url(self.password)
+
+    def _url(self, password: str | None) -> str:
+        """The URL with ``password`` written where the password is, if there is one."""
         user = ""
         if self.username is not None:
-            user = self.username + (f":{self.password}" if self.password is not None else "") + "@"
+            user = self.username + (f":{password}" if self.password is not None else "") + "@"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{user}{host}:{self.port}"
 

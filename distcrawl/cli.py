@@ -669,7 +669,8 @@ async def _work(
     drain: bool,
     runtime: Callable[[Redis, Frontier, Shutdown], contextlib.AbstractAsyncContextManager[R]],
 ) -> R:
-    """One worker process: its runtime on one store session, run until drained or stopped."""
+    """One worker process: its runtime on one store session, run until drained or stopped;
+    the error that stopped it, if one did, raised."""
     shutdown = Shutdown()
     shutdown.install()
     async with (
@@ -677,35 +678,29 @@ async def _work(
         runtime(redis, frontier, shutdown) as rt,
     ):
         await rt.worker.run(drain=drain)
+    rt.check_output()
     return rt
+
+
+def _finished(worker: str, counts: str, released: int) -> int:
+    print(f"{worker} finished: {counts}, released {released}", file=sys.stderr)
+    return 0
 
 
 async def _crawl(settings: Settings, args: argparse.Namespace) -> int:
     rt = await _work(settings, args.drain, lambda r, f, stop: crawl_runtime(settings, r, f, stop))
-    rt.check_output()
-    stats = rt.worker.stats
-    print(
-        f"crawl worker finished: done {stats.done}, failed {stats.failed}, "
-        f"skipped {stats.skipped}, released {rt.worker.released}",
-        file=sys.stderr,
-    )
-    return 0
+    s = rt.worker.stats
+    counts = f"done {s.done}, failed {s.failed}, skipped {s.skipped}"
+    return _finished("crawl worker", counts, rt.worker.released)
 
 
 async def _summarize(settings: Settings, args: argparse.Namespace) -> int:
     rt = await _work(
-        settings,
-        args.drain,
-        lambda redis, f, stop: summarize_runtime(settings, redis, f.keys, stop),
+        settings, args.drain, lambda r, f, stop: summarize_runtime(settings, r, f.keys, stop)
     )
-    rt.check_output()
     s = rt.worker.stats
-    print(
-        f"summarizer finished: summarized {s.summarized} ({s.cached} from cache), "
-        f"failed {s.failed}, released {rt.worker.released}",
-        file=sys.stderr,
-    )
-    return 0
+    counts = f"summarized {s.summarized} ({s.cached} from cache), failed {s.failed}"
+    return _finished("summarizer", counts, rt.worker.released)
 
 
 async def _status(settings: Settings, args: argparse.Namespace) -> int:

@@ -127,7 +127,9 @@ class SiteServer:
     async def start(self) -> list[str]:
         """Start listening; returns the ``host:port`` of every address."""
         self._handlers()
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # Stopping waits at most 1 s for responses still being sent (aiohttp's default, 60 s,
+        # would keep a site that streams a slow body to a gone client alive that long).
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         for addr in self.addresses:
             site = web.TCPSite(self._runner, addr, self.port, reuse_address=True)

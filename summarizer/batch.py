@@ -42,7 +42,7 @@ from common.errors import (
 )
 from common.heartbeat import Heartbeats
 from common.keys import CrawlKeys
-from common.leasedworker import LeasedWorker, WorkerTiming
+from common.leasedworker import WorkerTiming
 from common.lifecycle import Shutdown
 from common.logging import get_logger
 from common.scripts import CrawlScripts, ScriptRunner
@@ -61,7 +61,7 @@ from summarizer.cache import SummaryCache, content_key
 from summarizer.client import OpenAIEngine
 from summarizer.engines import Request, Summary
 from summarizer.schema import InvalidAnswer
-from summarizer.worker import SummarizeStats, SummarizeWorker, docs_finished, reap_docs
+from summarizer.worker import DocsWorker, SummarizeStats, SummarizeWorker, crawl_pending
 
 __all__ = ["BatchRecord", "BatchWorker", "Job", "decode_record", "encode_record"]
 
@@ -113,10 +113,8 @@ class Job:
     adopted: bool = False
 
 
-class BatchWorker(LeasedWorker[Job]):
+class BatchWorker(DocsWorker[Job]):
     """Jobs, not docs, are the items: ``concurrency`` is how many this worker polls."""
-
-    role = "summarize"
 
     def __init__(
         self,
@@ -139,8 +137,8 @@ class BatchWorker(LeasedWorker[Job]):
         )
         self._llm = llm
         self._queue = queue
-        self._jobs_run = CrawlScripts(scripts, keys.crawl_level)
         self._heartbeats = heartbeats
+        self._jobs_run = CrawlScripts(scripts, keys.crawl_level)
         self._engine = engine
         self._live = live
         self._profiles = live.profiles
@@ -212,14 +210,10 @@ class BatchWorker(LeasedWorker[Job]):
         now = time.monotonic()
         if self._waiting_since is None:
             self._waiting_since = now
-        c = stats.counts
-        crawl_pending = (
-            c.get("admitted", 0) - c.get("done", 0) - c.get("failed", 0) - c.get("skipped", 0)
-        )
         return (
             stats.waiting >= self._llm.batch_size
             or now - self._waiting_since >= self._llm.batch_gather_s
-            or crawl_pending <= 0
+            or crawl_pending(stats.counts) <= 0
         )
 
     async def _gather(self) -> Job | None:
@@ -277,18 +271,6 @@ class BatchWorker(LeasedWorker[Job]):
 
     async def _renew_docs(self, record: BatchRecord) -> None:
         await self._queue.renew(record.holder, list(record.docs), self._llm.batch_lease_s)
-
-    async def reap(self) -> int:
-        return await reap_docs(self._queue)
-
-    async def finished(self) -> bool:
-        return await docs_finished(self._queue)
-
-    async def beat(self, worker_id: str, beat: str) -> None:
-        await self._heartbeats.beat(worker_id, beat)
-
-    async def forget(self, worker_id: str) -> None:
-        await self._heartbeats.forget(worker_id)
 
     def beat_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {n: getattr(self.stats, n) for n in self.stats.__slots__}

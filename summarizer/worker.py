@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from common.batcher import Batcher
 from common.docsqueue import DocKind, DocLease, DocOp, DocResult, DocsQueue
@@ -33,9 +33,10 @@ from summarizer.profiles import Profile, Profiles
 from summarizer.records import ExtractionRecord, SummaryRecord, encode_record
 from summarizer.retry import passing_trouble
 
-__all__ = ["SummarizeStats", "SummarizeWorker"]
+__all__ = ["DocsWorker", "SummarizeStats", "SummarizeWorker", "crawl_pending"]
 
 log = get_logger(__name__)
+L = TypeVar("L")
 
 
 @dataclass(slots=True)
@@ -83,28 +84,41 @@ class _Spent:
         )
 
 
-async def reap_docs(queue: DocsQueue) -> int:
-    """Return the expired leases of dead summarizers (or dead batch pollers); how many."""
-    requeued, dead = await queue.reap()
-    if requeued or dead:
-        log.info("docs_reaped", requeued=requeued, dead=dead)
-    return requeued + dead
+def crawl_pending(counts: dict[str, int]) -> int:
+    """The crawl's admitted URLs not yet done, failed or skipped: pages that may make docs."""
+    c = counts
+    return c.get("admitted", 0) - c.get("done", 0) - c.get("failed", 0) - c.get("skipped", 0)
 
 
-async def docs_finished(queue: DocsQueue) -> bool:
-    """Nothing to summarize now, and the crawl will not produce more (docs held by a batch job
-    are in flight: a job anywhere keeps pending above 0)."""
-    stats = await queue.stats()
-    c = stats.counts
-    crawl_pending = (
-        c.get("admitted", 0) - c.get("done", 0) - c.get("failed", 0) - c.get("skipped", 0)
-    )
-    return stats.pending == 0 and crawl_pending <= 0
+class DocsWorker(LeasedWorker[L]):
+    """What the live and the batch summarizer do alike on the docs queue: reap the expired
+    leases of dead summarizers (or batch pollers), tell when the crawl's docs are all done,
+    and keep the heartbeat. (Subclasses set ``_queue`` and ``_heartbeats``.)"""
 
-
-class SummarizeWorker(LeasedWorker[DocLease]):
     role = "summarize"
+    _queue: DocsQueue
+    _heartbeats: Heartbeats
 
+    async def reap(self) -> int:
+        requeued, dead = await self._queue.reap()
+        if requeued or dead:
+            log.info("docs_reaped", requeued=requeued, dead=dead)
+        return requeued + dead
+
+    async def finished(self) -> bool:
+        """Nothing to summarize now, and the crawl will not produce more (docs held by a batch
+        job are in flight: a job anywhere keeps pending above 0)."""
+        stats = await self._queue.stats()
+        return stats.pending == 0 and crawl_pending(stats.counts) <= 0
+
+    async def beat(self, worker_id: str, beat: str) -> None:
+        await self._heartbeats.beat(worker_id, beat)
+
+    async def forget(self, worker_id: str) -> None:
+        await self._heartbeats.forget(worker_id)
+
+
+class SummarizeWorker(DocsWorker[DocLease]):
     def __init__(
         self,
         *,
@@ -188,18 +202,6 @@ class SummarizeWorker(LeasedWorker[DocLease]):
 
     async def renew(self, keys: Sequence[str]) -> None:
         await self._queue.renew(self.worker_id, keys, self.timing.lease_s)
-
-    async def reap(self) -> int:
-        return await reap_docs(self._queue)
-
-    async def finished(self) -> bool:
-        return await docs_finished(self._queue)
-
-    async def beat(self, worker_id: str, beat: str) -> None:
-        await self._heartbeats.beat(worker_id, beat)
-
-    async def forget(self, worker_id: str) -> None:
-        await self._heartbeats.forget(worker_id)
 
     def beat_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {n: getattr(self.stats, n) for n in self.stats.__slots__}

@@ -22,9 +22,26 @@ from typing import Any
 from common.docsqueue import DocsStats
 from tests.processes import ROOT, PeakRss, assert_no_traceback, cli
 
-__all__ = ["FIGURES", "Figures", "Fleet", "Worker", "check_invariants", "wait_for"]
+__all__ = [
+    "FIGURES",
+    "Figures",
+    "Fleet",
+    "Worker",
+    "check_invariants",
+    "concurrency",
+    "wait_for",
+]
 
 FIGURES = ROOT / "out" / "chaos-figures.jsonl"
+
+
+def concurrency(crawl: int, summarize: int | None = None) -> dict[str, list[str]]:
+    """A Fleet's ``args``: crawlers of the local test site (``--allow-private``) with ``crawl``
+    slots each, and summarizers with ``summarize``."""
+    args = {"crawl": ["--allow-private", "--concurrency", str(crawl)]}
+    if summarize is not None:
+        args["summarize"] = ["--concurrency", str(summarize)]
+    return args
 
 
 @dataclass

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import openai
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
@@ -20,6 +21,9 @@ from common.settings import EmbeddedSettings
 from common.store import open_store
 from distcrawl.redis_server import RedisClusterServer, RedisServer
 from summarizer.cache import SummaryCache
+from tests.docscrawl import DocsCrawl
+from tests.helpers import MOCK_KEY
+from tests.mock_llm import MockLLM
 from tests.processes import MockProcess, SiteProcess
 
 # The session's servers (URLs) that have been started: the summary cache on them is emptied
@@ -63,6 +67,12 @@ def redis_url(redis_server: RedisServer) -> str:
 def crawl_keys() -> CrawlKeys:
     """A fresh crawl per test: tests share the server but never each other's keys."""
     return CrawlKeys(f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def crawl_args(redis_server: RedisServer, crawl_keys: CrawlKeys) -> list[str]:
+    """The CLI's arguments naming the test's crawl on the session's redis-server."""
+    return ["--redis", redis_server.url, "--crawl", crawl_keys.crawl]
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -160,3 +170,26 @@ def mock_factory() -> Iterator[type[MockProcess]]:
 def queue(server_store: Redis, crawl_keys: CrawlKeys) -> DocsQueue:
     """The docs queue of the test's crawl on the session's redis-server."""
     return DocsQueue(server_store, crawl_keys)
+
+
+@pytest.fixture
+def docs_crawl(server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys) -> DocsCrawl:
+    """The docs stage of the test's crawl on the session's redis-server."""
+    return DocsCrawl(server_store, crawl_keys, redis_server.url)
+
+
+@pytest.fixture
+async def mock() -> AsyncIterator[MockLLM]:
+    """The mock OpenAI server (tests/mock_llm.py) in this process, taking ``MOCK_KEY``. (The
+    end-to-end files that run it as a process override ``mock`` with a MockProcess.)"""
+    async with MockLLM(api_key=MOCK_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+async def client(mock: MockLLM) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The real openai client on ``mock``: no retries of its own, a 5 s timeout."""
+    async with openai.AsyncOpenAI(
+        base_url=mock.base_url, api_key=MOCK_KEY, max_retries=0, timeout=5
+    ) as c:
+        yield c

@@ -43,10 +43,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _WINDOWS = {"24h": 24 * 3600}
 
 
-def _error(
-    status: int, message: str, code: str | None = None, param: str | None = None
-) -> web.Response:
-    body = {
+def _error_body(message: str, code: str | None = None, param: str | None = None) -> Json:
+    return {
         "error": {
             "message": message,
             "type": "invalid_request_error",
@@ -54,7 +52,18 @@ def _error(
             "code": code,
         }
     }
-    return web.json_response(body, status=status)
+
+
+def _error(
+    status: int, message: str, code: str | None = None, param: str | None = None
+) -> web.Response:
+    return web.json_response(_error_body(message, code, param), status=status)
+
+
+def _not_found(message: str, param: str | None = None) -> web.HTTPNotFound:
+    """A 404 in the API's error shape, to raise from a handler."""
+    body = json.dumps(_error_body(message, param=param))
+    return web.HTTPNotFound(text=body, content_type="application/json")
 
 
 @dataclass
@@ -188,26 +197,21 @@ class MockBatches:
         self.files[item.id] = item
         return web.json_response(item.to_json())
 
-    def _get_file(self, request: web.Request) -> _File | web.Response:
+    def _get_file(self, request: web.Request) -> _File:
         item = self.files.get(request.match_info["id"])
         if item is None:
-            return _error(404, f"No such File object: {request.match_info['id']}", param="id")
+            raise _not_found(f"No such File object: {request.match_info['id']}", param="id")
         return item
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
-        item = self._get_file(request)
-        return item if isinstance(item, web.Response) else web.json_response(item.to_json())
+        return web.json_response(self._get_file(request).to_json())
 
     async def _content(self, request: web.Request) -> web.StreamResponse:
         item = self._get_file(request)
-        if isinstance(item, web.Response):
-            return item
         return web.Response(body=item.data, content_type="application/octet-stream")
 
     async def _delete(self, request: web.Request) -> web.StreamResponse:
         item = self._get_file(request)
-        if isinstance(item, web.Response):
-            return item
         del self.files[item.id]
         return web.json_response({"id": item.id, "object": "file", "deleted": True})
 
@@ -339,21 +343,18 @@ class MockBatches:
         batch.output_file_id = self._store(f"{batch.id}_output.jsonl", output)
         batch.error_file_id = self._store(f"{batch.id}_error.jsonl", errors)
 
-    def _get_batch(self, request: web.Request) -> _Batch | web.Response:
+    def _get_batch(self, request: web.Request) -> _Batch:
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
-            return _error(404, f"No batch found with id '{request.match_info['id']}'.")
+            raise _not_found(f"No batch found with id '{request.match_info['id']}'.")
         self._finish(batch)
         return batch
 
     async def _retrieve(self, request: web.Request) -> web.StreamResponse:
-        batch = self._get_batch(request)
-        return batch if isinstance(batch, web.Response) else web.json_response(batch.to_json())
+        return web.json_response(self._get_batch(request).to_json())
 
     async def _cancel(self, request: web.Request) -> web.StreamResponse:
         batch = self._get_batch(request)
-        if isinstance(batch, web.Response):
-            return batch
         if batch.status == "in_progress":
             requests = self._pending.pop(batch.id, [])
             lines = [

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +33,15 @@ class SiteProcess:
 
     def __init__(self, log: Path, *args: str, module: str = "tests.site") -> None:
         self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--log", str(log), *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("ready "):
-            self.proc.kill()
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RuntimeError(f"test site did not start: {line!r} {err}")
-        self.port = int(line.split()[1])
+        self.proc, ready = spawn_ready(module, "--log", str(log), *args)
+        self.port = int(ready)
         addresses = args[args.index("--addresses") + 1] if "--addresses" in args else "127.0.0.1"
         self.hosts = [f"{a}:{self.port}" for a in addresses.split(",")]
+
+    @property
+    def roots(self) -> list[str]:
+        """Each host's root page, the usual seeds."""
+        return [f"http://{h}/" for h in self.hosts]
 
     def requests(self) -> list[dict[str, Any]]:
         if not self.log.exists():
@@ -62,6 +55,27 @@ class SiteProcess:
         stop_process(self.proc)
 
 
+def run_text(
+    args: Sequence[str | Path],
+    *,
+    cwd: Path = ROOT,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` to its end, text in and out; its exit code is the caller's to check."""
+    return subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        input=input_text,
+        check=False,
+    )
+
+
 def cli(
     *args: str,
     timeout: float = 180,
@@ -70,26 +84,82 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``distcrawl ARGS`` as a separate process, as a user would."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "distcrawl.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-        input=input_text,
-    )
+    command = [sys.executable, "-m", "distcrawl.cli", *args]
+    return run_text(command, timeout=timeout, env=full_env, input_text=input_text)
 
 
-def spawn_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def produce(
+    store: Sequence[str],
+    seeds: Iterable[str],
+    *flags: str,
+    rate: float | None = None,
+    burst: int | None = None,
+    inflight: int | None = None,
+    max_attempts: int | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
+    """``distcrawl produce`` of ``seeds`` into the crawl ``store`` names, with the politeness
+    given (``inflight``: ``--per-domain-inflight``) and ``flags``; it must succeed. Its stdout."""
+    limits = {
+        "--rate": rate,
+        "--burst": burst,
+        "--per-domain-inflight": inflight,
+        "--max-attempts": max_attempts,
+    }
+    given = [arg for flag, v in limits.items() if v is not None for arg in (flag, f"{v:g}")]
+    proc = cli("produce", *store, *seeds, *given, *flags, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def spawn_module(
+    module: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``python -m MODULE ARGS`` from the repo root, left running, its output piped (text);
+    ``env`` is added to this process's environment."""
     return subprocess.Popen(
-        [sys.executable, "-m", "distcrawl.cli", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **env} if env else None,
     )
+
+
+def spawn_ready(module: str, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """`spawn_module`, once it has printed its ``ready WHERE`` line: the process and WHERE."""
+    proc = spawn_module(module, *args)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("ready "):
+        proc.kill()
+        _, err = proc.communicate()
+        raise RuntimeError(f"{module} did not start: {line!r} {err}")
+    return proc, line.split()[1]
+
+
+def spawn_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return spawn_module("distcrawl.cli", *args, env=env)
+
+
+def scrape_metrics(port: int, timeout: float = 5) -> str:
+    """The /metrics page of the worker on this host's ``port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
+        return str(resp.read().decode())
+
+
+def metric_value(port: int, name: str) -> float | None:
+    """Sample ``name`` (without labels) on the /metrics page of the worker on ``port``; None
+    while the page does not answer or does not have it."""
+    try:
+        text = scrape_metrics(port, timeout=3)
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
 
 
 def read_pages(out_dir: Path) -> list[dict[str, Any]]:
@@ -113,23 +183,19 @@ def assert_no_traceback(*texts: str) -> None:
         assert "Traceback" not in text, text
 
 
+def error_line(stderr: str) -> str:
+    """The one ``distcrawl: error: ...`` line among a process's log lines; no traceback."""
+    errors = [line for line in stderr.splitlines() if line.startswith("distcrawl: error: ")]
+    assert len(errors) == 1, stderr
+    assert_no_traceback(stderr)
+    return errors[0]
+
+
 class MockProcess:
     """tests.mock_llm in its own process."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.mock_llm", "--port", "0", *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("ready "):
-            self.proc.kill()
-            raise RuntimeError(f"mock LLM did not start: {line!r}")
-        self.base_url = line.split()[1]
+        self.proc, self.base_url = spawn_ready("tests.mock_llm", "--port", "0", *args)
         self.server_url = self.base_url.removesuffix("/v1")
 
     def _get(self, path: str) -> Any:
@@ -204,14 +270,7 @@ class PeakRss:
 def run_quick_bench(module: str, timeout: float, *headers: str) -> tuple[str, str]:
     """``python -m MODULE --quick`` from the repo root, checked: exit 0, each header printed, no
     FAILED line and no traceback. Returns (stdout, stdout + stderr)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", module, "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    proc = run_text([sys.executable, "-m", module, "--quick"], timeout=timeout)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     for header in headers:
@@ -219,6 +278,31 @@ def run_quick_bench(module: str, timeout: float, *headers: str) -> tuple[str, st
     assert not [line for line in output.splitlines() if line.startswith("FAILED")], output
     assert "Traceback" not in output, output
     return proc.stdout, output
+
+
+def crawl_on_a_full_disk(store: Sequence[str], *args: str, max_bytes: int) -> str:
+    """``distcrawl crawl --drain --allow-private ARGS`` on a disk that fills up (files may not
+    grow past ``max_bytes``): it must stop with exit code 4 and one error line, returned."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distcrawl.cli",
+            "crawl",
+            *store,
+            "--drain",
+            "--allow-private",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=file_size_limit(max_bytes),
+        check=False,
+    )
+    assert proc.returncode == 4, proc.stderr
+    return error_line(proc.stderr)
 
 
 def file_size_limit(max_bytes: int) -> Callable[[], None]:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -216,11 +217,9 @@ class TestSite(SiteServer):
         r.add_get("/private/secret", _const(lambda: _html("<title>secret</title>")))
 
     async def _sitemap_index(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(
-            text='<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/'
-            f'sitemap/0.9"><sitemap><loc>http://{request.host}/sitemap-pages.xml</loc>'
-            "</sitemap></sitemapindex>",
-            content_type="application/xml",
+        return _xml(
+            '<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><sitemap>'
+            f"<loc>http://{request.host}/sitemap-pages.xml</loc></sitemap></sitemapindex>"
         )
 
     async def _sitemap(self, request: web.Request) -> web.StreamResponse:
@@ -228,11 +227,7 @@ class TestSite(SiteServer):
             f"<url><loc>http://{request.host}/p/{i}.html?a=1&amp;b=2</loc></url>"
             for i in range(self.site.pages_per_host)
         )
-        return web.Response(
-            text='<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/'
-            f'sitemap/0.9">{locs}</urlset>',
-            content_type="application/xml",
-        )
+        return _xml(f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{locs}</urlset>')
 
     async def _sitemap_gz(self, request: web.Request) -> web.StreamResponse:
         """The same sitemap as a .xml.gz file (gzip is the file's format, not an encoding)."""
@@ -284,12 +279,9 @@ class TestSite(SiteServer):
             f"<guid>p{i}</guid><pubDate>Sat, 0{i + 1} Nov 2026 10:00:00 GMT</pubDate></item>"
             for i in reversed(range(min(5, self.site.pages_per_host)))
         )
-        return web.Response(
-            text='<?xml version="1.0"?><rss version="2.0"><channel><title>Test blog</title>'
-            f"<link>http://{request.host}/</link><description>d</description>{items}"
-            "</channel></rss>",
-            content_type="application/rss+xml",
-        )
+        channel = f"<title>Test blog</title><link>http://{request.host}/</link>"
+        channel += f"<description>d</description>{items}"
+        return _xml(f'<rss version="2.0"><channel>{channel}</channel></rss>', "application/rss+xml")
 
     async def _atom(self, request: web.Request) -> web.StreamResponse:
         """Atom 1.0 listing pages 5-9, links as rel=alternate."""
@@ -298,12 +290,9 @@ class TestSite(SiteServer):
             f'</updated><link rel="alternate" href="http://{request.host}/p/{i}.html"/></entry>'
             for i in range(5, min(10, self.site.pages_per_host))
         )
-        return web.Response(
-            text='<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
-            f"<title>Test blog</title><id>urn:blog</id><updated>2026-11-05T10:00:00Z</updated>"
-            f"{entries}</feed>",
-            content_type="application/atom+xml",
-        )
+        feed = "<title>Test blog</title><id>urn:blog</id><updated>2026-11-05T10:00:00Z</updated>"
+        body = f'<feed xmlns="http://www.w3.org/2005/Atom">{feed}{entries}</feed>'
+        return _xml(body, "application/atom+xml")
 
     async def _trouble_root(self, request: web.Request) -> web.StreamResponse:
         return _html(self.root_html_with_trouble(request.host))
@@ -319,42 +308,45 @@ class TestSite(SiteServer):
         return _html("<title>429 ok</title><p>after waiting</p>")
 
     async def _huge(self, request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
-        resp.content_length = 50 * MB
-        await resp.prepare(request)
-        try:
-            for _ in range(50 * MB // len(HUGE_CHUNK) + 1):
-                await resp.write(HUGE_CHUNK)
-        except (ConnectionResetError, RuntimeError):
-            pass
-        return resp
+        chunks = _chunks(HUGE_CHUNK, 50 * MB // len(HUGE_CHUNK) + 1)
+        return await _stream(request, "text/html", chunks, length=50 * MB)
 
     async def _pdf(self, request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "application/pdf"})
-        await resp.prepare(request)
-        try:
-            for _ in range(200):
-                await resp.write(b"%PDF" + b"0" * 65532)
-                await asyncio.sleep(0.01)
-        except (ConnectionResetError, RuntimeError):
-            pass
-        return resp
+        return await _stream(request, "application/pdf", _chunks(b"%PDF" + b"0" * 65532, 200, 0.01))
 
     async def _slow(self, request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
-        await resp.prepare(request)
-        try:
-            await resp.write(b"<title>slow</title><p>")
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"<title>slow</title><p>"
             await asyncio.sleep(30)
-            await resp.write(b"never</p>")
-        except (ConnectionResetError, RuntimeError):
-            pass
-        return resp
+            yield b"never</p>"
+
+        return await _stream(request, "text/html", chunks())
 
     async def _gzip_bomb(self, _: web.Request) -> web.Response:
         return web.Response(
             body=_BOMB, headers={"Content-Type": "text/html", "Content-Encoding": "deflate"}
         )
+
+
+async def _stream(
+    request: web.Request, content_type: str, chunks: AsyncIterator[bytes], length: int | None = None
+) -> web.StreamResponse:
+    """A body sent as ``chunks`` come; the client may hang up at any point (the crawler cuts
+    what it does not want)."""
+    resp = web.StreamResponse(headers={"Content-Type": content_type})
+    resp.content_length = length
+    await resp.prepare(request)
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
+        async for chunk in chunks:
+            await resp.write(chunk)
+    return resp
+
+
+async def _chunks(chunk: bytes, times: int, pause_s: float = 0.0) -> AsyncIterator[bytes]:
+    for _ in range(times):
+        yield chunk
+        if pause_s:
+            await asyncio.sleep(pause_s)
 
 
 def _make_bomb() -> bytes:
@@ -397,6 +389,11 @@ def _const(make: Callable[[], web.Response]) -> Handler:
 
 def _html(text: str) -> web.Response:
     return web.Response(text=text, content_type="text/html")
+
+
+def _xml(body: str, content_type: str = "application/xml") -> web.Response:
+    """An XML document: the declaration, then ``body``."""
+    return web.Response(text='<?xml version="1.0"?>' + body, content_type=content_type)
 
 
 def _status(code: int) -> web.Response:

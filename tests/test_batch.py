@@ -7,19 +7,15 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
-from redis.asyncio import Redis
 
-from common.docsqueue import DocsQueue, DocsStats
-from common.keys import CrawlKeys
+from common.docsqueue import DocsStats
 from distcrawl.export import export_summaries
-from distcrawl.redis_server import RedisServer
-from distcrawl.sample_docs import feed_docs, make_docs
-from summarizer.batch import decode_record
-from tests.processes import MockProcess, assert_no_traceback, cli, log_events, spawn_cli
+from distcrawl.sample_docs import make_docs
+from tests.docscrawl import DocsCrawl
+from tests.processes import MockProcess, log_events
 
 API_KEY = "sk-test-0123456789abcdef"
 PRICE = (1.0, 2.0)  # USD per million tokens of mock-model: input, output
@@ -40,24 +36,19 @@ def _env(mock: MockProcess, **extra: str) -> dict[str, str]:
     }
 
 
-def _store(redis_server: RedisServer, keys: CrawlKeys) -> list[str]:
-    return ["--redis", redis_server.url, "--crawl", keys.crawl]
-
-
-async def _records(redis: Redis, keys: CrawlKeys) -> dict[str, dict[str, Any]]:
-    raw = await redis.hgetall(keys.summaries)
-    return {str(k): json.loads(v) for k, v in raw.items()}
-
-
 def _cost(ptok: int, ctok: int, price: float) -> float:
     return (ptok * PRICE[0] + ctok * PRICE[1]) / 1_000_000 * price
 
 
-async def _drain(*args: str, env: dict[str, str]) -> str:
-    done = await asyncio.to_thread(cli, "summarize", *args, "--drain", env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert_no_traceback(done.stderr)
-    return done.stderr
+async def _wait_for_sent(docs_crawl: DocsCrawl, n: int, state: str | None = None) -> None:
+    """Until ``n`` docs are in batch jobs (jobs in ``state``, when given)."""
+    deadline = time.monotonic() + 60
+    while True:
+        jobs = await docs_crawl.batch_jobs()
+        if sum(len(j.sent) for j in jobs if state in (None, j.state)) == n:
+            return
+        assert time.monotonic() < deadline, jobs
+        await asyncio.sleep(0.1)
 
 
 def _assert_all_summarized(stats: DocsStats, n: int) -> None:
@@ -66,26 +57,23 @@ def _assert_all_summarized(stats: DocsStats, n: int) -> None:
 
 
 async def test_thousand_docs_in_several_batches_at_the_batch_price(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock_factory: type[MockProcess],
     tmp_path: Path,
 ) -> None:
     mock = mock_factory("--api-key", API_KEY, "--batch-delay", "1")
     docs = make_docs(1000)
-    await feed_docs(server_store, crawl_keys, docs)
+    await docs_crawl.feed(docs)
     env = _env(mock, DISTCRAWL_LLM__BATCH_SIZE="300")
-    await _drain(*_store(redis_server, crawl_keys), env=env)
-    stats = await queue.stats()
+    await docs_crawl.drain(env)
+    stats = await docs_crawl.stats()
     _assert_all_summarized(stats, 1000)
     served = mock.stats()
     assert served["batches"] == 4  # 300 + 300 + 300 + 100
     assert served["batch_requests"] == 1000  # every doc answered once, in a batch...
     assert mock.requests() == []  # ...and none live
     assert served["prompt_tokens"] == 0
-    records = await _records(server_store, crawl_keys)
+    records = await docs_crawl.records()
     assert set(records) == {d.fp for d in docs}
     assert all(r["summary"].startswith("Summary: ") for r in records.values())
     ptok = sum(r["prompt_tokens"] for r in records.values())
@@ -98,8 +86,8 @@ async def test_thousand_docs_in_several_batches_at_the_batch_price(
     assert stats.per_model("cost_micro_usd")["mock-model"] == pytest.approx(
         _cost(ptok, ctok, BATCH_PRICE) * 1e6, abs=1000
     )
-    assert await server_store.hlen(crawl_keys.llm_batches) == 0  # finished jobs are forgotten
-    await export_summaries(queue, tmp_path)  # (what `distcrawl export` writes)
+    assert await docs_crawl.batch_jobs() == []  # finished jobs are forgotten
+    await export_summaries(docs_crawl.queue, tmp_path)  # (what `distcrawl export` writes)
     lines = (tmp_path / "summaries.jsonl").read_text().splitlines()
     assert len(lines) == 1000
     assert len({json.loads(line)["url"] for line in lines}) == 1000
@@ -107,73 +95,60 @@ async def test_thousand_docs_in_several_batches_at_the_batch_price(
 
 @pytest.mark.slow
 async def test_a_sigkilled_summarizers_batches_are_finished_by_another(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock_factory: type[MockProcess],
     tmp_path: Path,
 ) -> None:
     mock = mock_factory("--api-key", API_KEY, "--batch-delay", "6")
     docs = make_docs(1000)
-    await feed_docs(server_store, crawl_keys, docs)
+    await docs_crawl.feed(docs)
     env = _env(mock, DISTCRAWL_LLM__BATCH_SIZE="250", DISTCRAWL_LLM__BATCH_IN_FLIGHT="4")
-    victim = spawn_cli("summarize", *_store(redis_server, crawl_keys), env=env)
-    deadline = time.monotonic() + 60
-    while True:  # every doc in a batch in flight at the provider
-        raw = await server_store.hgetall(crawl_keys.llm_batches)
-        jobs = [decode_record(r) for r in raw.values()]
-        if sum(len(j.sent) for j in jobs if j.state == "submitted") == 1000:
-            break
-        assert time.monotonic() < deadline, jobs
-        await asyncio.sleep(0.1)
+    victim = docs_crawl.spawn(env)
+    await _wait_for_sent(docs_crawl, 1000, "submitted")  # all in flight at the provider
     victim.send_signal(signal.SIGKILL)
     await asyncio.to_thread(victim.communicate, timeout=10)
     assert mock.stats()["batches"] == 4
-    stats = await queue.stats()
+    stats = await docs_crawl.stats()
     assert (stats.summarized, stats.in_flight) == (0, 1000)  # held by the batches, not settled
-    err = await _drain(*_store(redis_server, crawl_keys), env=env)
+    err = await docs_crawl.drain(env)
     assert len(log_events(err, "batch_adopted")) == 4
-    stats = await queue.stats()
+    stats = await docs_crawl.stats()
     _assert_all_summarized(stats, 1000)
     assert stats.counts.get("docs_reaped", 0) == 0  # no lease expired: the batches held them
     served = mock.stats()
     assert served["batches"] == 4  # adopted, not sent again
     assert served["batch_requests"] == 1000
-    records = await _records(server_store, crawl_keys)
+    records = await docs_crawl.records()
     assert set(records) == {d.fp for d in docs}
     assert {r["attempts"] for r in records.values()} == {1}
     ptok = sum(r["prompt_tokens"] for r in records.values())
     assert ptok == served["batch_prompt_tokens"]
     assert stats.per_model("prompt_tokens") == {"mock-model": ptok}
-    assert await server_store.hlen(crawl_keys.llm_batches) == 0
-    await export_summaries(queue, tmp_path)
+    assert await docs_crawl.batch_jobs() == []
+    await export_summaries(docs_crawl.queue, tmp_path)
     lines = (tmp_path / "summaries.jsonl").read_text().splitlines()
     urls = [json.loads(line)["url"] for line in lines]
     assert sorted(urls) == sorted(d.url for d in docs)  # one line per doc
 
 
 async def test_failed_requests_go_to_later_batches_then_live(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock_factory: type[MockProcess],
 ) -> None:
     mock = mock_factory(
         "--api-key", API_KEY, "--batch-error-rate", "0.3", "--batch-expire-share", "0.1"
     )
     docs = make_docs(200)
-    await feed_docs(server_store, crawl_keys, docs)
+    await docs_crawl.feed(docs)
     env = _env(mock, DISTCRAWL_LLM__BATCH_ROUNDS="2")
-    await _drain(*_store(redis_server, crawl_keys), env=env)
-    stats = await queue.stats()
+    await docs_crawl.drain(env)
+    stats = await docs_crawl.stats()
     _assert_all_summarized(stats, 200)
     served = mock.stats()
     assert served["batches"] == 2  # round 2 took the failed and expired requests of round 1
     # what failed in round 2 (the last) was summarized live, at the live price
     assert served["batch_failed"] > 20
-    records = await _records(server_store, crawl_keys)
+    records = await docs_crawl.records()
     assert len(records) == 200
     live_records = [
         r
@@ -187,10 +162,7 @@ async def test_failed_requests_go_to_later_batches_then_live(
 
 
 async def test_schema_extraction_and_long_pages_in_batch_mode(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock_factory: type[MockProcess],
     tmp_path: Path,
 ) -> None:
@@ -209,12 +181,12 @@ async def test_schema_extraction_and_long_pages_in_batch_mode(
     )
     docs = make_docs(20)
     long_doc = make_docs(1, text="word " * 2000, host="long.test")  # 2x the input budget
-    await feed_docs(server_store, crawl_keys, docs + long_doc)
+    await docs_crawl.feed(docs + long_doc)
     env = _env(mock, DISTCRAWL_LLM__MAX_INPUT_TOKENS="1000")
-    await _drain(*_store(redis_server, crawl_keys), "--llm-schema", str(schema), env=env)
-    stats = await queue.stats()
+    await docs_crawl.drain(env, "--llm-schema", str(schema))
+    stats = await docs_crawl.stats()
     _assert_all_summarized(stats, 21)
-    records = await _records(server_store, crawl_keys)
+    records = await docs_crawl.records()
     assert all(isinstance(r["data"]["topic"], str) for r in records.values())
     assert {r["schema"] for r in records.values()} == {"topic"}
     long_record = records[long_doc[0].fp]
@@ -233,14 +205,11 @@ async def test_schema_extraction_and_long_pages_in_batch_mode(
 
 
 async def test_a_sigtermed_summarizer_lets_go_of_its_batches_at_once(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock_factory: type[MockProcess],
 ) -> None:
     mock = mock_factory("--api-key", API_KEY, "--batch-delay", "3")
-    await feed_docs(server_store, crawl_keys, make_docs(300))
+    await docs_crawl.feed(make_docs(300))
     # adoption after a lapsed hold would take 300 s, far past the second worker's timeout
     env = _env(
         mock,
@@ -248,22 +217,14 @@ async def test_a_sigtermed_summarizer_lets_go_of_its_batches_at_once(
         DISTCRAWL_LLM__BATCH_ADOPT_S="300",
         DISTCRAWL_WORKER__GRACE_S="0.5",
     )
-    first = spawn_cli("summarize", *_store(redis_server, crawl_keys), env=env)
-    deadline = time.monotonic() + 60
-    while True:
-        jobs = [
-            decode_record(r) for r in (await server_store.hgetall(crawl_keys.llm_batches)).values()
-        ]
-        if sum(len(j.sent) for j in jobs) == 300:
-            break
-        assert time.monotonic() < deadline, jobs
-        await asyncio.sleep(0.1)
+    first = docs_crawl.spawn(env)
+    await _wait_for_sent(docs_crawl, 300)
     first.send_signal(signal.SIGTERM)
     _, err = await asyncio.to_thread(first.communicate, timeout=30)
     assert first.returncode == 0, err
-    assert await server_store.hlen(crawl_keys.llm_batch_pollers) == 0  # no job held...
-    assert await server_store.hlen(crawl_keys.llm_batches) == 3  # ...and every job kept
-    err = await _drain(*_store(redis_server, crawl_keys), env=env)
+    assert await docs_crawl.redis.hlen(docs_crawl.keys.llm_batch_pollers) == 0  # no job held...
+    assert len(await docs_crawl.batch_jobs()) == 3  # ...and every job kept
+    err = await docs_crawl.drain(env)
     assert len(log_events(err, "batch_adopted")) == 3
-    _assert_all_summarized(await queue.stats(), 300)
+    _assert_all_summarized(await docs_crawl.stats(), 300)
     assert mock.stats()["batches"] == 3

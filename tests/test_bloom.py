@@ -118,24 +118,23 @@ async def test_memory_per_url_at_the_default_error(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
 async def test_false_positive_estimate_matches_a_brute_force_count(
     server_store: Redis, crawl_keys: CrawlKeys
 ) -> None:
-    """600,000 distinct fingerprints at a 1% error rate, through two filters (200k and 400k
+    """150,000 distinct fingerprints at a 4% error rate, through two filters (50k and 100k
     URLs): every DUPLICATE answer is a false positive, so their count is the truth the
-    estimate in ``status`` must match. (A million, as first planned, takes two minutes of
-    Redis CPU here; 600k keep the scaling step and about a thousand false positives.)"""
-    n = 600_000
+    estimate in ``status`` must match. (About 2,400 false positives, as many as 600k URLs at
+    1% gave, in a quarter of the Redis CPU: the power is in the count, not in the URLs.)"""
+    n = 150_000
     frontier = Frontier(server_store, crawl_keys)
-    await frontier.init(CrawlSpec(seen="bloom", seen_error=0.01, seen_capacity=200_000))
+    await frontier.init(CrawlSpec(seen="bloom", seen_error=0.04, seen_capacity=50_000))
     try:
         actual = await _admit_all(frontier, _fps(n, seed=2))
         stats = await frontier.stats(0)
         assert stats.bloom is not None
         est = stats.bloom.false_positives_est
         print(
-            f"\nBloom at 1%: {actual} false positives counted, {est:.1f} estimated, "
+            f"\nBloom at 4%: {actual} false positives counted, {est:.1f} estimated, "
             f"{stats.bloom.filters} filters"
         )
         assert actual > 100  # the check below has statistical power

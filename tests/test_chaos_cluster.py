@@ -26,8 +26,8 @@ from redis.crc import key_slot
 from common.keys import CrawlKeys
 from common.private_server import find_binary
 from distcrawl.redis_server import RedisClusterServer
-from tests.chaos import Fleet, check_invariants, wait_for
-from tests.processes import MockProcess, SiteProcess, cli
+from tests.chaos import Fleet, check_invariants, concurrency, wait_for
+from tests.processes import MockProcess, SiteProcess, cli, produce
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(300)]
 
@@ -63,14 +63,7 @@ def test_shards_move_and_a_master_fails_over_mid_crawl(
     site = site_factory("--addresses", HOSTS, "--pages", str(PAGES_PER_HOST), "--page-delay", "0.1")
     crawl = f"moves{tmp_path.name[-6:]}"
     store = ["--redis", cluster.url, "--crawl", crawl]
-    produced = cli(
-        "produce",
-        *store,
-        *(f"http://{h}/" for h in site.hosts),
-        "--rate", "20", "--burst", "4", "--per-domain-inflight", "8", "--max-attempts", "10",
-        env=ENV,
-    )  # fmt: skip
-    assert produced.returncode == 0, produced.stderr
+    produce(store, site.roots, rate=20, burst=4, inflight=8, max_attempts=10, env=ENV)
     status = json.loads(cli("status", *store, "--json").stdout)
     assert status["admitted"] == 4
     slots = [key_slot(k.spec.encode()) for k in CrawlKeys(crawl).shard_keys(16)]
@@ -79,10 +72,7 @@ def test_shards_move_and_a_master_fails_over_mid_crawl(
         tmp_path,
         store,
         env={**ENV, **mock.worker_env("sk-moves")},
-        args={
-            "crawl": ["--allow-private", "--concurrency", "8"],
-            "summarize": ["--concurrency", "8"],
-        },
+        args=concurrency(crawl=8, summarize=8),
     )
     total = 4 * (PAGES_PER_HOST + 1)
     moved: dict[int, int] = {}

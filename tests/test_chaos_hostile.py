@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from distcrawl.redis_server import RedisServer
-from tests.chaos import Fleet, check_invariants
-from tests.processes import SiteProcess, cli, read_pages
+from tests.chaos import Fleet, check_invariants, concurrency
+from tests.processes import SiteProcess, cli, produce, read_pages
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(240)]
 
@@ -33,30 +33,14 @@ def test_hostile_pages(
     site = site_factory("--hostile", "--addresses", "127.0.0.1,127.0.0.2")
     root, links_host = f"http://{site.hosts[0]}", f"http://{site.hosts[1]}"
     store = ["--redis", redis_server.url, "--crawl", f"hostile{tmp_path.name[-8:]}"]
-    produced = cli(
-        "produce",
-        *store,
-        f"{root}/",
-        f"{links_host}/h/links",
-        "--rate",
-        "200",
-        "--burst",
-        "50",
-        "--per-domain-inflight",
-        "16",
-        "--max-depth",
-        str(MAX_DEPTH),
-        "--max-domain-pages",
-        str(DOMAIN_CAP),
-        "--max-attempts",
-        "2",
-    )
-    assert produced.returncode == 0, produced.stderr
+    limits = ["--max-depth", str(MAX_DEPTH), "--max-domain-pages", str(DOMAIN_CAP)]
+    seeds = [f"{root}/", f"{links_host}/h/links"]
+    produce(store, seeds, *limits, rate=200, burst=50, inflight=16, max_attempts=2)
     fleet = Fleet(
         tmp_path,
         store,
         env={"DISTCRAWL_LOG_FORMAT": "json"},
-        args={"crawl": ["--allow-private", "--concurrency", "16"]},
+        args=concurrency(crawl=16),
     )
     fleet.run_one_crawler(timeout=200)
     rss = fleet.peak_rss_mb()

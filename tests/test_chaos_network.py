@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from distcrawl.redis_server import RedisServer
-from tests.chaos import Fleet, check_invariants
-from tests.processes import ROOT, SiteProcess, cli, read_pages, stop_process
+from tests.chaos import Fleet, check_invariants, concurrency
+from tests.processes import SiteProcess, produce, read_pages, spawn_ready, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(240)]
 
@@ -42,26 +40,10 @@ class ProxyProcess:
     def __init__(self, upstream_port: int, log: Path) -> None:
         listen = [arg for addr, fault in FAULTS.items() for arg in ("--listen", f"{addr}={fault}")]
         self.log = log
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.faultproxy",
-                "--upstream-port",
-                str(upstream_port),
-                "--log",
-                str(log),
-                *listen,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        self.proc, ready = spawn_ready(
+            "tests.faultproxy", "--upstream-port", str(upstream_port), "--log", str(log), *listen
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("ready "), line
-        self.port = int(line.split()[1])
+        self.port = int(ready)
 
     def requests(self) -> list[dict[str, object]]:
         return [json.loads(x) for x in self.log.read_text().splitlines() if x]
@@ -83,21 +65,8 @@ def test_latency_resets_half_open_and_trickle(
     _, proxy = proxied_site
     host = {addr: f"{addr}:{proxy.port}" for addr in FAULTS}
     store = ["--redis", redis_server.url, "--crawl", f"net{tmp_path.name[-8:]}"]
-    produced = cli(
-        "produce",
-        *store,
-        *(f"http://{h}/" for h in host.values()),
-        "--rate",
-        "20",
-        "--burst",
-        "4",
-        "--max-attempts",
-        "3",
-    )
-    assert produced.returncode == 0, produced.stderr
-    fleet = Fleet(
-        tmp_path, store, env=TIMEOUTS, args={"crawl": ["--allow-private", "--concurrency", "16"]}
-    )
+    produce(store, [f"http://{h}/" for h in host.values()], rate=20, burst=4, max_attempts=3)
+    fleet = Fleet(tmp_path, store, env=TIMEOUTS, args=concurrency(crawl=16))
     fleet.run_one_crawler(timeout=180)
     figures = check_invariants(
         "network faults (proxy)",

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from distcrawl.redis_server import RedisServer, free_port
 from tests.chaos import Fleet, check_invariants, wait_for
-from tests.processes import SiteProcess, cli
+from tests.processes import SiteProcess, cli, produce
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(300)]
 
@@ -37,25 +38,45 @@ def _progress(store: list[str]) -> int:
     return int(json.loads(run.stdout)["done"]) if run.returncode == 0 else -1
 
 
-def _start(
-    tmp_path: Path, site: SiteProcess, redis: RedisServer, name: str, metrics_port: int
-) -> tuple[Fleet, list[str]]:
+@dataclass
+class MidCrawl:
+    """A crawl on the test's redis-server, a third done, its workers running."""
+
+    fleet: Fleet
+    store: list[str]
+    metrics_port: int  # one crawler's
+    hosts: list[str]
+    out: Path
+
+    def finish(self, scenario: str) -> None:
+        """Wait for the workers (each must exit 0, having seen the outage), then the full
+        invariant check: every page done and summarized once."""
+        try:
+            self.fleet.wait(timeout=180)
+        finally:
+            self.fleet.kill_all()
+        assert self.fleet.exit_codes() == [0] * len(self.fleet.workers), self.fleet.exit_codes()
+        logs = self.fleet.logs()
+        assert "store_unavailable" in logs  # the workers did see the outage
+        expected = {f"http://{h}/" for h in self.hosts} | {
+            f"http://{h}/p/{i}.html" for h in self.hosts for i in range(PAGES_PER_HOST)
+        }
+        figures = check_invariants(
+            scenario,
+            self.store,
+            self.out,
+            expected=expected,
+            summaries=True,
+            logs=logs,
+            faults=1,
+            max_rss_mb=self.fleet.peak_rss_mb(),
+        )
+        assert figures.done == figures.admitted == 2 * PAGES_PER_HOST + 2, figures
+
+
+def _start(tmp_path: Path, site: SiteProcess, redis: RedisServer, name: str) -> MidCrawl:
     store = ["--redis", redis.url, "--crawl", name]
-    produced = cli(
-        "produce",
-        *store,
-        *(f"http://{h}/" for h in site.hosts),
-        "--rate",
-        "20",
-        "--burst",
-        "4",
-        "--per-domain-inflight",
-        "8",
-        "--max-attempts",
-        "10",
-        env=ENV,
-    )
-    assert produced.returncode == 0, produced.stderr
+    produce(store, site.roots, rate=20, burst=4, inflight=8, max_attempts=10, env=ENV)
     fleet = Fleet(
         tmp_path,
         store,
@@ -65,40 +86,18 @@ def _start(
             "summarize": ["--summarizer", "extractive"],
         },
     )
+    crawl = MidCrawl(fleet, store, free_port(), site.hosts, tmp_path / "export")
     first = fleet.start("crawl")
-    fleet.args["crawl"] = [*fleet.args["crawl"], "--metrics-port", str(metrics_port)]
+    fleet.args["crawl"] = [*fleet.args["crawl"], "--metrics-port", str(crawl.metrics_port)]
     fleet.start("crawl")
     fleet.start("summarize")
     assert first.alive
-    return fleet, store
+    wait_for("a third of the pages", lambda: _progress(store) > PAGES_PER_HOST * 2 // 3, 60)
+    return crawl
 
 
 def _healthy(port: int) -> bool:
     return cli("health", "--metrics-port", str(port), "--timeout", "2").returncode == 0
-
-
-def _finish(fleet: Fleet, store: list[str], hosts: list[str], out: Path, scenario: str) -> None:
-    try:
-        fleet.wait(timeout=180)
-    finally:
-        fleet.kill_all()
-    assert fleet.exit_codes() == [0] * len(fleet.workers), fleet.exit_codes()
-    logs = fleet.logs()
-    assert "store_unavailable" in logs  # the workers did see the outage
-    expected = {f"http://{h}/" for h in hosts} | {
-        f"http://{h}/p/{i}.html" for h in hosts for i in range(PAGES_PER_HOST)
-    }
-    figures = check_invariants(
-        scenario,
-        store,
-        out,
-        expected=expected,
-        summaries=True,
-        logs=logs,
-        faults=1,
-        max_rss_mb=fleet.peak_rss_mb(),
-    )
-    assert figures.done == figures.admitted == 2 * PAGES_PER_HOST + 2, figures
 
 
 @pytest.fixture
@@ -117,16 +116,17 @@ def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def start_fleet(
+def start_crawl(
     site: SiteProcess, aof_redis: RedisServer, tmp_path: Path
-) -> Iterator[Callable[[str, int], tuple[Fleet, list[str]]]]:
-    """Produce the crawl and start its workers; whatever happens, none outlives the test."""
+) -> Iterator[Callable[[str], MidCrawl]]:
+    """Produce the crawl ``name`` on ``aof_redis``, start its workers and wait until a third of
+    the pages are done; whatever happens, no worker outlives the test."""
     fleets: list[Fleet] = []
 
-    def start(name: str, metrics_port: int) -> tuple[Fleet, list[str]]:
-        fleet, store = _start(tmp_path, site, aof_redis, name, metrics_port)
-        fleets.append(fleet)
-        return fleet, store
+    def start(name: str) -> MidCrawl:
+        crawl = _start(tmp_path, site, aof_redis, name)
+        fleets.append(crawl.fleet)
+        return crawl
 
     yield start
     for fleet in fleets:
@@ -134,36 +134,27 @@ def start_fleet(
 
 
 def test_redis_killed_and_restarted_mid_crawl(
-    site: SiteProcess,
-    aof_redis: RedisServer,
-    tmp_path: Path,
-    start_fleet: Callable[[str, int], tuple[Fleet, list[str]]],
+    aof_redis: RedisServer, start_crawl: Callable[[str], MidCrawl]
 ) -> None:
-    redis, port = aof_redis, free_port()
-    fleet, store = start_fleet("redis-kill", port)
-    wait_for("a third of the pages", lambda: _progress(store) > PAGES_PER_HOST * 2 // 3, 60)
-    redis.stop(kill=True)  # SIGKILL: the last second of writes may be lost
+    crawl = start_crawl("redis-kill")
+    aof_redis.stop(kill=True)  # SIGKILL: the last second of writes may be lost
     time.sleep(1.5)
-    redis.start(persist=True)
-    _finish(fleet, store, site.hosts, tmp_path / "export", "redis SIGKILL + restart (AOF everysec)")
+    aof_redis.start(persist=True)
+    crawl.finish("redis SIGKILL + restart (AOF everysec)")
 
 
 def test_redis_gone_for_30_seconds(
-    site: SiteProcess,
-    aof_redis: RedisServer,
-    tmp_path: Path,
-    start_fleet: Callable[[str, int], tuple[Fleet, list[str]]],
+    aof_redis: RedisServer, start_crawl: Callable[[str], MidCrawl]
 ) -> None:
-    redis, port = aof_redis, free_port()
-    fleet, store = start_fleet("redis-gone", port)
-    wait_for("a third of the pages", lambda: _progress(store) > PAGES_PER_HOST * 2 // 3, 60)
+    crawl = start_crawl("redis-gone")
+    port = crawl.metrics_port
     wait_for("the worker's /healthz", lambda: _healthy(port), 30)
-    redis.stop()  # SIGTERM: Redis writes its AOF and exits
+    aof_redis.stop()  # SIGTERM: Redis writes its AOF and exits
     down_at = time.monotonic()
     wait_for("/healthz to report Redis gone", lambda: not _healthy(port), 20)
     while time.monotonic() - down_at < 30:
-        assert all(w.alive for w in fleet.workers), fleet.exit_codes()  # they wait
+        assert all(w.alive for w in crawl.fleet.workers), crawl.fleet.exit_codes()  # they wait
         time.sleep(1)
-    redis.start(persist=True)
+    aof_redis.start(persist=True)
     wait_for("/healthz to recover", lambda: _healthy(port), 30)
-    _finish(fleet, store, site.hosts, tmp_path / "export", "redis down 30 s")
+    crawl.finish("redis down 30 s")

@@ -9,7 +9,6 @@ a bad setting) and grepped for both secrets.
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,17 +16,12 @@ import pytest
 
 from distcrawl.redis_server import RedisServer, free_port
 from tests.chaos import Fleet, wait_for
-from tests.processes import MockProcess, SiteProcess, cli
+from tests.processes import MockProcess, SiteProcess, cli, scrape_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(180)]
 
 PASSWORD = "pw-Sup3rSecret-redis-71"
 API_KEY = "sk-live-SECRETKEY-0123456789abcdef"
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return str(resp.read().decode())
 
 
 def test_no_secret_in_any_output(site_factory: Callable[..., SiteProcess], tmp_path: Path) -> None:
@@ -64,7 +58,7 @@ def test_no_secret_in_any_output(site_factory: Callable[..., SiteProcess], tmp_p
             fleet.start("crawl")
             fleet.start("summarize")
             wait_for("both /metrics pages", lambda: all(_try_scrape(p) for p in ports.values()), 30)
-            seen.extend(_scrape(p) for p in ports.values())
+            seen.extend(scrape_metrics(p) for p in ports.values())
             seen.append(_redis_dump(url))  # heartbeats, spec, records: all of Redis
             assert run("status", *store, "--json") == 0
             assert run("top", *store, "--once") == 0
@@ -101,7 +95,7 @@ def test_no_secret_in_any_output(site_factory: Callable[..., SiteProcess], tmp_p
 
 def _try_scrape(port: int) -> bool:
     try:
-        return bool(_scrape(port))
+        return bool(scrape_metrics(port))
     except OSError:
         return False
 

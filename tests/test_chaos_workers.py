@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from distcrawl.redis_server import RedisClusterServer, RedisServer
-from tests.chaos import Fleet, check_invariants
-from tests.processes import MockProcess, SiteProcess, cli
+from tests.chaos import Fleet, check_invariants, concurrency
+from tests.processes import MockProcess, SiteProcess, produce
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(300)]
 
@@ -66,29 +66,12 @@ def test_workers_hit_at_random_lose_nothing(
     site = site_factory("--addresses", HOSTS, "--pages", str(PAGES_PER_HOST), "--page-delay", "0.1")
     store = ["--redis", server.url, "--crawl", f"chaos-{sig.name}-{tmp_path.name[-6:]}"]
     # 25 pages/s per host: the crawl lasts about 20 s, so every hit lands mid-crawl.
-    produced = cli(
-        "produce",
-        *store,
-        *(f"http://{h}/" for h in site.hosts),
-        "--rate",
-        "25",
-        "--burst",
-        "5",
-        "--per-domain-inflight",
-        "8",
-        "--max-attempts",
-        "10",
-        env=FAST_LEASES,
-    )
-    assert produced.returncode == 0, produced.stderr
+    produce(store, site.roots, rate=25, burst=5, inflight=8, max_attempts=10, env=FAST_LEASES)
     fleet = Fleet(
         tmp_path,
         store,
         env={**FAST_LEASES, **mock_llm.worker_env("sk-chaos")},
-        args={
-            "crawl": ["--allow-private", "--concurrency", "8"],
-            "summarize": ["--concurrency", "16"],
-        },
+        args=concurrency(crawl=8, summarize=16),
     )
     rng = random.Random(f"chaos-{sig.name}")
     try:

@@ -44,23 +44,34 @@ def test_malformed_seed(seed: str) -> None:
     assert "invalid seed #1" in _one_line_error(proc.stderr)
 
 
-def test_unknown_flag() -> None:
-    proc = cli("run", "--no-such-flag", "http://example.com/")
-    assert proc.returncode == 2
-    assert "unrecognized arguments: --no-such-flag" in _one_line_error(proc.stderr)
-
-
 @pytest.mark.parametrize(
-    ("flag", "value", "needle"),
+    ("args", "needle"),
     [
-        ("--rate", "-1", "rate must be > 0"),
-        ("--burst", "0", "burst must be >= 1"),
-        ("--concurrency", "0", "crawler.concurrency"),
-        ("--rate", "fast", "invalid float"),
+        (
+            ["run", "--no-such-flag", "http://example.com/"],
+            "unrecognized arguments: --no-such-flag",
+        ),
+        (["run", "http://example.com/", "--rate", "-1"], "rate must be > 0"),
+        (["run", "http://example.com/", "--burst", "0"], "burst must be >= 1"),
+        (["run", "http://example.com/", "--concurrency", "0"], "crawler.concurrency"),
+        (["run", "http://example.com/", "--rate", "fast"], "invalid float"),
+        (["crawl"], "needs --redis"),
+        (["status", "--redis", "http://localhost:6379"], "invalid Redis URL"),
+        (["status", "--redis", "redis://127.0.0.1:1", "--crawl", "bad name"], "invalid crawl name"),
+    ],
+    ids=[
+        "unknown-flag",
+        "negative-rate",
+        "zero-burst",
+        "zero-concurrency",
+        "rate-not-a-number",
+        "crawl-without-redis",
+        "redis-url-scheme",
+        "crawl-name",
     ],
 )
-def test_bad_values(flag: str, value: str, needle: str) -> None:
-    proc = cli("run", "http://example.com/", flag, value)
+def test_a_bad_invocation_is_one_error_line(args: list[str], needle: str) -> None:
+    proc = cli(*args)
     assert proc.returncode == 2
     assert needle in _one_line_error(proc.stderr)
 
@@ -69,24 +80,6 @@ def test_bad_environment_value() -> None:
     proc = cli("run", "http://example.com/", env={"DISTCRAWL_FETCH__MAX_BODY_BYTES": "tiny"})
     assert proc.returncode == 2
     assert "fetch.max_body_bytes" in _one_line_error(proc.stderr) or "fetch" in proc.stderr
-
-
-def test_distributed_commands_need_a_server() -> None:
-    proc = cli("crawl")
-    assert proc.returncode == 2
-    assert "needs --redis" in _one_line_error(proc.stderr)
-
-
-def test_invalid_redis_url_scheme() -> None:
-    proc = cli("status", "--redis", "http://localhost:6379")
-    assert proc.returncode == 2
-    assert "invalid Redis URL" in _one_line_error(proc.stderr)
-
-
-def test_invalid_crawl_name() -> None:
-    proc = cli("status", "--redis", "redis://127.0.0.1:1", "--crawl", "bad name")
-    assert proc.returncode == 2
-    assert "invalid crawl name" in _one_line_error(proc.stderr)
 
 
 def test_wrong_redis_password_is_a_config_error(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from tests.processes import (
     SiteProcess,
     assert_no_traceback,
     cli,
+    produce,
     read_pages,
     spawn_cli,
 )
@@ -47,8 +48,7 @@ def test_run_reaches_every_page_exactly_once(
 ) -> None:
     site = site_factory("--addresses", ADDRESSES, "--pages", "166")
     out = tmp_path / "out"
-    seeds = [f"http://{h}/" for h in site.hosts]
-    proc = cli("run", *seeds, "--out", str(out), "--no-progress", *FAST)
+    proc = cli("run", *site.roots, "--out", str(out), "--no-progress", *FAST)
     assert proc.returncode == 0, proc.stderr
     assert_no_traceback(proc.stderr)
     _check_every_page_once(site, out, _expected(site, 166))
@@ -71,12 +71,7 @@ def test_distributed_produce_three_crawlers_two_summarizers_export(
     site = site_factory("--addresses", hosts, "--pages", "334")
     crawl = f"dist{tmp_path.name[-8:]}"
     store = ["--redis", server.url, "--crawl", crawl]
-    seeds = [f"http://{h}/" for h in site.hosts]
-    produced = cli(
-        "produce", *store, *seeds, "--rate", "500", "--burst", "100", "--per-domain-inflight", "16"
-    )
-    assert produced.returncode == 0, produced.stderr
-    assert "admitted 6 seeds" in produced.stdout
+    assert "admitted 6 seeds" in produce(store, site.roots, rate=500, burst=100, inflight=16)
     mock = MockProcess("--api-key", "sk-dist", "--latency", "0.01")
     try:
         env = mock.worker_env("sk-dist")

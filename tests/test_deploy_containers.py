@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 
 from common.keys import CrawlKeys
+from tests.processes import ROOT, run_text
 
 # The first test may run the cold install (about 30 s here, more on a slow mirror).
 pytestmark = [pytest.mark.timeout(600), pytest.mark.tools]
 
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 TOOLS = ROOT / ".tools"
@@ -58,16 +58,7 @@ def _env() -> dict[str, str]:
 def _run(
     args: list[str], stdin: str | None = None, cwd: Path = ROOT, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=_env(),
-        timeout=timeout,
-        check=False,
-    )
+    return run_text(args, cwd=cwd, timeout=timeout, env=_env(), input_text=stdin)
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> str:

@@ -3,7 +3,6 @@ loopback HTTP, a real redis-server, and jsonschema checking what comes out."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,14 +11,18 @@ from typing import Any
 import jsonschema
 import msgspec
 import pytest
-from redis.asyncio import Redis
 
-from common.docsqueue import DocsQueue
-from common.keys import CrawlKeys
-from distcrawl.redis_server import RedisServer
-from distcrawl.sample_docs import feed_docs, make_docs
+from distcrawl.sample_docs import make_docs
+from tests.docscrawl import DocsCrawl
 from tests.mock_llm import prompt_tokens
-from tests.processes import MockProcess, SiteProcess, assert_no_traceback, cli, read_pages
+from tests.processes import (
+    MockProcess,
+    SiteProcess,
+    assert_no_traceback,
+    cli,
+    error_line,
+    read_pages,
+)
 
 API_KEY = "sk-test-0123456789abcdef"
 FAST = ["--rate", "500", "--burst", "100", "--per-domain-inflight", "16", "--allow-private"]
@@ -54,31 +57,6 @@ def mock() -> Iterator[MockProcess]:
 def _write(path: Path, value: object) -> str:
     path.write_text(json.dumps(value))
     return str(path)
-
-
-def _store(redis_server: RedisServer, keys: CrawlKeys) -> list[str]:
-    return ["--redis", redis_server.url, "--crawl", keys.crawl]
-
-
-async def _records(redis: Redis, keys: CrawlKeys) -> dict[str, dict[str, Any]]:
-    raw = await redis.hgetall(keys.summaries)
-    return {str(k): json.loads(v) for k, v in raw.items()}
-
-
-async def _summarize(
-    redis_server: RedisServer, keys: CrawlKeys, mock: MockProcess, *args: str
-) -> None:
-    proc = await asyncio.to_thread(
-        cli,
-        "summarize",
-        *_store(redis_server, keys),
-        "--drain",
-        *args,
-        env=mock.worker_env(API_KEY),
-        timeout=90,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert_no_traceback(proc.stderr)
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -139,26 +117,23 @@ def _broken_docs(n: int, broken: int) -> list[Any]:
     ("fault", "error"), [("malformed", "is not JSON"), ("violating", "does not validate")]
 )
 async def test_invalid_answers_are_repaired_once_then_fail_with_invalid_output(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock: MockProcess,
     tmp_path: Path,
     fault: str,
     error: str,
 ) -> None:
     docs = _broken_docs(10, broken=3)
-    await feed_docs(server_store, crawl_keys, docs)
+    await docs_crawl.feed(docs)
     mock.configure(json_fault=fault, json_fault_match="BROKEN")
     schema = _write(tmp_path / "page.json", PAGE)
-    await _summarize(redis_server, crawl_keys, mock, "--llm-schema", schema)
+    await docs_crawl.drain(mock.worker_env(API_KEY), "--llm-schema", schema)
 
-    stats = await queue.stats()
+    stats = await docs_crawl.stats()
     assert (stats.summarized, stats.failed, stats.pending) == (7, 3, 0)
     assert stats.balanced
     assert stats.counts["docs_failed:invalid_output"] == 3
-    records = await _records(server_store, crawl_keys)
+    records = await docs_crawl.records()
     failed = {fp: r for fp, r in records.items() if r["outcome"] == "failed"}
     assert set(failed) == {d.fp for d in docs[:3]}
     assert {(r["reason"], r["schema"], r["data"]) for r in failed.values()} == {
@@ -180,29 +155,23 @@ async def test_invalid_answers_are_repaired_once_then_fail_with_invalid_output(
         calls = [b for b in bodies if r["url"] in b["messages"][0]["content"]]
         assert len(calls) == 2
         assert r["prompt_tokens"] == sum(prompt_tokens(b["messages"]) for b in calls)
-    served = mock.stats()
-    assert sum(r["prompt_tokens"] for r in records.values()) == served["prompt_tokens"]
-    assert stats.per_model("prompt_tokens") == {"mock-model": served["prompt_tokens"]}
-    assert stats.per_model("completion_tokens") == {"mock-model": served["completion_tokens"]}
+    await docs_crawl.assert_accounted(mock.stats())
 
 
 async def test_an_answer_fixed_by_the_repair_call_is_extracted_with_both_calls_tokens(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock: MockProcess,
     tmp_path: Path,
 ) -> None:
     docs = _broken_docs(4, broken=2)
-    await feed_docs(server_store, crawl_keys, docs)
+    await docs_crawl.feed(docs)
     mock.configure(json_fault="violating", json_fault_match="BROKEN", json_fault_once=True)
-    await _summarize(
-        redis_server, crawl_keys, mock, "--llm-schema", _write(tmp_path / "p.json", PAGE)
+    await docs_crawl.drain(
+        mock.worker_env(API_KEY), "--llm-schema", _write(tmp_path / "p.json", PAGE)
     )
-    stats = await queue.stats()
+    stats = await docs_crawl.stats()
     assert (stats.summarized, stats.failed, stats.pending) == (4, 0, 0)
-    records = await _records(server_store, crawl_keys)
+    records = await docs_crawl.records()
     bodies = mock.requests()
     assert len(bodies) == 4 + 2
     for doc in docs:
@@ -222,10 +191,7 @@ LOOSE = {**PAGE, "additionalProperties": True}  # valid, but not for OpenAI's st
     ids=["json_schema_unsupported", "schema_refused_by_strict_mode"],
 )
 async def test_json_object_after_a_400_naming_response_format(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock: MockProcess,
     tmp_path: Path,
     formats: list[str],
@@ -234,13 +200,13 @@ async def test_json_object_after_a_400_naming_response_format(
     """auto falls back to json_object with the schema in a system message, for good in this
     process; the answers still validate."""
     mock.configure(response_formats=formats)
-    await feed_docs(server_store, crawl_keys, make_docs(5))
-    await _summarize(
-        redis_server, crawl_keys, mock, "--llm-schema", _write(tmp_path / "p.json", schema)
+    await docs_crawl.feed(make_docs(5))
+    await docs_crawl.drain(
+        mock.worker_env(API_KEY), "--llm-schema", _write(tmp_path / "p.json", schema)
     )
-    stats = await queue.stats()
+    stats = await docs_crawl.stats()
     assert (stats.summarized, stats.failed) == (5, 0)
-    for record in (await _records(server_store, crawl_keys)).values():
+    for record in (await docs_crawl.records()).values():
         jsonschema.validate(record["data"], schema)
     bodies = mock.requests()
     refused = [b for b in bodies if b["response_format"]["type"] == "json_schema"]
@@ -252,28 +218,23 @@ async def test_json_object_after_a_400_naming_response_format(
 
 
 async def test_a_fixed_response_format_does_not_fall_back(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock: MockProcess,
     tmp_path: Path,
 ) -> None:
     mock.configure(response_formats=["text", "json_object"])
-    await feed_docs(server_store, crawl_keys, make_docs(2))
+    await docs_crawl.feed(make_docs(2))
     schema = _write(tmp_path / "p.json", PAGE)
     args = ["--llm-schema", schema, "--llm-response-format", "json_schema"]
-    await _summarize(redis_server, crawl_keys, mock, *args)
-    stats = await queue.stats()
+    await docs_crawl.drain(mock.worker_env(API_KEY), *args)
+    stats = await docs_crawl.stats()
     assert (stats.summarized, stats.failed) == (0, 2)
     assert stats.counts["docs_failed:http_400"] == 2
     assert mock.stats()["by_status"] == {"400": 2}
 
 
 async def test_the_cache_keys_on_the_schema(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
+    docs_crawl: DocsCrawl,
     mock: MockProcess,
     tmp_path: Path,
 ) -> None:
@@ -284,9 +245,9 @@ async def test_the_cache_keys_on_the_schema(
 
     async def run(host: str, *args: str) -> list[dict[str, Any]]:
         docs = make_docs(2, text=text, host=host)
-        await feed_docs(server_store, crawl_keys, docs)
-        await _summarize(redis_server, crawl_keys, mock, *args)
-        records = await _records(server_store, crawl_keys)
+        await docs_crawl.feed(docs)
+        await docs_crawl.drain(mock.worker_env(API_KEY), *args)
+        records = await docs_crawl.records()
         return [records[d.fp] for d in docs]
 
     first = await run("a.test", "--llm-schema", page)
@@ -315,16 +276,13 @@ async def test_the_cache_keys_on_the_schema(
     ],
 )
 async def test_a_bad_schema_file_is_one_error_line(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock: MockProcess,
     tmp_path: Path,
     content: str | None,
     message: str,
 ) -> None:
-    await feed_docs(server_store, crawl_keys, make_docs(3))
+    await docs_crawl.feed(make_docs(3))
     path = tmp_path / "bad.json"
     if content is not None:
         path.write_text(content)
@@ -335,22 +293,12 @@ async def test_a_bad_schema_file_is_one_error_line(
             _write(tmp_path / "profiles.json", [{"match": "*", "schema": "bad.json"}]),
         ],
     ):
-        proc = await asyncio.to_thread(
-            cli,
-            "summarize",
-            *_store(redis_server, crawl_keys),
-            "--drain",
-            *args,
-            env=mock.worker_env(API_KEY),
-            timeout=60,
-        )
+        proc = await docs_crawl.summarize(mock.worker_env(API_KEY), *args, timeout_s=60)
         assert proc.returncode == 2
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("distcrawl: error")]
-        assert len(errors) == 1, proc.stderr
-        assert message in errors[0]
-        assert str(path) in errors[0]
-        assert_no_traceback(proc.stderr)
-    stats = await queue.stats()
+        error = error_line(proc.stderr)
+        assert message in error
+        assert str(path) in error
+    stats = await docs_crawl.stats()
     assert (stats.waiting, stats.summarized, stats.failed) == (3, 0, 0)
     assert mock.stats()["requests"] == 0
 

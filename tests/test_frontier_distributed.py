@@ -6,7 +6,6 @@ import asyncio
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,18 +17,13 @@ from common.spec import CrawlSpec, DomainPolicy
 from crawler.frontier import Outcome
 from distcrawl.redis_server import RedisServer
 from tests.helpers import FakeClock, assert_balanced, make_frontier
+from tests.processes import spawn_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.frontier_proc", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn_module("tests.frontier_proc", *args)
 
 
 @pytest.mark.slow

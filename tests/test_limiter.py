@@ -19,9 +19,18 @@ EPOCH_MS = 1_712_345_678_901
 
 
 def _limiter(
-    store: Redis, keys: CrawlKeys, clock: FakeClock, rpm: int, tpm: int = 0, window_s: float = 60.0
+    store: Redis,
+    keys: CrawlKeys,
+    clock: FakeClock,
+    rpm: int,
+    tpm: int = 0,
+    window_s: float = 60.0,
+    **hooks: Any,
 ) -> SharedRateLimiter:
-    return SharedRateLimiter(ScriptRunner(store), keys, rpm, tpm, clock=clock, window_s=window_s)
+    """A limiter on ``clock``; ``hooks``: its ``sleep`` and ``on_wait``."""
+    return SharedRateLimiter(
+        ScriptRunner(store), keys, rpm, tpm, clock=clock, window_s=window_s, **hooks
+    )
 
 
 async def _send_at_slots(
@@ -145,14 +154,8 @@ async def test_a_pause_learned_while_asleep_books_again(
             await limiter.pause(3)
         clock.advance(round(seconds * 1000))
 
-    limiter = SharedRateLimiter(
-        ScriptRunner(store),
-        crawl_keys,
-        600,
-        0,
-        clock=clock,
-        sleep=sleep,
-        on_wait=lambda: waits.append(None),
+    limiter = _limiter(
+        store, crawl_keys, clock, 600, sleep=sleep, on_wait=lambda: waits.append(None)
     )
     for _ in range(10):  # the burst
         await limiter.acquire(1)
@@ -173,14 +176,8 @@ async def test_acquire_sleeps_once_and_counts_waits(store: Redis, crawl_keys: Cr
         naps.append(seconds)
         clock.advance(round(seconds * 1000))
 
-    limiter = SharedRateLimiter(
-        ScriptRunner(store),
-        crawl_keys,
-        120,
-        0,
-        clock=clock,
-        sleep=sleep,
-        on_wait=lambda: waits.append(None),
+    limiter = _limiter(
+        store, crawl_keys, clock, 120, sleep=sleep, on_wait=lambda: waits.append(None)
     )
     for _ in range(4):
         await limiter.acquire(1)

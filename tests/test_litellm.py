@@ -5,30 +5,24 @@ starts with ``LITELLM_LOCAL_MODEL_COST_MAP=True``, so it never downloads its pri
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
-from redis.asyncio import Redis
 
-from common.docsqueue import DocsQueue
-from common.keys import CrawlKeys
 from common.settings import build_settings
-from distcrawl.redis_server import RedisServer
-from distcrawl.sample_docs import feed_docs, make_docs
+from distcrawl.redis_server import free_port
+from distcrawl.sample_docs import make_docs
 from summarizer.client import OpenAIEngine
 from summarizer.engines import Request
 from summarizer.profiles import Profiles
-from tests.processes import ROOT, assert_no_traceback, cli, stop_process
+from tests.docscrawl import DocsCrawl
+from tests.processes import ROOT, stop_process
 
 pytestmark = [pytest.mark.tools, pytest.mark.slow]
 
@@ -57,12 +51,6 @@ general_settings:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def litellm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The proxy's base URL (``.../v1``)."""
@@ -70,7 +58,7 @@ def litellm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("litellm")
     config = folder / "config.yaml"
     config.write_text(CONFIG)
-    port = _free_port()
+    port = free_port()
     log = (folder / "litellm.log").open("w")
     proc = subprocess.Popen(
         [str(LITELLM), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
@@ -108,29 +96,15 @@ def _env(base_url: str, model: str) -> dict[str, str]:
     }
 
 
-def _store(redis_server: RedisServer, keys: CrawlKeys) -> list[str]:
-    return ["--redis", redis_server.url, "--crawl", keys.crawl]
-
-
-async def _records(redis: Redis, keys: CrawlKeys) -> dict[str, dict[str, Any]]:
-    raw = await redis.hgetall(keys.summaries)
-    return {str(k): json.loads(v) for k, v in raw.items()}
-
-
 async def test_summaries_and_token_accounting_through_litellm(
-    litellm: str, server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys
+    litellm: str, docs_crawl: DocsCrawl
 ) -> None:
     docs = make_docs(40)
-    await feed_docs(server_store, crawl_keys, docs)
-    env = _env(litellm, "free-model")
-    done = await asyncio.to_thread(
-        cli, "summarize", *_store(redis_server, crawl_keys), "--drain", env=env
-    )
-    assert done.returncode == 0, done.stderr
-    assert_no_traceback(done.stderr)
-    stats = await DocsQueue(server_store, crawl_keys).stats()
+    await docs_crawl.feed(docs)
+    await docs_crawl.drain(_env(litellm, "free-model"))
+    stats = await docs_crawl.stats()
     assert (stats.summarized, stats.failed, stats.pending) == (40, 0, 0)
-    records = await _records(server_store, crawl_keys)
+    records = await docs_crawl.records()
     assert {r["summary"] for r in records.values()} == {ANSWER}
     # what LiteLLM reports for the very request the summarizer sent is what the record holds
     settings = build_settings(llm={"model": "free-model", "base_url": litellm})
@@ -152,26 +126,15 @@ async def test_summaries_and_token_accounting_through_litellm(
 
 @pytest.mark.timeout(300)
 async def test_litellms_rate_limit_is_a_429_we_wait_out(
-    litellm: str, server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys
+    litellm: str, docs_crawl: DocsCrawl
 ) -> None:
     n = RPM + 5  # more than the proxy lets through in one minute
-    await feed_docs(server_store, crawl_keys, make_docs(n))
+    await docs_crawl.feed(make_docs(n))
     env = _env(litellm, "limited-model")
-    done = await asyncio.to_thread(
-        cli,
-        "summarize",
-        *_store(redis_server, crawl_keys),
-        "--drain",
-        "--concurrency",
-        "4",
-        env=env,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr
-    assert_no_traceback(done.stderr)
-    assert "llm_retry" in done.stderr
-    assert "http_429" in done.stderr  # LiteLLM's own limit answered...
-    stats = await DocsQueue(server_store, crawl_keys).stats()
+    err = await docs_crawl.drain(env, "--concurrency", "4", timeout_s=240)
+    assert "llm_retry" in err
+    assert "http_429" in err  # LiteLLM's own limit answered...
+    stats = await docs_crawl.stats()
     assert (stats.summarized, stats.failed, stats.pending) == (n, 0, 0)  # ...and was waited out
-    records = await _records(server_store, crawl_keys)
+    records = await docs_crawl.records()
     assert {r["summary"] for r in records.values()} == {ANSWER}

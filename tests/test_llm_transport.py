@@ -27,9 +27,9 @@ from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
 from summarizer.profiles import Profile
 from summarizer.retry import translate_openai_error
 from summarizer.transport import ChatTransport
+from tests.helpers import MOCK_KEY as KEY
 from tests.mock_llm import MockLLM
 
-KEY = "sk-transport-0123456789"
 TRANSPORTS = ["direct", "openai"]
 BODY: dict[str, Any] = {
     "model": "mock-model",
@@ -60,12 +60,6 @@ async def _error(transport: ChatTransport, body: dict[str, Any] = BODY) -> Distc
     except Exception as exc:  # what the engine does with whatever the transport raised
         return translate_openai_error(exc)
     raise AssertionError("the request succeeded")
-
-
-@pytest.fixture
-async def mock() -> AsyncIterator[MockLLM]:
-    async with MockLLM(api_key=KEY) as server:
-        yield server
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)

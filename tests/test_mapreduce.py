@@ -3,7 +3,6 @@ loopback HTTP (its request and reply logs), a real redis-server, the docs settle
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,23 +10,18 @@ from typing import Any
 
 import jsonschema
 import pytest
-from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from common.docsqueue import DocsQueue
 from common.keys import CrawlKeys
-from common.scripts import ScriptRunner
-from common.settings import LLMSettings
-from distcrawl.redis_server import RedisServer
-from distcrawl.sample_docs import feed_docs, make_docs
-from summarizer.client import OpenAIEngine, open_client
+from distcrawl.sample_docs import make_docs
 from summarizer.engines import DocFailed, Request
-from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
 from summarizer.mapreduce import MAX_DOC_TOKENS
 from summarizer.profiles import Profile
 from summarizer.schema import OutputSchema
+from tests.docscrawl import DocsCrawl
+from tests.helpers import llm_engine
 from tests.mock_llm import MockLLM
-from tests.processes import MockProcess, assert_no_traceback, cli
+from tests.processes import MockProcess
 
 API_KEY = "sk-test-0123456789abcdef"
 MAP = "Summarize this part."
@@ -45,81 +39,49 @@ def mock() -> Iterator[MockProcess]:
     server.stop()
 
 
-def _env(mock: MockProcess, **llm: str) -> dict[str, str]:
-    env = {**mock.worker_env(API_KEY)}
-    env.update({f"DISTCRAWL_LLM__{k.upper()}": v for k, v in llm.items()})
-    return env
+Json = dict[str, Any]
+PROMPTS = {"prompt": "{text}\n\n" + MAP, "reduce_prompt": "{text}\n\n" + REDUCE}
 
 
-async def _summarize(
-    redis_server: RedisServer, keys: CrawlKeys, env: dict[str, str], *args: str
-) -> None:
-    proc = await asyncio.to_thread(
-        cli,
-        "summarize",
-        "--redis",
-        redis_server.url,
-        "--crawl",
-        keys.crawl,
-        "--drain",
-        *args,
-        env=env,
-        timeout=90,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert_no_traceback(proc.stderr)
+async def _summarize_long(
+    docs_crawl: DocsCrawl, mock: MockProcess, *args: str, **llm: str
+) -> tuple[list[Json], Json]:
+    """LONG, summarized by one ``summarize --drain ARGS`` with the LLM settings ``llm``: the
+    mock's replies (one per call) and the doc's record."""
+    await docs_crawl.feed(make_docs(1, text=LONG))
+    env = mock.worker_env(API_KEY) | {f"DISTCRAWL_LLM__{k.upper()}": v for k, v in llm.items()}
+    await docs_crawl.drain(env, *args)
+    [record] = (await docs_crawl.records()).values()
+    return mock.replies(), record
 
 
-async def _record(redis: Redis, keys: CrawlKeys) -> dict[str, Any]:
-    [raw] = (await redis.hgetall(keys.summaries)).values()
-    record: dict[str, Any] = json.loads(raw)
-    return record
-
-
-def _prompt(reply: dict[str, Any]) -> str:
+def _prompt(reply: Json) -> str:
     return str(reply["messages"][-1]["content"])
 
 
+def _maps_and_reduces(replies: list[Json]) -> tuple[list[Json], list[Json]]:
+    maps = [r for r in replies if _prompt(r).endswith(MAP)]
+    return maps, [r for r in replies if _prompt(r).endswith(REDUCE)]
+
+
 async def _check_tokens(
-    record: dict[str, Any], mock: MockProcess, queue: DocsQueue, replies: list[dict[str, Any]]
+    record: dict[str, Any], mock: MockProcess, docs_crawl: DocsCrawl, replies: list[dict[str, Any]]
 ) -> None:
     """The doc's tokens are the sum of what the mock served it, and so are the counters."""
-    served = mock.stats()
     assert record["prompt_tokens"] == sum(r["prompt_tokens"] for r in replies)
     assert record["completion_tokens"] == sum(r["completion_tokens"] for r in replies)
-    assert (record["prompt_tokens"], record["completion_tokens"]) == (
-        served["prompt_tokens"],
-        served["completion_tokens"],
-    )
-    stats = await queue.stats()
-    assert stats.per_model("prompt_tokens") == {"mock-model": served["prompt_tokens"]}
-    assert stats.per_model("completion_tokens") == {"mock-model": served["completion_tokens"]}
+    await docs_crawl.assert_accounted(mock.stats())
 
 
 async def test_a_page_ten_times_the_budget_is_summarized_whole(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock: MockProcess,
 ) -> None:
-    await feed_docs(server_store, crawl_keys, make_docs(1, text=LONG))
     mock.configure(summary_words=5)  # short summaries: all of them fit one reduce call
-    env = _env(
-        mock,
-        max_input_tokens="300",
-        max_output_tokens="40",
-        prompt="{text}\n\n" + MAP,
-        reduce_prompt="{text}\n\n" + REDUCE,
-        max_doc_tokens="20000",
-    )
-    await _summarize(redis_server, crawl_keys, env)
-
-    replies = mock.replies()
-    maps = [r for r in replies if _prompt(r).endswith(MAP)]
-    reduces = [r for r in replies if _prompt(r).endswith(REDUCE)]
+    budget = {"max_input_tokens": "300", "max_output_tokens": "40", "max_doc_tokens": "20000"}
+    replies, record = await _summarize_long(docs_crawl, mock, **budget, **PROMPTS)
+    maps, reduces = _maps_and_reduces(replies)
     assert len(maps) + len(reduces) == len(replies) == len(mock.requests())
-    record = await _record(server_store, crawl_keys)
     assert (record["outcome"], record["truncated"]) == ("summarized", False)
     assert record["chunks"] == len(maps) >= 10
     # the mock saw every chunk: every word of the page, and none cut by the budget
@@ -132,7 +94,7 @@ async def test_a_page_ten_times_the_budget_is_summarized_whole(
     assert -1 not in places
     assert places == sorted(places)
     assert record["summary"] == reduce["content"]
-    await _check_tokens(record, mock, queue, replies)
+    await _check_tokens(record, mock, docs_crawl, replies)
 
 
 def _first_word(reply: dict[str, Any]) -> str:
@@ -140,30 +102,16 @@ def _first_word(reply: dict[str, Any]) -> str:
 
 
 async def test_many_chunks_are_reduced_in_levels(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock: MockProcess,
 ) -> None:
     """The chunk summaries do not fit one reduce call: groups are reduced, then their
     summaries, until one is left; every summary goes into exactly one reduce call."""
-    await feed_docs(server_store, crawl_keys, make_docs(1, text=LONG))
-    env = _env(
-        mock,
-        max_input_tokens="150",
-        max_output_tokens="30",
-        prompt="{text}\n\n" + MAP,
-        reduce_prompt="{text}\n\n" + REDUCE,
-        chunk_overlap_tokens="20",
-        max_doc_tokens="40000",
+    budget = {"max_input_tokens": "150", "max_output_tokens": "30", "max_doc_tokens": "40000"}
+    replies, record = await _summarize_long(
+        docs_crawl, mock, chunk_overlap_tokens="20", **budget, **PROMPTS
     )
-    await _summarize(redis_server, crawl_keys, env)
-
-    replies = mock.replies()
-    maps = [r for r in replies if _prompt(r).endswith(MAP)]
-    reduces = [r for r in replies if _prompt(r).endswith(REDUCE)]
-    record = await _record(server_store, crawl_keys)
+    maps, reduces = _maps_and_reduces(replies)
     assert record["chunks"] == len(maps) >= 20
     final = next(r for r in reduces if r["content"] == record["summary"])
     inner = [r for r in reduces if r is not final]
@@ -173,7 +121,7 @@ async def test_many_chunks_are_reduced_in_levels(
     assert any(i["content"] in _prompt(final) for i in inner)
     assert all(r["prompt_tokens"] <= 150 for r in replies)
     assert set(WORDS) <= {w for r in maps for w in _prompt(r).split()}
-    await _check_tokens(record, mock, queue, replies)
+    await _check_tokens(record, mock, docs_crawl, replies)
 
 
 SCHEMA: dict[str, Any] = {
@@ -190,10 +138,7 @@ SCHEMA: dict[str, Any] = {
 
 
 async def test_a_long_page_is_extracted_by_chunks_and_merged(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock: MockProcess,
     tmp_path: Path,
 ) -> None:
@@ -202,20 +147,12 @@ async def test_a_long_page_is_extracted_by_chunks_and_merged(
     against the schema, decides the headline."""
     schema = tmp_path / "page.json"
     schema.write_text(json.dumps(SCHEMA))
-    await feed_docs(server_store, crawl_keys, make_docs(1, text=LONG))
-    env = _env(
-        mock,
-        max_input_tokens="400",
-        max_output_tokens="60",
-        extract_prompt="{text}\n\n" + MAP,
-        max_doc_tokens="20000",
+    budget = {"max_input_tokens": "400", "max_output_tokens": "60", "max_doc_tokens": "20000"}
+    replies, record = await _summarize_long(
+        docs_crawl, mock, "--llm-schema", str(schema), extract_prompt="{text}\n\n" + MAP, **budget
     )
-    await _summarize(redis_server, crawl_keys, env, "--llm-schema", str(schema))
-
-    replies = mock.replies()
     maps = sorted((r for r in replies if _prompt(r).endswith(MAP)), key=_first_word)
     [reduce] = [r for r in replies if not _prompt(r).endswith(MAP)]
-    record = await _record(server_store, crawl_keys)
     assert (record["outcome"], record["chunks"], record["truncated"]) == (
         "extracted",
         len(maps),
@@ -233,36 +170,24 @@ async def test_a_long_page_is_extracted_by_chunks_and_merged(
     assert data["headline"] == json.loads(reduce["content"])["headline"]
     assert data["topics"] == list(dict.fromkeys(t for d in chunk_data for t in d["topics"]))
     assert data["words"] == chunk_data[0]["words"]
-    await _check_tokens(record, mock, queue, replies)
+    await _check_tokens(record, mock, docs_crawl, replies)
 
 
 async def test_the_doc_cap_keeps_the_chunks_that_fit_and_marks_the_record(
-    server_store: Redis,
-    redis_server: RedisServer,
-    crawl_keys: CrawlKeys,
-    queue: DocsQueue,
+    docs_crawl: DocsCrawl,
     mock: MockProcess,
 ) -> None:
-    await feed_docs(server_store, crawl_keys, make_docs(1, text=LONG))
-    env = _env(
-        mock,
-        max_input_tokens="300",
-        max_output_tokens="40",
-        prompt="{text}\n\n" + MAP,
-        reduce_prompt="{text}\n\n" + REDUCE,
-    )
-    await _summarize(redis_server, crawl_keys, env, "--llm-max-doc-tokens", "1500")
-
-    replies = mock.replies()
-    maps = [r for r in replies if _prompt(r).endswith(MAP)]
-    record = await _record(server_store, crawl_keys)
+    budget = {"max_input_tokens": "300", "max_output_tokens": "40"}
+    cap = ("--llm-max-doc-tokens", "1500")
+    replies, record = await _summarize_long(docs_crawl, mock, *cap, **budget, **PROMPTS)
+    maps, _ = _maps_and_reduces(replies)
     assert (record["outcome"], record["truncated"]) == ("summarized", True)
     assert record["chunks"] == len(maps) == 3  # 3 x (300 + 40) + a reduce of 3 fit 1500
     seen = {w for r in maps for w in _prompt(r).split()}
     assert WORDS[0] in seen
     assert WORDS[-1] not in seen  # the beginning is kept
     assert record["prompt_tokens"] + record["completion_tokens"] <= 1500
-    await _check_tokens(record, mock, queue, replies)
+    await _check_tokens(record, mock, docs_crawl, replies)
 
 
 async def test_a_call_that_would_pass_the_cap_fails_the_doc_with_its_tokens(
@@ -272,26 +197,14 @@ async def test_a_call_that_would_pass_the_cap_fails_the_doc_with_its_tokens(
     no plan foresees) would pass the cap: the doc fails with max_doc_tokens, carrying the
     first call's tokens."""
     async with MockLLM(api_key=API_KEY, json_fault="violating") as mock:
-        llm = LLMSettings(
-            base_url=mock.base_url,
-            api_key=SecretStr(API_KEY),
-            max_input_tokens=200,
-            max_output_tokens=50,
-            max_doc_tokens=300,
-        )
-        engine = OpenAIEngine(
-            open_client(llm, API_KEY),
-            llm,
-            SharedRateLimiter(ScriptRunner(server_store), crawl_keys, 0, 0),
-            AdaptiveLimit(4),
-            lambda *_: None,
-        )
-        profile = Profile("mock-model", llm.extract_prompt, 50, OutputSchema.from_dict(SCHEMA, "p"))
-        try:
+        limits = {"max_input_tokens": 200, "max_output_tokens": 50, "max_doc_tokens": 300}
+        async with llm_engine(
+            server_store, crawl_keys, mock.base_url, API_KEY, concurrency=4, **limits
+        ) as (llm, engine):
+            schema = OutputSchema.from_dict(SCHEMA, "p")
+            profile = Profile("mock-model", llm.extract_prompt, 50, schema)
             with pytest.raises(DocFailed) as failed:
                 await engine.summarize(Request("https://a.test/", "A", LONG, profile))
-        finally:
-            await engine.aclose()
         assert failed.value.reason == MAX_DOC_TOKENS
         [reply] = mock.replies()  # the repair call was never sent
         assert failed.value.spent.prompt_tokens == reply["prompt_tokens"] > 0
@@ -313,27 +226,14 @@ async def test_a_chunk_that_fails_fails_the_doc_with_every_served_token(
         latency_jitter_s=0.3,
         seed=3,
     ) as mock:
-        llm = LLMSettings(
-            base_url=mock.base_url,
-            api_key=SecretStr(API_KEY),
-            max_input_tokens=300,
-            max_output_tokens=60,
-            max_doc_tokens=40_000,
-        )
-        engine = OpenAIEngine(
-            open_client(llm, API_KEY),
-            llm,
-            SharedRateLimiter(ScriptRunner(server_store), crawl_keys, 0, 0),
-            AdaptiveLimit(64),
-            lambda *_: None,
-        )
+        limits = {"max_input_tokens": 300, "max_output_tokens": 60, "max_doc_tokens": 40_000}
         schema = OutputSchema.from_dict(SCHEMA, "p")
         profile = Profile("mock-model", "{text}\n\n" + MAP, 60, schema)
-        try:
+        async with llm_engine(
+            server_store, crawl_keys, mock.base_url, API_KEY, concurrency=64, **limits
+        ) as (_, engine):
             with pytest.raises(DocFailed) as failed:
                 await engine.summarize(Request("https://a.test/", "A", LONG, profile))
-        finally:
-            await engine.aclose()
         assert failed.value.reason == "invalid_output"
         replies = mock.replies()
         broken = [r for r in replies if "w0010" in r["messages"][0]["content"]]

@@ -19,8 +19,8 @@ import redis
 
 from common.keys import CrawlKeys
 from distcrawl.redis_server import RedisServer, free_port
-from tests.chaos import Fleet, check_invariants, wait_for
-from tests.processes import MockProcess, SiteProcess, cli
+from tests.chaos import Fleet, check_invariants, concurrency, wait_for
+from tests.processes import MockProcess, SiteProcess, cli, metric_value, produce
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -95,31 +95,13 @@ def test_slow_summarizer_pauses_crawlers_and_a_kill_storm_loses_nothing(
     crawl = _crawl_name(tmp_path, "backlog")
     store = ["--redis", redis_server.url, "--crawl", crawl]
     env = {**FAST, "DISTCRAWL_FRONTIER__LEASE_S": "4", "DISTCRAWL_LLM__LEASE_S": "4"}
-    produced = cli(
-        "produce",
-        *store,
-        *(f"http://{h}/" for h in site.hosts),
-        "--rate",
-        "200",
-        "--burst",
-        "20",
-        "--per-domain-inflight",
-        "16",
-        "--max-attempts",
-        "10",
-        "--max-docs-backlog",
-        str(bound),
-        env=env,
-    )
-    assert produced.returncode == 0, produced.stderr
+    backlog = ("--max-docs-backlog", str(bound))
+    produce(store, site.roots, *backlog, rate=200, burst=20, inflight=16, max_attempts=10, env=env)
     fleet = Fleet(
         tmp_path,
         store,
         env={**env, **slow_llm.worker_env("sk-mem")},
-        args={
-            "crawl": ["--allow-private", "--concurrency", "16"],
-            "summarize": ["--concurrency", "4"],
-        },
+        args=concurrency(crawl=16, summarize=4),
     )
     rng = random.Random(11)
     keys = CrawlKeys(crawl)
@@ -166,8 +148,7 @@ def test_a_crawl_that_is_not_summarized_pushes_no_docs(
     site = site_factory("--pages", "40")
     crawl = _crawl_name(tmp_path, "nosum")
     store = ["--redis", redis_server.url, "--crawl", crawl]
-    produced = cli("produce", *store, f"http://{site.hosts[0]}/", "--rate", "100", "--no-summarize")
-    assert produced.returncode == 0, produced.stderr
+    produce(store, site.roots, "--no-summarize", rate=100)
     crawled = cli("crawl", *store, "--drain", "--allow-private", env=FAST)
     assert crawled.returncode == 0, crawled.stderr
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
@@ -188,12 +169,8 @@ def test_bloom_crawl_of_a_heavily_linked_site_reaches_every_page(
     site = site_factory("--addresses", "127.0.0.1,127.0.0.2", "--pages", "300", "--links", "40")
     crawl = _crawl_name(tmp_path, "bloom")
     store = ["--redis", redis_server.url, "--crawl", crawl]
-    produced = cli(
-        "produce", *store, *(f"http://{h}/" for h in site.hosts), "--rate", "200",
-        "--burst", "20", "--per-domain-inflight", "16", "--seen", "bloom", "--seen-capacity",
-        "1000", "--no-summarize",
-    )  # fmt: skip
-    assert produced.returncode == 0, produced.stderr
+    bloom = ("--seen", "bloom", "--seen-capacity", "1000", "--no-summarize")
+    produce(store, site.roots, *bloom, rate=200, burst=20, inflight=16)
     crawled = cli("crawl", *store, "--drain", "--allow-private", "--concurrency", "32", env=FAST)
     assert crawled.returncode == 0, crawled.stderr
     figures = check_invariants("bloom", store, tmp_path / "out")
@@ -207,18 +184,6 @@ def test_bloom_crawl_of_a_heavily_linked_site_reaches_every_page(
     print(f"\nBloom crawl: {bloom}, rejected {status['rejected']}")
     assert bloom["urls"] == status["admitted"]
     assert status["rejected"]["duplicate"] > 10 * figures.done  # heavy duplication indeed
-
-
-def _metric(port: int, name: str) -> float | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return None
 
 
 def _healthz(port: int) -> str:
@@ -248,11 +213,7 @@ def _full_redis_scenario(
     )
     crawl = _crawl_name(tmp_path, "oom")
     store = ["--redis", server.url, "--crawl", crawl]
-    produced = cli(
-        "produce", *store, *(f"http://{h}/" for h in site.hosts), "--rate", "100",
-        "--burst", "10", "--per-domain-inflight", "8", "--no-summarize",
-    )  # fmt: skip
-    assert produced.returncode == 0, produced.stderr
+    produce(store, site.roots, "--no-summarize", rate=100, burst=10, inflight=8)
     port = free_port()
     fleet = Fleet(
         tmp_path,
@@ -272,7 +233,7 @@ def _full_redis_scenario(
         wait_for("the crawl to start", lambda: done() >= 40, timeout=60)
         used = int(client.info("memory")["used_memory"])
         client.config_set("maxmemory", str(used + 64 * 1024))
-        wait_for("the store_full pause", lambda: _metric(port, paused) == 1.0, timeout=60)
+        wait_for("the store_full pause", lambda: metric_value(port, paused) == 1.0, timeout=60)
         assert "store_full" in _healthz(port)
         status = json.loads(cli("status", *store, "--json").stdout)
         assert status["backpressure"]["store_full"], status["backpressure"]

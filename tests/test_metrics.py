@@ -5,50 +5,50 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
-from common.keys import CrawlKeys
-from distcrawl.redis_server import RedisServer, free_port
-from distcrawl.sample_docs import feed_docs, make_docs
-from tests.processes import MockProcess, SiteProcess, cli, spawn_cli
+from distcrawl.redis_server import free_port
+from distcrawl.sample_docs import make_docs
+from tests.docscrawl import DocsCrawl
+from tests.processes import MockProcess, SiteProcess, cli, produce, scrape_metrics, spawn_cli
 
 
 def _scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
     samples: dict[str, float] = {}
-    for line in text.splitlines():
+    for line in scrape_metrics(port).splitlines():
         if line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
     return samples
 
 
+def _samples_once(port: int, name: str, at_least: float) -> dict[str, float]:
+    """The worker's samples once ``name`` reaches ``at_least`` (or the last seen after 60 s)."""
+    deadline = time.monotonic() + 60
+    samples: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        try:
+            samples = _scrape(port)
+        except OSError:
+            samples = {}
+        if samples.get(name, 0) >= at_least:
+            break
+        time.sleep(0.3)
+    return samples
+
+
 @pytest.mark.slow
 def test_crawl_worker_serves_metrics(
-    site_factory: Callable[..., SiteProcess], tmp_path: Path, redis_server: RedisServer
+    site_factory: Callable[..., SiteProcess], crawl_args: list[str]
 ) -> None:
     site = site_factory("--addresses", "127.0.0.1", "--pages", "30", "--page-delay", "0.05")
-    store = ["--redis", redis_server.url, "--crawl", f"m{tmp_path.name[-8:]}"]
-    assert cli("produce", *store, f"http://{site.hosts[0]}/", "--rate", "20").returncode == 0
+    produce(crawl_args, site.roots, rate=20)
     port = free_port()
-    worker = spawn_cli("crawl", *store, "--allow-private", "--metrics-port", str(port))
+    worker = spawn_cli("crawl", *crawl_args, "--allow-private", "--metrics-port", str(port))
     try:
-        deadline = time.monotonic() + 60
-        samples: dict[str, float] = {}
-        while time.monotonic() < deadline:
-            try:
-                samples = _scrape(port)
-            except OSError:
-                samples = {}
-            if samples.get("distcrawl_crawl_done", 0) >= 31:
-                break
-            time.sleep(0.3)
+        samples = _samples_once(port, "distcrawl_crawl_done", 31)
         assert samples.get("distcrawl_crawl_done") == 31, samples
         assert samples['distcrawl_pages_total{outcome="done"}'] == 31
         assert samples['distcrawl_fetches_total{status_class="2xx"}'] >= 31
@@ -81,37 +81,14 @@ def test_crawl_worker_serves_metrics(
 
 @pytest.mark.slow
 async def test_summarize_worker_serves_metrics(
-    server_store: Redis, redis_server: RedisServer, crawl_keys: CrawlKeys
+    docs_crawl: DocsCrawl, mock_factory: type[MockProcess]
 ) -> None:
-    mock = MockProcess("--api-key", "sk-metrics", "--latency", "0.05")
-    await feed_docs(server_store, crawl_keys, make_docs(40))
+    mock = mock_factory("--api-key", "sk-metrics", "--latency", "0.05")
+    await docs_crawl.feed(make_docs(40))
     port = free_port()
-    env = {
-        "OPENAI_API_KEY": "sk-metrics",
-        "DISTCRAWL_LLM__BASE_URL": mock.base_url,
-        "DISTCRAWL_LLM__MODEL": "mock-model",
-    }
-    worker = spawn_cli(
-        "summarize",
-        "--redis",
-        redis_server.url,
-        "--crawl",
-        crawl_keys.crawl,
-        "--metrics-port",
-        str(port),
-        env=env,
-    )
+    worker = docs_crawl.spawn(mock.worker_env("sk-metrics"), "--metrics-port", str(port))
     try:
-        deadline = time.monotonic() + 60
-        samples: dict[str, float] = {}
-        while time.monotonic() < deadline:
-            try:
-                samples = await asyncio.to_thread(_scrape, port)
-            except OSError:
-                samples = {}
-            if samples.get("distcrawl_docs_summarized", 0) >= 40:
-                break
-            await asyncio.sleep(0.3)
+        samples = await asyncio.to_thread(_samples_once, port, "distcrawl_docs_summarized", 40)
         assert samples.get("distcrawl_docs_summarized") == 40, samples
         assert samples['distcrawl_docs_total{outcome="summarized"}'] == 40
         assert samples['distcrawl_llm_requests_total{outcome="ok"}'] == 40
@@ -123,5 +100,4 @@ async def test_summarize_worker_serves_metrics(
     finally:
         worker.send_signal(signal.SIGTERM)
         await asyncio.to_thread(worker.communicate, timeout=20)
-        mock.stop()
     assert worker.returncode == 0

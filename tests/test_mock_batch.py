@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -11,7 +10,6 @@ import pytest
 
 from tests.mock_llm import MockLLM, completion_tokens, prompt_tokens
 
-KEY = "sk-test-key"
 MODEL = "gpt-mock"
 
 
@@ -29,20 +27,6 @@ def lines(n: int, **extra: Any) -> bytes:
             }
         )
     return "".join(json.dumps(line) + "\n" for line in out).encode()
-
-
-@pytest.fixture
-async def mock() -> AsyncIterator[MockLLM]:
-    async with MockLLM(api_key=KEY) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(mock: MockLLM) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=mock.base_url, api_key=KEY, max_retries=0, timeout=5
-    ) as c:
-        yield c
 
 
 async def submit(client: openai.AsyncOpenAI, data: bytes) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import jsonschema
@@ -14,7 +13,6 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from tests.mock_llm import MockLLM
 
-KEY = "sk-test-key"
 MODEL = "gpt-mock"
 
 PRODUCT: dict[str, Any] = {
@@ -44,20 +42,6 @@ def schema_format(schema: dict[str, Any], strict: bool = True) -> Any:
         "type": "json_schema",
         "json_schema": {"name": "product", "schema": schema, "strict": strict},
     }
-
-
-@pytest.fixture
-async def mock() -> AsyncIterator[MockLLM]:
-    async with MockLLM(api_key=KEY) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(mock: MockLLM) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=mock.base_url, api_key=KEY, max_retries=0, timeout=5
-    ) as c:
-        yield c
 
 
 def user(text: str) -> list[ChatCompletionMessageParam]:

@@ -16,10 +16,10 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
+from tests.helpers import MOCK_KEY as KEY
 from tests.mock_llm import WINDOW_S, MockConfig, MockLLM, MockStats, _Window
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY = "sk-test-key"
 MODEL = "gpt-mock"
 WORDS = [f"w{i}" for i in range(30)]
 
@@ -30,18 +30,6 @@ def user(text: str) -> list[ChatCompletionMessageParam]:
 
 def make_client(base_url: str, api_key: str = KEY, timeout: float = 5.0) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
-
-
-@pytest.fixture
-async def mock() -> AsyncIterator[MockLLM]:
-    async with MockLLM(api_key=KEY) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(mock: MockLLM) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with make_client(mock.base_url) as c:
-        yield c
 
 
 @pytest.fixture

@@ -32,7 +32,15 @@ from typing import Any
 import pytest
 
 from distcrawl.redis_server import RedisServer, free_port
-from tests.processes import ROOT, MockProcess, SiteProcess, cli, stop_process
+from tests.processes import (
+    ROOT,
+    MockProcess,
+    SiteProcess,
+    produce,
+    run_text,
+    scrape_metrics,
+    stop_process,
+)
 
 pytestmark = pytest.mark.tools
 
@@ -91,15 +99,7 @@ def tools() -> Tools:
 def run(
     args: list[str | Path], *, cwd: Path = ROOT, input_text: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        input=input_text,
-        timeout=timeout,
-        check=False,
-    )
+    return run_text(args, cwd=cwd, input_text=input_text, timeout=timeout)
 
 
 _yaml_cache: dict[Path, Any] = {}
@@ -510,11 +510,6 @@ class Stack:
         assert answer["status"] == "success", (expr, answer)
         return [float(r["value"][1]) for r in answer["data"]["result"]]
 
-    def scrape(self, port: int) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            text: str = resp.read().decode()
-        return text
-
     def log_tail(self) -> str:
         return "\n".join(
             f"== {p.name}\n{p.read_text()[-1500:]}" for p in sorted(self.logs.glob("*.log"))
@@ -643,17 +638,7 @@ def stack(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         mock = MockProcess("--api-key", "sk-observe", "--latency", "0.05", "--rpm", "12")
         stopped.append(mock.stop)
         store = ["--redis", redis.url, "--crawl", crawl]
-        produced = cli(
-            "produce",
-            *store,
-            f"http://{site.hosts[0]}/",
-            "--rate",
-            "30",
-            "--burst",
-            "8",
-            timeout=60,
-        )
-        assert produced.returncode == 0, produced.stderr
+        produce(store, site.roots, rate=30, burst=8)
         stack = Stack(crawl, free_port(), free_port(), "", f"{crawl}k8s", logs)
         distcrawl = [sys.executable, "-m", "distcrawl.cli"]
         procs.append(
@@ -768,7 +753,7 @@ def _wait_ready(stack: Stack, deadline: float) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("role", ["crawl", "summarize"])
 def test_worker_metrics_pass_promtool_lint(tools: Tools, stack: Stack, role: str) -> None:
-    text = stack.scrape(stack.crawl_port if role == "crawl" else stack.summarize_port)
+    text = scrape_metrics(stack.crawl_port if role == "crawl" else stack.summarize_port)
     family = "distcrawl_fetches_total" if role == "crawl" else "distcrawl_llm_requests_total"
     assert family in text, text
     assert "distcrawl_redis_used_memory_bytes" in text, text

@@ -28,7 +28,7 @@ from crawler.proxies import crawl_pool, parse_proxy_url
 from crawler.proxypool import ProxyHealth, ProxyPool, Route, preference
 from distcrawl.redis_server import RedisServer, free_port
 from tests.chaos import Fleet, check_invariants, wait_for
-from tests.processes import SiteProcess, assert_no_traceback, cli, log_events
+from tests.processes import SiteProcess, assert_no_traceback, cli, log_events, produce
 from tests.proxies import HttpProxy, SocksProxy
 
 pytestmark = [pytest.mark.timeout(240)]
@@ -62,19 +62,12 @@ def hosts_one_per_proxy(names: list[str], count: int = 3) -> list[str]:
 
 
 def expected_pages(site: SiteProcess, pages: int) -> set[str]:
-    return {f"http://{h}/" for h in site.hosts} | {
-        f"http://{h}/p/{i}.html" for h in site.hosts for i in range(pages)
-    }
+    return set(site.roots) | {f"http://{h}/p/{i}.html" for h in site.hosts for i in range(pages)}
 
 
 def busiest(stamps: list[float], window: float) -> int:
     stamps = sorted(stamps)
     return max(sum(1 for t in stamps[i:] if t < s + window) for i, s in enumerate(stamps))
-
-
-def produce(store: list[str], seeds: list[str], *flags: str) -> None:
-    run = cli("produce", *store, *seeds, "--no-summarize", *flags)
-    assert run.returncode == 0, run.stderr
 
 
 # -- configuration --------------------------------------------------------------------------
@@ -202,9 +195,8 @@ def test_three_workers_three_proxies(
     crawl = f"proxies-{tmp_path.name[-8:]}"
     warc_dir = tmp_path / "warc"
     store = ["--redis", redis_server.url, "--crawl", crawl]
-    seeds = [f"http://{h}/" for h in site.hosts]
-    produce(store, seeds, "--proxy-file", str(proxy_file), "--rate", str(rate),
-            "--burst", str(burst), "--per-domain-inflight", "4")  # fmt: skip
+    pool = ("--no-summarize", "--proxy-file", str(proxy_file))
+    produce(store, site.roots, *pool, rate=rate, burst=burst, inflight=4)
     fleet = Fleet(
         tmp_path,
         store,
@@ -280,8 +272,7 @@ def test_a_proxy_killed_mid_crawl_is_rotated_away_from(
         "".join(f"http://127.0.0.1:{p.port}#{n}\n" for p, n in zip(http, names, strict=True))
     )
     store = ["--redis", redis_server.url, "--crawl", f"proxy-kill-{tmp_path.name[-8:]}"]
-    produce(store, [f"http://{h}/" for h in site.hosts], "--proxy-file", str(proxy_file),
-            "--rate", "8", "--burst", "2")  # fmt: skip
+    produce(store, site.roots, "--no-summarize", "--proxy-file", str(proxy_file), rate=8, burst=2)
     fleet = Fleet(
         tmp_path,
         store,
@@ -334,8 +325,9 @@ def test_a_dead_pool_pauses_the_crawl_and_resumes(
     site = site_factory("--pages", str(pages))
     port = free_port()  # nothing listens there yet
     store = ["--redis", redis_server.url, "--crawl", f"proxy-dead-{tmp_path.name[-8:]}"]
-    produce(store, [f"http://{site.hosts[0]}/"], "--proxy", f"http://127.0.0.1:{port}#only",
-            "--rate", "20")  # fmt: skip
+    produce(
+        store, site.roots, "--no-summarize", "--proxy", f"http://127.0.0.1:{port}#only", rate=20
+    )
     fleet = Fleet(tmp_path, store, env=JSON_LOGS, args={"crawl": WORKER_FLAGS})
     try:
         fleet.start("crawl")
@@ -383,7 +375,7 @@ def test_wrong_proxy_credentials_are_one_error_line(
     proxy_file = tmp_path / "proxies.txt"
     proxy_file.write_text(f"{kind}://crawler:wrong-pw@127.0.0.1:{proxy.port}\n")
     store = ["--redis", redis_server.url, "--crawl", f"proxy-auth-{kind}-{tmp_path.name[-6:]}"]
-    produce(store, [f"http://{site.hosts[0]}/"], "--proxy-file", str(proxy_file))
+    produce(store, site.roots, "--no-summarize", "--proxy-file", str(proxy_file))
     run = cli("crawl", *store, "--drain", *WORKER_FLAGS, "--proxy-file", str(proxy_file),
               "--log-level", "ERROR", timeout=60)  # fmt: skip
     assert run.returncode == 2, run.stderr
@@ -400,7 +392,7 @@ def test_a_proxy_on_a_private_address_needs_the_flag(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     store = ["--redis", redis_server.url, "--crawl", f"proxy-private-{tmp_path.name[-6:]}"]
-    produce(store, ["http://a.test/"], "--proxy", "http://127.0.0.1:3128")
+    produce(store, ["http://a.test/"], "--no-summarize", "--proxy", "http://127.0.0.1:3128")
     run = cli("crawl", *store, "--drain", "--proxy", "http://127.0.0.1:3128", timeout=60)
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().splitlines()[-1] == (

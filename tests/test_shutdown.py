@@ -11,37 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from distcrawl.redis_server import RedisServer
-from tests.processes import SiteProcess, assert_no_traceback, cli, read_pages, spawn_cli
+from tests.processes import SiteProcess, assert_no_traceback, cli, produce, read_pages, spawn_cli
 
 
 @pytest.mark.slow
 def test_sigterm_releases_in_flight_and_a_second_run_finishes(
-    site_factory: Callable[..., SiteProcess], tmp_path: Path, redis_server: RedisServer
+    site_factory: Callable[..., SiteProcess], tmp_path: Path, crawl_args: list[str]
 ) -> None:
     site = site_factory("--addresses", "127.0.0.1,127.0.0.2", "--pages", "40", "--page-delay", "3")
-    store = ["--redis", redis_server.url, "--crawl", f"term{tmp_path.name[-8:]}"]
-    seeds = [f"http://{h}/" for h in site.hosts]
-    assert (
-        cli(
-            "produce",
-            *store,
-            *seeds,
-            "--rate",
-            "100",
-            "--burst",
-            "20",
-            "--per-domain-inflight",
-            "32",
-        ).returncode
-        == 0
-    )
+    produce(crawl_args, site.roots, rate=100, burst=20, inflight=32)
     # Every fetch takes 3 s and the grace is 0.5 s: whatever is in flight at SIGTERM cannot
     # finish in time and must be released.
-    worker = spawn_cli("crawl", *store, "--allow-private", "--concurrency", "64", "--grace", "0.5")
+    worker = spawn_cli(
+        "crawl", *crawl_args, "--allow-private", "--concurrency", "64", "--grace", "0.5"
+    )
 
     def status() -> dict[str, int]:
-        proc = cli("status", *store, "--json")
+        proc = cli("status", *crawl_args, "--json")
         assert proc.returncode == 0, proc.stderr
         return dict(json.loads(proc.stdout))
 
@@ -64,11 +50,11 @@ def test_sigterm_releases_in_flight_and_a_second_run_finishes(
     assert after["balanced"]
 
     finisher = cli(
-        "crawl", *store, "--allow-private", "--concurrency", "64", "--drain", timeout=240
+        "crawl", *crawl_args, "--allow-private", "--concurrency", "64", "--drain", timeout=240
     )
     assert finisher.returncode == 0, finisher.stderr
     out = tmp_path / "export"
-    assert cli("export", *store, "--out", str(out)).returncode == 0
+    assert cli("export", *crawl_args, "--out", str(out)).returncode == 0
     urls = [r["url"] for r in read_pages(out)]
     expected = {f"http://{h}/" for h in site.hosts} | {
         f"http://{h}/p/{i}.html" for h in site.hosts for i in range(40)

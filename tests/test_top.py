@@ -153,6 +153,15 @@ def test_rates_never_go_negative_and_need_elapsed_time() -> None:
         Rates.from_samples(before, before, 0.0)
 
 
+def _assert_cells(text: str, cells: dict[str, int], in_flight: tuple[int, int]) -> None:
+    """Each ``label value`` cell of the tables, and the frontier's and the docs' in flight."""
+    for label, value in cells.items():
+        assert re.search(rf"│ {label}\s+{value:,} ", text), (label, value)
+    frontier, docs = in_flight
+    assert re.search(rf"│ in flight\s+{frontier:,} ", text), frontier
+    assert re.search(rf"│ in flight\s+{docs:,} ", text), docs
+
+
 def test_first_frame_shows_every_number_and_no_rates() -> None:
     text = _text(render_top(_status(), None))
     assert "admitted 1,234 = done 1,000 + failed 21 + skipped 13 + pending 200" in text
@@ -161,19 +170,9 @@ def test_first_frame_shows_every_number_and_no_rates() -> None:
     assert f"pages/s {NO_RATE}" in text
     assert re.search(rf"docs/s\s+{NO_RATE}", text)
     assert f"tokens/s {NO_RATE}" in text
-    for label, value in (
-        ("queued", "151"),
-        ("delayed", "9"),
-        ("ready domains", "7"),
-        ("domains", "12"),
-        ("dead letters", "5"),
-        ("waiting", "82"),
-        ("summarized", "901"),
-        ("cache hits", "33"),
-    ):
-        assert re.search(rf"│ {label}\s+{value} ", text), (label, value)
-    assert re.search(r"│ in flight\s+40 ", text)  # frontier
-    assert re.search(r"│ in flight\s+34 ", text)  # docs
+    cells = {"queued": 151, "delayed": 9, "ready domains": 7, "domains": 12, "dead letters": 5}
+    cells |= {"waiting": 82, "summarized": 901, "cache hits": 33}
+    _assert_cells(text, cells, in_flight=(40, 34))
     assert "retries 55" in text
     assert "reaped 2" in text
     assert "http_404 17, timeout 4" in text
@@ -332,17 +331,8 @@ async def test_once_prints_one_frame_of_a_real_crawl(
     assert f"pages/s {NO_RATE}" in text
     assert f"tokens/s {NO_RATE}" in text
     assert "http_404 1" in text
-    for label, value in (
-        ("queued", "2"),
-        ("ready domains", str(ready)),
-        ("domains", "2"),
-        ("dead letters", "0"),
-        ("waiting", "3"),
-        ("summarized", "0"),
-    ):
-        assert re.search(rf"│ {label}\s+{value} ", text), (label, value)
-    assert re.search(r"│ in flight\s+1 ", text)  # frontier
-    assert re.search(r"│ in flight\s+0 ", text)  # docs
+    cells = {"queued": 2, "ready domains": ready, "domains": 2, "dead letters": 0}
+    _assert_cells(text, cells | {"waiting": 3, "summarized": 0}, in_flight=(1, 0))
     assert re.search(r"gpt-test\s+4,321\s+765\s+0\.0042", text)
     assert "workers 2 (1 stale)" in text
     fresh = _line_with(text, "crawl:testhost:4242:aaaaaa")
@@ -376,6 +366,19 @@ def _record_frames(monkeypatch: pytest.MonkeyPatch) -> Frames:
     return frames
 
 
+async def _start_live(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, first_frames: int
+) -> tuple[asyncio.Task[int], Frames, Console]:
+    """`top` refreshing every 0.1 s, once it has rendered ``first_frames`` frames: its task,
+    the frames so far (and to come) and its console."""
+    frames = _record_frames(monkeypatch)
+    console = _console()
+    task = asyncio.create_task(run_top(settings, interval_s=0.1, once=False, console=console))
+    await _until(lambda: len(frames) >= first_frames or task.done())
+    assert not task.done(), task
+    return task, frames, console
+
+
 async def test_live_refreshes_rates_and_stops_on_sigterm(
     server_store: Redis,
     crawl_keys: CrawlKeys,
@@ -383,14 +386,8 @@ async def test_live_refreshes_rates_and_stops_on_sigterm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     frontier, in_flight = await _seed(server_store, crawl_keys)
-    frames = _record_frames(monkeypatch)
-    console = _console()
     before = signal.getsignal(signal.SIGTERM)
-    task = asyncio.create_task(
-        run_top(_settings(redis_server, crawl_keys), interval_s=0.1, once=False, console=console)
-    )
-    await _until(lambda: len(frames) >= 1 or task.done())
-    assert not task.done(), task
+    task, frames, console = await _start_live(_settings(redis_server, crawl_keys), monkeypatch, 1)
     # three pages settle between refreshes
     leases = (await frontier.claim("w2", 3)).leases
     assert len(leases) == 2  # the two queued URLs; the third is still leased to w1
@@ -431,14 +428,8 @@ async def test_live_stops_cleanly_when_cancelled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await _seed(server_store, crawl_keys)
-    frames = _record_frames(monkeypatch)
-    console = _console()
     before = signal.getsignal(signal.SIGTERM)
-    task = asyncio.create_task(
-        run_top(_settings(redis_server, crawl_keys), interval_s=0.1, once=False, console=console)
-    )
-    await _until(lambda: len(frames) >= 3 or task.done())
-    assert not task.done(), task
+    task, frames, console = await _start_live(_settings(redis_server, crawl_keys), monkeypatch, 3)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -21,8 +20,16 @@ from fastwarc.warc import WarcRecordType
 from warcio.archiveiterator import ArchiveIterator
 
 from distcrawl.demosite import DemoSite
-from distcrawl.redis_server import RedisServer
-from tests.processes import ROOT, SiteProcess, assert_no_traceback, cli, file_size_limit, read_pages
+from tests.processes import (
+    SiteProcess,
+    assert_no_traceback,
+    cli,
+    crawl_on_a_full_disk,
+    error_line,
+    produce,
+    read_pages,
+    spawn_cli,
+)
 from tests.site import GZIPPED, GZIPPED_HTML, HUGE_CHUNK, bomb
 
 MB = 1024 * 1024
@@ -216,25 +223,14 @@ def _location(out: Path, url: str) -> tuple[str, int]:
 
 @pytest.mark.slow
 def test_two_workers_rotate_files_that_all_check(
-    site_factory: Callable[..., SiteProcess], tmp_path: Path, redis_server: RedisServer
+    site_factory: Callable[..., SiteProcess], tmp_path: Path, crawl_args: list[str]
 ) -> None:
     site = site_factory("--addresses", "127.0.0.1,127.0.0.2", "--pages", "40")
-    store = ["--redis", redis_server.url, "--crawl", f"warc{tmp_path.name[-8:]}"]
-    seeds = [f"http://{h}/" for h in site.hosts]
-    assert cli("produce", *store, *seeds, "--rate", "200", "--burst", "50").returncode == 0
+    produce(crawl_args, site.roots, rate=200, burst=50)
     folder = tmp_path / "warc"
-    args = ["crawl", *store, "--drain", "--allow-private", "--concurrency", "8"]
+    args = ["crawl", *crawl_args, "--drain", "--allow-private", "--concurrency", "8"]
     args += ["--warc", str(folder), "--warc-max-bytes", "16000"]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "distcrawl.cli", *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    workers = [spawn_cli(*args) for _ in range(2)]
     for w in workers:
         _, err = w.communicate(timeout=180)
         assert w.returncode == 0, err
@@ -252,7 +248,7 @@ def test_two_workers_rotate_files_that_all_check(
     count, _ = fastwarc_read(files)
     assert count == len(index)
     out = tmp_path / "export"
-    assert cli("export", *store, "--out", str(out)).returncode == 0
+    assert cli("export", *crawl_args, "--out", str(out)).returncode == 0
     assert check_page_offsets(folder, read_pages(out)) == 82
 
 
@@ -267,56 +263,34 @@ def test_unwritable_warc_folder_is_one_error_line(
         "--warc", str(blocker / "warc"),
     )  # fmt: skip
     assert proc.returncode == 4, proc.stderr
-    assert_no_traceback(proc.stderr)
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("distcrawl: error:")]
-    assert errors == [f"distcrawl: error: cannot write WARC files in {blocker / 'warc'}: "
-                      f"[Errno 20] Not a directory: '{blocker / 'warc'}'"]  # fmt: skip
+    assert error_line(proc.stderr) == (
+        f"distcrawl: error: cannot write WARC files in {blocker / 'warc'}: "
+        f"[Errno 20] Not a directory: '{blocker / 'warc'}'"
+    )
     assert site.requests() == []  # stopped before fetching anything
 
 
 @pytest.mark.slow
 def test_full_disk_stops_claiming_and_loses_no_record(
-    site_factory: Callable[..., SiteProcess], tmp_path: Path, redis_server: RedisServer
+    site_factory: Callable[..., SiteProcess], tmp_path: Path, crawl_args: list[str]
 ) -> None:
     site = site_factory("--addresses", "127.0.0.1", "--pages", "150")
-    store = ["--redis", redis_server.url, "--crawl", f"full{tmp_path.name[-8:]}"]
-    assert cli("produce", *store, f"http://{site.hosts[0]}/", "--rate", "200").returncode == 0
+    produce(crawl_args, site.roots, rate=200)
     folder = tmp_path / "warc"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distcrawl.cli",
-            "crawl",
-            *store,
-            "--drain",
-            "--allow-private",
-            "--warc",
-            str(folder),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=file_size_limit(60_000),  # a disk that fills up
-        env={**os.environ},
+    assert "File too large" in crawl_on_a_full_disk(
+        crawl_args, "--warc", str(folder), max_bytes=60_000
     )
-    assert proc.returncode == 4, proc.stderr
-    assert_no_traceback(proc.stderr)
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("distcrawl: error:")]
-    assert len(errors) == 1, proc.stderr
-    assert "File too large" in errors[0]
     files = warc_files(folder)
     warcio_check(files)
     count, _ = fastwarc_read(files)  # cut back to its last whole record (warcio check skips
     assert count == len(warcio_index(files))  # a torn tail; fastwarc's digests do not)
     assert count % 2 == 1  # warcinfo + whole exchanges
-    status = json.loads(cli("status", *store, "--json").stdout)
+    status = json.loads(cli("status", *crawl_args, "--json").stdout)
     assert status["in_flight"] == 0
     assert status["pending"] > 0
     assert status["done"] > 0
     out = tmp_path / "export"
-    assert cli("export", *store, "--out", str(out)).returncode == 0
+    assert cli("export", *crawl_args, "--out", str(out)).returncode == 0
     pages = read_pages(out)
     assert check_page_offsets(folder, pages) == status["done"]  # every settled page's record
     assert {urlsplit(p["url"]).path for p in pages} <= {"/", *(f"/p/{i}.html" for i in range(150))}
