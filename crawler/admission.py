@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Required, TypedDict, Unpack
 
 from common.errors import InvalidUrl
 from common.serde import UrlEntry, encode_url_entry
@@ -68,6 +69,17 @@ class Prepared:
     batch: dict[str, Candidate] = field(default_factory=dict)  # canonical URL -> candidate
 
 
+class Found(TypedDict, total=False):
+    """Where links were found: ``Admitter.prepare``'s keyword arguments."""
+
+    depth: Required[int]
+    base: str | None
+    parent: str | None
+    keep_invalid: bool
+    lastmod: Mapping[str, float] | None
+    kinds: Mapping[str, str] | None
+
+
 class Admitter:
     """Canonicalizes, scopes and dedupes links, then admits the survivors in one call."""
 
@@ -78,29 +90,9 @@ class Admitter:
         self._max_depth = spec.max_depth
         self._seen = RecentCache(cache_size)
 
-    async def admit(
-        self,
-        links: Iterable[str],
-        *,
-        depth: int,
-        base: str | None = None,
-        parent: str | None = None,
-        keep_invalid: bool = False,
-        lastmod: Mapping[str, float] | None = None,
-        kinds: Mapping[str, str] | None = None,
-    ) -> AdmitReport:
-        """Admit ``links`` found at ``depth`` on the page ``base`` (None for seeds).
-        ``lastmod``: a sitemap's <lastmod> (epoch seconds) of some of them, by link text;
-        ``kinds``: the kind of those that are not pages (crawler.feeds.FEED), by link text."""
-        prepared = self.prepare(
-            links,
-            depth=depth,
-            base=base,
-            parent=parent,
-            keep_invalid=keep_invalid,
-            lastmod=lastmod,
-            kinds=kinds,
-        )
+    async def admit(self, links: Iterable[str], **found: Unpack[Found]) -> AdmitReport:
+        """Admit ``links`` (see ``prepare`` for where they were found) in one script call."""
+        prepared = self.prepare(links, **found)
         codes = await self._frontier.admit(
             list(prepared.batch.values()), dict(prepared.report.rejected)
         )
@@ -117,7 +109,10 @@ class Admitter:
         lastmod: Mapping[str, float] | None = None,
         kinds: Mapping[str, str] | None = None,
     ) -> Prepared:
-        """The in-process half of admission (no I/O): canonicalize, scope, local dedupe."""
+        """The in-process half of admission (no I/O): canonicalize, scope, local dedupe.
+        ``links`` were found at ``depth`` on the page ``base`` (None for seeds) whose URL is
+        ``parent``; ``lastmod``: a sitemap's <lastmod> (epoch seconds) of some of them, by
+        link text; ``kinds``: the kind of those that are not pages (crawler.feeds.FEED)."""
         prepared = Prepared()
         report, batch = prepared.report, prepared.batch
         rejected = report.rejected

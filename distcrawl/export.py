@@ -29,7 +29,6 @@ from summarizer.records import ExtractionRecord, SummaryRecord, is_extraction
 __all__ = [
     "ExportFormat",
     "Exported",
-    "PagesExported",
     "arrow_schema",
     "collect_records",
     "export_pages",
@@ -59,16 +58,21 @@ CHANGES = frozenset({"new", "changed", "gone"})
 
 
 @dataclass(frozen=True, slots=True)
-class PagesExported:
+class Exported:
+    """What an export wrote: records to a file, and a second file beside it when there was
+    one to write (extractions beside summaries, a pass's changes beside pages)."""
+
     path: Path
     n: int
-    changes: Path | None = None  # with ``changes``: the changes file and its records
-    n_changes: int = 0
+    what: str  # "page records", "summaries"
+    extra: Path | None = None
+    n_extra: int = 0
+    extra_what: str = ""
 
     def describe(self) -> str:
-        text = f"{self.n} page records to {self.path}"
-        if self.changes is not None:
-            text += f" ({self.n_changes} new, changed or gone in {self.changes.name})"
+        text = f"{self.n} {self.what} to {self.path}"
+        if self.extra is not None:
+            text += f" and {self.n_extra} {self.extra_what} to {self.extra}"
         return text
 
 
@@ -79,7 +83,7 @@ async def export_pages(
     sink: str = SINK_REDIS,
     fmt: ExportFormat = "jsonl",
     changes: tuple[str, int] | None = None,
-) -> PagesExported:
+) -> Exported:
     """Write ``out_dir/pages.jsonl`` (or ``.parquet``), sorted by URL: the latest record of
     every URL. ``changes`` = (stem, pass): also ``out_dir/<stem>.jsonl``, the records of that
     pass and later ones that found a page new, changed or gone (docs/revisits.md)."""
@@ -87,25 +91,11 @@ async def export_pages(
     records = sorted((_dec.decode(raw) for raw in found.values()), key=lambda r: r.url)
     path = await _write(out_dir, "pages", records, PageRecord, fmt)
     if changes is None:
-        return PagesExported(path, len(records))
+        return Exported(path, len(records), "page records")
     stem, since = changes
     changed = [r for r in records if r.change in CHANGES and (r.pass_no or 1) >= since]
     cpath = await _write(out_dir, stem, changed, PageRecord, fmt)
-    return PagesExported(path, len(records), cpath, len(changed))
-
-
-@dataclass(frozen=True, slots=True)
-class Exported:
-    summaries: Path
-    n_summaries: int
-    extractions: Path | None  # written only when the crawl has extraction records
-    n_extractions: int
-
-    def describe(self) -> str:
-        text = f"{self.n_summaries} summaries to {self.summaries}"
-        if self.extractions is not None:
-            text += f" and {self.n_extractions} extractions to {self.extractions}"
-        return text
+    return Exported(path, len(records), "page records", cpath, len(changed), "new, changed or gone")
 
 
 async def export_summaries(
@@ -130,7 +120,7 @@ async def export_summaries(
         if extractions
         else None
     )
-    return Exported(spath, len(summaries), epath, len(extractions))
+    return Exported(spath, len(summaries), "summaries", epath, len(extractions), "extractions")
 
 
 async def _write(

@@ -30,11 +30,7 @@ for _ = 1, limit do
   if match and doc ~= '' then
     redis.call('RPUSH', K_DOCS, fp .. '\t0\t' .. doc)
     redis.call('HDEL', K_SUMMARIES, fp)
-    uncount('docs_failed')
-    if reason ~= '' then uncount('docs_failed:' .. reason) end
-    uncount('docs_dead_texts')
-    count('docs_requeued')
-    reasons[reason] = (reasons[reason] or 0) + 1
+    unfail('docs_', reason, 'docs_dead_texts', reasons)
     requeued = requeued + 1
   else
     if match then textless = textless + 1 end

@@ -8,6 +8,16 @@ local function uncount(field)
   end
 end
 
+-- Undo a dead letter's failure counts (``prefix`` "" for URLs, "docs_" for docs) and its
+-- holding count ``held`` (dead_letters, docs_dead_texts); count it requeued, by reason.
+local function unfail(prefix, reason, held, reasons)
+  uncount(prefix .. 'failed')
+  if reason ~= '' then uncount(prefix .. 'failed:' .. reason) end
+  uncount(held)
+  count(prefix .. 'requeued')
+  reasons[reason] = (reasons[reason] or 0) + 1
+end
+
 -- The answer's tail: how many were requeued for each reason, flat (reason1, n1, ...).
 local function append_reasons(out, reasons)
   for reason, n in pairs(reasons) do

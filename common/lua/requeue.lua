@@ -33,11 +33,7 @@ for _ = 1, limit do
     redis.call('HDEL', K_PAGES, fp)
     -- (a revisit that was dead-lettered sleeps until its next visit: this is that visit)
     redis.call('ZREM', K_DUE, fp)
-    uncount('failed')
-    if reason ~= '' then uncount('failed:' .. reason) end
-    uncount('dead_letters')
-    count('requeued')
-    reasons[reason] = (reasons[reason] or 0) + 1
+    unfail('', reason, 'dead_letters', reasons)
     touched[d] = true
     requeued = requeued + 1
   else
