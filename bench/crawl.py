@@ -344,13 +344,14 @@ def run_embedded(
     name: str, seeds: list[str], concurrency: int, per_host: int, max_pages: int, tmp: Path
 ) -> Result:
     """``distcrawl run`` on its embedded Valkey store (the all-in-one command), without the
-    summarizer stage: CPU is that of the process and of its server (a child it waits for);
-    the RSS is the process's own."""
+    summarizer stage, one crawl process (like the 1-process `crawl` row): CPU is that of the
+    process and of its server (a child it waits for); the RSS is the process's own."""
     out = tmp / f"run-{max_pages}"
     proc = spawn(
         ["-m", "distcrawl.cli", "run", *seeds, "--out", str(out), "--no-progress", "--no-summarize"]
         + ["--allow-private", "--rate", "1000000", "--burst", "1000000", "--concurrency"]
         + [str(concurrency), "--per-domain-inflight", str(per_host), "--log-level", "WARNING"]
+        + ["--processes", "1"]
         + (["--max-pages", str(max_pages)] if max_pages else []),
         env={"DISTCRAWL_FETCH__CONNECTIONS_PER_HOST": str(per_host)},
     )
