@@ -1,7 +1,7 @@
 """Crawl throughput: distcrawl on the real Redis frontier vs a careful hand-written loop.
 
     python -m bench.crawl [--hosts 10] [--pages-per-host 2000] [--concurrency 100]
-                          [--per-host 20] [--quick]
+                          [--per-host 20] [--quick] [--baseline DIR [--rounds N]]
 
 One run, side by side, on the same local site (bench/site.py, pre-rendered 40 KB pages with 55
 links each, several 127.0.0.x hosts): the careful loop (bench/rawloop.py), one distcrawl `crawl`
@@ -9,6 +9,10 @@ process, two processes. Prints pages/s, the ratio to the careful loop, CPU secon
 pages (user+sys of the crawler processes, from wait4, so other load on the machine does not
 count), Redis CPU seconds per 1,000 pages (from INFO) and peak RSS. Politeness limits are raised
 for the bench (it measures the crawler, not the delay). Nothing here asserts on time.
+
+``--baseline DIR`` (A/B): another checkout of distcrawl (e.g. ``git worktree add DIR main``)
+crawls the same site in the same run, one process, alternating with this checkout's one-process
+crawl ``--rounds`` times; the last lines compare their CPU per page round by round.
 """
 
 from __future__ import annotations
@@ -60,11 +64,18 @@ def _wait(proc: subprocess.Popen[str]) -> tuple[int, float, float]:
     return proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def produce(args: list[str]) -> None:
-    """``distcrawl produce ARGS``; exits the bench with its error if it fails."""
+def _env(src: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment, with ``src``'s packages first on the path (the venv may hold an
+    editable install of another checkout) and ``extra`` on top."""
+    return {**os.environ, "PYTHONPATH": str(src), **(extra or {})}
+
+
+def produce(args: list[str], src: Path = ROOT) -> None:
+    """``distcrawl produce ARGS`` (of the checkout ``src``); exits the bench if it fails."""
     proc = subprocess.run(
         [sys.executable, "-m", "distcrawl.cli", "produce", *args],
-        cwd=ROOT,
+        cwd=src,
+        env=_env(src),
         capture_output=True,
         text=True,
         check=False,
@@ -73,15 +84,17 @@ def produce(args: list[str]) -> None:
         raise SystemExit(f"produce failed: {proc.stderr}")
 
 
-def spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """``python ARGS`` from the repo root, pipes captured, ``env`` on top of this one's."""
+def spawn(
+    args: list[str], env: dict[str, str] | None = None, src: Path = ROOT
+) -> subprocess.Popen[str]:
+    """``python ARGS`` in the checkout ``src``, pipes captured, ``env`` on top of this one's."""
     return subprocess.Popen(
         [sys.executable, *args],
-        cwd=ROOT,
+        cwd=src,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **(env or {})},
+        env=_env(src, env),
     )
 
 
@@ -116,9 +129,10 @@ def run_distcrawl(
     processes: int,
     extra: Sequence[str] = (),
     sink: Path | None = None,
+    src: Path = ROOT,
 ) -> Result:
     """``extra``: more `crawl` flags (the --warc row); ``sink``: records to that folder
-    (--sink) instead of Redis' pages hash."""
+    (--sink) instead of Redis' pages hash; ``src``: the checkout that produces and crawls."""
     store = ["--redis", url, "--crawl", crawl]
     client = redis.Redis.from_url(url, decode_responses=True)
     redis_cpu_before = _redis_cpu(client)
@@ -127,7 +141,8 @@ def run_distcrawl(
     produce(
         [*store, *seeds, "--rate", "1000000", "--burst", "1000000", "--max-docs-backlog",
          "1000000000", "--per-domain-inflight", str(per_host * processes)]
-        + (["--sink", str(sink)] if sink else [])
+        + (["--sink", str(sink)] if sink else []),
+        src,
     )  # fmt: skip
     procs = [
         spawn(
@@ -145,7 +160,8 @@ def run_distcrawl(
                 *extra,
             ],
             # the same connections per host as the careful loop's connector
-            env={**os.environ, "DISTCRAWL_FETCH__CONNECTIONS_PER_HOST": str(per_host)},
+            env={"DISTCRAWL_FETCH__CONNECTIONS_PER_HOST": str(per_host)},
+            src=src,
         )
         for _ in range(processes)
     ]
@@ -219,6 +235,14 @@ def main() -> None:
     p.add_argument("--skip-run", action="store_true", help="do not run the `distcrawl run` cases")
     p.add_argument("--skip-warc", action="store_true", help="do not run the --warc case")
     p.add_argument(
+        "--baseline",
+        type=Path,
+        help="another distcrawl checkout to compare with (one process, same site, same run)",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=1, help="with --baseline: A/B pairs of 1-process crawls"
+    )
+    p.add_argument(
         "--server",
         choices=["auto", "nginx", "aiohttp"],
         default="auto",
@@ -254,6 +278,8 @@ def main() -> None:
 def _run_all(args: argparse.Namespace, url: str, seeds: list[str]) -> list[Result]:
     results = [run_raw(seeds, args.concurrency, args.per_host)]
     stamp = int(time.time())
+    if args.baseline is not None:
+        results += _run_ab(args, url, seeds, stamp)
     runs = [(1, "distcrawl crawl, 1 process")]
     if not args.skip_two:
         runs.append((2, "distcrawl crawl, 2 processes"))
@@ -299,17 +325,33 @@ def _run_all(args: argparse.Namespace, url: str, seeds: list[str]) -> list[Resul
     return results
 
 
+BASELINE = "distcrawl crawl, 1 process, baseline"
+CURRENT = "distcrawl crawl, 1 process, this checkout"
+
+
+def _run_ab(args: argparse.Namespace, url: str, seeds: list[str], stamp: int) -> list[Result]:
+    """The 1-process crawl of the baseline checkout and of this one, alternately."""
+    results = []
+    for k in range(args.rounds):
+        for name, src in ((BASELINE, args.baseline.resolve()), (CURRENT, ROOT)):
+            crawl = f"ab{k}{'b' if src != ROOT else 'c'}-{stamp}"
+            conc, per_host = args.concurrency, args.per_host
+            results.append(run_distcrawl(name, url, crawl, seeds, conc, per_host, 1, src=src))
+    return results
+
+
 def run_embedded(
     name: str, seeds: list[str], concurrency: int, per_host: int, max_pages: int, tmp: Path
 ) -> Result:
     """``distcrawl run`` on its embedded Valkey store (the all-in-one command), without the
-    summarizer stage: CPU is that of the process and of its server (a child it waits for);
-    the RSS is the process's own."""
+    summarizer stage, one crawl process (like the 1-process `crawl` row): CPU is that of the
+    process and of its server (a child it waits for); the RSS is the process's own."""
     out = tmp / f"run-{max_pages}"
     proc = spawn(
         ["-m", "distcrawl.cli", "run", *seeds, "--out", str(out), "--no-progress", "--no-summarize"]
         + ["--allow-private", "--rate", "1000000", "--burst", "1000000", "--concurrency"]
         + [str(concurrency), "--per-domain-inflight", str(per_host), "--log-level", "WARNING"]
+        + ["--processes", "1"]
         + (["--max-pages", str(max_pages)] if max_pages else []),
         env={"DISTCRAWL_FETCH__CONNECTIONS_PER_HOST": str(per_host)},
     )
@@ -325,6 +367,18 @@ def run_embedded(
     )
 
 
+def _report_ab(results: list[Result]) -> None:
+    base = [r for r in results if r.name == BASELINE]
+    current = [r for r in results if r.name == CURRENT]
+    for k, (b, c) in enumerate(zip(base, current, strict=True)):
+        print(
+            f"# A/B round {k + 1}: CPU-ms per page {b.per_1k(b.cpu_s):.2f} (baseline) -> "
+            f"{c.per_1k(c.cpu_s):.2f} ({c.per_1k(c.cpu_s) / b.per_1k(b.cpu_s):.2f}x); Redis "
+            f"{b.per_1k(b.redis_cpu_s):.3f} -> {c.per_1k(c.redis_cpu_s):.3f}; pages/s "
+            f"{b.rate:,.0f} -> {c.rate:,.0f}"
+        )
+
+
 HEADER = (
     "| crawler | pages/s | x careful | CPU-s per 1,000 pages | Redis CPU-s per 1,000 | peak RSS |"
 )
@@ -332,6 +386,7 @@ HEADER = (
 
 def _report(results: list[Result], total: int) -> None:
     raw = results[0]
+    one = next(r for r in results if r.name == "distcrawl crawl, 1 process")
     print(HEADER)
     print("|---|---|---|---|---|---|")
     for r in results:
@@ -349,24 +404,24 @@ def _report(results: list[Result], total: int) -> None:
             print(f"FAILED: {r.name} crawled {r.pages} pages, expected {expected}")
     sinks = [r for r in results if r.name.endswith("folder sink")]
     if sinks:
-        one, sink = results[1], sinks[0]
+        sink = sinks[0]
         redis_x = sink.per_1k(sink.redis_cpu_s) / max(1e-9, one.per_1k(one.redis_cpu_s))
         print(
             f"# folder sink vs Redis pages hash, 1 process: "
             f"{sink.per_1k(sink.cpu_s) / one.per_1k(one.cpu_s):.2f}x CPU per page in the "
             f"crawler, {redis_x:.2f}x Redis CPU per page, {sink.rate / one.rate:.2f}x pages/s"
         )
+    _report_ab(results)
     two = [r for r in results if r.name.endswith("2 processes")]
     if two:
-        print(f"# two processes / one: {two[0].rate / results[1].rate:.2f}x")
+        print(f"# two processes / one: {two[0].rate / one.rate:.2f}x")
     embedded = [r for r in results if r.name.startswith("distcrawl run")]
     if embedded:
         print(
-            f"# run vs crawl, 1 process: {embedded[-1].rate / results[1].rate:.2f}x pages/s; "
+            f"# run vs crawl, 1 process: {embedded[-1].rate / one.rate:.2f}x pages/s; "
             f"run's peak RSS {embedded[0].peak_rss_mb:.0f} MB at {embedded[0].pages:,} pages, "
             f"{embedded[-1].peak_rss_mb:.0f} MB at {embedded[-1].pages:,} (goal <= 200 MB)"
         )
-    one = results[1]
     print(  # the goals of issue 12, printed, not asserted
         f"# goals, 1 process: {one.per_1k(one.cpu_s):.2f} CPU-ms/page in the crawler (<= 0.75), "
         f"{one.per_1k(one.redis_cpu_s):.3f} Redis CPU-ms/page (<= 0.12), "

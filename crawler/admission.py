@@ -129,7 +129,16 @@ class Admitter:
 
         else:  # the page's base split and checked once, not once per link
             resolve = LinkResolver(base, self._params).canonicalize
+        # (a URL with a sitemap's lastmod goes to the script even when known: it may be due)
+        shortcut = not lastmod
         for raw in links:
+            # Most links of a page are absolute ones judged before, written as their canonical
+            # form. The cache holds only canonical URLs, and a canonical URL resolves to itself
+            # against any base: a hit on the link as written needs no resolving.
+            known = seen.get(raw) if shortcut else None
+            if known is not None:
+                rejected[known] += 1
+                continue
             try:
                 url = resolve(raw)
             except InvalidUrl as exc:
@@ -137,7 +146,6 @@ class Admitter:
                 if keep_invalid:
                     report.invalid.append((raw, str(exc)))
                 continue
-            # (a URL with a sitemap's lastmod goes to the script even when known: it may be due)
             modified = int(lastmod.get(raw, 0) * 1000) if lastmod else 0
             known = None if modified else seen.get(url)
             reason = known or ("duplicate" if url in batch else None)

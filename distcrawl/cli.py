@@ -47,6 +47,7 @@ from crawler.proxies import configured_proxies
 from crawler.sources import source_seed_lines
 from crawler.status import crawl_status, render_status
 from distcrawl import __version__
+from distcrawl.crawlprocs import default_processes
 from distcrawl.embedded import STORE_DIR, RunRequest, run_all
 from distcrawl.export import export_pages, export_summaries
 from distcrawl.requeue import requeue_command
@@ -357,7 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"distcrawl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("run", help="produce, crawl (and summarize) in one process")
+    p = sub.add_parser("run", help="produce, crawl (and summarize) on this machine")
     p.add_argument("seeds", nargs="*", metavar="SEED")
     p.add_argument("--file", action="append", default=[], metavar="F", help="seed file, - = stdin")
     p.add_argument("--out", type=Path, default=Path("out"), metavar="DIR")
@@ -365,7 +366,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--llm-concurrency", type=int, metavar="C", help="LLM calls in flight")
     p.add_argument("--fresh", action="store_true", help="delete DIR/.store first: start over")
-    p.add_argument("--processes", type=int, default=1, metavar="N", help="crawl processes (1)")
+    p.add_argument(
+        "--processes", type=int, metavar="N", help="crawl processes (default: the CPU count)"
+    )
     _sources(p)
     _common(p, redis_required=False)
     _scope(p)
@@ -761,8 +764,9 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             raise ConfigError(
                 "give at least one SEED, --file F, --sitemap URL, --feed URL or --demo"
             )
-        if args.processes < 1:
-            raise ConfigError(f"--processes must be >= 1 (got {args.processes})")
+        processes = default_processes() if args.processes is None else args.processes
+        if processes < 1:
+            raise ConfigError(f"--processes must be >= 1 (got {processes})")
         seeds = list(read_seed_lines(args.seeds, args.file))
         seeds += await _source_lines(settings, args, seeds)
         request = RunRequest(
@@ -774,7 +778,7 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             demo=args.demo,
             progress=not args.no_progress,
             fresh=args.fresh,
-            processes=args.processes,
+            processes=processes,
         )
         if args.demo:  # our own local site: private address allowed, politeness raised
             frontier = settings.frontier.model_copy(

@@ -1,5 +1,8 @@
 """`run --processes N`: N - 1 more crawl processes (`distcrawl crawl --drain`) on run's store.
 
+N is the number of CPUs this process may run on unless given: a crawl process keeps about one
+core busy (parsing is most of its work), and the store's server and the summarizer take little.
+
 Each gets the settings a crawl worker reads through DISTCRAWL_* variables (never flags: a
 password in the store URL stays out of `ps`), dies with `run` (PR_SET_PDEATHSIG), and has its
 own session, so a Ctrl-C reaches `run` alone, which passes one SIGTERM on: a worker that got two
@@ -19,7 +22,14 @@ from common.lifecycle import Shutdown
 from common.private_server import die_with_parent
 from common.settings import Settings
 
-__all__ = ["run_crawl_processes", "worker_env"]
+__all__ = ["default_processes", "run_crawl_processes", "worker_env"]
+
+
+def default_processes() -> int:
+    """The CPUs this process may use (its affinity mask, as a container's cpuset sets it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def worker_env(settings: Settings, environ: dict[str, str]) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""`distcrawl run`: producer, crawler (and summarizer) in one process.
+"""`distcrawl run`: producer, crawler (and summarizer) in one process, and more crawl processes
+(``--processes``, by default one per CPU: distcrawl/crawlprocs.py) on the same store.
 
 On the embedded store by default: a private server this process starts, with its data in
 ``DIR/.store`` (``--out DIR``), so the user needs no server, and a run that stopped (Ctrl-C,
@@ -13,7 +14,7 @@ import contextlib
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from common.store import EMBEDDED, is_cluster
 from crawler.admission import Admitter
 from crawler.frontier import Frontier
 from crawler.produce import SeedLine, build_spec, produce
-from distcrawl.crawlprocs import run_crawl_processes
+from distcrawl.crawlprocs import default_processes, run_crawl_processes
 from distcrawl.demosite import DemoSite, SiteServer
 from distcrawl.export import export_pages, export_summaries
 from distcrawl.progress import show_progress
@@ -52,7 +53,8 @@ class RunRequest:
     demo: bool = False
     progress: bool = True
     fresh: bool = False
-    processes: int = 1  # crawl processes: this one and processes - 1 `crawl --drain` children
+    # crawl processes: this one and processes - 1 `crawl --drain` children
+    processes: int = field(default_factory=default_processes)
 
 
 @contextlib.asynccontextmanager

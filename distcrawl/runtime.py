@@ -39,10 +39,10 @@ from summarizer.cache import SummaryCache
 from summarizer.engines import CallableEngine, Engine, ExtractiveEngine
 from summarizer.limiter import AdaptiveLimit, SharedRateLimiter
 from summarizer.profiles import Profiles
-from summarizer.worker import SummarizeWorker
 
 if TYPE_CHECKING:
     from summarizer.batch import BatchWorker
+    from summarizer.worker import SummarizeWorker
 
 __all__ = [
     "CrawlRuntime",
@@ -393,6 +393,10 @@ async def summarize_runtime(
     )
     # one per process: its single flight covers the live and the batch worker
     cache = SummaryCache(redis, ttl_s=llm.cache_ttl_s, scripts=scripts)
+    # (imported here: it brings the openai package, a second of CPU that crawl processes,
+    # which import this module too, do not need)
+    from summarizer.worker import SummarizeWorker
+
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.aclose)
         sink = await open_sink(stack, settings, spec, "summaries") if spec is not None else None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from bench.crawl import HEADER as CRAWL_HEADER
 from bench.frontier import HEADER
 from bench.memory import HEADER as HEADER_MEMORY
-from tests.processes import run_quick_bench
+from tests.processes import ROOT, run_quick_bench
 
 
 @pytest.mark.slow
@@ -50,4 +53,34 @@ def test_crawl_bench_quick() -> None:
         "| distcrawl crawl, 1 process, folder sink",
         "| distcrawl run (embedded, no summaries), first 75 pages",
         "| distcrawl run (embedded, no summaries), all pages",
+    ], output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_crawl_bench_ab_rounds_against_a_baseline_checkout() -> None:
+    """``--baseline DIR`` (here this checkout again): each round's two one-process crawls get
+    every page, and one A/B line per round compares them."""
+    args = ["--quick", "--baseline", str(ROOT), "--rounds", "2", "--skip-two", "--skip-warc"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.crawl", *args, "--skip-sink", "--skip-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "FAILED" not in output, output
+    rows = [line.split(" | ")[0] for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "| careful loop",
+        *["| distcrawl crawl, 1 process, baseline", "| distcrawl crawl, 1 process, this checkout"]
+        * 2,
+        "| distcrawl crawl, 1 process",
+    ], output
+    assert [line.split(":")[0] for line in output.splitlines() if "A/B" in line] == [
+        "# A/B round 1",
+        "# A/B round 2",
     ], output

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 
 from distcrawl.redis_server import RedisClusterServer, RedisServer
 from tests.processes import (
+    ROOT,
     MockProcess,
     SiteProcess,
     assert_no_traceback,
@@ -109,12 +113,22 @@ def test_distributed_produce_three_crawlers_two_summarizers_export(
         assert all(n > 0 for n in per_master.values()), per_master
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_demo_run_needs_nothing_but_the_package(tmp_path: Path) -> None:
+    """... and runs one crawl process per CPU it may use (here two: `run` and a child)."""
     out = tmp_path / "demo"
-    proc = cli(
-        "run", "--demo", "--out", str(out), "--no-progress", "--rate", "200", "--burst", "50"
+    args = ["run", "--demo", "--out", str(out), "--no-progress", "--rate", "200", "--burst", "50"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "distcrawl.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        preexec_fn=lambda: os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2]),
     )
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("worker_started worker=crawl:") == 2, proc.stderr
+    assert proc.stderr.count("crawl worker finished:") == 1, proc.stderr  # the child's
     records = read_pages(out)
     assert len(records) == 61
     assert {r["outcome"] for r in records} == {"done"}

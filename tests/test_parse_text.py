@@ -1,5 +1,5 @@
-"""Main text (the cheap whitespace collapse, the cap applied before it) and UTF-8 bodies handed
-to the parser as bytes."""
+"""Main text (the cheap whitespace collapse, the cap applied before it), the text hash revisits
+compare, and UTF-8 bodies handed to the parser as bytes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crawler.fetch import FetchResult
-from crawler.parse import _capped_text, _clean, parse_html
+from crawler.parse import _capped_text, _clean, parse_html, text_hash
 
 _spaces = [" ", "  ", "\n", "\n        ", "\t", "\r\n", "\xa0", "\u3000", "\u2009", "\x1f", "\x85"]
 _texty = st.lists(
@@ -33,6 +33,27 @@ def test_capping_before_cleaning_changes_nothing(text: str, cap: int) -> None:
         assert chars == len(full)
 
 
+_blank_heavy = st.lists(
+    st.one_of(
+        st.sampled_from([*_spaces, " " * 97, "\n" * 150, "\t \xa0" * 40]),
+        st.sampled_from(["w", "word", "x\u2009y", "é—“x”"]),
+    ),
+    min_size=1,
+    max_size=300,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_blank_heavy, st.integers(min_value=1, max_value=200))
+def test_text_past_the_margin_is_cleaned_in_pieces_with_the_same_result(
+    text: str, cap: int
+) -> None:
+    """Blank-heavy text runs past the first cut: the pieces cleaned after it join exactly as
+    the whole would have (a word cut in two stays one word, a blank between stays one)."""
+    capped, _ = _capped_text(text, cap)
+    assert capped == " ".join(text.split())[:cap]
+
+
 def test_the_cap_is_reached_through_long_whitespace_runs() -> None:
     text = ("word" + " " * 500 + "\n" * 300) * 50
     capped, chars = _capped_text(text, 100)
@@ -49,6 +70,44 @@ def test_page_text_and_its_full_length() -> None:
     assert page.text_chars > 4000
     small = parse_html("<p>one\n   two</p>", max_text_chars=100)
     assert (small.text, small.text_chars) == ("one two", 7)
+
+
+def _hash(html: str) -> str:
+    page = parse_html(html, max_text_chars=50, hash_text=True)
+    assert len(page.text_hash) == 16
+    assert int(page.text_hash, 16) >= 0  # hex
+    return page.text_hash
+
+
+def test_the_text_hash_sees_text_not_markup() -> None:
+    """Same title and main text in other markup (attributes, tags around the same text nodes,
+    boilerplate): the same hash. Any change of the text, even past the cap, or of the title:
+    another."""
+    body = "<p>one two</p>" + "<p>filler</p>" * 200 + "<p>the end</p>"
+    page = f"<title>T</title><nav>menu</nav><main>{body}</main>"
+    same = (
+        f"<title>T</title><header>new ad</header><script>x=1</script>"
+        f'<div class="x">{body.replace("<p>", "<p id=a> ")}</div><footer>2027</footer>'
+    )
+    assert _hash(page) == _hash(same)
+    for other in (
+        page.replace("the end", "the End"),  # far past the 50 characters of text kept
+        page.replace("one two", "one  two!"),
+        page.replace("<title>T", "<title>U"),
+        page.replace("</main>", "x</main>"),
+    ):
+        assert _hash(other) != _hash(page), other[-60:]
+
+
+def test_the_text_hash_keeps_title_and_text_apart() -> None:
+    assert text_hash("ab", "c") != text_hash("a", "bc")
+    assert text_hash("", "\ud800") != text_hash("", "\ufffd")  # (lone surrogates hash too)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300), st.text(max_size=300), st.text(max_size=5))
+def test_different_texts_hash_apart(a: str, b: str, title: str) -> None:
+    assert (text_hash(title, a) == text_hash(title, b)) is (a == b)
 
 
 def _result(body: bytes, charset: str | None) -> FetchResult:

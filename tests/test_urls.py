@@ -193,3 +193,16 @@ def test_link_resolver_agrees_with_canonicalize(base: str, href: str) -> None:
             LinkResolver(base).canonicalize(href)
         return
     assert LinkResolver(base).canonicalize(href) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(_base, _href, _base)
+def test_a_canonical_url_resolves_to_itself_on_any_page(base: str, href: str, page: str) -> None:
+    """What lets admission skip resolving a link found verbatim in its cache of canonical
+    URLs (crawler/admission.py)."""
+    try:
+        url = canonicalize(href, base)
+    except InvalidUrl:
+        return
+    assert canonicalize(url, page) == url
+    assert LinkResolver(page).canonicalize(url) == url
