@@ -298,7 +298,8 @@ def test_a_sigkill_during_the_second_pass_loses_nothing(
     out = tmp_path / "out"
     # 4 pages/s: the second pass takes about 6 s, and the kill lands in it.
     args = ["run", f"{base}/", "--feed", f"{base}/feed.xml", "--out", str(out), "--no-progress"]
-    slow = ["--rate", "4", "--burst", "1", "--allow-private"]
+    # (one crawl process: the kill must land on the whole of pass 2's crawling)
+    slow = ["--rate", "4", "--burst", "1", "--allow-private", "--processes", "1"]
     first = cli(*args, *slow, env=env)
     assert first.returncode == 0, first.stderr
     _second_site(folder, base)
