@@ -140,6 +140,8 @@ def test_warc_of_a_crawl_with_trouble(
         str(folder),
         "--max-attempts",
         "2",
+        "--processes",  # one writer, so one file (each crawl process writes its own)
+        "1",
         *FAST,
         env={"DISTCRAWL_FETCH__READ_TIMEOUT_S": "1"},
         timeout=240,
