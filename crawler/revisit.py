@@ -32,6 +32,11 @@ class Change(enum.StrEnum):
     UNCHANGED = "unchanged"
     GONE = "gone"
 
+    @property
+    def reason(self) -> str:
+        """The reason its ack is counted under (done:changed ...); a first visit has none."""
+        return "" if self is Change.NEW else self.value
+
 
 @dataclass(frozen=True, slots=True)
 class RevisitPolicy:

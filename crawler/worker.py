@@ -225,16 +225,18 @@ class CrawlWorker(LeasedWorker[Lease]):
             find_feeds=self._follow_feeds,
         )
         self._metrics.pages_parsed.inc()
-        if RevisitPolicy.judge(lease.entry, page.text_hash) is Change.UNCHANGED:
+        change = RevisitPolicy.judge(lease.entry, page.text_hash)
+        if change is Change.UNCHANGED:
             return self._unchanged(lease, result, page.text_hash)
+        self._metrics.changes.labels(change.value).inc()
         if self._extractor is None:
-            return self._done(lease, result, page, started)
+            return self._done(lease, result, page, change, started)
         try:
             data = await self._extractor.extract(lease.url, result.final_url, result.text())
         except ExtractorError as exc:  # the page fails; its links are still followed
             log.warning("extractor_error", url=lease.url, error=str(exc))
-            return self._done(lease, result, page, started, error=str(exc))
-        return self._done(lease, result, page, started, data=data)
+            return self._done(lease, result, page, change, started, error=str(exc))
+        return self._done(lease, result, page, change, started, data=data)
 
     async def _fetch(self, lease: Lease) -> FetchResult | _Commit:
         """The page's response (conditional on a revisit), or how the URL ends without one."""
@@ -276,14 +278,13 @@ class CrawlWorker(LeasedWorker[Lease]):
         lease: Lease,
         result: FetchResult,
         page: ParsedPage,
+        change: Change,
         started: float,
         *,
         data: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> _Commit:
         outcome = Outcome.DONE if error is None else Outcome.FAILED
-        change = RevisitPolicy.judge(lease.entry, page.text_hash)
-        self._metrics.changes.labels(change.value).inc()
         record = PageRecord(
             url=lease.url,
             final_url=result.final_url,
@@ -331,7 +332,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         revisit_ms, revisit = (
             (None, "") if error else self._keep(lease, change, page.text_hash, result)
         )
-        reason = "extractor_error" if error is not None else "" if change is Change.NEW else change
+        reason = "extractor_error" if error is not None else change.reason
         return _Commit(
             SettleOp.ack(
                 lease.fp,
@@ -357,6 +358,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         change = RevisitPolicy.judge(lease.entry, feed.items_hash)
         if change is Change.UNCHANGED:
             return self._unchanged(lease, result, feed.items_hash)
+        self._metrics.changes.labels(change.value).inc()
         if feed.error is not None:
             log.warning("feed_unreadable", url=lease.url, error=feed.error)
         record = PageRecord(
@@ -380,7 +382,7 @@ class CrawlWorker(LeasedWorker[Lease]):
         op = SettleOp.ack(
             lease.fp,
             Outcome.DONE,
-            "" if change is Change.NEW else change,
+            change.reason,
             encode_record(record),
             attempt=lease.attempt,
             revisit_ms=revisit_ms,
