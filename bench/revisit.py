@@ -26,9 +26,7 @@ from pathlib import Path
 from bench.llm import API_KEY, Mock
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = (
-    "pass  pages fetched  304s  bytes fetched  LLM calls  seconds  bytes vs pass 1  calls vs pass 1"
-)
+HEADER = "pass  requests  304s  body bytes  LLM calls  seconds  bytes vs pass 1  calls vs pass 1"
 
 
 def _page(i: int, version: int, links: list[int]) -> str:
@@ -125,7 +123,7 @@ def main() -> None:
         n304 = sum(1 for r in requests if r["status"] == 304)
         print(
             f"{n:>4}  {len(requests):>8}  {n304:>4}  {sent:>10,}  {calls:>9}  {seconds:>7.1f}"
-            f"  {sent / base_bytes:>15.1%}  {calls / max(1, rows[0][1]):>14.1%}"
+            f"  {sent / base_bytes:>15.1%}  {calls / max(1, rows[0][1]):>15.1%}"
         )
     calls_2 = rows[1][1]
     verdict = "exactly the changed pages" if calls_2 == len(changed) else "NOT the changed pages"
