@@ -10,6 +10,7 @@ import msgspec
 import zstandard
 
 from common.errors import PermanentError
+from common.text import collapse_whitespace
 
 __all__ = [
     "DEFAULT_LLM_INPUT_TOKENS",
@@ -100,7 +101,8 @@ def doc_text_budget(max_input_tokens: int) -> int:
 
 
 class Doc(msgspec.Struct, kw_only=True):
-    """A parsed page handed from the crawler to the summarizer (text already capped).
+    """A parsed page handed from the crawler to the summarizer (text already capped; its
+    whitespace as in the page until decode_doc collapses it).
 
     Stored with ``text`` moved into ``tz`` (zstd, base64) when it is over DOC_COMPRESS_OVER
     characters; decode_doc gives ``text`` back either way.
@@ -131,18 +133,19 @@ def encode_doc(doc: Doc) -> str:
 
 
 def decode_doc(raw: str | bytes, max_chars: int = 4_000_000) -> Doc:
-    """The doc with its text restored; version 1 docs (uncompressed) are read too."""
+    """The doc with its text restored and its whitespace collapsed (the crawler leaves that
+    to the reader: common.text); version 1 docs (uncompressed) are read too."""
     try:
         doc = decode_versioned(_doc_decoder, raw, "doc", DOC_VERSION)
     except PermanentError:
         doc = decode_versioned(_doc_decoder, raw, "doc", 1)
-    if doc.tz is None:
-        return doc
-    try:
-        data = _zd.decompress(
-            base64.b64decode(doc.tz, validate=True), max_output_size=max_chars * 4
-        )
-        text = data.decode("utf-8")
-    except (binascii.Error, zstandard.ZstdError, UnicodeDecodeError) as exc:
-        raise PermanentError(f"undecodable doc text: {exc}", reason="bad_payload") from exc
-    return msgspec.structs.replace(doc, text=text, tz=None)
+    text = doc.text
+    if doc.tz is not None:
+        try:
+            data = _zd.decompress(
+                base64.b64decode(doc.tz, validate=True), max_output_size=max_chars * 4
+            )
+            text = data.decode("utf-8")
+        except (binascii.Error, zstandard.ZstdError, UnicodeDecodeError) as exc:
+            raise PermanentError(f"undecodable doc text: {exc}", reason="bad_payload") from exc
+    return msgspec.structs.replace(doc, text=collapse_whitespace(text), tz=None)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import xxhash
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from common.text import collapse_whitespace
 from crawler.feeds import FEED_TYPES
 
 __all__ = ["MAX_NESTING", "ParsedPage", "flatten_deep_nesting", "parse_html", "text_hash"]
@@ -39,10 +40,10 @@ class ParsedPage:
     noindex: bool = False
     nofollow: bool = False
     links: list[str] = field(default_factory=list)
-    text: str = ""  # main text, whitespace collapsed, at most max_text_chars
-    # Length of the whole main text: exact when it fitted under max_text_chars; above that the
-    # text is cut before its whitespace is collapsed, and this is the length before collapsing.
-    text_chars: int = 0
+    # Main text, at most max_text_chars: each text node stripped, joined by one space, its
+    # whitespace otherwise as in the page (a doc's reader collapses it: common.text).
+    text: str = ""
+    text_chars: int = 0  # the length of the whole main text (before the cut)
     # With hash_text: a hash of the title and the whole main text, what a revisit compares to
     # tell a changed page from one whose markup changed around the same text (ads, dates).
     text_hash: str = ""
@@ -127,7 +128,7 @@ def parse_html(
     head = _head_nodes(tree)
     title = head.get("title")
     if title is not None:
-        page.title = _clean(title.text())[:1000]
+        page.title = collapse_whitespace(title.text())[:1000]
     page.description = (_attr(head.get("meta:description"), "content") or "")[:2000]
     page.lang = _attr(tree.css_first("html"), "lang")
     page.base_href = _attr(head.get("base"), "href")
@@ -151,10 +152,10 @@ def parse_html(
                 page.feeds.append(href)
     tree.strip_tags(_BOILERPLATE)
     body = tree.body
-    # Stripping each text node costs one string per node; cleaning collapses that whitespace
-    # anyway, so only the hash, which is of the stripped nodes, needs it.
-    raw = body.text(separator=" ", strip=hash_text, skip_empty=True) if body is not None else ""
-    page.text, page.text_chars = _capped_text(raw, max_text_chars)
+    # Collapsing the whitespace is left to the doc's reader (common.text): on the bench page
+    # it cost as much as building the tree, and the summarizer, not the crawl, has time for it.
+    raw = body.text(separator=" ", strip=True, skip_empty=True) if body is not None else ""
+    page.text, page.text_chars = raw[:max_text_chars], len(raw)
     if hash_text:
         page.text_hash = text_hash(page.title, raw)
     return page
@@ -187,50 +188,3 @@ def _head_nodes(tree: LexborHTMLParser) -> dict[str, LexborNode]:
         if key not in found:
             found[key] = node
     return found
-
-
-def _capped_text(raw: str, cap: int) -> tuple[str, int]:
-    """The first ``cap`` characters of ``raw`` with whitespace collapsed, and the length of
-    all of it (see ParsedPage.text_chars). Only what can reach the cap is cleaned."""
-    end = cap + cap // 8 + 64  # a margin for the whitespace that cleaning removes
-    if end >= len(raw):
-        text = _clean(raw)
-        return text[:cap], len(text)
-    text = _clean(raw[:end])
-    step = 0
-    while len(text) < cap and end < len(raw):  # more whitespace than the margin: clean more
-        # the next piece only (steps at least doubling: a page of blanks takes log2 steps),
-        # joined with one space if whitespace was on either side of the cut
-        step = max(2 * step, (cap - len(text)) * 5 // 4 + 64)
-        start, end = end, end + step
-        piece = _clean(raw[start:end])
-        if piece and text and (raw[start - 1].isspace() or raw[start].isspace()):
-            text += " "
-        text += piece
-    return text[:cap], len(raw)
-
-
-# Every character str.split() splits on, except " " and "\n" (the common ones, handled first).
-_OTHER_ASCII_SPACE = tuple(c for c in map(chr, range(0x80)) if c.isspace() and c not in " \n")
-_NON_ASCII_SPACE = tuple(c for c in map(chr, range(0x80, 0x3001)) if c.isspace())
-
-
-def _clean(text: str) -> str:
-    """Collapse whitespace runs into one space and strip: ``" ".join(text.split())``.
-
-    Text from pages is mostly words, single spaces and newlines followed by indentation.
-    split() + join() builds one object per word (0.4 ms on the 40 KB bench page); here only
-    lines become objects, and each rarer space is looked for by one C scan of what is left.
-    """
-    if "\n" in text:  # first: the scans below then read less, and no newline
-        text = " ".join(filter(None, [line.strip(" ") for line in text.split("\n")]))
-    for space in _OTHER_ASCII_SPACE:  # tabs, CR...: rare, so each check is one fast scan
-        if space in text:
-            text = text.replace(space, " ")
-    if not text.isascii():
-        for space in _NON_ASCII_SPACE:  # no-break space, em space, ideographic space...
-            if space in text:
-                text = text.replace(space, " ")
-    while "  " in text:  # a run of n spaces takes log2(n) passes
-        text = text.replace("  ", " ")
-    return text.strip(" ")

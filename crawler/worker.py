@@ -216,7 +216,7 @@ class CrawlWorker(LeasedWorker[Lease]):
             return self._unchanged(lease, result)
         if lease.entry.k == FEED:
             return await self._feed(lease, result, started)
-        # The text only feeds the doc: clean no more of it than a doc carries (1 character
+        # The text only feeds the doc: keep no more of it than a doc carries (1 character
         # when the crawl is not summarized; text_chars still counts all of it).
         page = parse_html(
             result.markup(),

@@ -1,13 +1,15 @@
-"""Main text (the cheap whitespace collapse, the cap applied before it), the text hash revisits
-compare, and UTF-8 bodies handed to the parser as bytes."""
+"""Main text (cut by the crawler, whitespace collapsed by the doc's reader, cheaply), the text
+hash revisits compare, and UTF-8 bodies handed to the parser as bytes."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.serde import Doc, decode_doc, encode_doc
+from common.text import collapse_whitespace
 from crawler.fetch import FetchResult
-from crawler.parse import _capped_text, _clean, parse_html, text_hash
+from crawler.parse import parse_html, text_hash
 
 _spaces = [" ", "  ", "\n", "\n        ", "\t", "\r\n", "\xa0", "\u3000", "\u2009", "\x1f", "\x85"]
 _texty = st.lists(
@@ -19,57 +21,29 @@ _texty = st.lists(
 @settings(max_examples=500, deadline=None)
 @given(_texty)
 def test_clean_is_split_and_join(text: str) -> None:
-    assert _clean(text) == " ".join(text.split())
+    assert collapse_whitespace(text) == " ".join(text.split())
 
 
-@settings(max_examples=500, deadline=None)
-@given(_texty, st.integers(min_value=1, max_value=60))
-def test_capping_before_cleaning_changes_nothing(text: str, cap: int) -> None:
-    capped, chars = _capped_text(text, cap)
-    full = " ".join(text.split())
-    assert capped == full[:cap]
-    assert chars >= len(full)  # exact below the cap, the length before collapsing above it
-    if len(full) <= cap:
-        assert chars == len(full)
-
-
-_blank_heavy = st.lists(
-    st.one_of(
-        st.sampled_from([*_spaces, " " * 97, "\n" * 150, "\t \xa0" * 40]),
-        st.sampled_from(["w", "word", "x\u2009y", "é—“x”"]),
-    ),
-    min_size=1,
-    max_size=300,
-).map("".join)
+def test_page_text_is_cut_before_collapsing_and_docs_read_it_collapsed() -> None:
+    """The crawler keeps the main text as the parser gives it (text nodes stripped), cut at
+    the doc's budget; a doc's reader gets it collapsed, the same as collapsing first would."""
+    html = "<body><nav>menu</nav><p>one\n   two</p>" + "<p>x \t y</p>" * 1000 + "</body>"
+    page = parse_html(html, max_text_chars=100)
+    assert page.text.startswith("one\n   two x \t y x")
+    assert len(page.text) == 100
+    assert page.text_chars == len("one\n   two") + 1000 * len(" x \t y")
+    small = parse_html("<p>\n  one\n   two </p>", max_text_chars=100)
+    assert (small.text, small.text_chars) == ("one\n   two", 10)
+    doc = Doc(url="http://a.com/", fp="f", title="t", text=page.text, fetched_at=0.0)
+    assert decode_doc(encode_doc(doc)).text == collapse_whitespace(page.text)
 
 
 @settings(max_examples=300, deadline=None)
-@given(_blank_heavy, st.integers(min_value=1, max_value=200))
-def test_text_past_the_margin_is_cleaned_in_pieces_with_the_same_result(
-    text: str, cap: int
-) -> None:
-    """Blank-heavy text runs past the first cut: the pieces cleaned after it join exactly as
-    the whole would have (a word cut in two stays one word, a blank between stays one)."""
-    capped, _ = _capped_text(text, cap)
-    assert capped == " ".join(text.split())[:cap]
-
-
-def test_the_cap_is_reached_through_long_whitespace_runs() -> None:
-    text = ("word" + " " * 500 + "\n" * 300) * 50
-    capped, chars = _capped_text(text, 100)
-    assert capped == " ".join(text.split())[:100]
-    assert len(capped) == 100
-    assert chars == len(text)
-
-
-def test_page_text_and_its_full_length() -> None:
-    html = "<body><nav>menu</nav><p>one\n   two</p>" + "<p>x  y</p>" * 1000 + "</body>"
-    page = parse_html(html, max_text_chars=100)
-    assert page.text.startswith("one two x y x y")
-    assert len(page.text) == 100
-    assert page.text_chars > 4000
-    small = parse_html("<p>one\n   two</p>", max_text_chars=100)
-    assert (small.text, small.text_chars) == ("one two", 7)
+@given(_texty)
+def test_docs_are_read_with_whitespace_collapsed(text: str) -> None:
+    for body in (text, text * 60):  # under and over the size that is compressed
+        doc = Doc(url="http://a.com/", fp="f", title="t", text=body, fetched_at=0.0)
+        assert decode_doc(encode_doc(doc)).text == " ".join(body.split())
 
 
 def _hash(html: str) -> str:
