@@ -66,6 +66,8 @@ from summarizer.worker import DocsWorker, SummarizeStats, SummarizeWorker, crawl
 __all__ = ["BatchRecord", "BatchWorker", "Job", "decode_record", "encode_record"]
 
 log = get_logger(__name__)
+# The finished jobs a worker remembers (ids of 16 characters; one job is up to a batch of docs).
+_FINISHED_KEPT = 1000
 RECORD_VERSION = 1
 
 
@@ -145,6 +147,9 @@ class BatchWorker(DocsWorker[Job]):
         self._cache = cache
         self._api = api
         self._jobs: dict[str, Job] = {}
+        # Jobs this worker finished: a take whose answer was on its way while the job was
+        # dropped lists it still, and it must not be adopted (and run) a second time.
+        self._done_jobs: dict[str, None] = {}
         self._waiting_since: float | None = None
         self.batches_submitted = 0
         self.batches_adopted = 0
@@ -171,6 +176,9 @@ class BatchWorker(DocsWorker[Job]):
         return bool(await self._jobs_op("put", record.job, encode_record(record)))
 
     async def _drop(self, record: BatchRecord) -> None:
+        self._done_jobs[record.job] = None
+        if len(self._done_jobs) > _FINISHED_KEPT:
+            del self._done_jobs[next(iter(self._done_jobs))]
         await self._jobs_op("drop", record.job)
 
     # -- LeasedWorker
@@ -180,7 +188,7 @@ class BatchWorker(DocsWorker[Job]):
             return [], 1.0
         jobs: list[Job] = []
         for job_id, raw in (await self._take(n)).items():
-            if job_id in self._jobs:
+            if job_id in self._jobs or job_id in self._done_jobs:
                 continue
             try:
                 record = decode_record(raw)
