@@ -7,6 +7,7 @@ other hosts. Several hosts share one port on different loopback addresses (127.0
 
 from __future__ import annotations
 
+import errno
 import random
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ from aiohttp import web
 from common.lifecycle import Shutdown
 
 __all__ = ["DemoSite", "SiteServer", "serve_until_stopped"]
+
+# Tries at a port free on every address of a site of several (see SiteServer.start).
+_BIND_ATTEMPTS = 20
 
 _TEXT = (
     "crawler frontier queue domain token bucket lease worker redis shard replica latency "
@@ -131,15 +135,31 @@ class SiteServer:
         # would keep a site that streams a slow body to a gone client alive that long).
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
+        chosen = self.port == 0
+        for attempt in range(_BIND_ATTEMPTS):
+            try:
+                await self._listen(self._runner)
+                break
+            except OSError as exc:
+                # The port the first address got can be taken on another address (by another
+                # process that bound only that one): let the system pick again.
+                if not chosen or exc.errno != errno.EADDRINUSE or attempt == _BIND_ATTEMPTS - 1:
+                    raise
+                for site in list(self._runner.sites):
+                    await site.stop()
+                self.port = 0
+        self.hosts = [f"{a}:{self.port}" for a in self.addresses]
+        return self.hosts
+
+    async def _listen(self, runner: web.AppRunner) -> None:
+        """Listen on every address, on ``self.port`` (0: the port the first one gets)."""
         for addr in self.addresses:
-            site = web.TCPSite(self._runner, addr, self.port, reuse_address=True)
+            site = web.TCPSite(runner, addr, self.port, reuse_address=True)
             await site.start()
             if self.port == 0:
                 server = site._server
                 assert server is not None
                 self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.hosts = [f"{a}:{self.port}" for a in self.addresses]
-        return self.hosts
 
     async def stop(self) -> None:
         if self._runner is not None:
