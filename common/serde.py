@@ -19,6 +19,7 @@ __all__ = [
     "Doc",
     "Revisit",
     "UrlEntry",
+    "WarcCapture",
     "decode_doc",
     "decode_url_entry",
     "decode_versioned",
@@ -30,6 +31,15 @@ __all__ = [
 URL_ENTRY_VERSION = 1
 
 
+class WarcCapture(msgspec.Struct, frozen=True):
+    """The WARC response record that holds a URL's last archived payload: what a later visit
+    with the same payload refers to instead of storing it again (crawler/warc.py)."""
+
+    d: str  # its WARC-Payload-Digest ("sha1:...")
+    u: str  # its WARC-Target-URI
+    t: str  # its WARC-Date
+
+
 class Revisit(msgspec.Struct, frozen=True, omit_defaults=True):
     """What a revisit knows of the URL's last visit (docs/revisits.md)."""
 
@@ -37,6 +47,7 @@ class Revisit(msgspec.Struct, frozen=True, omit_defaults=True):
     e: str | None = None  # its ETag (sent as If-None-Match)
     m: str | None = None  # its Last-Modified (sent as If-Modified-Since)
     i: int = 0  # the interval in ms that led to this visit (0: the next pass)
+    w: WarcCapture | None = None  # where its payload was archived, when it was
 
 
 class UrlEntry(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -22,6 +22,7 @@ from python_socks import ProxyType
 
 from common.backoff import parse_retry_after
 from common.errors import InvalidUrl, OutputError, PermanentError, RetryableError
+from common.serde import WarcCapture
 from common.settings import FetchSettings
 from common.urls import canonicalize, host_of
 from crawler.classify import (
@@ -254,10 +255,13 @@ class Fetcher:
         accept_any_type: bool = False,
         etag: str | None = None,
         last_modified: str | None = None,
+        previous: WarcCapture | None = None,
     ) -> FetchResult:
         """GET ``url``; raise RetryableError, PermanentError or SkipPage when it cannot be used
         (ProxyFailed when the proxy, not the site, failed). ``etag``/``last_modified`` (a
-        revisit) make it conditional: a 304 answer is a result (``not_modified``), no body."""
+        revisit) make it conditional: a 304 answer is a result (``not_modified``), no body.
+        ``previous``: where the page's last payload was archived (a 304 or the same payload
+        is archived as a revisit record referring to it)."""
         conditional: dict[str, str] = {}
         if etag:
             conditional["If-None-Match"] = etag
@@ -267,7 +271,7 @@ class Fetcher:
         # A fetch and its redirects go through the proxy of the URL's domain.
         route = self._proxies.route(host_of(url)) if self._proxies is not None else None
         try:
-            result = await self._fetch(url, started, accept_any_type, route, conditional)
+            result = await self._fetch(url, started, accept_any_type, route, conditional, previous)
         except ProxyFailed as exc:
             if route is not None and self._proxies is not None:
                 await self._proxies.failed(route, exc)
@@ -300,6 +304,7 @@ class Fetcher:
         accept_any_type: bool,
         route: Route | None,
         conditional: dict[str, str],
+        previous: WarcCapture | None,
     ) -> FetchResult:
         current = url
         hops: list[str] = []
@@ -323,7 +328,7 @@ class Fetcher:
                     continue
                 content_type = resp.content_type.lower()
                 if resp.status == NOT_MODIFIED and conditional:
-                    await self._archive_unread(resp, current, sent)
+                    await self._archive_unread(resp, current, sent, previous)
                     return self._result(resp, url, current, b"", False, started, hops)
                 try:
                     check_status(resp.status, resp.headers.get("Retry-After"))
@@ -346,6 +351,7 @@ class Fetcher:
                 # (uncoded bodies are archived as kept: cut at the cap, not at a chunk's end)
                 payload = body if resp.headers.get("Content-Encoding") is None else b"".join(raw)
                 ex = _exchange(resp, current, sent, payload, "length" if truncated else None)
+                ex.previous = previous
                 result.warc = await self._archive.record(ex)
             return result
         raise PermanentError(f"more than {self._s.max_redirects} redirects", reason="redirects")
@@ -375,9 +381,16 @@ class Fetcher:
             last_modified=modified if modified and len(modified) <= _VALIDATOR_MAX else None,
         )
 
-    async def _archive_unread(self, resp: aiohttp.ClientResponse, url: str, sent: float) -> None:
+    async def _archive_unread(
+        self,
+        resp: aiohttp.ClientResponse,
+        url: str,
+        sent: float,
+        previous: WarcCapture | None = None,
+    ) -> None:
         """Archive a response the crawler does not parse (a redirect, an error status, a skipped
-        content type) with the first SIDE_BODY_BYTES of its body as sent."""
+        content type, a 304: a revisit record when ``previous`` says where its payload is) with
+        the first SIDE_BODY_BYTES of its body as sent."""
         if self._archive is None:
             return
         chunks: list[bytes] = []
@@ -396,6 +409,7 @@ class Fetcher:
         except aiohttp.ClientError:
             truncated = "disconnect"
         exchange = _exchange(resp, url, sent, b"".join(chunks), truncated)
+        exchange.previous = previous
         await self._archive.record(exchange)
 
     def _next_hop(self, current: str, location: str | None, hops: list[str]) -> str:

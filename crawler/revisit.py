@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import msgspec
 
 from common.protocol import REVISIT_FORGET
-from common.serde import Revisit, UrlEntry, encode_url_entry
+from common.serde import Revisit, UrlEntry, WarcCapture, encode_url_entry
 from common.spec import CrawlSpec
 
 __all__ = ["GONE_STATUSES", "Change", "RevisitPolicy"]
@@ -61,9 +61,11 @@ class RevisitPolicy:
         text_hash: str,
         etag: str | None,
         last_modified: str | None,
+        capture: WarcCapture | None = None,
     ) -> tuple[int, str]:
         """(interval in ms, payload) of the URL's next visit after this one found ``change``
-        (validators not sent this time are kept from the last visit)."""
+        (validators not sent this time are kept from the last visit, and so is where its
+        payload was archived when this visit archived none of its own: ``capture``)."""
         last = entry.r
         interval = self.spec.next_interval_ms(
             last.i if last is not None else None, change is not Change.UNCHANGED
@@ -72,7 +74,9 @@ class RevisitPolicy:
             text_hash = last.h
             etag = etag or last.e
             last_modified = last_modified or last.m
-        nxt = Revisit(h=text_hash, e=etag, m=last_modified, i=interval)
+        if capture is None and last is not None:
+            capture = last.w
+        nxt = Revisit(h=text_hash, e=etag, m=last_modified, i=interval, w=capture)
         return interval, encode_url_entry(msgspec.structs.replace(entry, r=nxt))
 
     @staticmethod

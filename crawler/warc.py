@@ -35,6 +35,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 
 from warcio.recordloader import ArcWarcRecord
@@ -43,6 +44,7 @@ from warcio.warcwriter import WARCWriter
 
 from common.errors import OutputError
 from common.logging import get_logger
+from common.serde import WarcCapture
 from common.settings import WarcSettings
 
 __all__ = ["Exchange", "WarcArchive", "WarcFiles", "WarcLocation", "warc_file_name"]
@@ -53,6 +55,8 @@ _WARC_VERSION = "1.1"
 # Archive-only bodies (redirects, error statuses, skipped content types) are read up to this.
 SIDE_BODY_BYTES = 64 * 1024
 _RENAMED = {"transfer-encoding": "X-Crawler-Transfer-Encoding"}
+_NOT_MODIFIED_PROFILE = "http://netpreserve.org/warc/1.1/revisit/server-not-modified"
+_SAME_PAYLOAD_PROFILE = "http://netpreserve.org/warc/1.1/revisit/identical-payload-digest"
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
 
@@ -63,6 +67,9 @@ class WarcLocation:
 
     file: str
     offset: int
+    # The full response record that holds this exchange's payload: its own record, or, when
+    # a revisit record was written instead, the one it refers to (None: not kept for dedupe).
+    capture: WarcCapture | None = None
 
 
 @dataclass(slots=True)
@@ -80,6 +87,9 @@ class Exchange:
     response_headers: list[tuple[str, str]]
     payload: bytes  # as sent (content coding intact, transfer coding removed)
     truncated: str | None = None  # why the body was cut (WARC-Truncated): length, time...
+    # A page's last archived payload (a revisit): a 304, or a response with the same payload
+    # digest, is written as a ``revisit`` record that refers to it.
+    previous: WarcCapture | None = None
 
 
 def warc_file_name(seq: int, *, now: float | None = None, tag: str | None = None) -> str:
@@ -165,9 +175,9 @@ class WarcFiles:
         if self._fd is None or (self._records and self._size >= self._max):
             self.close()
             self.open()
-        response = self._response(ex)
+        response, capture = self._response_or_revisit(ex)
         request = self._request(ex, response.rec_headers.get_header("WARC-Record-ID"))
-        where = WarcLocation(self.name, self._size)
+        where = WarcLocation(self.name, self._size, capture)
         for record in (response, request):
             member = self._member(record)
             self._pending.append(member)
@@ -206,19 +216,51 @@ class WarcFiles:
         z = zlib.compressobj(self._level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         return z.compress(buf.getbuffer()) + z.flush()
 
-    def _response(self, ex: Exchange) -> ArcWarcRecord:
+    def _response_or_revisit(self, ex: Exchange) -> tuple[ArcWarcRecord, WarcCapture | None]:
+        """The exchange's ``response`` record, or a ``revisit`` record when it repeats the
+        page's last archived payload (a 304 to a conditional request: profile
+        server-not-modified; the same payload digest: identical-payload-digest); and the
+        capture that holds its payload (see WarcLocation.capture)."""
         headers = [(_RENAMED.get(k.lower(), k), v) for k, v in ex.response_headers]
         http = StatusAndHeaders(f"{ex.status} {ex.reason}".rstrip(), headers, protocol=ex.protocol)
-        warc = {"WARC-Date": _warc_date(ex.started)}
+        date = _warc_date(ex.started)
+        prev = ex.previous
+        if prev is not None and ex.status == HTTPStatus.NOT_MODIFIED:
+            return self._revisit(ex, http, date, prev, _NOT_MODIFIED_PROFILE), prev
+        warc = {"WARC-Date": date}
         if ex.truncated:
             warc["WARC-Truncated"] = ex.truncated
-        return self._builder.create_warc_record(
+        response = self._builder.create_warc_record(
             ex.url,
             "response",
             payload=io.BytesIO(ex.payload),
             length=len(ex.payload),
             http_headers=http,
             warc_headers_dict=warc,
+        )
+        digest = response.rec_headers.get_header("WARC-Payload-Digest")
+        if ex.truncated or not digest or not 200 <= ex.status < 300:
+            return response, None  # (a cut or failed payload is no capture to refer to)
+        if prev is not None and prev.d == digest:
+            return self._revisit(ex, http, date, prev, _SAME_PAYLOAD_PROFILE), prev
+        return response, WarcCapture(d=digest, u=ex.url, t=date)
+
+    def _revisit(
+        self, ex: Exchange, http: StatusAndHeaders, date: str, prev: WarcCapture, profile: str
+    ) -> ArcWarcRecord:
+        """A ``revisit`` record: this exchange's HTTP headers, no payload, and where the
+        payload is (WARC 1.1, section 6.7)."""
+        warc = {
+            "WARC-Date": date,
+            "WARC-Profile": profile,
+            "WARC-Refers-To-Target-URI": prev.u,
+            "WARC-Refers-To-Date": prev.t,
+            "WARC-Payload-Digest": prev.d,
+        }
+        if ex.truncated:
+            warc["WARC-Truncated"] = ex.truncated
+        return self._builder.create_warc_record(
+            ex.url, "revisit", http_headers=http, warc_headers_dict=warc
         )
 
     def _request(self, ex: Exchange, response_id: str) -> ArcWarcRecord:

@@ -254,6 +254,7 @@ class CrawlWorker(LeasedWorker[Lease]):
                     accept_any_type=lease.entry.k == FEED,
                     etag=last.e if last is not None else None,
                     last_modified=last.m if last is not None else None,
+                    previous=last.w if last is not None else None,
                 )
         except ProxyFailed as exc:  # the proxy's failure, not the site's
             if exc.unsent:  # the site never saw it: back without spending an attempt
@@ -403,6 +404,7 @@ class CrawlWorker(LeasedWorker[Lease]):
             text_hash=text_hash,
             etag=result.etag,
             last_modified=result.last_modified,
+            capture=result.warc.capture if result.warc is not None else None,
         )
 
     def _unchanged(self, lease: Lease, result: FetchResult, text_hash: str = "") -> _Commit:

@@ -6,9 +6,11 @@ validators.
 Every file under DIR is a page (``.xml`` files are feeds); a test edits, adds and deletes
 files between two crawls. Responses carry an ``ETag`` (a hash of the file) and a
 ``Last-Modified`` (its mtime) and honour ``If-None-Match`` / ``If-Modified-Since`` with a 304,
-as nginx and Apache do for static files. ``/live/<name>`` pages change every second (their text
-carries the time), for revisit schedules. Prints ``ready <port>``; appends one JSON line per
-request to FILE: time, path, status, body bytes sent, and the validators the request sent.
+as nginx and Apache do for static files, except under ``/plain/``: the same files served
+without validators and never a 304, as many dynamic pages are. ``/live/<name>`` pages change
+every second (their text carries the time), for revisit schedules. Prints ``ready <port>``;
+appends one JSON line per request to FILE: time, path, status, body bytes sent, and the
+validators the request sent.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class FolderSite:
         self._log = log.open("a", buffering=1)
         self.app = web.Application()
         self.app.router.add_get("/live/{name}", self._live)
+        self.app.router.add_get("/plain/{path:.*}", self._plain)
         self.app.router.add_get("/{path:.*}", self._file)
 
     def _write_log(self, request: web.Request, status: int, sent: int = 0) -> None:
@@ -46,18 +49,25 @@ class FolderSite:
         self._log.write(json.dumps(entry) + "\n")
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
-        rel = request.match_info["path"] or "index.html"
+        return self._serve(request, request.match_info["path"] or "index.html", validators=True)
+
+    async def _plain(self, request: web.Request) -> web.StreamResponse:
+        return self._serve(request, request.match_info["path"], validators=False)
+
+    def _serve(self, request: web.Request, rel: str, *, validators: bool) -> web.StreamResponse:
         path = (self.root / rel).resolve()
         if self.root not in path.parents or not path.is_file():
             self._write_log(request, 404)
             return web.Response(status=404, text="not found")
         body = path.read_bytes()
-        etag = '"' + hashlib.blake2b(body, digest_size=8).hexdigest() + '"'
-        mtime = int(path.stat().st_mtime)
-        headers = {"ETag": etag, "Last-Modified": formatdate(mtime, usegmt=True)}
-        if _not_modified(request, etag, mtime):
-            self._write_log(request, 304)
-            return web.Response(status=304, headers=headers)
+        headers: dict[str, str] = {}
+        if validators:
+            etag = '"' + hashlib.blake2b(body, digest_size=8).hexdigest() + '"'
+            mtime = int(path.stat().st_mtime)
+            headers = {"ETag": etag, "Last-Modified": formatdate(mtime, usegmt=True)}
+            if _not_modified(request, etag, mtime):
+                self._write_log(request, 304)
+                return web.Response(status=304, headers=headers)
         kind = "application/rss+xml" if path.suffix == ".xml" else "text/html"
         self._write_log(request, 200, len(body))
         return web.Response(body=body, headers=headers, content_type=kind, charset="utf-8")

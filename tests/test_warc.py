@@ -297,3 +297,98 @@ def test_full_disk_stops_claiming_and_loses_no_record(
     pages = read_pages(out)
     assert check_page_offsets(folder, pages) == status["done"]  # every settled page's record
     assert {urlsplit(p["url"]).path for p in pages} <= {"/", *(f"/p/{i}.html" for i in range(150))}
+
+
+def _page(name: str, text: str, links: tuple[str, ...] = ()) -> str:
+    anchors = "".join(f'<a href="{link}">{link}</a> ' for link in links)
+    return f"<html><head><title>{name}</title></head><body><p>{text}</p>{anchors}</body></html>"
+
+
+def _records_of(files: list[Path]) -> list[tuple[str, dict[str, str]]]:
+    """(WARC-Type, WARC headers) of every record."""
+    out = []
+    for path in files:
+        with path.open("rb") as f:
+            for record in ArchiveIterator(f):
+                out.append((record.rec_type, dict(record.rec_headers.headers)))
+    return out
+
+
+@pytest.mark.slow
+def test_a_second_pass_archives_what_it_saw_before_as_revisit_records(tmp_path: Path) -> None:
+    """Pass 2 of a crawl over a folder site: a 304 is a revisit record (server-not-modified),
+    the same payload from a server without validators one too (identical-payload-digest),
+    each referring to the pass-1 response that holds the payload; a changed page is a full
+    response again."""
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "index.html").write_text(_page("home", "Home.", ("a.html", "c.html", "/plain/b.html")))
+    (root / "a.html").write_text(_page("a", "Served with validators, never edited."))
+    (root / "b.html").write_text(_page("b", "Served without validators, never edited."))
+    (root / "c.html").write_text(_page("c", "The first version."))
+    site = SiteProcess(tmp_path / "site.log", "--root", str(root), module="distcrawl.foldersite")
+    warc = tmp_path / "warc"
+    try:
+        base = f"http://127.0.0.1:{site.port}"
+        args = ["run", f"{base}/", "--out", str(tmp_path / "out"), "--warc", str(warc)]
+        args += ["--no-summarize", "--processes", "1", *FAST]
+        first = cli(*args)
+        assert first.returncode == 0, first.stderr
+        pass1 = warc_files(warc)
+        (root / "c.html").write_text(_page("c", "The second version, edited."))
+        second = cli(*args)
+        assert second.returncode == 0, second.stderr
+        assert_no_traceback(second.stderr)
+        pass2 = [f for f in warc_files(warc) if f not in pass1]
+        third = cli(*args)  # nothing changed since pass 2
+        assert third.returncode == 0, third.stderr
+    finally:
+        site.stop()
+    everything = warc_files(warc)
+    pass3 = [f for f in everything if f not in pass1 and f not in pass2]
+    assert pass2
+    assert pass3
+    warcio_check(everything)
+    fastwarc_read(everything)  # block digests, revisit records' too
+
+    captures = {
+        (h["WARC-Target-URI"], h["WARC-Date"]): h["WARC-Payload-Digest"]
+        for kind, h in _records_of(pass1)
+        if kind == "response"
+    }
+    second_pass = {
+        h["WARC-Target-URI"]: (kind, h)
+        for kind, h in _records_of(pass2)
+        if kind in ("response", "revisit")
+    }
+    profiles = {
+        uri.removeprefix(base): h["WARC-Profile"].rsplit("/", 1)[1]
+        for uri, (kind, h) in second_pass.items()
+        if kind == "revisit"
+    }
+    assert profiles == {
+        "/": "server-not-modified",
+        "/a.html": "server-not-modified",
+        "/plain/b.html": "identical-payload-digest",
+    }
+    assert second_pass[f"{base}/c.html"][0] == "response"
+    for uri, (kind, h) in second_pass.items():
+        if kind == "revisit":
+            refers = (h["WARC-Refers-To-Target-URI"], h["WARC-Refers-To-Date"])
+            assert refers == (uri, refers[1])
+            assert captures[refers] == h["WARC-Payload-Digest"], uri
+
+    # Pass 3: all of it is revisits; c.html's refers to its pass-2 response, the others still
+    # to pass 1's (a revisit record is never what a later one refers to).
+    c_response = second_pass[f"{base}/c.html"][1]
+    captures[(c_response["WARC-Target-URI"], c_response["WARC-Date"])] = c_response[
+        "WARC-Payload-Digest"
+    ]
+    third_pass = [(k, h) for k, h in _records_of(pass3) if k in ("response", "revisit")]
+    pages = [h for k, h in third_pass if not h["WARC-Target-URI"].endswith("/robots.txt")]
+    assert len(pages) == 4
+    for h in pages:
+        refers = (h["WARC-Refers-To-Target-URI"], h["WARC-Refers-To-Date"])
+        assert captures[refers] == h["WARC-Payload-Digest"], h["WARC-Target-URI"]
+    c_refers = next(h for h in pages if h["WARC-Target-URI"].endswith("/c.html"))
+    assert c_refers["WARC-Refers-To-Date"] == c_response["WARC-Date"]
