@@ -32,7 +32,6 @@ import re
 import socket
 import threading
 import time
-import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -41,6 +40,7 @@ from pathlib import Path
 from warcio.recordloader import ArcWarcRecord
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
+from zlib_ng import zlib_ng
 
 from common.errors import OutputError
 from common.logging import get_logger
@@ -213,7 +213,7 @@ class WarcFiles:
         buf.seek(0)
         buf.truncate()
         self._builder.write_record(record)
-        z = zlib.compressobj(self._level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        z = zlib_ng.compressobj(self._level, zlib_ng.DEFLATED, 16 + zlib_ng.MAX_WBITS)
         return z.compress(buf.getbuffer()) + z.flush()
 
     def _response_or_revisit(self, ex: Exchange) -> tuple[ArcWarcRecord, WarcCapture | None]:
