@@ -206,12 +206,20 @@ class RedisClusterServer:
 
     def owner(self, slot: int) -> RedisServer:
         """The master serving ``slot`` now."""
+        node = self._owner_or_none(slot)
+        if node is None:
+            raise RuntimeError(f"no master serves slot {slot}")
+        return node
+
+    def _owner_or_none(self, slot: int) -> RedisServer | None:
+        """The master that lists ``slot`` as its own, if one does (none may for a moment
+        while the slot moves)."""
         for node in self.masters():
             for part in self._myself(node)[8:]:
                 lo, _, hi = part.partition("-")
                 if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
                     return node
-        raise RuntimeError(f"no master serves slot {slot}")
+        return None
 
     def migrate_slot(self, slot: int, to: RedisServer, timeout: float = 30) -> None:
         """Move ``slot`` and its keys to the master ``to`` in one atomic step (Valkey 9
@@ -224,7 +232,7 @@ class RedisClusterServer:
             "node", self.node_id(to),
         )  # fmt: skip
         deadline = time.monotonic() + timeout
-        while self.owner(slot).port != to.port:
+        while (now := self._owner_or_none(slot)) is None or now.port != to.port:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"slot {slot} did not move to {to.port}")
             time.sleep(0.1)
