@@ -350,8 +350,8 @@ class Fetcher:
             if raw is not None and self._archive is not None:
                 # (uncoded bodies are archived as kept: cut at the cap, not at a chunk's end)
                 payload = body if resp.headers.get("Content-Encoding") is None else b"".join(raw)
-                ex = _exchange(resp, current, sent, payload, "length" if truncated else None)
-                ex.previous = previous
+                why = "length" if truncated else None
+                ex = _exchange(resp, current, sent, payload, why, previous)
                 result.warc = await self._archive.record(ex)
             return result
         raise PermanentError(f"more than {self._s.max_redirects} redirects", reason="redirects")
@@ -408,8 +408,7 @@ class Fetcher:
             truncated = "time"
         except aiohttp.ClientError:
             truncated = "disconnect"
-        exchange = _exchange(resp, url, sent, b"".join(chunks), truncated)
-        exchange.previous = previous
+        exchange = _exchange(resp, url, sent, b"".join(chunks), truncated, previous)
         await self._archive.record(exchange)
 
     def _next_hop(self, current: str, location: str | None, hops: list[str]) -> str:
@@ -465,6 +464,7 @@ def _exchange(
     sent: float,
     payload: bytes,
     truncated: str | None,
+    previous: WarcCapture | None = None,
 ) -> Exchange:
     info = resp.request_info
     version = resp.version
@@ -481,4 +481,5 @@ def _exchange(
         response_headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers],
         payload=payload,
         truncated=truncated,
+        previous=previous,
     )

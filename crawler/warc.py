@@ -1,4 +1,6 @@
-"""WARC output: every HTTP exchange of the Fetcher as a ``response`` and a ``request`` record.
+"""WARC output: every HTTP exchange of the Fetcher as a ``response`` and a ``request`` record
+(a ``revisit`` record instead of the response when a revisit repeats the payload archived last
+time: a 304, or the same payload digest).
 
 Files are ``.warc.gz`` with one gzip member per record (readers seek to any record's offset),
 a ``warcinfo`` record first, rotated at ``max_bytes`` and named
