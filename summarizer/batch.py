@@ -67,7 +67,7 @@ __all__ = ["BatchRecord", "BatchWorker", "Job", "decode_record", "encode_record"
 
 log = get_logger(__name__)
 # The finished jobs a worker remembers (ids of 16 characters; one job is up to a batch of docs).
-_FINISHED_KEPT = 1000
+_DONE_JOBS_KEPT = 1000
 RECORD_VERSION = 1
 
 
@@ -177,7 +177,7 @@ class BatchWorker(DocsWorker[Job]):
 
     async def _drop(self, record: BatchRecord) -> None:
         self._done_jobs[record.job] = None
-        if len(self._done_jobs) > _FINISHED_KEPT:
+        if len(self._done_jobs) > _DONE_JOBS_KEPT:
             del self._done_jobs[next(iter(self._done_jobs))]
         await self._jobs_op("drop", record.job)
 
